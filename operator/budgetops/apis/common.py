@@ -1,0 +1,210 @@
+"""Types every BudgetOps resource shares: money, durations, conditions, the model base.
+
+Money is `Decimal` end to end. In manifests an amount is an integer (`cost: 1`) or a
+string with at most two decimals (`amount: "10.50"`); a YAML float is refused because
+it has already lost precision by the time we see it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP = "budgetops.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+_MONEY = re.compile(r"^[0-9]+(\.[0-9]{1,2})?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_PATTERN = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+
+
+class Model(BaseModel):
+    """Base for every spec and status: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as the API server stores it: camelCase keys, no unset optionals."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def parse_amount(value: object) -> Decimal:
+    """Read an amount the way a manifest may spell it; reject what would lose cents."""
+    if isinstance(value, Decimal):
+        text = format(value, "f")
+    elif isinstance(value, bool):
+        raise ValueError("an amount must be a number, not a boolean")
+    elif isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    elif isinstance(value, float):
+        raise ValueError(
+            f'write the amount {value!r} as a quoted string (for example "{value:.2f}"): '
+            "floating-point numbers lose cents"
+        )
+    else:
+        raise ValueError(f"an amount must be an integer or a decimal string, not {value!r}")
+    if not _MONEY.match(text):
+        raise ValueError(
+            f"{text!r} is not an amount: use a non-negative number with at most 2 decimals"
+        )
+    try:
+        return Decimal(text)
+    except InvalidOperation as error:  # pragma: no cover - the pattern already excludes this
+        raise ValueError(f"{text!r} is not an amount") from error
+
+
+def format_amount(value: Decimal) -> int | str:
+    """Whole amounts stay integers on the wire; others keep exactly two decimals."""
+    if value == value.to_integral_value():
+        return int(value)
+    return f"{value.quantize(Decimal('0.01'))}"
+
+
+_AMOUNT_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-int-or-string": True,
+    "x-kubernetes-validations": [
+        {
+            "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+(\\\\.[0-9]{1,2})?$')",
+            "message": "must be a non-negative amount with at most 2 decimals",
+        }
+    ],
+}
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(parse_amount),
+    PlainSerializer(format_amount, return_type=int | str, when_used="json"),
+    WithJsonSchema(_AMOUNT_SCHEMA),
+]
+"""A non-negative amount of points or money."""
+
+_POSITIVE_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-int-or-string": True,
+    "x-kubernetes-validations": [
+        {
+            "rule": "type(self) == int ? self > 0 : "
+            "(self.matches('^[0-9]+(\\\\.[0-9]{1,2})?$') && double(self) > 0.0)",
+            "message": "must be a positive amount with at most 2 decimals",
+        }
+    ],
+}
+
+
+def _positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+PositiveAmount = Annotated[
+    Decimal,
+    BeforeValidator(lambda v: _positive(parse_amount(v))),
+    PlainSerializer(format_amount, return_type=int | str, when_used="json"),
+    WithJsonSchema(_POSITIVE_SCHEMA),
+]
+"""A cost or grant: an amount that must be above zero."""
+
+
+def parse_duration(value: object) -> timedelta:
+    """Read `30s`, `15m`, `24h`, `7d` or a combination such as `1h30m`."""
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError("a duration is a string such as 30s, 15m, 24h or 7d")
+    match = _DURATION.match(value)
+    if not match or not any(match.groups()):
+        raise ValueError(f"{value!r} is not a duration: use forms such as 30s, 15m, 24h or 7d")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    delta = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if delta <= timedelta(0):
+        raise ValueError("a duration must be longer than zero")
+    return delta
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest spelling that `parse_duration` reads back to the same value."""
+    seconds = int(value.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "maxLength": 32, "pattern": _DURATION_PATTERN}),
+]
+"""A positive duration written the Kubernetes way (`24h`), with `d` for days."""
+
+
+def _utc(value: datetime) -> datetime:
+    """Refuse naive datetimes where an instant is meant, so no clock is ever guessed."""
+    if value.tzinfo is None:
+        raise ValueError("a timestamp needs a time zone; write it in UTC with a trailing Z")
+    return value.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, as Kubernetes writes timestamps."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(_utc),
+    PlainSerializer(format_time, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""A UTC instant; seconds precision on the wire."""
+
+
+Percent = Annotated[int, Field(ge=0, le=100)]
+
+Unit = Literal["points", "USD"]
+Enforcement = Literal["enforce", "warn"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class Condition(Model):
+    """A Kubernetes-convention condition; `lastTransitionTime` moves only when status flips."""
+
+    type: str = Field(max_length=64)
+    status: ConditionStatus
+    reason: str = Field(max_length=128, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = Field(default="", max_length=1024)
+    last_transition_time: Timestamp
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class SecretKeyRef(Model):
+    """Where a credential lives; the value itself never appears in a spec or status."""
+
+    name: str = Field(max_length=253, pattern=NAME_PATTERN)
+    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")

@@ -1,0 +1,293 @@
+"""RiskBudget: one service's risk points per window, the band they put it in, and its history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from budgetops.apis.common import (
+    Amount,
+    Condition,
+    Duration,
+    Enforcement,
+    Model,
+    Percent,
+    SecretKeyRef,
+    Timestamp,
+)
+from budgetops.apis.ledger import Ledger
+
+TIER_ALLOCATIONS: dict[int, int] = {0: 300, 1: 200, 2: 120, 3: 80}
+"""Risk points per window by tier: internal, customer-facing, critical, safety-critical."""
+
+ChangeClass = Literal["standard", "low-risk", "security-fix", "incident"]
+Band = Literal["Green", "Yellow", "Red", "Exhausted"]
+Cadence = Literal["monthly", "weekly", "sprint"]
+UnknownsAction = Literal["warn", "block"]
+ChannelType = Literal["webhook", "slack", "teams", "email"]
+
+ANNOTATION_RISK_POINTS = "budgetops.dev/risk-points"
+ANNOTATION_CHANGE_CLASS = "budgetops.dev/change-class"
+ANNOTATION_RELEASE_ID = "budgetops.dev/release-id"
+ANNOTATION_UNKNOWNS = "budgetops.dev/unknowns"
+ANNOTATION_UNCERTAINTY = "budgetops.dev/uncertainty"
+
+
+class Sprint(Model):
+    """Sprints of `lengthDays` days, counted from `anchor` (a UTC date) in both directions."""
+
+    length_days: int = Field(ge=1, le=90)
+    anchor: date
+
+
+class Window(Model):
+    """When one budget window ends and the next begins (always at 00:00 UTC)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(self.cadence == 'sprint') == has(self.sprint)",
+                    "message": "sprint is required for cadence sprint and only for it",
+                }
+            ]
+        }
+    )
+
+    cadence: Cadence = "monthly"
+    sprint: Sprint | None = None
+
+    @model_validator(mode="after")
+    def _sprint_iff_cadence(self) -> Self:
+        if (self.cadence == "sprint") != (self.sprint is not None):
+            raise ValueError("sprint is required for cadence sprint and only for it")
+        return self
+
+
+class Thresholds(Model):
+    """Percent of the allocation consumed at which the band turns Yellow, Red and Exhausted."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.yellow < self.red && self.red < self.exhausted",
+                    "message": "thresholds must increase strictly: yellow < red < exhausted",
+                }
+            ]
+        }
+    )
+
+    yellow: Percent = 40
+    red: Percent = 70
+    exhausted: Percent = 100
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Self:
+        if not self.yellow < self.red < self.exhausted:
+            raise ValueError("thresholds must increase strictly: yellow < red < exhausted")
+        return self
+
+
+BandChanges = list[ChangeClass]
+
+
+def _classes(*names: ChangeClass) -> Callable[[], BandChanges]:
+    return lambda: list(names)
+
+
+class BandPolicy(Model):
+    """Which change classes may ship in each band; the defaults tighten as the band worsens."""
+
+    green: BandChanges = Field(
+        default_factory=_classes("standard", "low-risk", "security-fix", "incident")
+    )
+    yellow: BandChanges = Field(
+        default_factory=_classes("standard", "low-risk", "security-fix", "incident")
+    )
+    red: BandChanges = Field(default_factory=_classes("low-risk", "security-fix", "incident"))
+    exhausted: BandChanges = Field(default_factory=_classes("security-fix", "incident"))
+
+    def allows(self, band: Band) -> list[ChangeClass]:
+        """The change classes `band` lets through."""
+        return {
+            "Green": self.green,
+            "Yellow": self.yellow,
+            "Red": self.red,
+            "Exhausted": self.exhausted,
+        }[band]
+
+
+class ReleaseDeclaration(Model):
+    """How a workload declares its release: annotation names and defaults when absent."""
+
+    risk_points_annotation: str = Field(default=ANNOTATION_RISK_POINTS, max_length=253)
+    change_class_annotation: str = Field(default=ANNOTATION_CHANGE_CLASS, max_length=253)
+    release_id_annotation: str = Field(default=ANNOTATION_RELEASE_ID, max_length=253)
+    default_risk_points: int = Field(default=10, ge=0, le=100_000)
+    default_change_class: ChangeClass = "standard"
+
+
+class UnknownsBudget(Model):
+    """Limits on what a release could not assess (unknown reachability, identity, ...)."""
+
+    max_unknown_count: int = Field(ge=0, le=1_000_000)
+    max_cumulative_uncertainty: Amount
+    reason_limits: dict[str, int] = Field(default_factory=dict)
+    action: UnknownsAction = "warn"
+
+    @model_validator(mode="after")
+    def _non_negative_limits(self) -> Self:
+        negative = sorted(reason for reason, limit in self.reason_limits.items() if limit < 0)
+        if negative:
+            raise ValueError(f"reason limits must not be negative: {', '.join(negative)}")
+        return self
+
+
+class EarnedCapacity(Model):
+    """Extra allocation for a service whose MTTR and change-failure rate keep improving."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minIncreasePercent <= self.maxIncreasePercent",
+                    "message": "minIncreasePercent must not exceed maxIncreasePercent",
+                }
+            ]
+        }
+    )
+
+    enabled: bool = True
+    required_improvement_windows: int = Field(default=2, ge=1, le=12)
+    min_increase_percent: Percent = 10
+    max_increase_percent: Percent = 20
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min_increase_percent > self.max_increase_percent:
+            raise ValueError("minIncreasePercent must not exceed maxIncreasePercent")
+        return self
+
+
+class Channel(Model):
+    """A notification destination; its URL or credentials stay in a Secret."""
+
+    name: str = Field(min_length=1, max_length=63)
+    type: ChannelType
+    secret_ref: SecretKeyRef
+    to: list[str] = Field(default_factory=list, max_length=32)
+
+
+class Notifications(Model):
+    """Where band transitions are announced, debounced by `aggregationWindow`."""
+
+    aggregation_window: Duration = timedelta(hours=1)
+    channels: list[Channel] = Field(default_factory=list, max_length=16)
+
+
+class LabelSelectorRequirement(Model):
+    """One `matchExpressions` term of a Kubernetes label selector."""
+
+    key: str = Field(max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+
+class LabelSelector(Model):
+    """The workloads whose releases this budget pays for."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+
+class RiskBudgetSpec(Model):
+    """A service's risk allowance per window and the rules for spending it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.tier) || has(self.allocation)",
+                    "message": "set a tier (0-3) or an explicit allocation",
+                }
+            ]
+        }
+    )
+
+    service_id: str = Field(
+        min_length=1, max_length=253, pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+    )
+    tier: int | None = Field(default=None, ge=0, le=3)
+    allocation: int | None = Field(default=None, ge=1, le=1_000_000)
+    window: Window = Field(default_factory=Window)
+    carry_over: bool = False
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    selector: LabelSelector = Field(default_factory=LabelSelector)
+    release: ReleaseDeclaration = Field(default_factory=ReleaseDeclaration)
+    bands: BandPolicy = Field(default_factory=BandPolicy)
+    unknowns: UnknownsBudget | None = None
+    earned_capacity: EarnedCapacity = Field(default_factory=EarnedCapacity)
+    notifications: Notifications = Field(default_factory=Notifications)
+    enforcement: Enforcement = "enforce"
+
+    @model_validator(mode="after")
+    def _sized(self) -> Self:
+        if self.tier is None and self.allocation is None:
+            raise ValueError("set a tier (0-3) or an explicit allocation")
+        return self
+
+    def base_allocation(self) -> int:
+        """The explicit allocation if given, else the tier's."""
+        if self.allocation is not None:
+            return self.allocation
+        assert self.tier is not None  # guaranteed by _sized
+        return TIER_ALLOCATIONS[self.tier]
+
+
+class WindowRef(Model):
+    """The window a status speaks of: `2026-11`, `2026-W47` or `sprint-2026-11-16`."""
+
+    key: str = Field(max_length=32)
+    start: Timestamp
+    end: Timestamp
+
+
+class Reliability(Model):
+    """Reliability figures reported for a window; they feed earned capacity."""
+
+    mttr_hours: Amount | None = None
+    change_failure_rate_percent: Amount | None = None
+    p1_incidents: int = Field(default=0, ge=0)
+
+
+class WindowSummary(Model):
+    """A closed window, as kept in `status.history`."""
+
+    window: WindowRef
+    allocated: int
+    consumed: int
+    entries: int
+    band_reached: Band
+    reliability: Reliability = Field(default_factory=Reliability)
+    earned_increase: int = Field(default=0, description="Points this window earned the next one")
+    earned_reason: str = Field(default="", max_length=1024)
+
+
+class RiskBudgetStatus(Ledger):
+    """The current window's ledger (one account, the service) and band, closed windows."""
+
+    observed_generation: int | None = None
+    window: WindowRef | None = None
+    allocation: int | None = None
+    consumed: int = 0
+    percent_used: str = "0"
+    band: Band = "Green"
+    band_reached: Band = "Green"
+    earned_increase: int = 0
+    reliability: Reliability = Field(default_factory=Reliability)
+    history: list[WindowSummary] = Field(default_factory=list, max_length=24)
+    conditions: list[Condition] = Field(default_factory=list)

@@ -1,0 +1,224 @@
+"""TrustBudget: a per-account issuance budget (certificates, tokens, any matched admission)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+from typing import Literal, Self
+
+from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
+
+from budgetops.apis.common import (
+    Amount,
+    Condition,
+    Duration,
+    Enforcement,
+    Model,
+    Percent,
+    PositiveAmount,
+    Timestamp,
+    Unit,
+)
+from budgetops.apis.ledger import Ledger
+
+TEMPLATE_VARIABLES = frozenset({"username", "group", "namespace", "name"})
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+_SERVICE_ACCOUNT = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/([a-z0-9]([-.a-z0-9]*[a-z0-9])?|\*)$"
+
+Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+
+
+class SubjectSet(Model):
+    """Requesters named by user, group, service account (`namespace/name`) or username glob."""
+
+    users: list[str] = Field(default_factory=list, max_length=256)
+    groups: list[str] = Field(default_factory=list, max_length=256)
+    service_accounts: list[str] = Field(default_factory=list, max_length=256)
+    patterns: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("service_accounts")
+    @classmethod
+    def _namespaced(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not re.match(_SERVICE_ACCOUNT, value):
+                raise ValueError(
+                    f"{value!r} is not namespace/name (use namespace/* for every account)"
+                )
+        return values
+
+    def is_empty(self) -> bool:
+        return not (self.users or self.groups or self.service_accounts or self.patterns)
+
+
+_SUBJECTS_RULE: dict[str, JsonValue] = {
+    "rule": " || ".join(
+        f"(has(self.{field}) && size(self.{field}) > 0)"
+        for field in ("users", "groups", "serviceAccounts", "patterns")
+    ),
+    "message": "name at least one of users, groups, serviceAccounts or patterns",
+}
+
+
+class Subjects(SubjectSet):
+    """Who the budget governs, minus who it never charges."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_SUBJECTS_RULE]})
+
+    exclude: SubjectSet = Field(default_factory=SubjectSet)
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> Self:
+        if self.is_empty():
+            raise ValueError(
+                "name at least one of users, groups, serviceAccounts or patterns "
+                '(patterns: ["*"] governs every requester)'
+            )
+        return self
+
+
+def _create_only() -> list[Operation]:
+    return ["CREATE"]
+
+
+class ResourceMatch(Model):
+    """An API resource whose admission is charged, e.g. certificatesigningrequests CREATE."""
+
+    group: str = Field(default="", max_length=253)
+    resource: str = Field(min_length=1, max_length=253)
+    subresource: str = Field(default="", max_length=64)
+    operations: list[Operation] = Field(default_factory=_create_only, min_length=1)
+
+
+class CostOverride(Model):
+    """A different cost for one resource, e.g. a long-lived token costs more than a CSR."""
+
+    group: str = Field(default="", max_length=253)
+    resource: str = Field(min_length=1, max_length=253)
+    subresource: str = Field(default="", max_length=64)
+    cost: PositiveAmount
+
+
+class RapidDepletion(Model):
+    """Alert when more than `percent` of the allocation goes within `within`."""
+
+    percent: Percent = 50
+    within: Duration = timedelta(hours=1)
+
+
+class Alerts(Model):
+    """Thresholds that raise conditions, Events and notifications (never denials)."""
+
+    low_balance_percent: Percent = 20
+    exhaustion: bool = True
+    rapid_depletion: RapidDepletion = Field(default_factory=RapidDepletion)
+
+
+class RateLimit(Model):
+    """At most `count` uses per `per`."""
+
+    count: int = Field(ge=1, le=10_000)
+    per: Duration
+
+
+class Quorum(Model):
+    """Approvals by distinct people named in `approvers` before break-glass is honoured."""
+
+    required: int = Field(ge=1, le=10)
+    approvers: SubjectSet
+
+
+class BreakGlass(Model):
+    """The emergency path past an exhausted budget, with its own tighter controls."""
+
+    subjects: SubjectSet
+    max_certificate_ttl: Duration = Field(alias="maxCertificateTTL")
+    rate_limit: RateLimit
+    require_reason: bool = True
+    quorum: Quorum | None = None
+
+
+class TrustBudgetSpec(Model):
+    """What a TrustBudget governs, what each issuance costs and when balances reset."""
+
+    subjects: Subjects
+    account_key: str = Field(default="user:${username}", min_length=1, max_length=253)
+    match: list[ResourceMatch] = Field(min_length=1, max_length=32)
+    cost: PositiveAmount = Decimal(1)
+    cost_overrides: list[CostOverride] = Field(default_factory=list, max_length=32)
+    initial_balance: PositiveAmount
+    reset_interval: Duration | None = None
+    unit: Unit = "points"
+    alerts: Alerts = Field(default_factory=Alerts)
+    enforcement: Enforcement = "enforce"
+    break_glass: BreakGlass | None = None
+
+    @field_validator("account_key")
+    @classmethod
+    def _known_variables(cls, template: str) -> str:
+        unknown = set(_VARIABLE.findall(template)) - TEMPLATE_VARIABLES
+        if unknown:
+            names = ", ".join(sorted(f"${{{name}}}" for name in unknown))
+            known = ", ".join(sorted(f"${{{name}}}" for name in TEMPLATE_VARIABLES))
+            raise ValueError(f"unknown variable {names} in the account key; use {known}")
+        return template
+
+    @model_validator(mode="after")
+    def _whole_points(self) -> Self:
+        if self.unit == "points":
+            amounts = [("cost", self.cost), ("initialBalance", self.initial_balance)]
+            amounts += [
+                (f"costOverrides[{i}].cost", o.cost) for i, o in enumerate(self.cost_overrides)
+            ]
+            for path, amount in amounts:
+                if amount != amount.to_integral_value():
+                    raise ValueError(f"{path} must be a whole number of points (unit is points)")
+        return self
+
+    def cost_for(self, *, group: str, resource: str, subresource: str) -> Decimal:
+        """The cost of one admission of this resource (an override, else the default)."""
+        for override in self.cost_overrides:
+            if (override.group, override.resource, override.subresource) == (
+                group,
+                resource,
+                subresource,
+            ):
+                return override.cost
+        return self.cost
+
+
+class BreakGlassUse(Model):
+    """One break-glass admission, kept for audit beside the ordinary ledger."""
+
+    at: Timestamp
+    account: str
+    user: str
+    reason: str = Field(max_length=1024)
+    object: str = Field(default="", max_length=512)
+
+
+class TrustBudgetStatus(Ledger):
+    """Balances per account, recent movements, break-glass uses, conditions."""
+
+    observed_generation: int | None = None
+    break_glass_uses: list[BreakGlassUse] = Field(default_factory=list, max_length=100)
+    conditions: list[Condition] = Field(default_factory=list)
+    exhausted_accounts: int = 0
+    lowest_balance: Amount | None = None
+
+
+__all__ = [
+    "TEMPLATE_VARIABLES",
+    "Alerts",
+    "BreakGlass",
+    "BreakGlassUse",
+    "CostOverride",
+    "Quorum",
+    "RapidDepletion",
+    "RateLimit",
+    "ResourceMatch",
+    "SubjectSet",
+    "Subjects",
+    "TrustBudgetSpec",
+    "TrustBudgetStatus",
+]

@@ -1,0 +1,300 @@
+"""Ledger operations: every movement of points between balance, reservations, leases and spent.
+
+Each function checks everything it needs *before* it changes anything, so a refused operation
+leaves the ledger exactly as it was; the store wraps a call in one transaction (or one
+compare-and-swap), which makes it atomic. The invariant, per account, is
+
+    allocation = balance + spent + reserved + leased_out
+
+and `audit` reports any account that breaks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from budgetops.apis.ledger import (
+    ENTRIES_KEPT,
+    SETTLED_KEYS_KEPT,
+    Account,
+    Entry,
+    EntryAction,
+    LeaseHold,
+    Ledger,
+    Reservation,
+)
+
+ZERO = Decimal(0)
+
+ChargeStatus = Literal["reserved", "duplicate", "insufficient"]
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a reserve or lease did: `duplicate` means the key was charged before."""
+
+    status: ChargeStatus
+    amount: Decimal
+    balance: Decimal
+
+    @property
+    def charged(self) -> bool:
+        return self.status == "reserved"
+
+
+class UnknownAccount(KeyError):
+    """An operation named an account the ledger has never opened."""
+
+
+def open_account(
+    ledger: Ledger,
+    *,
+    key: str,
+    allocation: Decimal,
+    window_start: datetime,
+    resets_at: datetime | None,
+) -> Account:
+    """The account under `key`, opened with a full balance if it did not exist yet."""
+    account = ledger.accounts.get(key)
+    if account is None:
+        account = Account(
+            allocation=allocation,
+            balance=allocation,
+            window_start=window_start,
+            resets_at=resets_at,
+        )
+        ledger.accounts[key] = account
+    return account
+
+
+def _account(ledger: Ledger, key: str) -> Account:
+    try:
+        return ledger.accounts[key]
+    except KeyError:
+        raise UnknownAccount(key) from None
+
+
+def _record(
+    ledger: Ledger,
+    *,
+    at: datetime,
+    account: str,
+    action: EntryAction,
+    amount: Decimal,
+    key: str = "",
+    ref: str = "",
+) -> None:
+    ledger.entries.append(
+        Entry(at=at, account=account, action=action, amount=amount, key=key, object=ref)
+    )
+    del ledger.entries[:-ENTRIES_KEPT]
+
+
+def _settle(ledger: Ledger, key: str) -> None:
+    ledger.settled.append(key)
+    del ledger.settled[:-SETTLED_KEYS_KEPT]
+
+
+def is_known(ledger: Ledger, key: str) -> bool:
+    """Whether `key` is reserved now or was settled recently: charging it again is a replay."""
+    return key in ledger.settled or any(key in a.reservations for a in ledger.accounts.values())
+
+
+def reserve(
+    ledger: Ledger,
+    *,
+    account: str,
+    key: str,
+    amount: Decimal,
+    now: datetime,
+    ttl: timedelta,
+    ref: str = "",
+) -> Charge:
+    """Hold `amount` for the object `key` until it is confirmed or expires; never twice."""
+    target = _account(ledger, account)
+    if is_known(ledger, key):
+        return Charge("duplicate", ZERO, target.balance)
+    if amount > target.balance:
+        return Charge("insufficient", ZERO, target.balance)
+    target.balance -= amount
+    target.reserved += amount
+    target.reservations[key] = Reservation(
+        amount=amount, created_at=now, expires_at=now + ttl, object=ref
+    )
+    _record(ledger, at=now, account=account, action="reserve", amount=amount, key=key, ref=ref)
+    return Charge("reserved", amount, target.balance)
+
+
+def find_reservation(ledger: Ledger, key: str) -> str | None:
+    """The account holding a reservation under `key`, if any."""
+    for name, account in ledger.accounts.items():
+        if key in account.reservations:
+            return name
+    return None
+
+
+def confirm(ledger: Ledger, *, key: str, now: datetime) -> bool:
+    """The object exists: its reservation becomes spent. False if nothing was reserved."""
+    name = find_reservation(ledger, key)
+    if name is None:
+        return False
+    account = ledger.accounts[name]
+    held = account.reservations.pop(key)
+    account.reserved -= held.amount
+    account.spent += held.amount
+    _settle(ledger, key)
+    _record(
+        ledger, at=now, account=name, action="confirm", amount=held.amount, key=key, ref=held.object
+    )
+    return True
+
+
+def refund(ledger: Ledger, *, key: str, now: datetime) -> Decimal:
+    """The object never appeared: its reservation returns to the balance. Returns the amount."""
+    name = find_reservation(ledger, key)
+    if name is None:
+        return ZERO
+    account = ledger.accounts[name]
+    held = account.reservations.pop(key)
+    account.reserved -= held.amount
+    account.balance += held.amount
+    _settle(ledger, key)
+    _record(
+        ledger, at=now, account=name, action="refund", amount=held.amount, key=key, ref=held.object
+    )
+    return held.amount
+
+
+def expired_reservations(ledger: Ledger, *, now: datetime) -> list[str]:
+    """Keys of reservations whose confirmation window has passed, oldest first."""
+    found = [
+        (held.expires_at, key)
+        for account in ledger.accounts.values()
+        for key, held in account.reservations.items()
+        if held.expires_at <= now
+    ]
+    return [key for _, key in sorted(found)]
+
+
+def lease(
+    ledger: Ledger,
+    *,
+    account: str,
+    lease_id: str,
+    amount: Decimal,
+    now: datetime,
+    expires_at: datetime,
+    holder: str = "",
+) -> Charge:
+    """Lend `amount` to a lease; granting the same lease id twice grants once."""
+    target = _account(ledger, account)
+    if lease_id in target.leases or lease_id in ledger.settled:
+        return Charge("duplicate", ZERO, target.balance)
+    if amount > target.balance:
+        return Charge("insufficient", ZERO, target.balance)
+    target.balance -= amount
+    target.leased_out += amount
+    target.leases[lease_id] = LeaseHold(amount=amount, expires_at=expires_at, holder=holder)
+    _record(
+        ledger, at=now, account=account, action="lease", amount=amount, key=lease_id, ref=holder
+    )
+    return Charge("reserved", amount, target.balance)
+
+
+def spend_lease(
+    ledger: Ledger,
+    *,
+    account: str,
+    lease_id: str,
+    request_id: str,
+    amount: Decimal,
+    now: datetime,
+) -> Decimal:
+    """A holder reports spending: that part of the lease becomes spent, once per request id.
+
+    A report larger than what is left of the lease spends only what is left: the holder
+    overran its slice locally, and the parent must not pay more than it lent.
+    """
+    target = _account(ledger, account)
+    report_key = f"{lease_id}/{request_id}"
+    hold = target.leases.get(lease_id)
+    if hold is None or report_key in ledger.settled:
+        return ZERO
+    spent = min(amount, hold.amount)
+    hold.amount -= spent
+    target.leased_out -= spent
+    target.spent += spent
+    _settle(ledger, report_key)
+    _record(ledger, at=now, account=account, action="lease-spend", amount=spent, key=report_key)
+    return spent
+
+
+def return_lease(ledger: Ledger, *, account: str, lease_id: str, now: datetime) -> Decimal:
+    """Release or expiry: what the holder did not spend returns to the balance."""
+    target = _account(ledger, account)
+    hold = target.leases.pop(lease_id, None)
+    if hold is None:
+        return ZERO
+    target.leased_out -= hold.amount
+    target.balance += hold.amount
+    _settle(ledger, lease_id)
+    _record(
+        ledger, at=now, account=account, action="lease-return", amount=hold.amount, key=lease_id
+    )
+    return hold.amount
+
+
+def reset(
+    ledger: Ledger,
+    *,
+    account: str,
+    allocation: Decimal,
+    window_start: datetime,
+    resets_at: datetime | None,
+    carry_over: bool = False,
+) -> None:
+    """Start a new window for one account.
+
+    Spending starts again from zero. Reservations and leases still open belong to objects and
+    holders that are still in flight, so they stay held and count against the new window;
+    with carry-over, the unused balance of the old window is added to the new allocation.
+    """
+    target = _account(ledger, account)
+    held = target.reserved + target.leased_out
+    carried = target.balance if carry_over else ZERO
+    new_allocation = max(allocation + carried, held)
+    target.allocation = new_allocation
+    target.spent = ZERO
+    target.balance = new_allocation - held
+    target.window_start = window_start
+    target.resets_at = resets_at
+    _record(ledger, at=window_start, account=account, action="reset", amount=new_allocation)
+
+
+def resize(ledger: Ledger, *, account: str, allocation: Decimal) -> None:
+    """Apply a changed allocation mid-window; it never drops below what is already committed."""
+    target = _account(ledger, account)
+    committed = target.spent + target.reserved + target.leased_out
+    target.allocation = max(allocation, committed)
+    target.balance = target.allocation - committed
+
+
+def audit(ledger: Ledger) -> list[str]:
+    """Every account that breaks the invariant or has a negative part, as readable lines."""
+    problems = []
+    for name, a in ledger.accounts.items():
+        reserved = sum((r.amount for r in a.reservations.values()), ZERO)
+        leased = sum((h.amount for h in a.leases.values()), ZERO)
+        if a.allocation != a.balance + a.spent + a.reserved + a.leased_out:
+            problems.append(
+                f"{name}: allocation {a.allocation} != balance {a.balance} + spent {a.spent}"
+                f" + reserved {a.reserved} + leased out {a.leased_out}"
+            )
+        if reserved != a.reserved or leased != a.leased_out:
+            problems.append(f"{name}: itemised holds ({reserved}, {leased}) differ from totals")
+        if min(a.balance, a.spent, a.reserved, a.leased_out) < 0:
+            problems.append(f"{name}: a part of the ledger is negative")
+    return problems

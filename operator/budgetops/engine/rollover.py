@@ -1,0 +1,158 @@
+"""Rolling budgets into their current window: TrustBudget account resets, RiskBudget windows.
+
+Both admission and the reconciler call these before they look at a balance, and both are
+idempotent: the persisted window decides whether anything is due, so two callers (or one
+caller twice) roll a window exactly once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from budgetops.apis.riskbudget import (
+    Reliability,
+    RiskBudgetSpec,
+    RiskBudgetStatus,
+    WindowRef,
+    WindowSummary,
+)
+from budgetops.apis.trustbudget import TrustBudgetSpec, TrustBudgetStatus
+from budgetops.engine import ledger
+from budgetops.engine.bands import band_for, percent_used, worse
+from budgetops.engine.earned import earned_increase
+from budgetops.engine.windows import Window, interval_window, window_at, windows_between
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""Reset intervals are counted from here, so `24h` resets at 00:00Z and `1h` on the hour."""
+
+HISTORY_KEPT = 24
+
+
+def trust_window(spec: TrustBudgetSpec, now: datetime) -> Window | None:
+    """The reset interval holding `now`, or None for a budget that never resets."""
+    if spec.reset_interval is None:
+        return None
+    return interval_window(anchor=EPOCH, interval=spec.reset_interval, at=now)
+
+
+def trust_account(
+    status: TrustBudgetStatus, spec: TrustBudgetSpec, *, key: str, now: datetime
+) -> None:
+    """Open `key` if new, reset it if its interval has passed, follow a changed allocation."""
+    window = trust_window(spec, now)
+    start = window.start if window else now
+    end = window.end if window else None
+    account = status.accounts.get(key)
+    if account is None:
+        ledger.open_account(
+            status, key=key, allocation=spec.initial_balance, window_start=start, resets_at=end
+        )
+        return
+    if account.resets_at is not None and account.resets_at <= now:
+        ledger.reset(
+            status,
+            account=key,
+            allocation=spec.initial_balance,
+            window_start=start,
+            resets_at=end,
+        )
+    elif account.allocation != spec.initial_balance and account.resets_at == end:
+        ledger.resize(status, account=key, allocation=spec.initial_balance)
+
+
+def summarize_trust(status: TrustBudgetStatus) -> None:
+    """Refresh the printer-column fields from the accounts."""
+    balances = [a.balance for a in status.accounts.values()]
+    status.lowest_balance = min(balances) if balances else None
+    status.exhausted_accounts = sum(1 for b in balances if b <= 0)
+
+
+def _window_ref(window: Window) -> WindowRef:
+    return WindowRef(key=window.key, start=window.start, end=window.end)
+
+
+def _as_window(ref: WindowRef) -> Window:
+    return Window(ref.key, ref.start, ref.end)
+
+
+def _close(status: RiskBudgetStatus, service: str) -> WindowSummary:
+    assert status.window is not None
+    assert status.allocation is not None
+    account = status.accounts[service]
+    return WindowSummary(
+        window=status.window,
+        allocated=status.allocation,
+        consumed=int(account.spent + account.reserved + account.leased_out),
+        entries=sum(1 for e in status.entries if e.action == "reserve"),
+        band_reached=status.band_reached,
+        reliability=status.reliability,
+    )
+
+
+def roll_risk_window(status: RiskBudgetStatus, spec: RiskBudgetSpec, *, now: datetime) -> int:
+    """Bring a RiskBudget into the window holding `now`; returns how many windows closed.
+
+    A missed boundary (the operator was down for two windows) closes the last open window
+    with its figures and records each skipped window as empty, once.
+    """
+    service = spec.service_id
+    current = window_at(spec.window, now)
+    if status.window is None or service not in status.accounts:
+        ledger.open_account(
+            status,
+            key=service,
+            allocation=Decimal(spec.base_allocation()),
+            window_start=current.start,
+            resets_at=current.end,
+        )
+        status.window = _window_ref(current)
+        status.allocation = spec.base_allocation()
+        summarize_risk(status, spec)
+        return 0
+    missed = windows_between(spec.window, last=_as_window(status.window), now=now)
+    for window in missed:
+        closed = _close(status, service)
+        earned = earned_increase(
+            spec.earned_capacity,
+            base_allocation=spec.base_allocation(),
+            windows=[h.reliability for h in [*status.history, closed]],
+        )
+        closed.earned_increase, closed.earned_reason = earned.increase, earned.reason
+        history = [*status.history, closed][-HISTORY_KEPT:]
+        allocation = spec.base_allocation() + earned.increase
+        ledger.reset(
+            status,
+            account=service,
+            allocation=Decimal(allocation),
+            window_start=window.start,
+            resets_at=window.end,
+            carry_over=spec.carry_over,
+        )
+        status.history = history
+        status.window = _window_ref(window)
+        status.allocation = int(status.accounts[service].allocation)
+        status.earned_increase = earned.increase
+        status.reliability = Reliability()
+        status.entries = [e for e in status.entries if e.at >= window.start]
+        status.band_reached = "Green"
+        summarize_risk(status, spec)
+    return len(missed)
+
+
+def summarize_risk(status: RiskBudgetStatus, spec: RiskBudgetSpec) -> None:
+    """Refresh consumed, percent and band from the service's account."""
+    account = status.accounts[spec.service_id]
+    consumed = account.spent + account.reserved + account.leased_out
+    status.allocation = int(account.allocation)
+    status.consumed = int(consumed)
+    status.percent_used = str(percent_used(consumed, account.allocation))
+    status.band = band_for(consumed, account.allocation, spec.thresholds)
+    status.band_reached = worse(status.band_reached, status.band)
+
+
+def bring_current_trust(status: TrustBudgetStatus, spec: TrustBudgetSpec, *, now: datetime) -> None:
+    """Reset every account whose interval has passed, as admission would on its next charge."""
+    for key in list(status.accounts):
+        trust_account(status, spec, key=key, now=now)
+    summarize_trust(status)

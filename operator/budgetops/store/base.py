@@ -1,0 +1,66 @@
+"""The store interface: the only door through which budgets are read and charged.
+
+Two implementations keep it honest: SQLite for the embedded default (here) and the API
+server for the cluster (the admission issue). Both promise the same thing for
+`update_status`: the change runs on the freshest status and is persisted atomically, or
+not at all; run again from scratch if another writer got there first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from budgetops.apis.resources import Budget, Kind
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, order=True)
+class BudgetKey:
+    """Kind, namespace (empty for the cluster-scoped TrustBudget) and name."""
+
+    kind: Kind
+    name: str
+    namespace: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}/{where}{self.name}"
+
+    @classmethod
+    def of(cls, budget: Budget) -> BudgetKey:
+        return cls(budget.kind, budget.metadata.name, budget.metadata.namespace or "")
+
+
+class NotFound(LookupError):
+    """No budget under that key."""
+
+
+class BudgetStore(Protocol):
+    """Where budgets live and how their status is changed."""
+
+    def apply(self, budget: Budget) -> Budget:
+        """Create the budget or update its spec, keeping its status; returns what is stored."""
+        ...
+
+    def get(self, key: BudgetKey) -> Budget:
+        """The stored budget; raises NotFound."""
+        ...
+
+    def list(self, kind: Kind | None = None) -> list[Budget]:
+        """Every stored budget, of one kind if given, sorted by key."""
+        ...
+
+    def delete(self, key: BudgetKey) -> bool:
+        """Forget a budget; False if there was none."""
+        ...
+
+    def update_status(self, key: BudgetKey, change: Callable[[Budget], T]) -> T:
+        """Run `change` on the current budget and persist its status atomically.
+
+        `change` mutates `budget.status` only and must depend on nothing but its argument:
+        it may run more than once when writers race, and only its last run counts.
+        """
+        ...

@@ -1,0 +1,176 @@
+"""The embedded store: budgets and their ledgers in one SQLite file.
+
+Each status change is one short `BEGIN IMMEDIATE` transaction, which takes SQLite's write
+lock before reading, so concurrent writers (threads or processes) queue instead of
+overwriting each other. WAL lets readers go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from budgetops.apis.resources import RESOURCES, Budget, Kind
+from budgetops.store.base import BudgetKey, NotFound
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS budgets (
+    kind       TEXT    NOT NULL,
+    namespace  TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    generation INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    object     TEXT    NOT NULL,
+    status     TEXT    NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+)
+"""
+
+_KEY = "kind = ? AND namespace = ? AND name = ?"
+
+
+def _params(key: BudgetKey) -> tuple[str, str, str]:
+    return (key.kind, key.namespace, key.name)
+
+
+class SQLiteStore:
+    """A BudgetStore over a SQLite file, safe from many threads and processes."""
+
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._decoded: dict[BudgetKey, tuple[int, Budget]] = {}
+        self._decoded_lock = threading.Lock()
+        with self._transaction() as db:
+            db.execute(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+            connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads close theirs when they end)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    @staticmethod
+    def _decode(kind: str, obj: str, status: str) -> Budget:
+        document: dict[str, Any] = json.loads(obj)
+        document["status"] = json.loads(status)
+        return RESOURCES[kind].model.model_validate(document)  # type: ignore[index]
+
+    @staticmethod
+    def _encode_status(budget: Budget) -> str:
+        return budget.status.model_dump_json(by_alias=True, exclude_none=True)
+
+    def apply(self, budget: Budget) -> Budget:
+        key = BudgetKey.of(budget)
+        document = budget.to_wire()
+        document.pop("status", None)
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT object, generation FROM budgets WHERE {_KEY}", _params(key)
+            ).fetchone()
+            if row is None:
+                generation = 1
+                document["metadata"]["generation"] = generation
+                db.execute(
+                    "INSERT INTO budgets VALUES (?, ?, ?, ?, 0, ?, ?)",
+                    (*_params(key), generation, json.dumps(document), self._encode_status(budget)),
+                )
+            else:
+                generation = row[1]
+                if json.loads(row[0])["spec"] != document["spec"]:
+                    generation += 1
+                document["metadata"]["generation"] = generation
+                db.execute(
+                    f"UPDATE budgets SET object = ?, generation = ?, version = version + 1"
+                    f" WHERE {_KEY}",
+                    (json.dumps(document), generation, *_params(key)),
+                )
+        self._forget(key)
+        return self.get(key)
+
+    def get(self, key: BudgetKey) -> Budget:
+        row = (
+            self._connection()
+            .execute(f"SELECT object, status FROM budgets WHERE {_KEY}", _params(key))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(str(key))
+        return self._decode(key.kind, row[0], row[1])
+
+    def list(self, kind: Kind | None = None) -> list[Budget]:
+        query = "SELECT kind, object, status FROM budgets"
+        rows = (
+            self._connection().execute(f"{query} WHERE kind = ?", (kind,))
+            if kind
+            else self._connection().execute(query)
+        ).fetchall()
+        budgets = [self._decode(*row) for row in rows]
+        return sorted(budgets, key=BudgetKey.of)
+
+    def delete(self, key: BudgetKey) -> bool:
+        with self._transaction() as db:
+            deleted = db.execute(f"DELETE FROM budgets WHERE {_KEY}", _params(key)).rowcount
+        self._forget(key)
+        return deleted > 0
+
+    def _forget(self, key: BudgetKey) -> None:
+        with self._decoded_lock:
+            self._decoded.pop(key, None)
+
+    def update_status(self, key: BudgetKey, change: Callable[[Budget], T]) -> T:
+        """Read, change and write one budget's status inside one write transaction.
+
+        The last decoded budget is kept per key with the row version it came from; when the
+        row has not moved since, the JSON is not parsed again. That is what keeps a hot budget
+        cheap to charge. A failed change drops the kept copy, since it may be half-changed.
+        """
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT version, object, status FROM budgets WHERE {_KEY}", _params(key)
+            ).fetchone()
+            if row is None:
+                raise NotFound(str(key))
+            version = row[0]
+            with self._decoded_lock:
+                kept = self._decoded.pop(key, None)
+            budget = kept[1] if kept and kept[0] == version else self._decode(key.kind, *row[1:])
+            result = change(budget)
+            db.execute(
+                f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
+                (self._encode_status(budget), version + 1, *_params(key)),
+            )
+        with self._decoded_lock:
+            self._decoded[key] = (version + 1, budget)
+        return result
