@@ -143,10 +143,14 @@ def parse_duration(value: object) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """The shortest spelling that `parse_duration` reads back to the same value."""
+    """A spelling that `parse_duration` reads back to the same value.
+
+    Days are used from two days on, so the common `24h` and `36h` stay as people write them.
+    """
     seconds = int(value.total_seconds())
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
     parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in units if seconds >= 2 * 86400 else units[1:]:
         count, seconds = divmod(seconds, size)
         if count:
             parts.append(f"{count}{unit}")

@@ -15,12 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from budgetops.apis.common import parse_amount, parse_duration
+from budgetops.apis.common import format_time, parse_amount, parse_duration
 from budgetops.apis.crds import crd_files
 from budgetops.apis.resources import Budget, ManifestError, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import ChangeClass
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust
+from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
 from budgetops.engine.ledger import confirm
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
 from budgetops.store import BudgetKey, NotFound, SQLiteStore
@@ -164,11 +164,12 @@ def _status_lines(budget: Budget) -> list[str]:
         unit = budget.spec.unit
         lines = [f"{_describe(budget)} ({budget.spec.account_key}, {unit})"]
         for name, account in sorted(budget.status.accounts.items()):
-            resets = account.resets_at.isoformat() if account.resets_at else "never"
+            resets = format_time(account.resets_at) if account.resets_at else "never"
             lines.append(
-                f"  {name}: balance {account.balance} of {account.allocation}, spent "
-                f"{account.spent}, reserved {account.reserved}, leased {account.leased_out}, "
-                f"resets {resets}"
+                f"  {name}: balance {show(account.balance, unit)} of "
+                f"{show(account.allocation, unit)}, spent {show(account.spent, unit)}, "
+                f"reserved {show(account.reserved, unit)}, "
+                f"leased {show(account.leased_out, unit)}, resets {resets}"
             )
         return lines
     if isinstance(budget, RiskBudget):

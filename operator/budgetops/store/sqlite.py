@@ -8,6 +8,7 @@ overwriting each other. WAL lets readers go on meanwhile.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -34,6 +35,12 @@ CREATE TABLE IF NOT EXISTS budgets (
 """
 
 _KEY = "kind = ? AND namespace = ? AND name = ?"
+
+
+def _new_version() -> int:
+    """A fresh row version: random, so a kept copy matches only the very write that made it,
+    even after the row was deleted and created again by another process."""
+    return secrets.randbits(62)
 
 
 def _params(key: BudgetKey) -> tuple[str, str, str]:
@@ -103,8 +110,14 @@ class SQLiteStore:
                 generation = 1
                 document["metadata"]["generation"] = generation
                 db.execute(
-                    "INSERT INTO budgets VALUES (?, ?, ?, ?, 0, ?, ?)",
-                    (*_params(key), generation, json.dumps(document), self._encode_status(budget)),
+                    "INSERT INTO budgets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        *_params(key),
+                        generation,
+                        _new_version(),
+                        json.dumps(document),
+                        self._encode_status(budget),
+                    ),
                 )
             else:
                 generation = row[1]
@@ -112,9 +125,8 @@ class SQLiteStore:
                     generation += 1
                 document["metadata"]["generation"] = generation
                 db.execute(
-                    f"UPDATE budgets SET object = ?, generation = ?, version = version + 1"
-                    f" WHERE {_KEY}",
-                    (json.dumps(document), generation, *_params(key)),
+                    f"UPDATE budgets SET object = ?, generation = ?, version = ? WHERE {_KEY}",
+                    (json.dumps(document), generation, _new_version(), *_params(key)),
                 )
         self._forget(key)
         return self.get(key)
@@ -162,15 +174,15 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 raise NotFound(str(key))
-            version = row[0]
             with self._decoded_lock:
                 kept = self._decoded.pop(key, None)
-            budget = kept[1] if kept and kept[0] == version else self._decode(key.kind, *row[1:])
+            budget = kept[1] if kept and kept[0] == row[0] else self._decode(key.kind, *row[1:])
             result = change(budget)
+            version = _new_version()
             db.execute(
                 f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
-                (self._encode_status(budget), version + 1, *_params(key)),
+                (self._encode_status(budget), version, *_params(key)),
             )
         with self._decoded_lock:
-            self._decoded[key] = (version + 1, budget)
+            self._decoded[key] = (version, budget)
         return result

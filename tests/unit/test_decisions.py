@@ -1,0 +1,205 @@
+"""Admission decisions: exact messages, receipts, warn mode, dry runs, bands, unknowns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from budgetops.apis.resources import RiskBudget, TrustBudget
+from budgetops.apis.riskbudget import ChangeClass
+from budgetops.engine.decisions import Release, admit_risk, admit_trust
+from budgetops.engine.ledger import audit, confirm
+from budgetops.engine.unknowns import UnknownCounts
+
+TTL = timedelta(minutes=5)
+NOW = datetime(2026, 1, 1, 15, 30, tzinfo=UTC)
+
+
+def trust_budget(**spec: Any) -> TrustBudget:
+    base: dict[str, Any] = {
+        "subjects": {"patterns": ["*"]},
+        "match": [{"group": "certificates.k8s.io", "resource": "certificatesigningrequests"}],
+        "initialBalance": 100,
+        "resetInterval": "24h",
+    }
+    return TrustBudget.model_validate({"metadata": {"name": "certs"}, "spec": base | spec})
+
+
+def risk_budget(**spec: Any) -> RiskBudget:
+    base: dict[str, Any] = {"serviceId": "payments-api", "tier": 2}
+    return RiskBudget.model_validate(
+        {"metadata": {"name": "payments-api", "namespace": "payments"}, "spec": base | spec}
+    )
+
+
+def charge(budget: TrustBudget, key: str, *, dry_run: bool = False, now: datetime = NOW) -> Any:
+    return admit_trust(
+        budget.status,
+        budget.spec,
+        account="user:alice",
+        cost=budget.spec.cost,
+        key=key,
+        ref=f"CertificateSigningRequest/{key}",
+        now=now,
+        ttl=TTL,
+        dry_run=dry_run,
+    )
+
+
+def test_the_101st_issuance_against_100_is_denied_calmly() -> None:
+    budget = trust_budget()
+    decisions = [charge(budget, f"uid-{i}") for i in range(101)]
+    assert all(d.allowed for d in decisions[:100])
+    assert decisions[0].warnings == (
+        "Trust budget user:alice: cost 1, remaining 99 of 100, resets 2026-01-02T00:00:00Z",
+    )
+    last = decisions[100]
+    assert not last.allowed
+    assert last.cost == 0
+    assert last.message == (
+        "Trust budget exhausted. This request requires 1 points; 0 remain. "
+        "Budget resets at 2026-01-02T00:00:00Z."
+    )
+    assert audit(budget.status) == []
+
+
+def test_the_same_uid_is_charged_once() -> None:
+    budget = trust_budget()
+    assert charge(budget, "uid-1").cost == 1
+    again = charge(budget, "uid-1")
+    assert again.allowed
+    assert again.reason == "AlreadyCharged"
+    assert budget.status.accounts["user:alice"].balance == 99
+
+
+def test_dry_run_decides_but_never_charges() -> None:
+    budget = trust_budget(initialBalance=1)
+    dry = charge(budget, "uid-1", dry_run=True)
+    assert dry.allowed
+    assert dry.cost == 0
+    assert budget.status.accounts["user:alice"].balance == 1
+    assert charge(budget, "uid-1").cost == 1, "a dry run does not make the real request a replay"
+
+
+def test_warn_mode_never_denies() -> None:
+    budget = trust_budget(initialBalance=1, enforcement="warn")
+    charge(budget, "uid-1")
+    over = charge(budget, "uid-2")
+    assert over.allowed
+    assert over.cost == 0
+    assert over.warnings[0].endswith("(warn only)")
+
+
+def test_balance_resets_at_the_interval_boundary() -> None:
+    budget = trust_budget(initialBalance=1)
+    charge(budget, "uid-1")
+    confirm(budget.status, key="uid-1", now=NOW)  # the watch saw the CSR
+    assert not charge(budget, "uid-2").allowed
+    after = charge(budget, "uid-3", now=datetime(2026, 1, 2, tzinfo=UTC))
+    assert after.allowed
+    assert after.warnings[0].endswith("resets 2026-01-03T00:00:00Z")
+
+
+def test_an_unconfirmed_reservation_is_held_into_the_next_interval() -> None:
+    """Only the reconciler, which can see whether the object exists, may refund it."""
+    budget = trust_budget(initialBalance=1)
+    charge(budget, "uid-1")
+    assert not charge(budget, "uid-2", now=datetime(2026, 1, 2, tzinfo=UTC)).allowed
+
+
+def test_usd_amounts_keep_two_decimals() -> None:
+    budget = trust_budget(unit="USD", cost="0.25", initialBalance="0.50", resetInterval=None)
+    charge(budget, "a")
+    charge(budget, "b")
+    denied = charge(budget, "c")
+    assert denied.message == (
+        "Trust budget exhausted. This request requires 0.25 USD; 0.00 remain. "
+        "Budget resets at never (it has no reset interval)."
+    )
+
+
+def release(key: str, points: int, change_class: ChangeClass = "standard", **kw: Any) -> Release:
+    return Release(key=key, points=points, change_class=change_class, **kw)
+
+
+def ship(budget: RiskBudget, item: Release, *, now: datetime = NOW, dry_run: bool = False) -> Any:
+    return admit_risk(budget.status, budget.spec, release=item, now=now, ttl=TTL, dry_run=dry_run)
+
+
+def test_bands_tighten_what_may_ship() -> None:
+    budget = risk_budget()
+    assert ship(budget, release("v1", 50)).allowed
+    assert budget.status.band == "Yellow"
+    assert ship(budget, release("v2", 40)).allowed
+    assert budget.status.band == "Red"
+    frozen = ship(budget, release("v3", 5))
+    assert not frozen.allowed
+    assert frozen.reason == "BandFrozen"
+    assert frozen.message == (
+        "Risk budget payments-api is Red: 90 / 120 RP (75.0%) in window 2026-01, which resets "
+        "at 2026-02-01T00:00:00Z. In Red only low-risk, security-fix, incident changes may "
+        "ship; this release is standard."
+    )
+    assert ship(budget, release("v4", 30, "low-risk")).allowed
+    assert budget.status.band == "Exhausted"
+    assert not ship(budget, release("v5", 1, "low-risk")).allowed
+
+
+def test_an_emergency_change_passes_an_exhausted_budget_charging_only_what_is_left() -> None:
+    budget = risk_budget(allocation=10)
+    fix = ship(budget, release("cve-1", 25, "security-fix"))
+    assert fix.allowed
+    assert fix.reason == "Uncovered"
+    assert fix.cost == 10
+    assert "15 RP uncovered" in fix.warnings[1]
+    assert audit(budget.status) == []
+
+
+def test_a_release_that_does_not_fit_is_denied_with_what_remains() -> None:
+    budget = risk_budget(allocation=200, thresholds={"yellow": 90, "red": 95, "exhausted": 100})
+    ship(budget, release("v1", 170))
+    denied = ship(budget, release("v2", 40))
+    assert not denied.allowed
+    assert denied.message.startswith(
+        "Risk budget payments-api cannot cover this release: it needs 40 RP and 30 remain;"
+    )
+
+
+def test_a_release_id_is_charged_once_per_window() -> None:
+    budget = risk_budget()
+    ship(budget, release("v1", 30))
+    again = ship(budget, release("v1", 30))
+    assert again.reason == "AlreadyCharged"
+    assert budget.status.consumed == 30
+
+
+def test_unknowns_warn_or_block() -> None:
+    limits = {"maxUnknownCount": 2, "maxCumulativeUncertainty": "1.00", "action": "block"}
+    budget = risk_budget(unknowns=limits)
+    counts = UnknownCounts(by_reason={"Reachability": 3}, cumulative_uncertainty=Decimal("0.5"))
+    blocked = ship(budget, release("v1", 5, unknowns=counts))
+    assert not blocked.allowed
+    assert blocked.message == (
+        "Release v1 has too many unknowns for payments-api: "
+        "unknowns in total: 3 exceeds the limit of 2."
+    )
+    warned = risk_budget(unknowns={**limits, "action": "warn"})
+    decision = ship(warned, release("v1", 5, unknowns=counts))
+    assert decision.allowed
+    assert any("exceeds the unknowns budget" in w for w in decision.warnings)
+
+
+def test_risk_dry_run_charges_nothing() -> None:
+    budget = risk_budget()
+    assert ship(budget, release("v1", 30), dry_run=True).cost == 0
+    assert budget.status.consumed == 0
+
+
+@pytest.mark.parametrize("enforcement", ["enforce", "warn"])
+def test_warn_mode_for_risk(enforcement: str) -> None:
+    budget = risk_budget(allocation=10, enforcement=enforcement)
+    decision = ship(budget, release("v1", 20))
+    assert decision.allowed is (enforcement == "warn")

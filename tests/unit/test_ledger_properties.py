@@ -1,0 +1,202 @@
+"""Properties of the ledger that must hold after *any* sequence of operations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+)
+
+from budgetops.apis.ledger import Ledger
+from budgetops.engine import ledger
+
+T0 = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
+ACCOUNTS = ("user:alice", "user:bob")
+amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal(40), places=2)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    """Random reserve / confirm / refund / lease / spend / return / reset / resize sequences."""
+
+    keys = Bundle("keys")
+    leases = Bundle("leases")
+
+    @initialize(allocation=st.integers(min_value=1, max_value=200))
+    def start(self, allocation: int) -> None:
+        self.ledger = Ledger()
+        self.now = T0
+        self.charged: dict[str, int] = {}
+        for name in ACCOUNTS:
+            ledger.open_account(
+                self.ledger,
+                key=name,
+                allocation=Decimal(allocation),
+                window_start=T0,
+                resets_at=T0 + timedelta(hours=1),
+            )
+
+    @rule(
+        target=keys,
+        account=st.sampled_from(ACCOUNTS),
+        key=st.text("abcdef", min_size=1, max_size=3),
+        amount=amounts,
+    )
+    def reserve(self, account: str, key: str, amount: Decimal) -> str:
+        before = self.ledger.accounts[account].balance
+        known = ledger.is_known(self.ledger, key)
+        charge = ledger.reserve(
+            self.ledger,
+            account=account,
+            key=key,
+            amount=amount,
+            now=self.now,
+            ttl=timedelta(minutes=5),
+        )
+        if known:
+            assert charge.status == "duplicate"
+        elif amount > before:
+            assert charge.status == "insufficient"
+            assert self.ledger.accounts[account].balance == before
+        else:
+            assert charge.charged
+            self.charged[key] = self.charged.get(key, 0) + 1
+        return key
+
+    @rule(key=keys)
+    def replay(self, key: str) -> None:
+        """The same uid admitted again is never charged a second time."""
+        charge = ledger.reserve(
+            self.ledger,
+            account=ACCOUNTS[0],
+            key=key,
+            amount=Decimal(1),
+            now=self.now,
+            ttl=timedelta(minutes=5),
+        )
+        if key in self.charged:
+            assert charge.status == "duplicate"
+
+    @rule(key=keys)
+    def confirm(self, key: str) -> None:
+        ledger.confirm(self.ledger, key=key, now=self.now)
+
+    @rule(key=keys)
+    def refund(self, key: str) -> None:
+        ledger.refund(self.ledger, key=key, now=self.now)
+
+    @rule(minutes=st.integers(min_value=1, max_value=10))
+    def expire(self, minutes: int) -> None:
+        self.now += timedelta(minutes=minutes)
+        for key in ledger.expired_reservations(self.ledger, now=self.now):
+            assert ledger.refund(self.ledger, key=key, now=self.now) > 0
+
+    @rule(
+        target=leases,
+        account=st.sampled_from(ACCOUNTS),
+        lease_id=st.text("xyz", min_size=1, max_size=2),
+        amount=amounts,
+    )
+    def lease(self, account: str, lease_id: str, amount: Decimal) -> tuple[str, str]:
+        ledger.lease(
+            self.ledger,
+            account=account,
+            lease_id=lease_id,
+            amount=amount,
+            now=self.now,
+            expires_at=self.now + timedelta(hours=1),
+        )
+        return (account, lease_id)
+
+    @rule(lease=leases, request=st.sampled_from(["r1", "r2", "r3"]), amount=amounts)
+    def spend(self, lease: tuple[str, str], request: str, amount: Decimal) -> None:
+        account, lease_id = lease
+        first = ledger.spend_lease(
+            self.ledger,
+            account=account,
+            lease_id=lease_id,
+            request_id=request,
+            amount=amount,
+            now=self.now,
+        )
+        again = ledger.spend_lease(
+            self.ledger,
+            account=account,
+            lease_id=lease_id,
+            request_id=request,
+            amount=amount,
+            now=self.now,
+        )
+        assert again == 0, "a usage report is counted once however often it is sent"
+        assert first <= amount
+
+    @rule(lease=leases)
+    def give_back(self, lease: tuple[str, str]) -> None:
+        ledger.return_lease(self.ledger, account=lease[0], lease_id=lease[1], now=self.now)
+
+    @rule(
+        account=st.sampled_from(ACCOUNTS),
+        allocation=st.integers(min_value=1, max_value=200),
+        carry=st.booleans(),
+    )
+    def reset(self, account: str, allocation: int, carry: bool) -> None:
+        self.now += timedelta(hours=1)
+        ledger.reset(
+            self.ledger,
+            account=account,
+            allocation=Decimal(allocation),
+            window_start=self.now,
+            resets_at=self.now + timedelta(hours=1),
+            carry_over=carry,
+        )
+
+    @rule(account=st.sampled_from(ACCOUNTS), allocation=st.integers(min_value=0, max_value=200))
+    def resize(self, account: str, allocation: int) -> None:
+        ledger.resize(self.ledger, account=account, allocation=Decimal(allocation))
+
+    @invariant()
+    def books_balance(self) -> None:
+        assert ledger.audit(self.ledger) == []
+
+    @invariant()
+    def never_overspent(self) -> None:
+        for account in self.ledger.accounts.values():
+            committed = account.spent + account.reserved + account.leased_out
+            assert committed <= account.allocation
+            assert account.balance >= 0
+
+
+TestLedgerMachine = LedgerMachine.TestCase
+TestLedgerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+@given(
+    balance=st.integers(min_value=0, max_value=50),
+    costs=st.lists(st.integers(min_value=1, max_value=5), max_size=80),
+)
+def test_interleaved_charges_never_overspend(balance: int, costs: list[int]) -> None:
+    """However charges interleave, exactly those that fit are reserved, in arrival order."""
+    book = Ledger()
+    ledger.open_account(book, key="a", allocation=Decimal(balance), window_start=T0, resets_at=None)
+    admitted = 0
+    for index, cost in enumerate(costs):
+        charge = ledger.reserve(
+            book,
+            account="a",
+            key=f"uid-{index}",
+            amount=Decimal(cost),
+            now=T0,
+            ttl=timedelta(minutes=5),
+        )
+        fits = admitted + cost <= balance
+        assert charge.charged == fits
+        admitted += cost if fits else 0
+    assert book.accounts["a"].reserved == admitted <= balance
+    assert ledger.audit(book) == []

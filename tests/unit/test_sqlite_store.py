@@ -1,0 +1,108 @@
+"""The embedded store: specs kept, statuses changed atomically from threads and processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.engine.decisions import Decision, admit_trust
+from budgetops.engine.ledger import audit
+from budgetops.store import BudgetKey, NotFound, SQLiteStore
+
+from .test_decisions import trust_budget
+
+KEY = BudgetKey("TrustBudget", "certs")
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def charge(store: SQLiteStore, uid: str) -> Decision:
+    def change(budget: Budget) -> Decision:
+        assert isinstance(budget, TrustBudget)
+        return admit_trust(
+            budget.status,
+            budget.spec,
+            account="user:alice",
+            cost=Decimal(1),
+            key=uid,
+            ref=uid,
+            now=NOW,
+            ttl=timedelta(minutes=5),
+        )
+
+    return store.update_status(KEY, change)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    store.apply(trust_budget(initialBalance=100))
+    return store
+
+
+def test_apply_keeps_status_and_bumps_generation_on_spec_change(store: SQLiteStore) -> None:
+    charge(store, "uid-1")
+    assert store.apply(trust_budget(initialBalance=100)).metadata.generation == 1
+    stored = store.apply(trust_budget(initialBalance=200))
+    assert stored.metadata.generation == 2
+    assert isinstance(stored, TrustBudget)
+    assert stored.status.accounts["user:alice"].reserved == 1
+
+
+def test_get_list_delete(store: SQLiteStore) -> None:
+    assert [BudgetKey.of(b) for b in store.list()] == [KEY]
+    assert store.list("RiskBudget") == []
+    assert store.delete(KEY)
+    assert not store.delete(KEY)
+    with pytest.raises(NotFound):
+        store.get(KEY)
+
+
+def test_a_failed_change_writes_nothing(store: SQLiteStore) -> None:
+    charge(store, "uid-1")
+
+    def broken(budget: Budget) -> None:
+        assert isinstance(budget, TrustBudget)
+        budget.status.accounts["user:alice"].balance = Decimal(0)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.update_status(KEY, broken)
+    after = store.get(KEY)
+    assert isinstance(after, TrustBudget)
+    assert after.status.accounts["user:alice"].balance == 99
+    assert charge(store, "uid-2").allowed, "the kept copy was dropped, not reused half-changed"
+
+
+def test_many_threads_on_one_hot_budget_admit_exactly_the_balance(store: SQLiteStore) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        decisions = list(pool.map(lambda i: charge(store, f"uid-{i % 150}"), range(300)))
+    charged = [d for d in decisions if d.reason == "Charged"]
+    assert len(charged) == 100
+    final = store.get(KEY)
+    assert isinstance(final, TrustBudget)
+    assert final.status.accounts["user:alice"].balance == 0
+    assert audit(final.status) == []
+
+
+def _charge_from_process(path: str, start: int, count: int) -> int:
+    store = SQLiteStore(path)
+    return sum(charge(store, f"p{start + i}").reason == "Charged" for i in range(count))
+
+
+def test_several_processes_never_overspend(store: SQLiteStore) -> None:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(3) as pool:
+        admitted = pool.starmap(
+            _charge_from_process, [(str(store.path), n * 60, 60) for n in range(3)]
+        )
+    assert sum(admitted) == 100
+    final = store.get(KEY)
+    assert isinstance(final, TrustBudget)
+    assert audit(final.status) == []
+    assert final.status.accounts["user:alice"].reserved == 100
