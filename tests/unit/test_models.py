@@ -36,8 +36,8 @@ def contains(whole: Any, part: Any) -> bool:
             and len(whole) == len(part)
             and all(contains(w, p) for w, p in zip(whole, part, strict=True))
         )
-    if isinstance(part, str) and isinstance(whole, int) and part.replace(".", "").isdigit():
-        return Decimal(part) == whole  # "10.00" is emitted as the whole amount 10
+    if isinstance(part, int) and isinstance(whole, str) and whole.replace(".", "").isdigit():
+        return Decimal(whole) == part  # amounts are written back as exact decimal strings
     return bool(whole == part)
 
 
@@ -105,7 +105,7 @@ def test_amounts_are_exact() -> None:
         minimal_trust(unit="USD", cost="0.10", initialBalance="100.00")
     )
     assert budget.to_wire()["spec"]["cost"] == "0.10"
-    assert budget.to_wire()["spec"]["initialBalance"] == 100
+    assert budget.to_wire()["spec"]["initialBalance"] == "100.00"
 
 
 @pytest.mark.parametrize("text", ["30s", "15m", "24h", "36h", "7d", "1h30m", "2d12h"])

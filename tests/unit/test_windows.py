@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from budgetops.apis.riskbudget import Sprint
 from budgetops.apis.riskbudget import Window as WindowSpec
 from budgetops.engine.windows import (
-    interval_window,
+    interval_bounds,
     month_window,
     sprint_window,
     week_window,
@@ -79,10 +79,12 @@ def test_sprint_windows(instant: datetime, start: datetime) -> None:
 
 def test_interval_windows_count_from_their_anchor() -> None:
     anchor = utc(1970, 1, 1)
-    window = interval_window(anchor=anchor, interval=timedelta(hours=24), at=utc(2026, 1, 1, 15))
-    assert (window.start, window.end) == (utc(2026, 1, 1), utc(2026, 1, 2))
-    six = interval_window(anchor=anchor, interval=timedelta(hours=6), at=utc(2026, 1, 1, 15))
-    assert (six.start, six.end) == (utc(2026, 1, 1, 12), utc(2026, 1, 1, 18))
+    day = interval_bounds(anchor=anchor, interval=timedelta(hours=24), at=utc(2026, 1, 1, 15))
+    assert day == (utc(2026, 1, 1), utc(2026, 1, 2))
+    six = interval_bounds(anchor=anchor, interval=timedelta(hours=6), at=utc(2026, 1, 1, 15))
+    assert six == (utc(2026, 1, 1, 12), utc(2026, 1, 1, 18))
+    boundary = interval_bounds(anchor=anchor, interval=timedelta(hours=6), at=utc(2026, 1, 1, 18))
+    assert boundary == (utc(2026, 1, 1, 18), utc(2026, 1, 2)), "the boundary opens the next one"
 
 
 def test_windows_between_catches_up_two_missed_months_once() -> None:

@@ -8,10 +8,19 @@ One shape serves every kind so that one engine can charge them all:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
 
 from budgetops.apis.common import Amount, Model, Timestamp
 
@@ -25,47 +34,78 @@ EntryAction = Literal[
     "reserve", "confirm", "refund", "lease", "lease-spend", "lease-return", "reset", "break-glass"
 ]
 
+# The records below are created and changed on every charge, so they are plain slotted
+# dataclasses: pydantic still validates, serializes and documents them at the boundary
+# (reading a status, writing one, generating the CRD), but the engine builds and mutates
+# them at the cost of ordinary Python objects.
+_RECORD = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-class Reservation(Model):
+Ref = Annotated[str, StringConstraints(max_length=512)]
+Name = Annotated[str, StringConstraints(max_length=253)]
+
+
+@dataclass(slots=True)
+class Reservation:
     """Points held for an admitted object until it is seen (confirm) or expires (refund)."""
+
+    __pydantic_config__ = _RECORD
 
     amount: Amount
     created_at: Timestamp
     expires_at: Timestamp
-    object: str = Field(default="", max_length=512)
+    object: Ref = ""
 
 
-class LeaseHold(Model):
+@dataclass(slots=True)
+class LeaseHold:
     """The part of an account lent to a BudgetLease and not yet reported as spent."""
+
+    __pydantic_config__ = _RECORD
 
     amount: Amount
     expires_at: Timestamp
-    holder: str = Field(default="", max_length=253)
+    holder: Name = ""
 
 
-class Account(Model):
+@dataclass(slots=True)
+class Account:
     """One account's window: what it was given and where every point of it is now."""
+
+    __pydantic_config__ = _RECORD
 
     allocation: Amount
     balance: Amount
+    window_start: Timestamp
+    resets_at: Timestamp | None = None
     spent: Amount = Decimal(0)
     reserved: Amount = Decimal(0)
     leased_out: Amount = Decimal(0)
-    window_start: Timestamp
-    resets_at: Timestamp | None = None
-    reservations: dict[str, Reservation] = Field(default_factory=dict)
-    leases: dict[str, LeaseHold] = Field(default_factory=dict)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    leases: dict[str, LeaseHold] = field(default_factory=dict)
 
 
-class Entry(Model):
+@dataclass(slots=True)
+class Entry:
     """One movement in the ledger, newest last."""
 
+    __pydantic_config__ = _RECORD
+
     at: Timestamp
-    account: str = Field(max_length=253)
+    account: Name
     action: EntryAction
     amount: Amount
-    key: str = Field(default="", max_length=253)
-    object: str = Field(default="", max_length=512)
+    key: Name = ""
+    object: Ref = ""
+
+
+SettledKeys = Annotated[
+    dict[str, None],
+    BeforeValidator(lambda keys: dict.fromkeys(keys) if isinstance(keys, list) else keys),
+    PlainSerializer(list, return_type=list[str], when_used="json"),
+    WithJsonSchema({"type": "array", "items": {"type": "string"}, "maxItems": SETTLED_KEYS_KEPT}),
+]
+"""Recently settled idempotency keys, oldest first: a list on the wire, an ordered dict here
+so that membership is one hash lookup."""
 
 
 class Ledger(Model):
@@ -74,5 +114,11 @@ class Ledger(Model):
     model_config = ConfigDict(extra="ignore")
 
     accounts: dict[str, Account] = Field(default_factory=dict)
-    settled: list[str] = Field(default_factory=list, max_length=SETTLED_KEYS_KEPT)
+    settled: SettledKeys = Field(default_factory=dict)
     entries: list[Entry] = Field(default_factory=list, max_length=ENTRIES_KEPT)
+
+    def remember_settled(self, key: str) -> None:
+        """Add `key`, forgetting the oldest beyond SETTLED_KEYS_KEPT."""
+        self.settled[key] = None
+        while len(self.settled) > SETTLED_KEYS_KEPT:
+            del self.settled[next(iter(self.settled))]

@@ -9,5 +9,8 @@ Clock = Callable[[], datetime]
 
 
 def system_clock() -> datetime:
-    """The real UTC time; the only place the engine's callers read the wall clock."""
-    return datetime.now(UTC)
+    """The real UTC time, to the second as Kubernetes timestamps are.
+
+    The only place the engine's callers read the wall clock.
+    """
+    return datetime.now(UTC).replace(microsecond=0)

@@ -19,7 +19,6 @@ from budgetops.engine import ledger
 from budgetops.engine.rollover import (
     roll_risk_window,
     summarize_risk,
-    summarize_trust,
     trust_account,
 )
 from budgetops.engine.unknowns import UnknownCounts, check_unknowns
@@ -96,7 +95,6 @@ def admit_trust(
     if dry_run:
         return Decision(True, "DryRun", Decimal(0), warnings=(f"{receipt} (dry run, not charged)",))
     ledger.reserve(status, account=account, key=key, amount=cost, now=now, ttl=ttl, ref=ref)
-    summarize_trust(status)
     return Decision(True, "Charged", cost, warnings=(receipt,))
 
 

@@ -18,7 +18,6 @@ from typing import Literal
 
 from budgetops.apis.ledger import (
     ENTRIES_KEPT,
-    SETTLED_KEYS_KEPT,
     Account,
     Entry,
     EntryAction,
@@ -28,6 +27,7 @@ from budgetops.apis.ledger import (
 )
 
 ZERO = Decimal(0)
+
 
 ChargeStatus = Literal["reserved", "duplicate", "insufficient"]
 
@@ -93,11 +93,6 @@ def _record(
     del ledger.entries[:-ENTRIES_KEPT]
 
 
-def _settle(ledger: Ledger, key: str) -> None:
-    ledger.settled.append(key)
-    del ledger.settled[:-SETTLED_KEYS_KEPT]
-
-
 def is_known(ledger: Ledger, key: str) -> bool:
     """Whether `key` is reserved now or was settled recently: charging it again is a replay."""
     return key in ledger.settled or any(key in a.reservations for a in ledger.accounts.values())
@@ -145,7 +140,7 @@ def confirm(ledger: Ledger, *, key: str, now: datetime) -> bool:
     held = account.reservations.pop(key)
     account.reserved -= held.amount
     account.spent += held.amount
-    _settle(ledger, key)
+    ledger.remember_settled(key)
     _record(
         ledger, at=now, account=name, action="confirm", amount=held.amount, key=key, ref=held.object
     )
@@ -161,7 +156,7 @@ def refund(ledger: Ledger, *, key: str, now: datetime) -> Decimal:
     held = account.reservations.pop(key)
     account.reserved -= held.amount
     account.balance += held.amount
-    _settle(ledger, key)
+    ledger.remember_settled(key)
     _record(
         ledger, at=now, account=name, action="refund", amount=held.amount, key=key, ref=held.object
     )
@@ -227,7 +222,7 @@ def spend_lease(
     hold.amount -= spent
     target.leased_out -= spent
     target.spent += spent
-    _settle(ledger, report_key)
+    ledger.remember_settled(report_key)
     _record(ledger, at=now, account=account, action="lease-spend", amount=spent, key=report_key)
     return spent
 
@@ -240,7 +235,7 @@ def return_lease(ledger: Ledger, *, account: str, lease_id: str, now: datetime) 
         return ZERO
     target.leased_out -= hold.amount
     target.balance += hold.amount
-    _settle(ledger, lease_id)
+    ledger.remember_settled(lease_id)
     _record(
         ledger, at=now, account=account, action="lease-return", amount=hold.amount, key=lease_id
     )

@@ -21,7 +21,7 @@ from budgetops.apis.trustbudget import TrustBudgetSpec, TrustBudgetStatus
 from budgetops.engine import ledger
 from budgetops.engine.bands import band_for, percent_used, worse
 from budgetops.engine.earned import earned_increase
-from budgetops.engine.windows import Window, interval_window, window_at, windows_between
+from budgetops.engine.windows import Window, interval_bounds, window_at, windows_between
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """Reset intervals are counted from here, so `24h` resets at 00:00Z and `1h` on the hour."""
@@ -29,20 +29,17 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HISTORY_KEPT = 24
 
 
-def trust_window(spec: TrustBudgetSpec, now: datetime) -> Window | None:
-    """The reset interval holding `now`, or None for a budget that never resets."""
-    if spec.reset_interval is None:
-        return None
-    return interval_window(anchor=EPOCH, interval=spec.reset_interval, at=now)
-
-
 def trust_account(
     status: TrustBudgetStatus, spec: TrustBudgetSpec, *, key: str, now: datetime
 ) -> None:
-    """Open `key` if new, reset it if its interval has passed, follow a changed allocation."""
-    window = trust_window(spec, now)
-    start = window.start if window else now
-    end = window.end if window else None
+    """Open `key` if new, reset it if its interval has passed, follow a changed allocation.
+
+    A budget without a reset interval has one window from the account's first charge on.
+    """
+    start: datetime = now
+    end: datetime | None = None
+    if spec.reset_interval is not None:
+        start, end = interval_bounds(anchor=EPOCH, interval=spec.reset_interval, at=now)
     account = status.accounts.get(key)
     if account is None:
         ledger.open_account(

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from budgetops.apis.common import format_time
 from budgetops.apis.riskbudget import Window as WindowSpec
 
 
@@ -66,11 +65,12 @@ def window_at(spec: WindowSpec, at: datetime) -> Window:
     return sprint_window(at, anchor=spec.sprint.anchor, length_days=spec.sprint.length_days)
 
 
-def interval_window(*, anchor: datetime, interval: timedelta, at: datetime) -> Window:
-    """The reset interval holding `at`, counted from a persisted `anchor` (first window start)."""
-    index = (at - anchor) // interval
-    start = anchor + index * interval
-    return Window(format_time(start), start, start + interval)
+def interval_bounds(
+    *, anchor: datetime, interval: timedelta, at: datetime
+) -> tuple[datetime, datetime]:
+    """Start and end of the reset interval holding `at`, counted from `anchor`."""
+    start = anchor + (at - anchor) // interval * interval
+    return start, start + interval
 
 
 def windows_between(spec: WindowSpec, *, last: Window, now: datetime) -> list[Window]:
