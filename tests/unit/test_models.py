@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from budgetops.apis.common import format_duration, parse_amount, parse_duration
-from budgetops.apis.crds import crd_files
 from budgetops.apis.resources import ManifestError, TrustBudget, parse_manifest
+from budgetops.cli.manifests import crd_files
 from tests.conftest import EXAMPLES, ROOT
 
 INVALID = sorted((EXAMPLES / "invalid").glob("*.yaml"))

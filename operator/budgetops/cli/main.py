@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TextIO
 
 from budgetops.apis.common import format_time, parse_amount, parse_duration
-from budgetops.apis.crds import crd_files
 from budgetops.apis.resources import Budget, ManifestError, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import ChangeClass
 from budgetops.engine.clock import system_clock
@@ -25,7 +24,7 @@ from budgetops.engine.ledger import confirm
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
 from budgetops.store import BudgetKey, NotFound, SQLiteStore
 
-from .manifests import load
+from .manifests import crd_files, load
 
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
