@@ -51,8 +51,14 @@ def charge_and_settle(budget: Budget, uid: str) -> Decision:
     """decide+reserve one issuance; confirm the oldest reservation as the watch would."""
     assert isinstance(budget, TrustBudget)
     decision = admit_trust(
-        budget.status, budget.spec, account="user:hot", cost=Decimal(1), key=uid, ref=uid,
-        now=NOW, ttl=TTL,
+        budget.status,
+        budget.spec,
+        account="user:hot",
+        cost=Decimal(1),
+        key=uid,
+        ref=uid,
+        now=NOW,
+        ttl=TTL,
     )
     held = budget.status.accounts["user:hot"].reservations
     if len(held) > PENDING:
@@ -123,8 +129,11 @@ def main() -> None:
     rows = [("pure engine, 1 writer", engine, TARGET_ENGINE)]
     for writers in (1, 8):
         rows.append(
-            (f"SQLite store, {writers} writer process(es)", sqlite_store(writers, args.seconds),
-             TARGET_SQLITE)
+            (
+                f"SQLite store, {writers} writer process(es)",
+                sqlite_store(writers, args.seconds),
+                TARGET_SQLITE,
+            )
         )
     print(f"{'what':<38}{'decisions/s':>14}{'vs engine':>11}{'target':>10}  met")
     for name, value, target in rows:

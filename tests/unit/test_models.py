@@ -158,3 +158,9 @@ def test_crd_schemas_are_structural(name: str) -> None:
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["categories"] == ["budgets"]
     assert _walk(version["schema"]["openAPIV3Schema"], "root") == []
+
+
+def test_chart_crds_match_the_models() -> None:
+    """`budgetops crds -o charts/budgetops/crds` keeps the chart's copy in step."""
+    chart = {p.name: p.read_text() for p in (ROOT / "charts/budgetops/crds").glob("*.yaml")}
+    assert chart == crd_files()
