@@ -203,3 +203,21 @@ def test_warn_mode_for_risk(enforcement: str) -> None:
     budget = risk_budget(allocation=10, enforcement=enforcement)
     decision = ship(budget, release("v1", 20))
     assert decision.allowed is (enforcement == "warn")
+
+
+def test_a_changed_spec_applies_to_existing_accounts_without_a_refill() -> None:
+    budget = trust_budget(initialBalance=5, resetInterval=None)
+    for uid in ("a", "b", "c"):
+        charge(budget, uid)
+    account = budget.status.accounts["user:alice"]
+    assert account.resets_at is None
+    budget.spec = trust_budget(initialBalance=4, resetInterval="24h").spec
+    decision = charge(budget, "d")
+    assert decision.warnings[0] == (
+        "Trust budget user:alice: cost 1, remaining 0 of 4, resets 2026-01-02T00:00:00Z"
+    )
+    assert not charge(budget, "e").allowed, "adopting an interval does not refill the balance"
+    budget.spec = trust_budget(initialBalance=2, resetInterval="24h").spec
+    charge(budget, "f")
+    assert account.allocation == 4, "an allocation never drops below what is committed"
+    assert audit(budget.status) == []

@@ -28,7 +28,9 @@ GROUP = "budgetops.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-_MONEY = re.compile(r"^[0-9]+(\.[0-9]{1,2})?$")
+_AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]{1,2})?$"
+_POSITIVE_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]{1,2})?|[0-9]+\.([1-9][0-9]?|0[1-9]))$"
+_MONEY = re.compile(_AMOUNT_PATTERN)
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _DURATION_PATTERN = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 
@@ -82,14 +84,15 @@ def format_amount(value: Decimal) -> int | str:
     return f"{value.quantize(Decimal('0.01'))}"
 
 
+# Amounts are int-or-string the way Kubernetes' own Quantity is: the pattern and bounds
+# apply to whichever form is given. Status holds amounts inside maps of unbounded size,
+# where the API server's CEL cost estimate forbids any rule, so they rely on these alone.
 _AMOUNT_SCHEMA: dict[str, Any] = {
     "x-kubernetes-int-or-string": True,
-    "x-kubernetes-validations": [
-        {
-            "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+(\\\\.[0-9]{1,2})?$')",
-            "message": "must be a non-negative amount with at most 2 decimals",
-        }
-    ],
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "pattern": _AMOUNT_PATTERN,
+    "maxLength": 32,
+    "minimum": 0,
 }
 
 Amount = Annotated[Decimal, BeforeValidator(parse_amount), WithJsonSchema(_AMOUNT_SCHEMA)]
@@ -100,7 +103,9 @@ written on every charge, and a Python serializer per value was most of that writ
 """
 
 _POSITIVE_SCHEMA: dict[str, Any] = {
-    "x-kubernetes-int-or-string": True,
+    **_AMOUNT_SCHEMA,
+    "pattern": _POSITIVE_PATTERN,
+    "minimum": 1,
     "x-kubernetes-validations": [
         {
             "rule": "type(self) == int ? self > 0 : "
@@ -109,6 +114,7 @@ _POSITIVE_SCHEMA: dict[str, Any] = {
         }
     ],
 }
+"""Spec amounts are few and bounded, so a CEL rule can give the calm message too."""
 
 
 def _positive(value: Decimal) -> Decimal:

@@ -30,6 +30,8 @@ def _without_null(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
     """One JSON Schema node as a structural schema node (recursively)."""
     schema = _resolve(schema, definitions)
+    if schema.get("x-kubernetes-int-or-string"):
+        return {k: v for k, v in schema.items() if k not in _DROPPED_KEYS}
     if "anyOf" in schema:
         options = _without_null(schema["anyOf"])
         if len(options) != 1:

@@ -45,11 +45,13 @@ class Decision:
     warnings: tuple[str, ...] = ()
 
 
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+
+
 def show(amount: Decimal, unit: Unit) -> str:
     """An amount as people read it: `1` point, `0.50` USD."""
-    if unit == "USD":
-        return f"{amount.quantize(Decimal('0.01'))}"
-    return f"{amount.normalize():f}" if amount == amount.to_integral_value() else f"{amount:.2f}"
+    return f"{amount.quantize(CENT)}" if unit == "USD" else f"{amount:f}"
 
 
 def _resets(at: datetime | None) -> str:
@@ -72,29 +74,37 @@ def admit_trust(
     trust_account(status, spec, key=account, now=now)
     target = status.accounts[account]
     unit = spec.unit
-    if ledger.is_known(status, key):
+    charge = ledger.reserve(
+        status,
+        account=account,
+        key=key,
+        amount=cost,
+        now=now,
+        ttl=ttl,
+        ref=ref,
+        dry_run=dry_run,
+    )
+    if charge.status == "duplicate":
         return Decision(
             True,
             "AlreadyCharged",
-            Decimal(0),
+            ZERO,
             warnings=(f"Trust budget {account}: {ref or key} was already charged",),
         )
-    if cost > target.balance:
+    if charge.status == "insufficient":
         message = (
             f"Trust budget exhausted. This request requires {show(cost, unit)} {unit}; "
             f"{show(target.balance, unit)} remain. Budget resets at {_resets(target.resets_at)}."
         )
         if spec.enforcement == "warn":
-            return Decision(True, "Exhausted", Decimal(0), warnings=(f"{message} (warn only)",))
-        return Decision(False, "Exhausted", Decimal(0), message=message)
-    remaining = target.balance - cost
+            return Decision(True, "Exhausted", ZERO, warnings=(f"{message} (warn only)",))
+        return Decision(False, "Exhausted", ZERO, message=message)
     receipt = (
-        f"Trust budget {account}: cost {show(cost, unit)}, remaining {show(remaining, unit)} "
+        f"Trust budget {account}: cost {show(cost, unit)}, remaining {show(charge.balance, unit)} "
         f"of {show(target.allocation, unit)}, resets {_resets(target.resets_at)}"
     )
     if dry_run:
-        return Decision(True, "DryRun", Decimal(0), warnings=(f"{receipt} (dry run, not charged)",))
-    ledger.reserve(status, account=account, key=key, amount=cost, now=now, ttl=ttl, ref=ref)
+        return Decision(True, "DryRun", ZERO, warnings=(f"{receipt} (dry run, not charged)",))
     return Decision(True, "Charged", cost, warnings=(receipt,))
 
 

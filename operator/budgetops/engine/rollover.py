@@ -32,15 +32,25 @@ HISTORY_KEPT = 24
 def trust_account(
     status: TrustBudgetStatus, spec: TrustBudgetSpec, *, key: str, now: datetime
 ) -> None:
-    """Open `key` if new, reset it if its interval has passed, follow a changed allocation.
+    """Open `key` if new, reset it if its interval has passed, follow a changed spec.
 
     A budget without a reset interval has one window from the account's first charge on.
+    When the interval is added or removed, the account adopts it from now on without a
+    refill; a changed allocation applies at once (never below what is committed).
     """
+    account = status.accounts.get(key)
+    interval = spec.reset_interval
+    if (
+        account is not None
+        and account.allocation == spec.initial_balance
+        and (account.resets_at is None) == (interval is None)
+        and (account.resets_at is None or now < account.resets_at)
+    ):
+        return  # nothing due: the path of almost every charge
     start: datetime = now
     end: datetime | None = None
-    if spec.reset_interval is not None:
-        start, end = interval_bounds(anchor=EPOCH, interval=spec.reset_interval, at=now)
-    account = status.accounts.get(key)
+    if interval is not None:
+        start, end = interval_bounds(anchor=EPOCH, interval=interval, at=now)
     if account is None:
         ledger.open_account(
             status, key=key, allocation=spec.initial_balance, window_start=start, resets_at=end
@@ -54,7 +64,10 @@ def trust_account(
             window_start=start,
             resets_at=end,
         )
-    elif account.allocation != spec.initial_balance and account.resets_at == end:
+        return
+    if (account.resets_at is None) != (interval is None):
+        account.window_start, account.resets_at = start, end
+    if account.allocation != spec.initial_balance:
         ledger.resize(status, account=key, allocation=spec.initial_balance)
 
 
