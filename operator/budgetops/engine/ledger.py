@@ -142,36 +142,40 @@ def find_reservation(ledger: Ledger, key: str) -> str | None:
     return None
 
 
-def confirm(ledger: Ledger, *, key: str, now: datetime) -> bool:
-    """The object exists: its reservation becomes spent. False if nothing was reserved."""
+def _settle_reservation(
+    ledger: Ledger, *, key: str, now: datetime, action: Literal["confirm", "refund"]
+) -> Decimal | None:
+    """Close the reservation under `key` into spent (confirm) or back to balance (refund).
+
+    Returns the amount, or None when nothing is reserved under `key` (a held amount can be
+    zero: an emergency release admitted on an empty budget).
+    """
     name = find_reservation(ledger, key)
     if name is None:
-        return False
+        return None
     account = ledger.accounts[name]
     held = account.reservations.pop(key)
     account.reserved -= held.amount
-    account.spent += held.amount
+    if action == "confirm":
+        account.spent += held.amount
+    else:
+        account.balance += held.amount
     ledger.remember_settled(key)
     _record(
-        ledger, at=now, account=name, action="confirm", amount=held.amount, key=key, ref=held.object
+        ledger, at=now, account=name, action=action, amount=held.amount, key=key, ref=held.object
     )
-    return True
+    return held.amount
+
+
+def confirm(ledger: Ledger, *, key: str, now: datetime) -> bool:
+    """The object exists: its reservation becomes spent. False if nothing was reserved."""
+    return _settle_reservation(ledger, key=key, now=now, action="confirm") is not None
 
 
 def refund(ledger: Ledger, *, key: str, now: datetime) -> Decimal:
     """The object never appeared: its reservation returns to the balance. Returns the amount."""
-    name = find_reservation(ledger, key)
-    if name is None:
-        return ZERO
-    account = ledger.accounts[name]
-    held = account.reservations.pop(key)
-    account.reserved -= held.amount
-    account.balance += held.amount
-    ledger.remember_settled(key)
-    _record(
-        ledger, at=now, account=name, action="refund", amount=held.amount, key=key, ref=held.object
-    )
-    return held.amount
+    refunded = _settle_reservation(ledger, key=key, now=now, action="refund")
+    return ZERO if refunded is None else refunded
 
 
 def expired_reservations(ledger: Ledger, *, now: datetime) -> list[str]:
