@@ -16,6 +16,7 @@ from budgetops.apis.common import (
     Model,
     PositiveAmount,
     Timestamp,
+    cel,
 )
 
 LeasePhase = Literal["Pending", "Active", "Exhausted", "Expired", "Released", "Revoked"]
@@ -40,20 +41,16 @@ class Holder(Model):
 class BudgetLeaseSpec(Model):
     """How much is lent, for how long, and when the holder should ask for more."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.refreshThreshold) || "
-                    "double(string(self.refreshThreshold)) < double(string(self.amount))",
-                    "message": "refreshThreshold must be below amount",
-                },
-                {
-                    "rule": "self.budgetRef == oldSelf.budgetRef",
-                    "message": "budgetRef is immutable; create a new lease instead",
-                },
-            ]
-        }
+    model_config = cel(
+        (
+            "!has(self.refreshThreshold) || "
+            "double(string(self.refreshThreshold)) < double(string(self.amount))",
+            "refreshThreshold must be below amount",
+        ),
+        (
+            "self.budgetRef == oldSelf.budgetRef",
+            "budgetRef is immutable; create a new lease instead",
+        ),
     )
 
     budget_ref: BudgetRef

@@ -50,6 +50,15 @@ class Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """Model config that carries CEL rules, as (rule, message), into the generated CRD.
+
+    Each rule restates a model validator for the API server, which never runs our Python.
+    """
+    validations = [{"rule": rule, "message": message} for rule, message in rules]
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": validations})  # type: ignore[dict-item]
+
+
 def parse_amount(value: object) -> Decimal:
     """Read an amount the way a manifest may spell it; reject what would lose cents."""
     if isinstance(value, Decimal):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Literal, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from budgetops.apis.common import (
     Amount,
@@ -17,6 +17,7 @@ from budgetops.apis.common import (
     Percent,
     SecretKeyRef,
     Timestamp,
+    cel,
 )
 from budgetops.apis.ledger import Ledger
 
@@ -46,15 +47,11 @@ class Sprint(Model):
 class Window(Model):
     """When one budget window ends and the next begins (always at 00:00 UTC)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "(self.cadence == 'sprint') == has(self.sprint)",
-                    "message": "sprint is required for cadence sprint and only for it",
-                }
-            ]
-        }
+    model_config = cel(
+        (
+            "(self.cadence == 'sprint') == has(self.sprint)",
+            "sprint is required for cadence sprint and only for it",
+        ),
     )
 
     cadence: Cadence = "monthly"
@@ -70,15 +67,11 @@ class Window(Model):
 class Thresholds(Model):
     """Percent of the allocation consumed at which the band turns Yellow, Red and Exhausted."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.yellow < self.red && self.red < self.exhausted",
-                    "message": "thresholds must increase strictly: yellow < red < exhausted",
-                }
-            ]
-        }
+    model_config = cel(
+        (
+            "self.yellow < self.red && self.red < self.exhausted",
+            "thresholds must increase strictly: yellow < red < exhausted",
+        ),
     )
 
     yellow: Percent = 40
@@ -150,15 +143,11 @@ class UnknownsBudget(Model):
 class EarnedCapacity(Model):
     """Extra allocation for a service whose MTTR and change-failure rate keep improving."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.minIncreasePercent <= self.maxIncreasePercent",
-                    "message": "minIncreasePercent must not exceed maxIncreasePercent",
-                }
-            ]
-        }
+    model_config = cel(
+        (
+            "self.minIncreasePercent <= self.maxIncreasePercent",
+            "minIncreasePercent must not exceed maxIncreasePercent",
+        ),
     )
 
     enabled: bool = True
@@ -207,15 +196,11 @@ class LabelSelector(Model):
 class RiskBudgetSpec(Model):
     """A service's risk allowance per window and the rules for spending it."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.tier) || has(self.allocation)",
-                    "message": "set a tier (0-3) or an explicit allocation",
-                }
-            ]
-        }
+    model_config = cel(
+        (
+            "has(self.tier) || has(self.allocation)",
+            "set a tier (0-3) or an explicit allocation",
+        ),
     )
 
     service_id: str = Field(

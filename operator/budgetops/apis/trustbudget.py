@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Literal, Self
 
-from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from budgetops.apis.common import (
     Amount,
@@ -19,6 +19,7 @@ from budgetops.apis.common import (
     PositiveAmount,
     Timestamp,
     Unit,
+    cel,
 )
 from budgetops.apis.ledger import Ledger
 
@@ -51,19 +52,18 @@ class SubjectSet(Model):
         return not (self.users or self.groups or self.service_accounts or self.patterns)
 
 
-_SUBJECTS_RULE: dict[str, JsonValue] = {
-    "rule": " || ".join(
-        f"(has(self.{field}) && size(self.{field}) > 0)"
-        for field in ("users", "groups", "serviceAccounts", "patterns")
-    ),
-    "message": "name at least one of users, groups, serviceAccounts or patterns",
-}
+_NAMES_SOMEONE = " || ".join(
+    f"(has(self.{field}) && size(self.{field}) > 0)"
+    for field in ("users", "groups", "serviceAccounts", "patterns")
+)
 
 
 class Subjects(SubjectSet):
     """Who the budget governs, minus who it never charges."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_SUBJECTS_RULE]})
+    model_config = cel(
+        (_NAMES_SOMEONE, "name at least one of users, groups, serviceAccounts or patterns")
+    )
 
     exclude: SubjectSet = Field(default_factory=SubjectSet)
 
