@@ -1,0 +1,83 @@
+"""The chart lints, renders, installs into the real API server and grants what it says."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import yaml
+
+from tests.conftest import ROOT
+
+CHART = ROOT / "charts" / "budgetops"
+
+
+def helm(binaries: Any, *args: str, kubeconfig: str | None = None) -> str:
+    command = [str(binaries.helm), *args]
+    if kubeconfig:
+        command += ["--kubeconfig", kubeconfig]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_helm_is_the_pinned_version(binaries: Any) -> None:
+    assert helm(binaries, "version", "--short").startswith("v3.22.0")
+
+
+def test_chart_lints_strictly(binaries: Any) -> None:
+    assert "0 chart(s) failed" in helm(binaries, "lint", "--strict", str(CHART))
+
+
+def test_chart_renders_and_rejects_unknown_values(binaries: Any) -> None:
+    rendered = list(yaml.safe_load_all(helm(binaries, "template", "demo", str(CHART), "-n", "ops")))
+    kinds = sorted(doc["kind"] for doc in rendered if doc)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ServiceAccount"]
+    wrong = subprocess.run(
+        [str(binaries.helm), "template", "demo", str(CHART), "--set", "replicas=3"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert wrong.returncode != 0
+    assert "additional properties 'replicas' not allowed" in wrong.stderr.lower()
+
+
+def test_helm_install_grants_status_writes_to_the_operator(
+    control_plane: Any, binaries: Any
+) -> None:
+    kubeconfig = str(control_plane.kubeconfig)
+    helm(
+        binaries,
+        "install",
+        "budgetops",
+        str(CHART),
+        "-n",
+        "budgetops",
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "60s",
+        kubeconfig=kubeconfig,
+    )
+    operator = "system:serviceaccount:budgetops:budgetops"
+    for verb, resource, subresource, expected in (
+        ("update", "trustbudgets.budgetops.dev", "status", "yes"),
+        ("update", "trustbudgets.budgetops.dev", "", "no"),
+        ("watch", "riskbudgets.budgetops.dev", "", "yes"),
+        ("delete", "trustbudgets.budgetops.dev", "", "no"),
+    ):
+        answer = control_plane.kubectl(
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            f"--subresource={subresource}",
+            "--as",
+            operator,
+            check=False,
+        ).stdout.strip()
+        assert answer == expected, f"{verb} {resource} {subresource}: {answer}"
+    crds = control_plane.kubectl("get", "crd", "-o", "name").stdout
+    assert "trustbudgets.budgetops.dev" in crds
+    helm(binaries, "uninstall", "budgetops", "-n", "budgetops", "--wait", kubeconfig=kubeconfig)
