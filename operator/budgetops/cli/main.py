@@ -8,13 +8,18 @@ a non-Kubernetes caller (an SSH CA, a CI job) can use directly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from budgetops.admission.classify import Identity
+from budgetops.admission.webhook import Admission, serve
 from budgetops.apis.common import format_time, parse_amount, parse_duration
 from budgetops.apis.resources import Budget, ManifestError, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import ChangeClass
@@ -197,6 +202,31 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the validating webhook on the embedded ledger until interrupted."""
+    host, _, port = args.listen.rpartition(":")
+    tls = (args.tls_cert_file, args.tls_key_file) if args.tls_cert_file else None
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        raise ValueError("give both --tls-cert-file and --tls-key-file, or neither")
+    admission = Admission(
+        SQLiteStore(_db_path(args.db)),
+        clock=system_clock,
+        identity=Identity(own_service_account=args.own_service_account),
+        ttl=parse_duration(args.ttl),
+    )
+    server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls)
+    scheme = "https" if tls else "http"
+    out.write(f"serving POST {scheme}://{args.listen}/validate on {_db_path(args.db)}\n")
+    out.flush()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line, one sub-command per verb."""
     top = argparse.ArgumentParser(prog="budgetops", description=__doc__.split("\n")[0])
@@ -253,7 +283,23 @@ def parser() -> argparse.ArgumentParser:
     status = verbs.add_parser("status", help="balances and bands in the embedded ledger")
     status.set_defaults(run=cmd_status)
 
-    for verb in (charge, consume, status):
+    webhook = verbs.add_parser("serve", help="serve the admission webhook on the embedded ledger")
+    webhook.add_argument("--listen", default="127.0.0.1:8443", help="host:port")
+    webhook.add_argument("--tls-cert-file", help="serving certificate (required off loopback)")
+    webhook.add_argument("--tls-key-file", help="its private key")
+    webhook.add_argument(
+        "--own-service-account",
+        default="",
+        help="our own identity, never charged (system:serviceaccount:ns:name)",
+    )
+    webhook.add_argument(
+        "--ttl",
+        default=DEFAULT_TTL,
+        help="how long a charge stays reserved before it must be confirmed",
+    )
+    webhook.set_defaults(run=cmd_serve)
+
+    for verb in (charge, consume, status, webhook):
         verb.add_argument("--db", help=f"ledger file (default $BUDGETOPS_DB or {DEFAULT_DB})")
     return top
 

@@ -1,0 +1,1 @@
+"""Admission: from an AdmissionReview to charges against budgets, and the webhook serving it."""

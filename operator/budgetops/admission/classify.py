@@ -1,0 +1,319 @@
+"""Which budgets an admission request charges, under which account, at what cost. Pure.
+
+A request the budgets cannot be charged for as sent (a risk-points annotation that is not a
+number, an account key the requester lacks a value for) is refused with a message saying
+exactly what to fix; that is a denial, never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from fnmatch import fnmatchcase
+from typing import Any, get_args
+
+from budgetops.admission.review import AdmissionRequest, UserInfo
+from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.riskbudget import (
+    ANNOTATION_UNCERTAINTY,
+    ANNOTATION_UNKNOWNS,
+    ChangeClass,
+    LabelSelector,
+)
+from budgetops.apis.trustbudget import SubjectSet, TrustBudgetSpec
+from budgetops.engine.decisions import Release
+from budgetops.engine.unknowns import UnknownCounts
+from budgetops.store import BudgetKey
+
+NEVER_CHARGED_GROUPS = frozenset({"system:nodes", "system:bootstrappers"})
+"""Kubelet certificate rotation and node bootstrap must never depend on a budget."""
+
+NEVER_CHARGED_NAMESPACES = frozenset({"kube-system"})
+
+WORKLOADS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("apps", "deployments"): ("spec", "template"),
+    ("apps", "statefulsets"): ("spec", "template"),
+    ("apps", "daemonsets"): ("spec", "template"),
+    ("batch", "jobs"): ("spec", "template"),
+    ("batch", "cronjobs"): ("spec", "jobTemplate", "spec", "template"),
+}
+"""Workload resources a RiskBudget charges, and where each keeps its pod template."""
+
+MAX_RISK_POINTS = 100_000
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
+
+
+class Refused(ValueError):
+    """The request cannot be charged as sent; the message tells the requester why."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who may never be charged, besides nodes, bootstrappers and kube-system."""
+
+    own_service_account: str = ""
+
+
+@dataclass(frozen=True)
+class TrustCharge:
+    budget: BudgetKey
+    account: str
+    cost: Decimal
+    key: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class RiskCharge:
+    budget: BudgetKey
+    release: Release
+
+
+@dataclass(frozen=True)
+class Classified:
+    """Everything one request should be charged for (often nothing)."""
+
+    trust: list[TrustCharge] = field(default_factory=list)
+    risk: list[RiskCharge] = field(default_factory=list)
+
+
+def in_set(subjects: SubjectSet, user: UserInfo) -> bool:
+    """Whether `user` is named by users, groups, service accounts (`ns/name`, `ns/*`) or globs."""
+    if user.username in subjects.users or any(g in subjects.groups for g in user.groups):
+        return True
+    service_account = user.service_account()
+    if service_account is not None:
+        namespace, name = service_account
+        if f"{namespace}/{name}" in subjects.service_accounts:
+            return True
+        if f"{namespace}/*" in subjects.service_accounts:
+            return True
+    return any(fnmatchcase(user.username, pattern) for pattern in subjects.patterns)
+
+
+def never_charged(request: AdmissionRequest, identity: Identity) -> bool:
+    """Nodes, bootstrappers, kube-system and BudgetOps itself pass untouched."""
+    user = request.user_info
+    if NEVER_CHARGED_GROUPS.intersection(user.groups):
+        return True
+    if request.namespace in NEVER_CHARGED_NAMESPACES:
+        return True
+    service_account = user.service_account()
+    if service_account is not None and service_account[0] in NEVER_CHARGED_NAMESPACES:
+        return True
+    return bool(identity.own_service_account) and user.username == identity.own_service_account
+
+
+def account_key(spec: TrustBudgetSpec, request: AdmissionRequest) -> str:
+    """Render the budget's account key template for this requester.
+
+    `${namespace}` is the service account's namespace in a template that also names
+    `${name}` (the service-account form), otherwise the namespace of the request (for
+    cluster-scoped objects, the requesting service account's namespace).
+    """
+    user = request.user_info
+    service_account = user.service_account()
+    template = spec.account_key
+    values: dict[str, str] = {"username": user.username}
+    group = next((g for g in user.groups if g in spec.subjects.groups), None)
+    if group is not None:
+        values["group"] = group
+    if service_account is not None:
+        values["name"] = service_account[1]
+    uses_name = "${name}" in template
+    namespace = (
+        service_account[0]
+        if service_account and (uses_name or not request.namespace)
+        else request.namespace
+    )
+    if namespace:
+        values["namespace"] = namespace
+    missing = sorted(set(_VARIABLE.findall(template)) - values.keys())
+    if missing:
+        names = ", ".join(f"${{{name}}}" for name in missing)
+        raise Refused(
+            f"BudgetOps cannot name the account for this request: the account key {template} "
+            f"needs {names}, which {user.username or 'this requester'} does not have here."
+        )
+    return _VARIABLE.sub(lambda m: values[m.group(1)], template)
+
+
+def _matches_resource(spec: TrustBudgetSpec, request: AdmissionRequest) -> bool:
+    resource = request.resource
+    return any(
+        m.group == resource.group
+        and m.resource == resource.resource
+        and m.subresource == request.sub_resource
+        and request.operation in m.operations
+        for m in spec.match
+    )
+
+
+def classify_trust(budgets: Iterable[TrustBudget], request: AdmissionRequest) -> list[TrustCharge]:
+    """One charge per TrustBudget that governs this requester for this resource."""
+    charges = []
+    for budget in budgets:
+        spec = budget.spec
+        if not _matches_resource(spec, request):
+            continue
+        if not in_set(spec.subjects, request.user_info):
+            continue
+        if in_set(spec.subjects.exclude, request.user_info):
+            continue
+        resource = request.resource
+        charges.append(
+            TrustCharge(
+                budget=BudgetKey.of(budget),
+                account=account_key(spec, request),
+                cost=spec.cost_for(
+                    group=resource.group,
+                    resource=resource.resource,
+                    subresource=request.sub_resource,
+                ),
+                key=request.object_uid(),
+                ref=request.describe(),
+            )
+        )
+    return charges
+
+
+def _dig(document: dict[str, Any] | None, path: tuple[str, ...]) -> Any:
+    node: Any = document or {}
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def selects(selector: LabelSelector, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics; an empty selector selects everything."""
+    if any(labels.get(key) != value for key, value in selector.match_labels.items()):
+        return False
+    for term in selector.match_expressions:
+        present = term.key in labels
+        if term.operator == "Exists" and not present:
+            return False
+        if term.operator == "DoesNotExist" and present:
+            return False
+        if term.operator == "In" and labels.get(term.key) not in term.values:
+            return False
+        if term.operator == "NotIn" and present and labels[term.key] in term.values:
+            return False
+    return True
+
+
+def _points(text: str, annotation: str) -> int:
+    try:
+        points = int(text.strip())
+    except ValueError:
+        raise Refused(
+            f"{annotation} must be a whole number of risk points, not {text!r}."
+        ) from None
+    if not 0 <= points <= MAX_RISK_POINTS:
+        raise Refused(f"{annotation} must be between 0 and {MAX_RISK_POINTS}, not {points}.")
+    return points
+
+
+def _change_class(text: str, annotation: str) -> ChangeClass:
+    allowed: tuple[ChangeClass, ...] = get_args(ChangeClass)
+    for change_class in allowed:
+        if text.strip() == change_class:
+            return change_class
+    raise Refused(f"{annotation} must be one of {', '.join(allowed)}, not {text!r}.")
+
+
+def _unknowns(annotations: dict[str, str]) -> UnknownCounts | None:
+    counts_text = annotations.get(ANNOTATION_UNKNOWNS)
+    uncertainty_text = annotations.get(ANNOTATION_UNCERTAINTY)
+    if counts_text is None and uncertainty_text is None:
+        return None
+    counts: dict[str, int] = {}
+    if counts_text is not None:
+        try:
+            parsed = json.loads(counts_text)
+        except json.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in parsed.values()
+        ):
+            raise Refused(
+                f'{ANNOTATION_UNKNOWNS} must be a JSON object of counts, e.g. {{"Reachability": 2}}'
+                f", not {counts_text!r}."
+            )
+        counts = {str(k): v for k, v in parsed.items()}
+    uncertainty = Decimal(0)
+    if uncertainty_text is not None:
+        try:
+            uncertainty = Decimal(uncertainty_text.strip())
+        except InvalidOperation:
+            uncertainty = Decimal(-1)
+        if not uncertainty.is_finite() or uncertainty < 0:
+            raise Refused(
+                f"{ANNOTATION_UNCERTAINTY} must be a non-negative number, not {uncertainty_text!r}."
+            )
+    return UnknownCounts(by_reason=counts, cumulative_uncertainty=uncertainty)
+
+
+def _release_key(request: AdmissionRequest, template: Any, release_id: str | None) -> str:
+    """A declared release id, else the object's uid, plus the template's hash on updates, so
+    re-applying the same template is charged once however often it is admitted."""
+    if release_id:
+        return f"release:{release_id.strip()}"
+    if request.operation == "CREATE":
+        return request.object_uid()
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{request.object_uid()}/{digest}"
+
+
+def classify_risk(budgets: Iterable[RiskBudget], request: AdmissionRequest) -> list[RiskCharge]:
+    """One charge per RiskBudget selecting this workload, when its pod template is new."""
+    path = WORKLOADS.get((request.resource.group, request.resource.resource))
+    if path is None or request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
+        return []
+    template = _dig(request.object, path)
+    if request.operation == "UPDATE" and template == _dig(request.old_object, path):
+        return []  # scaling, labels, annotations, status: no release, no charge
+    selected = [
+        b
+        for b in budgets
+        if b.metadata.namespace == request.namespace and selects(b.spec.selector, request.labels())
+    ]
+    charges = []
+    annotations = request.annotations()
+    for budget in selected:
+        declared = budget.spec.release
+        points_text = annotations.get(declared.risk_points_annotation)
+        class_text = annotations.get(declared.change_class_annotation)
+        release = Release(
+            key=_release_key(request, template, annotations.get(declared.release_id_annotation)),
+            points=(
+                declared.default_risk_points
+                if points_text is None
+                else _points(points_text, declared.risk_points_annotation)
+            ),
+            change_class=(
+                declared.default_change_class
+                if class_text is None
+                else _change_class(class_text, declared.change_class_annotation)
+            ),
+            ref=request.describe(),
+            unknowns=_unknowns(annotations),
+        )
+        charges.append(RiskCharge(budget=BudgetKey.of(budget), release=release))
+    return charges
+
+
+def classify(
+    budgets: Iterable[Budget], request: AdmissionRequest, identity: Identity
+) -> Classified:
+    """Every charge this request owes; nothing for identities that are never charged."""
+    if never_charged(request, identity):
+        return Classified()
+    listed = list(budgets)
+    return Classified(
+        trust=classify_trust((b for b in listed if isinstance(b, TrustBudget)), request),
+        risk=classify_risk((b for b in listed if isinstance(b, RiskBudget)), request),
+    )

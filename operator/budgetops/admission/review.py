@@ -1,0 +1,111 @@
+"""AdmissionReview `admission.k8s.io/v1`: the parts BudgetOps reads, and the response it sends.
+
+The API server sends more than this; unknown fields are ignored here (unlike in budget
+manifests) because the API server, not a person, writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+ADMISSION_API_VERSION = "admission.k8s.io/v1"
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class UserInfo(_Wire):
+    """Who is asking, as the API server authenticated them."""
+
+    username: str = ""
+    uid: str = ""
+    groups: list[str] = Field(default_factory=list)
+
+    def service_account(self) -> tuple[str, str] | None:
+        """(namespace, name) when the requester is a service account."""
+        if not self.username.startswith(SERVICE_ACCOUNT_PREFIX):
+            return None
+        namespace, _, name = self.username.removeprefix(SERVICE_ACCOUNT_PREFIX).partition(":")
+        return (namespace, name) if namespace and name else None
+
+
+class GroupVersionResource(_Wire):
+    group: str = ""
+    version: str = ""
+    resource: str
+
+
+class GroupVersionKind(_Wire):
+    group: str = ""
+    version: str = ""
+    kind: str
+
+
+class AdmissionRequest(_Wire):
+    """One admission call: what is done to which object by whom."""
+
+    uid: str = Field(min_length=1)
+    kind: GroupVersionKind
+    resource: GroupVersionResource
+    sub_resource: str = ""
+    name: str = ""
+    namespace: str = ""
+    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+    user_info: UserInfo
+    object: dict[str, Any] | None = None
+    old_object: dict[str, Any] | None = None
+    dry_run: bool = False
+
+    def metadata(self) -> dict[str, Any]:
+        meta = (self.object or {}).get("metadata")
+        return meta if isinstance(meta, dict) else {}
+
+    def annotations(self) -> dict[str, str]:
+        found = self.metadata().get("annotations")
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+    def labels(self) -> dict[str, str]:
+        found = self.metadata().get("labels")
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+    def object_uid(self) -> str:
+        """The object's uid (set before validating admission on CREATE), else the request's."""
+        uid = self.metadata().get("uid")
+        return uid if isinstance(uid, str) and uid else self.uid
+
+    def describe(self) -> str:
+        """`CertificateSigningRequest/alice-1` or `Deployment payments/api`."""
+        name = self.name or self.metadata().get("name") or self.metadata().get("generateName", "")
+        where = f" {self.namespace}/" if self.namespace else "/"
+        return f"{self.kind.kind}{where}{name}"
+
+
+class AdmissionReview(_Wire):
+    """The envelope; only v1 is served."""
+
+    api_version: Literal["admission.k8s.io/v1"]
+    kind: Literal["AdmissionReview"]
+    request: AdmissionRequest
+
+
+def response(
+    uid: str,
+    *,
+    allowed: bool,
+    message: str = "",
+    code: int = 403,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """The AdmissionReview the API server expects back."""
+    body: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        reason = "Forbidden" if code == 403 else "BadRequest" if code == 400 else "Timeout"
+        body["status"] = {"code": code, "reason": reason, "message": message}
+    if warnings:
+        body["warnings"] = warnings
+    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": body}

@@ -1,0 +1,204 @@
+"""The validating webhook: AdmissionReview in, charges through the store, AdmissionReview out.
+
+Every input the API server (or anyone on the port) can send gets an answer: malformed
+envelopes a 400 with what is wrong, an unknown path a 404, a body over the limit a 413, a
+request BudgetOps cannot charge a calm denial, and an internal failure a 500 that names no
+internals (the details go to the log).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address
+from typing import Any
+
+from pydantic import ValidationError
+
+from budgetops.admission.classify import Classified, Identity, Refused, classify
+from budgetops.admission.review import AdmissionRequest, AdmissionReview, response
+from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_errors
+from budgetops.engine.clock import Clock
+from budgetops.engine.decisions import Decision, admit_risk, admit_trust
+from budgetops.store import BudgetStore
+
+MAX_BODY = 3 * 1024 * 1024
+"""The API server's own request limit for objects is 3 MiB; a review is never larger."""
+
+log = logging.getLogger("budgetops.webhook")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP status and a JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+def _problem(status: int, message: str) -> Answer:
+    return Answer(status, {"error": message})
+
+
+class Admission:
+    """Decides AdmissionReviews against the budgets in a store."""
+
+    def __init__(
+        self, store: BudgetStore, *, clock: Clock, identity: Identity, ttl: timedelta
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.identity = identity
+        self.ttl = ttl
+
+    def review(self, body: bytes) -> Answer:
+        """Parse, classify, charge, answer. Never raises for anything a client sends."""
+        try:
+            document = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return _problem(400, f"the body is not JSON: {error}")
+        if not isinstance(document, dict):
+            return _problem(400, "the body must be a JSON object (an AdmissionReview)")
+        try:
+            request = AdmissionReview.model_validate(document).request
+        except ValidationError as error:
+            return _problem(
+                400, "not an admission.k8s.io/v1 AdmissionReview: " + "; ".join(field_errors(error))
+            )
+        try:
+            return Answer(200, self.decide(request))
+        except Exception:
+            log.exception("admission of %s failed", request.describe())
+            return _problem(500, "BudgetOps could not decide this request; see the webhook log")
+
+    def decide(self, request: AdmissionRequest) -> dict[str, Any]:
+        try:
+            charges = classify(self.store.list(), request, self.identity)
+        except Refused as refusal:
+            return response(request.uid, allowed=False, message=str(refusal), code=400)
+        decisions = self._charge(charges, request)
+        denied = [d.message for d in decisions if not d.allowed]
+        warnings = [w for d in decisions for w in d.warnings]
+        if denied:
+            return response(request.uid, allowed=False, message=" ".join(denied))
+        return response(request.uid, allowed=True, warnings=warnings)
+
+    def _charge(self, charges: Classified, request: AdmissionRequest) -> list[Decision]:
+        now = self.clock()
+        decisions = []
+        for trust in charges.trust:
+
+            def charge_trust(budget: Budget, c: Any = trust) -> Decision:
+                assert isinstance(budget, TrustBudget)
+                return admit_trust(
+                    budget.status,
+                    budget.spec,
+                    account=c.account,
+                    cost=c.cost,
+                    key=c.key,
+                    ref=c.ref,
+                    now=now,
+                    ttl=self.ttl,
+                    dry_run=request.dry_run,
+                )
+
+            decisions.append(self.store.update_status(trust.budget, charge_trust))
+        for risk in charges.risk:
+
+            def charge_risk(budget: Budget, c: Any = risk) -> Decision:
+                assert isinstance(budget, RiskBudget)
+                return admit_risk(
+                    budget.status,
+                    budget.spec,
+                    release=c.release,
+                    now=now,
+                    ttl=self.ttl,
+                    dry_run=request.dry_run,
+                )
+
+            decisions.append(self.store.update_status(risk.budget, charge_risk))
+        return decisions
+
+
+def _handler(admission: Admission, ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _send(self, answer: Answer) -> None:
+            payload = json.dumps(answer.body).encode()
+            self.send_response(answer.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                self._send(Answer(200, {"status": "ok"}))
+            elif self.path == "/readyz":
+                ok = ready()
+                self._send(Answer(200 if ok else 503, {"status": "ok" if ok else "not ready"}))
+            else:
+                self._send(_problem(404, f"no such path {self.path}; POST /validate"))
+
+        def do_POST(self) -> None:
+            if self.path.split("?")[0] != "/validate":
+                self._send(_problem(404, f"no such path {self.path}; POST /validate"))
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self._send(_problem(411, "a Content-Length header is required"))
+                return
+            if length > MAX_BODY:
+                self.close_connection = True
+                self._send(_problem(413, f"the body is larger than {MAX_BODY} bytes"))
+                return
+            self._send(admission.review(self.rfile.read(length)))
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s %s", self.address_string(), format % args)
+
+    return Handler
+
+
+def serve(
+    admission: Admission,
+    *,
+    host: str,
+    port: int,
+    tls: tuple[str, str] | None,
+    started: threading.Event | None = None,
+) -> ThreadingHTTPServer:
+    """A running server (in a daemon thread); plain HTTP only on a loopback address."""
+    if tls is None and not ip_address(host).is_loopback:
+        raise ValueError(
+            f"refusing plain HTTP on {host}: give --tls-cert-file and --tls-key-file, "
+            "or listen on 127.0.0.1"
+        )
+
+    def ready() -> bool:
+        try:
+            admission.store.list()
+        except Exception:
+            log.exception("store not ready")
+            return False
+        return True
+
+    server = ThreadingHTTPServer((host, port), _handler(admission, ready))
+    server.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name="webhook", daemon=True)
+    thread.start()
+    if started is not None:
+        started.set()
+    return server

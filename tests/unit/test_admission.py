@@ -1,0 +1,331 @@
+"""Classification of admission requests, and the webhook server over loopback HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from budgetops.admission.classify import Identity, Refused, account_key, classify
+from budgetops.admission.review import AdmissionRequest
+from budgetops.admission.webhook import MAX_BODY, Admission, serve
+from budgetops.apis.resources import RiskBudget, TrustBudget
+from budgetops.store import BudgetKey, SQLiteStore
+
+from .test_decisions import risk_budget, trust_budget
+
+NOW = datetime(2026, 1, 1, 15, 30, tzinfo=UTC)
+CSR = {"group": "certificates.k8s.io", "version": "v1", "resource": "certificatesigningrequests"}
+
+
+def request(
+    *,
+    user: str = "alice",
+    groups: tuple[str, ...] = ("developers", "system:authenticated"),
+    resource: dict[str, str] | None = None,
+    kind: str = "CertificateSigningRequest",
+    namespace: str = "",
+    operation: str = "CREATE",
+    obj: dict[str, Any] | None = None,
+    old: dict[str, Any] | None = None,
+    uid: str = "uid-1",
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    body = {
+        "uid": f"req-{uid}",
+        "kind": {"group": "", "version": "v1", "kind": kind},
+        "resource": resource or CSR,
+        "namespace": namespace,
+        "operation": operation,
+        "userInfo": {"username": user, "groups": list(groups)},
+        "object": obj or {"metadata": {"name": f"csr-{uid}", "uid": uid}},
+        "oldObject": old,
+        "dryRun": dry_run,
+    }
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": body}
+
+
+def parsed(**kwargs: Any) -> AdmissionRequest:
+    return AdmissionRequest.model_validate(request(**kwargs)["request"])
+
+
+def developers() -> TrustBudget:
+    return trust_budget(subjects={"groups": ["developers"], "exclude": {"users": ["bot"]}})
+
+
+@pytest.mark.parametrize(
+    ("template", "kwargs", "expected"),
+    [
+        ("user:${username}", {}, "user:alice"),
+        ("group:${group}", {}, "group:developers"),
+        ("namespace:${namespace}", {"namespace": "payments"}, "namespace:payments"),
+        (
+            "serviceaccount:${namespace}/${name}",
+            {"user": "system:serviceaccount:ci:builder", "namespace": "payments"},
+            "serviceaccount:ci/builder",
+        ),
+        (
+            "namespace:${namespace}",
+            {"user": "system:serviceaccount:cert-manager:cert-manager", "namespace": "payments"},
+            "namespace:payments",
+        ),
+    ],
+)
+def test_account_keys(template: str, kwargs: dict[str, Any], expected: str) -> None:
+    spec = trust_budget(subjects={"groups": ["developers"]}, accountKey=template).spec
+    assert account_key(spec, parsed(**kwargs)) == expected
+
+
+def test_an_account_key_the_requester_cannot_fill_is_refused_calmly() -> None:
+    spec = trust_budget(accountKey="namespace:${namespace}").spec
+    with pytest.raises(Refused, match=r"needs \$\{namespace\}, which alice does not have here"):
+        account_key(spec, parsed())
+
+
+def test_only_governed_requesters_for_matched_resources_are_charged() -> None:
+    budgets = [developers()]
+    assert len(classify(budgets, parsed(), Identity()).trust) == 1
+    assert classify(budgets, parsed(groups=("ops",)), Identity()).trust == []
+    assert classify(budgets, parsed(user="bot"), Identity()).trust == [], "excluded"
+    assert classify(budgets, parsed(operation="UPDATE"), Identity()).trust == []
+    other = {"group": "", "version": "v1", "resource": "configmaps"}
+    assert classify(budgets, parsed(resource=other), Identity()).trust == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"groups": ("system:nodes", "developers")},
+        {"groups": ("system:bootstrappers", "developers")},
+        {"user": "system:serviceaccount:kube-system:certificate-controller"},
+        {"user": "system:serviceaccount:budgetops:budgetops"},
+    ],
+)
+def test_nodes_bootstrappers_kube_system_and_ourselves_are_never_charged(
+    kwargs: dict[str, Any],
+) -> None:
+    budgets = [trust_budget(subjects={"patterns": ["*"]})]
+    identity = Identity(own_service_account="system:serviceaccount:budgetops:budgetops")
+    assert classify(budgets, parsed(**kwargs), identity).trust == []
+
+
+DEPLOYMENTS = {"group": "apps", "version": "v1", "resource": "deployments"}
+
+
+def deployment(image: str = "app:1", replicas: int = 1, **annotations: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "api",
+            "namespace": "payments",
+            "uid": "dep-1",
+            "labels": {"app": "api"},
+            "annotations": annotations,
+        },
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "a", "image": image}]}},
+        },
+    }
+
+
+def shipped(obj: dict[str, Any], old: dict[str, Any] | None = None) -> Any:
+    budget = risk_budget(selector={"matchLabels": {"app": "api"}})
+    return classify(
+        [budget],
+        parsed(
+            kind="Deployment",
+            resource=DEPLOYMENTS,
+            namespace="payments",
+            operation="UPDATE" if old else "CREATE",
+            obj=obj,
+            old=old,
+        ),
+        Identity(),
+    ).risk
+
+
+def test_a_release_is_charged_on_create_and_on_a_new_template_only() -> None:
+    [created] = shipped(deployment(**{"budgetops.dev/risk-points": "25"}))
+    assert (created.release.points, created.release.key) == (25, "dep-1")
+    assert shipped(deployment(replicas=3), old=deployment()) == [], "scaling costs nothing"
+    [update] = shipped(deployment(image="app:2"), old=deployment())
+    assert update.release.points == 10, "the budget's default when undeclared"
+    assert update.release.key.startswith("dep-1/")
+    [again] = shipped(deployment(image="app:2"), old=deployment(image="app:3"))
+    assert again.release.key == update.release.key, "the same template is the same release"
+
+
+def test_a_declared_release_id_is_the_key() -> None:
+    [charge] = shipped(deployment(**{"budgetops.dev/release-id": "v1.2.3"}))
+    assert charge.release.key == "release:v1.2.3"
+
+
+@pytest.mark.parametrize(
+    ("annotations", "message"),
+    [
+        (
+            {"budgetops.dev/risk-points": "lots"},
+            "must be a whole number of risk points, not 'lots'",
+        ),
+        ({"budgetops.dev/risk-points": "-5"}, "must be between 0 and 100000, not -5"),
+        ({"budgetops.dev/change-class": "yolo"}, "must be one of standard, low-risk"),
+        ({"budgetops.dev/unknowns": "[1]"}, "must be a JSON object of counts"),
+        ({"budgetops.dev/uncertainty": "NaN"}, "must be a non-negative number"),
+    ],
+)
+def test_malformed_release_annotations_are_refused(
+    annotations: dict[str, str], message: str
+) -> None:
+    with pytest.raises(Refused, match=message):
+        shipped(deployment(**annotations))
+
+
+def test_workloads_outside_the_selector_or_namespace_are_not_charged() -> None:
+    budget = risk_budget(selector={"matchLabels": {"app": "other"}})
+    review = parsed(kind="Deployment", resource=DEPLOYMENTS, namespace="payments", obj=deployment())
+    assert classify([budget], review, Identity()).risk == []
+
+
+# The server, over real HTTP on 127.0.0.1, on the embedded store.
+
+
+@pytest.fixture
+def webhook(tmp_path: Path) -> Iterator[tuple[str, int, SQLiteStore]]:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    store.apply(trust_budget(subjects={"groups": ["developers"]}, initialBalance=100))
+    store.apply(risk_budget(selector={"matchLabels": {"app": "api"}}))
+    admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+    server = serve(admission, host="127.0.0.1", port=0, tls=None)
+    yield "127.0.0.1", server.server_address[1], store
+    server.shutdown()
+    server.server_close()
+
+
+def post(
+    target: tuple[str, int, Any],
+    body: bytes,
+    path: str = "/validate",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    connection = http.client.HTTPConnection(target[0], target[1], timeout=10)
+    connection.request("POST", path, body=body, headers=headers or {})
+    reply = connection.getresponse()
+    result = reply.status, json.loads(reply.read())
+    connection.close()
+    return result
+
+
+def test_the_101st_issuance_is_denied_and_each_uid_charged_once(webhook: Any) -> None:
+    answers = [post(webhook, json.dumps(request(uid=f"u{i}")).encode())[1] for i in range(101)]
+    assert all(a["response"]["allowed"] for a in answers[:100])
+    assert answers[0]["response"]["warnings"] == [
+        "Trust budget user:alice: cost 1, remaining 99 of 100, resets 2026-01-02T00:00:00Z"
+    ]
+    denied = answers[100]["response"]
+    assert denied["allowed"] is False
+    assert denied["status"]["message"] == (
+        "Trust budget exhausted. This request requires 1 points; 0 remain. "
+        "Budget resets at 2026-01-02T00:00:00Z."
+    )
+    replay = post(webhook, json.dumps(request(uid="u5")).encode())[1]["response"]
+    assert replay["allowed"] is True, "an API server retry of an admitted object passes"
+    budget = webhook[2].get(BudgetKey("TrustBudget", "certs"))
+    assert budget.status.accounts["user:alice"].reserved == 100
+
+
+def test_dry_run_charges_nothing(webhook: Any) -> None:
+    answer = post(webhook, json.dumps(request(dry_run=True)).encode())[1]["response"]
+    assert answer["allowed"]
+    assert "dry run, not charged" in answer["warnings"][0]
+    budget = webhook[2].get(BudgetKey("TrustBudget", "certs"))
+    assert budget.status.accounts["user:alice"].reserved == 0
+
+
+def test_a_bad_annotation_is_a_clear_denial(webhook: Any) -> None:
+    review = request(
+        kind="Deployment",
+        resource=DEPLOYMENTS,
+        namespace="payments",
+        obj=deployment(**{"budgetops.dev/risk-points": "-1"}),
+    )
+    status, body = post(webhook, json.dumps(review).encode())
+    assert status == 200
+    assert body["response"]["allowed"] is False
+    assert body["response"]["status"]["code"] == 400
+    assert (
+        "budgetops.dev/risk-points must be between 0 and 100000"
+        in (body["response"]["status"]["message"])
+    )
+    assert isinstance(
+        webhook[2].get(BudgetKey("RiskBudget", "payments-api", "payments")), RiskBudget
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (b"{not json", 400, "the body is not JSON"),
+        (b"[]", 400, "must be a JSON object"),
+        (
+            json.dumps({**request(), "apiVersion": "admission.k8s.io/v1beta1"}).encode(),
+            400,
+            "apiVersion: Input should be 'admission.k8s.io/v1'",
+        ),
+        (
+            json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(),
+            400,
+            "request: Field required",
+        ),
+        (
+            json.dumps(request(resource={"group": "x"})).encode(),
+            400,
+            "request.resource.resource: Field required",
+        ),
+        (b"\xff\xfe", 400, "the body is not JSON"),
+    ],
+)
+def test_malformed_reviews_get_a_clear_400(
+    webhook: Any, body: bytes, status: int, error: str
+) -> None:
+    got, answer = post(webhook, body)
+    assert got == status
+    assert error in answer["error"]
+
+
+def test_unknown_resources_are_allowed_untouched(webhook: Any) -> None:
+    other = request(
+        resource={"group": "", "version": "v1", "resource": "configmaps"},
+        kind="ConfigMap",
+        namespace="payments",
+    )
+    answer = post(webhook, json.dumps(other).encode())[1]["response"]
+    assert answer == {"uid": "req-uid-1", "allowed": True}
+
+
+def test_oversized_bodies_unknown_paths_and_health(webhook: Any) -> None:
+    status, answer = post(webhook, b"", headers={"Content-Length": str(MAX_BODY + 1)})
+    assert (status, answer["error"]) == (413, f"the body is larger than {MAX_BODY} bytes")
+    assert post(webhook, b"{}", path="/mutate")[0] == 404
+    connection = http.client.HTTPConnection(webhook[0], webhook[1], timeout=5)
+    for path, expected in (("/healthz", 200), ("/readyz", 200), ("/metrics", 404)):
+        connection.request("GET", path)
+        reply = connection.getresponse()
+        reply.read()
+        assert reply.status == expected, path
+    connection.close()
+
+
+def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:
+    admission = Admission(
+        SQLiteStore(tmp_path / "l.sqlite3"),
+        clock=lambda: NOW,
+        identity=Identity(),
+        ttl=timedelta(minutes=5),
+    )
+    with pytest.raises(ValueError, match=r"refusing plain HTTP on 0\.0\.0\.0"):
+        serve(admission, host="0.0.0.0", port=0, tls=None)
