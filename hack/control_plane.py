@@ -598,7 +598,8 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every process (newest first), then delete the workdir unless ``keep``."""
         for name in reversed(list(self._processes)):
-            _terminate(self._processes.pop(name))
+            _terminate(self._processes[name])
+            del self._processes[name]
         _LIVE.discard(self)
         if not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -754,8 +755,14 @@ def _cmd_paths(_: argparse.Namespace) -> int:
     return 0
 
 
-def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+class _StopRequested(Exception):
+    """Raised from a signal handler so ``up`` leaves through ControlPlane.__exit__."""
+
+
+def _request_stop(_signum: int, _frame: object) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut stop() short
+        signal.signal(signum, signal.SIG_IGN)
+    raise _StopRequested
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -764,14 +771,18 @@ def _cmd_up(args: argparse.Namespace) -> int:
     except BuildError as error:
         print(f"build failed: {error}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _raise_exit)
-    with ControlPlane(binaries, workdir=args.workdir, keep=args.keep) as plane:
+    # Explicit, because a shell starting us in the background leaves SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _request_stop)
+    with (
+        contextlib.suppress(_StopRequested),
+        ControlPlane(binaries, workdir=args.workdir, keep=args.keep) as plane,
+    ):
         print(f"kubeconfig: {plane.kubeconfig}")
         print(f"kubectl:    {binaries.kubectl}")
         print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                signal.pause()
+        while True:
+            signal.pause()
     return 0
 
 
