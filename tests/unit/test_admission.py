@@ -15,7 +15,7 @@ from budgetops.admission.classify import Identity, Refused, account_key, classif
 from budgetops.admission.review import AdmissionRequest
 from budgetops.admission.webhook import MAX_BODY, Admission, serve
 from budgetops.apis.resources import RiskBudget, TrustBudget
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import BudgetKey, ChargeTimeout, SQLiteStore
 
 from .test_decisions import risk_budget, trust_budget
 
@@ -243,7 +243,7 @@ def test_dry_run_charges_nothing(webhook: Any) -> None:
     assert answer["allowed"]
     assert "dry run, not charged" in answer["warnings"][0]
     budget = webhook[2].get(BudgetKey("TrustBudget", "certs"))
-    assert budget.status.accounts["user:alice"].reserved == 0
+    assert budget.status.accounts == {}, "a dry run writes nothing, not even a new account"
 
 
 def test_a_bad_annotation_is_a_clear_denial(webhook: Any) -> None:
@@ -329,3 +329,37 @@ def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"refusing plain HTTP on 0\.0\.0\.0"):
         serve(admission, host="0.0.0.0", port=0, tls=None)
+
+
+@pytest.mark.parametrize(
+    ("path", "seconds"),
+    [
+        ("/validate?timeout=5s", 5.0),
+        ("/validate", 10.0),
+        ("/validate?timeout=bogus", 10.0),
+        ("/validate?timeout=1m", 60.0),
+    ],
+)
+def test_the_api_servers_deadline_is_read_from_the_url(path: str, seconds: float) -> None:
+    from budgetops.admission.webhook import _timeout
+
+    assert _timeout(path) == seconds
+
+
+class OutOfTime(SQLiteStore):
+    """The store's own deadline passing, as a busy in-cluster budget would make it."""
+
+    def update_status(self, *args: Any, **kwargs: Any) -> Any:
+        raise ChargeTimeout("slow")
+
+
+def test_a_charge_out_of_time_is_a_retriable_denial(tmp_path: Path) -> None:
+    store = OutOfTime(tmp_path / "ledger.sqlite3")
+    store.apply(trust_budget(subjects={"groups": ["developers"]}))
+    admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+    answer = admission.review(json.dumps(request()).encode(), timeout=5)
+    assert answer.status == 200
+    status = answer.body["response"]["status"]
+    assert answer.body["response"]["allowed"] is False
+    assert (status["code"], status["reason"]) == (503, "ServiceUnavailable")
+    assert "Please try again" in status["message"]

@@ -104,7 +104,7 @@ def response(
     """The AdmissionReview the API server expects back."""
     body: dict[str, Any] = {"uid": uid, "allowed": allowed}
     if not allowed:
-        reason = "Forbidden" if code == 403 else "BadRequest" if code == 400 else "Timeout"
+        reason = {400: "BadRequest", 403: "Forbidden", 503: "ServiceUnavailable"}[code]
         body["status"] = {"code": code, "reason": reason, "message": message}
     if warnings:
         body["warnings"] = warnings

@@ -12,24 +12,38 @@ import json
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
 from budgetops.admission.classify import Classified, Identity, Refused, classify
 from budgetops.admission.review import AdmissionRequest, AdmissionReview, response
+from budgetops.apis.common import parse_duration
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_errors
 from budgetops.engine.clock import Clock
 from budgetops.engine.decisions import Decision, admit_risk, admit_trust
-from budgetops.store import BudgetStore
+from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout
 
 MAX_BODY = 3 * 1024 * 1024
 """The API server's own request limit for objects is 3 MiB; a review is never larger."""
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds the API server waits for a webhook unless it says otherwise (`?timeout=5s`)."""
+
+ANSWER_MARGIN = 0.5
+"""Seconds kept back from the API server's deadline to send the answer in."""
+
+RETRY_MESSAGE = (
+    "BudgetOps could not charge this request before the API server's deadline; the request "
+    "was not admitted. Please try again."
+)
 
 log = logging.getLogger("budgetops.webhook")
 
@@ -57,7 +71,7 @@ class Admission:
         self.identity = identity
         self.ttl = ttl
 
-    def review(self, body: bytes) -> Answer:
+    def review(self, body: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> Answer:
         """Parse, classify, charge, answer. Never raises for anything a client sends."""
         try:
             document = json.loads(body)
@@ -72,24 +86,35 @@ class Admission:
                 400, "not an admission.k8s.io/v1 AdmissionReview: " + "; ".join(field_errors(error))
             )
         try:
-            return Answer(200, self.decide(request))
+            return Answer(200, self.decide(request, timeout=timeout))
+        except ChargeTimeout:
+            log.warning("admission of %s ran out of time", request.describe())
+            return Answer(
+                200, response(request.uid, allowed=False, message=RETRY_MESSAGE, code=503)
+            )
         except Exception:
             log.exception("admission of %s failed", request.describe())
             return _problem(500, "BudgetOps could not decide this request; see the webhook log")
 
-    def decide(self, request: AdmissionRequest) -> dict[str, Any]:
+    def decide(
+        self, request: AdmissionRequest, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """The AdmissionReview answer for one request; raises ChargeTimeout past `timeout`."""
         try:
             charges = classify(self.store.list(), request, self.identity)
         except Refused as refusal:
             return response(request.uid, allowed=False, message=str(refusal), code=400)
-        decisions = self._charge(charges, request)
+        deadline = time.monotonic() + max(timeout - ANSWER_MARGIN, 0.1)
+        decisions = self._charge(charges, request, deadline)
         denied = [d.message for d in decisions if not d.allowed]
         warnings = [w for d in decisions for w in d.warnings]
         if denied:
             return response(request.uid, allowed=False, message=" ".join(denied))
         return response(request.uid, allowed=True, warnings=warnings)
 
-    def _charge(self, charges: Classified, request: AdmissionRequest) -> list[Decision]:
+    def _charge(
+        self, charges: Classified, request: AdmissionRequest, deadline: float
+    ) -> list[Decision]:
         now = self.clock()
         decisions = []
         for trust in charges.trust:
@@ -108,7 +133,7 @@ class Admission:
                     dry_run=request.dry_run,
                 )
 
-            decisions.append(self.store.update_status(trust.budget, charge_trust))
+            decisions.append(self._update(trust.budget, charge_trust, deadline))
         for risk in charges.risk:
 
             def charge_risk(budget: Budget, c: Any = risk) -> Decision:
@@ -122,8 +147,28 @@ class Admission:
                     dry_run=request.dry_run,
                 )
 
-            decisions.append(self.store.update_status(risk.budget, charge_risk))
+            decisions.append(self._update(risk.budget, charge_risk, deadline))
         return decisions
+
+    def _update(
+        self, key: BudgetKey, change: Callable[[Budget], Decision], deadline: float
+    ) -> Decision:
+        """Only a charge changes the ledger: denials, replays and dry runs are not written."""
+        return self.store.update_status(
+            key,
+            change,
+            timeout=max(deadline - time.monotonic(), 0.0),
+            needs_write=lambda decision: decision.cost > 0,
+        )
+
+
+def _timeout(path: str) -> float:
+    """The deadline the API server puts in the webhook URL (`/validate?timeout=5s`)."""
+    values = parse_qs(urlsplit(path).query).get("timeout", [])
+    try:
+        return parse_duration(values[0]).total_seconds() if values else DEFAULT_TIMEOUT
+    except ValueError:
+        return DEFAULT_TIMEOUT
 
 
 def _handler(admission: Admission, ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
@@ -160,7 +205,7 @@ def _handler(admission: Admission, ready: Callable[[], bool]) -> type[BaseHTTPRe
                 self.close_connection = True
                 self._send(_problem(413, f"the body is larger than {MAX_BODY} bytes"))
                 return
-            self._send(admission.review(self.rfile.read(length)))
+            self._send(admission.review(self.rfile.read(length), timeout=_timeout(self.path)))
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)

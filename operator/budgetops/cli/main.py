@@ -18,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from kubernetes import client, config
+
 from budgetops.admission.classify import Identity
 from budgetops.admission.webhook import Admission, serve
 from budgetops.apis.common import format_time, parse_amount, parse_duration
@@ -27,7 +29,8 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
 from budgetops.engine.ledger import confirm
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
-from budgetops.store import BudgetKey, NotFound, SQLiteStore
+from budgetops.store import BudgetKey, BudgetStore, NotFound, SQLiteStore
+from budgetops.store.kube import KubeStore
 
 from .manifests import crd_files, load
 
@@ -202,21 +205,20 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    """Serve the validating webhook on the embedded ledger until interrupted."""
+def _serve_until_stopped(store: BudgetStore, args: argparse.Namespace, out: TextIO) -> int:
+    """Run the webhook over `store` until SIGTERM or Ctrl-C."""
     host, _, port = args.listen.rpartition(":")
-    tls = (args.tls_cert_file, args.tls_key_file) if args.tls_cert_file else None
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         raise ValueError("give both --tls-cert-file and --tls-key-file, or neither")
+    tls = (args.tls_cert_file, args.tls_key_file) if args.tls_cert_file else None
     admission = Admission(
-        SQLiteStore(_db_path(args.db)),
+        store,
         clock=system_clock,
         identity=Identity(own_service_account=args.own_service_account),
         ttl=parse_duration(args.ttl),
     )
     server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls)
-    scheme = "https" if tls else "http"
-    out.write(f"serving POST {scheme}://{args.listen}/validate on {_db_path(args.db)}\n")
+    out.write(f"serving POST {'https' if tls else 'http'}://{args.listen}/validate\n")
     out.flush()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -225,6 +227,30 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     server.shutdown()
     server.server_close()
     return 0
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the validating webhook on the embedded ledger until interrupted."""
+    out.write(f"ledger: {_db_path(args.db)}\n")
+    return _serve_until_stopped(SQLiteStore(_db_path(args.db)), args, out)
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the validating webhook in a cluster: budgets and balances in the API server."""
+    if args.kubeconfig:
+        api = config.new_client_from_config(args.kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        configuration = client.Configuration()
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+        api = client.ApiClient(configuration)
+    api.configuration.connection_pool_maxsize = 64
+    store = KubeStore(api).start()
+    try:
+        return _serve_until_stopped(store, args, out)
+    finally:
+        store.stop()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -284,20 +310,24 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(run=cmd_status)
 
     webhook = verbs.add_parser("serve", help="serve the admission webhook on the embedded ledger")
-    webhook.add_argument("--listen", default="127.0.0.1:8443", help="host:port")
-    webhook.add_argument("--tls-cert-file", help="serving certificate (required off loopback)")
-    webhook.add_argument("--tls-key-file", help="its private key")
-    webhook.add_argument(
-        "--own-service-account",
-        default="",
-        help="our own identity, never charged (system:serviceaccount:ns:name)",
-    )
-    webhook.add_argument(
-        "--ttl",
-        default=DEFAULT_TTL,
-        help="how long a charge stays reserved before it must be confirmed",
-    )
     webhook.set_defaults(run=cmd_serve)
+    in_cluster = verbs.add_parser("run", help="serve the admission webhook in a cluster")
+    in_cluster.add_argument("--kubeconfig", help="default: the pod's in-cluster credentials")
+    in_cluster.set_defaults(run=cmd_run)
+    for verb in (webhook, in_cluster):
+        verb.add_argument("--listen", default="127.0.0.1:8443", help="host:port")
+        verb.add_argument("--tls-cert-file", help="serving certificate (required off loopback)")
+        verb.add_argument("--tls-key-file", help="its private key")
+        verb.add_argument(
+            "--own-service-account",
+            default=os.environ.get("BUDGETOPS_SERVICE_ACCOUNT", ""),
+            help="our own identity, never charged (system:serviceaccount:NS:NAME)",
+        )
+        verb.add_argument(
+            "--ttl",
+            default=DEFAULT_TTL,
+            help="how long a charge stays reserved before it must be confirmed",
+        )
 
     for verb in (charge, consume, status, webhook):
         verb.add_argument("--db", help=f"ledger file (default $BUDGETOPS_DB or {DEFAULT_DB})")

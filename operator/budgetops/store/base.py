@@ -38,6 +38,10 @@ class NotFound(LookupError):
     """No budget under that key."""
 
 
+class ChargeTimeout(TimeoutError):
+    """The charge could not be decided and written before the caller's deadline."""
+
+
 class BudgetStore(Protocol):
     """Where budgets live and how their status is changed."""
 
@@ -57,10 +61,19 @@ class BudgetStore(Protocol):
         """Forget a budget; False if there was none."""
         ...
 
-    def update_status(self, key: BudgetKey, change: Callable[[Budget], T]) -> T:
+    def update_status(
+        self,
+        key: BudgetKey,
+        change: Callable[[Budget], T],
+        *,
+        timeout: float = 10.0,
+        needs_write: Callable[[T], bool] = lambda _: True,
+    ) -> T:
         """Run `change` on the current budget and persist its status atomically.
 
         `change` mutates `budget.status` only and must depend on nothing but its argument:
-        it may run more than once when writers race, and only its last run counts.
+        it may run more than once when writers race, and only its last run counts. When
+        `needs_write(result)` is False nothing is persisted and the result stands as it is.
+        Raises ChargeTimeout when it cannot finish within `timeout` seconds.
         """
         ...

@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, Kind
-from budgetops.store.base import BudgetKey, NotFound
+from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 
 T = TypeVar("T")
 log = logging.getLogger("budgetops.store")
@@ -34,10 +34,6 @@ log = logging.getLogger("budgetops.store")
 WATCH_SECONDS = 240
 IDLE_WRITER_SECONDS = 2.0
 MAX_ATTEMPTS = 20
-
-
-class ChargeTimeout(TimeoutError):
-    """The charge could not be decided and written before the caller's deadline."""
 
 
 def _newer(candidate: str, current: str) -> bool:

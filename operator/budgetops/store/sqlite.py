@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from budgetops.apis.resources import RESOURCES, Budget, Kind
-from budgetops.store.base import BudgetKey, NotFound
+from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 
 T = TypeVar("T")
 
@@ -161,13 +161,32 @@ class SQLiteStore:
         with self._decoded_lock:
             self._decoded.pop(key, None)
 
-    def update_status(self, key: BudgetKey, change: Callable[[Budget], T]) -> T:
+    def update_status(
+        self,
+        key: BudgetKey,
+        change: Callable[[Budget], T],
+        *,
+        timeout: float = 10.0,
+        needs_write: Callable[[T], bool] = lambda _: True,
+    ) -> T:
         """Read, change and write one budget's status inside one write transaction.
 
         The last decoded budget is kept per key with the row version it came from; when the
         row has not moved since, the JSON is not parsed again. That is what keeps a hot budget
-        cheap to charge. A failed change drops the kept copy, since it may be half-changed.
+        cheap to charge. A failed change, or one whose result needs no write, drops the kept
+        copy, since it may hold changes that were not persisted. Waiting for the write lock
+        is bounded by the connection's busy timeout, not by `timeout`.
         """
+        try:
+            return self._update_status(key, change, needs_write)
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error):
+                raise ChargeTimeout(f"{key}: the ledger stayed locked; try again") from error
+            raise
+
+    def _update_status(
+        self, key: BudgetKey, change: Callable[[Budget], T], needs_write: Callable[[T], bool]
+    ) -> T:
         with self._transaction() as db:
             row = db.execute(
                 f"SELECT version, object, status FROM budgets WHERE {_KEY}", _params(key)
@@ -178,6 +197,8 @@ class SQLiteStore:
                 kept = self._decoded.pop(key, None)
             budget = kept[1] if kept and kept[0] == row[0] else self._decode(key.kind, *row[1:])
             result = change(budget)
+            if not needs_write(result):
+                return result  # the kept copy was popped above, so it is not reused
             version = _new_version()
             db.execute(
                 f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
