@@ -363,3 +363,30 @@ def test_a_charge_out_of_time_is_a_retriable_denial(tmp_path: Path) -> None:
     assert answer.body["response"]["allowed"] is False
     assert (status["code"], status["reason"]) == (503, "ServiceUnavailable")
     assert "Please try again" in status["message"]
+
+
+def test_a_token_request_is_settled_at_once(tmp_path: Path) -> None:
+    """A TokenRequest is never stored, so no watch could confirm it later."""
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    store.apply(
+        trust_budget(
+            subjects={"serviceAccounts": ["ci/*"]},
+            accountKey="serviceaccount:${namespace}/${name}",
+            match=[{"resource": "serviceaccounts", "subresource": "token"}],
+        )
+    )
+    admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+    review = request(
+        user="system:serviceaccount:ci:builder",
+        resource={"group": "", "version": "v1", "resource": "serviceaccounts"},
+        kind="TokenRequest",
+        namespace="ci",
+        obj={"kind": "TokenRequest", "spec": {"audiences": ["api"]}},
+    )
+    review["request"]["subResource"] = "token"
+    answer = admission.review(json.dumps(review).encode())
+    assert answer.body["response"]["allowed"] is True
+    account = store.get(BudgetKey("TrustBudget", "certs")).status.accounts[
+        "serviceaccount:ci/builder"
+    ]
+    assert (account.spent, account.reserved) == (1, 0)

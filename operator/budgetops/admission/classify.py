@@ -43,6 +43,10 @@ WORKLOADS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 """Workload resources a RiskBudget charges, and where each keeps its pod template."""
 
+EPHEMERAL = frozenset({("", "serviceaccounts", "token")})
+"""Requests that create nothing a watch could see later (a TokenRequest is never stored):
+their charge is settled at once instead of reserved until the object appears."""
+
 MAX_RISK_POINTS = 100_000
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
 
@@ -65,6 +69,7 @@ class TrustCharge:
     cost: Decimal
     key: str
     ref: str
+    settle_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,7 @@ def classify_trust(budgets: Iterable[TrustBudget], request: AdmissionRequest) ->
                 ),
                 key=request.object_uid(),
                 ref=request.describe(),
+                settle_now=(resource.group, resource.resource, request.sub_resource) in EPHEMERAL,
             )
         )
     return charges

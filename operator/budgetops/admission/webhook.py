@@ -29,6 +29,7 @@ from budgetops.apis.common import parse_duration
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_errors
 from budgetops.engine.clock import Clock
 from budgetops.engine.decisions import Decision, admit_risk, admit_trust
+from budgetops.engine.ledger import confirm
 from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout
 
 MAX_BODY = 3 * 1024 * 1024
@@ -121,7 +122,7 @@ class Admission:
 
             def charge_trust(budget: Budget, c: Any = trust) -> Decision:
                 assert isinstance(budget, TrustBudget)
-                return admit_trust(
+                decision = admit_trust(
                     budget.status,
                     budget.spec,
                     account=c.account,
@@ -132,6 +133,9 @@ class Admission:
                     ttl=self.ttl,
                     dry_run=request.dry_run,
                 )
+                if c.settle_now and decision.cost > 0:
+                    confirm(budget.status, key=c.key, now=now)
+                return decision
 
             decisions.append(self._update(trust.budget, charge_trust, deadline))
         for risk in charges.risk:
