@@ -312,7 +312,7 @@ def test_oversized_bodies_unknown_paths_and_health(webhook: Any) -> None:
     assert (status, answer["error"]) == (413, f"the body is larger than {MAX_BODY} bytes")
     assert post(webhook, b"{}", path="/mutate")[0] == 404
     connection = http.client.HTTPConnection(webhook[0], webhook[1], timeout=5)
-    for path, expected in (("/healthz", 200), ("/readyz", 200), ("/metrics", 404)):
+    for path, expected in (("/healthz", 200), ("/readyz", 200), ("/nope", 404)):
         connection.request("GET", path)
         reply = connection.getresponse()
         reply.read()
@@ -390,3 +390,21 @@ def test_a_token_request_is_settled_at_once(tmp_path: Path) -> None:
         "serviceaccount:ci/builder"
     ]
     assert (account.spent, account.reserved) == (1, 0)
+
+
+def test_metrics_count_decisions_by_kind_and_reason(webhook: Any) -> None:
+    for uid in ("m1", "m1"):
+        post(webhook, json.dumps(request(uid=uid)).encode())
+    post(webhook, b"{broken")
+    connection = http.client.HTTPConnection(webhook[0], webhook[1], timeout=5)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    assert (
+        'budgetops_admissions_total{decision="allowed",kind="TrustBudget",reason="Charged"} 1.0'
+        in text
+    )
+    assert 'reason="AlreadyCharged"} 1.0' in text
+    assert 'budgetops_webhook_errors_total{code="400"} 1.0' in text
+    assert "budgetops_webhook_latency_seconds_count 3.0" in text
+    assert "user:alice" not in text, "no per-account series"

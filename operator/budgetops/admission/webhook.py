@@ -21,6 +21,7 @@ from ipaddress import ip_address
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
 from budgetops.admission.classify import Classified, Identity, Refused, classify
@@ -30,6 +31,7 @@ from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_erro
 from budgetops.engine.clock import Clock
 from budgetops.engine.decisions import Decision, admit_risk, admit_trust
 from budgetops.engine.ledger import confirm
+from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout
 
 MAX_BODY = 3 * 1024 * 1024
@@ -65,15 +67,29 @@ class Admission:
     """Decides AdmissionReviews against the budgets in a store."""
 
     def __init__(
-        self, store: BudgetStore, *, clock: Clock, identity: Identity, ttl: timedelta
+        self,
+        store: BudgetStore,
+        *,
+        clock: Clock,
+        identity: Identity,
+        ttl: timedelta,
+        metrics: AdmissionMetrics | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.identity = identity
         self.ttl = ttl
+        self.metrics = metrics or AdmissionMetrics(CollectorRegistry())
 
     def review(self, body: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> Answer:
         """Parse, classify, charge, answer. Never raises for anything a client sends."""
+        with self.metrics.latency.time():
+            answer = self._review(body, timeout=timeout)
+        if answer.status != 200:
+            self.metrics.errors.labels(str(answer.status)).inc()
+        return answer
+
+    def _review(self, body: bytes, *, timeout: float) -> Answer:
         try:
             document = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -90,6 +106,7 @@ class Admission:
             return Answer(200, self.decide(request, timeout=timeout))
         except ChargeTimeout:
             log.warning("admission of %s ran out of time", request.describe())
+            self.metrics.admissions.labels("", "denied", "Timeout").inc()
             return Answer(
                 200, response(request.uid, allowed=False, message=RETRY_MESSAGE, code=503)
             )
@@ -104,6 +121,7 @@ class Admission:
         try:
             charges = classify(self.store.list(), request, self.identity)
         except Refused as refusal:
+            self.metrics.admissions.labels("", "denied", "Refused").inc()
             return response(request.uid, allowed=False, message=str(refusal), code=400)
         deadline = time.monotonic() + max(timeout - ANSWER_MARGIN, 0.1)
         decisions = self._charge(charges, request, deadline)
@@ -157,13 +175,17 @@ class Admission:
     def _update(
         self, key: BudgetKey, change: Callable[[Budget], Decision], deadline: float
     ) -> Decision:
-        """Only a charge changes the ledger: denials, replays and dry runs are not written."""
-        return self.store.update_status(
+        """Charge one budget and count the outcome. Only a charge changes the ledger:
+        denials, replays and dry runs are not written."""
+        decision = self.store.update_status(
             key,
             change,
             timeout=max(deadline - time.monotonic(), 0.0),
-            needs_write=lambda decision: decision.cost > 0,
+            needs_write=lambda decided: decided.cost > 0,
         )
+        verdict = "allowed" if decision.allowed else "denied"
+        self.metrics.admissions.labels(key.kind, verdict, decision.reason).inc()
+        return decision
 
 
 def _timeout(path: str) -> float:
@@ -188,7 +210,14 @@ def _handler(admission: Admission, ready: Callable[[], bool]) -> type[BaseHTTPRe
             self.wfile.write(payload)
 
         def do_GET(self) -> None:
-            if self.path == "/healthz":
+            if self.path == "/metrics":
+                payload = generate_latest(admission.metrics.registry)
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            elif self.path == "/healthz":
                 self._send(Answer(200, {"status": "ok"}))
             elif self.path == "/readyz":
                 ok = ready()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kubernetes import client, config
+from prometheus_client import CollectorRegistry
 
 from budgetops.admission.classify import Identity
 from budgetops.admission.webhook import Admission, serve
@@ -29,6 +30,7 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
 from budgetops.engine.ledger import confirm
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
+from budgetops.observability.metrics import AdmissionMetrics, StoreCollector
 from budgetops.store import BudgetKey, BudgetStore, NotFound, SQLiteStore
 from budgetops.store.kube import KubeStore
 
@@ -205,7 +207,13 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _serve_until_stopped(store: BudgetStore, args: argparse.Namespace, out: TextIO) -> int:
+def _serve_until_stopped(
+    store: BudgetStore,
+    args: argparse.Namespace,
+    out: TextIO,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> int:
     """Run the webhook over `store` until SIGTERM or Ctrl-C."""
     host, _, port = args.listen.rpartition(":")
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
@@ -216,6 +224,7 @@ def _serve_until_stopped(store: BudgetStore, args: argparse.Namespace, out: Text
         clock=system_clock,
         identity=Identity(own_service_account=args.own_service_account),
         ttl=parse_duration(args.ttl),
+        metrics=AdmissionMetrics(registry or CollectorRegistry()),
     )
     server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls)
     out.write(f"serving POST {'https' if tls else 'http'}://{args.listen}/validate\n")
@@ -247,8 +256,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         api = client.ApiClient(configuration)
     api.configuration.connection_pool_maxsize = 64
     store = KubeStore(api).start()
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store.stats))
     try:
-        return _serve_until_stopped(store, args, out)
+        return _serve_until_stopped(store, args, out, registry=registry)
     finally:
         store.stop()
 

@@ -1,0 +1,1 @@
+"""Metrics and, later, Events: what BudgetOps tells operators about itself."""
