@@ -30,17 +30,70 @@ def test_chart_lints_strictly(binaries: Any) -> None:
 
 
 def test_chart_renders_and_rejects_unknown_values(binaries: Any) -> None:
-    rendered = list(yaml.safe_load_all(helm(binaries, "template", "demo", str(CHART), "-n", "ops")))
-    kinds = sorted(doc["kind"] for doc in rendered if doc)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ServiceAccount"]
+    rendered = [
+        doc
+        for doc in yaml.safe_load_all(
+            helm(
+                binaries,
+                "template",
+                "demo",
+                str(CHART),
+                "-n",
+                "ops",
+                "--set",
+                "webhook.tls.caBundle=PEM",
+            )
+        )
+        if doc
+    ]
+    kinds = sorted(doc["kind"] for doc in rendered)
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ValidatingWebhookConfiguration",
+    ]
+    [configuration] = [d for d in rendered if d["kind"] == "ValidatingWebhookConfiguration"]
+    [hook] = configuration["webhooks"]
+    assert hook["sideEffects"] == "NoneOnDryRun"
+    assert (hook["timeoutSeconds"], hook["failurePolicy"]) == (5, "Fail")
+    assert hook["clientConfig"]["service"] == {
+        "name": "demo-budgetops",
+        "namespace": "ops",
+        "path": "/validate",
+        "port": 443,
+    }
+    conditions = " ".join(c["expression"] for c in hook["matchConditions"])
+    assert "system:nodes" in conditions
+    assert "system:serviceaccount:ops:budgetops" in conditions
+    [deployment] = [d for d in rendered if d["kind"] == "Deployment"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "run"
+    assert "--own-service-account=system:serviceaccount:ops:budgetops" in args
     wrong = subprocess.run(
-        [str(binaries.helm), "template", "demo", str(CHART), "--set", "replicas=3"],
+        [str(binaries.helm), "template", "demo", str(CHART), "--set", "replica=3"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert wrong.returncode != 0
-    assert "additional properties 'replicas' not allowed" in wrong.stderr.lower()
+    assert "additional properties 'replica' not allowed" in wrong.stderr.lower()
+    policy = subprocess.run(
+        [
+            str(binaries.helm),
+            "template",
+            "demo",
+            str(CHART),
+            "--set",
+            "webhook.failurePolicy=Sometimes",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert policy.returncode != 0
 
 
 def test_helm_install_grants_status_writes_to_the_operator(
@@ -55,9 +108,12 @@ def test_helm_install_grants_status_writes_to_the_operator(
         "-n",
         "budgetops",
         "--create-namespace",
-        "--wait",
-        "--timeout",
-        "60s",
+        # No kubelet runs pods here, so nothing waits for the Deployment; and Ignore keeps
+        # other tests' CSRs from waiting on a Service with no endpoints.
+        "--set",
+        "webhook.failurePolicy=Ignore",
+        "--set",
+        "webhook.tls.caBundle=unused",
         kubeconfig=kubeconfig,
     )
     operator = "system:serviceaccount:budgetops:budgetops"
