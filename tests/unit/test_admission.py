@@ -408,3 +408,65 @@ def test_metrics_count_decisions_by_kind_and_reason(webhook: Any) -> None:
     assert 'budgetops_webhook_errors_total{code="400"} 1.0' in text
     assert "budgetops_webhook_latency_seconds_count 3.0" in text
     assert "user:alice" not in text, "no per-account series"
+
+
+@pytest.mark.parametrize(
+    ("spec", "seconds"),
+    [
+        ({"expirationSeconds": 600}, 600),
+        ({"duration": "1h0m0s"}, 3600),
+        ({"duration": "90m"}, 5400),
+        ({"duration": "2160h"}, 7_776_000),
+        ({"duration": "1.5h"}, 5400),
+        ({"duration": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_certificate_lifetimes_are_read_from_csrs_and_cert_manager(
+    spec: dict[str, Any], seconds: int | None
+) -> None:
+    from budgetops.admission.classify import certificate_ttl
+
+    ttl = certificate_ttl(parsed(obj={"metadata": {"uid": "x"}, "spec": spec}))
+    assert (ttl.total_seconds() if ttl else None) == seconds
+
+
+def test_break_glass_through_the_webhook(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    store.apply(
+        trust_budget(
+            subjects={"groups": ["developers"]},
+            initialBalance=1,
+            breakGlass={
+                "subjects": {"groups": ["oncall"]},
+                "maxCertificateTTL": "1h",
+                "rateLimit": {"count": 1, "per": "24h"},
+            },
+        )
+    )
+    admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+
+    def csr(uid: str, *, groups: tuple[str, ...], ttl: int) -> dict[str, Any]:
+        obj = {
+            "metadata": {
+                "name": uid,
+                "uid": uid,
+                "annotations": {"budgetops.dev/break-glass": "INC-7"},
+            },
+            "spec": {"expirationSeconds": ttl},
+        }
+        return admission.review(json.dumps(request(uid=uid, groups=groups, obj=obj)).encode()).body[
+            "response"
+        ]
+
+    assert csr("normal", groups=("developers",), ttl=600)["allowed"], "charged as usual"
+    refused = csr("dev", groups=("developers",), ttl=600)
+    assert "alice is not among this budget's break-glass subjects" in refused["status"]["message"]
+    long = csr("long", groups=("developers", "oncall"), ttl=86400)
+    assert "the certificate lifetime 86400s exceeds 3600s" in long["status"]["message"]
+    passed = csr("short", groups=("developers", "oncall"), ttl=900)
+    assert passed["allowed"]
+    assert passed["warnings"] == ["Break-glass used by alice for user:alice: INC-7"]
+    assert not csr("again", groups=("developers", "oncall"), ttl=900)["allowed"]
+    budget = store.get(BudgetKey("TrustBudget", "certs"))
+    assert [u.object for u in budget.status.break_glass_uses] == ["CertificateSigningRequest/short"]

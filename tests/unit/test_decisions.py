@@ -10,7 +10,7 @@ import pytest
 
 from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import ChangeClass
-from budgetops.engine.decisions import Release, admit_risk, admit_trust
+from budgetops.engine.decisions import BreakGlassAsk, Release, admit_risk, admit_trust
 from budgetops.engine.ledger import audit, confirm
 from budgetops.engine.unknowns import UnknownCounts
 
@@ -221,3 +221,107 @@ def test_a_changed_spec_applies_to_existing_accounts_without_a_refill() -> None:
     charge(budget, "f")
     assert account.allocation == 4, "an allocation never drops below what is committed"
     assert audit(budget.status) == []
+
+
+BREAK_GLASS = {
+    "subjects": {"groups": ["oncall"]},
+    "maxCertificateTTL": "1h",
+    "rateLimit": {"count": 2, "per": "24h"},
+}
+
+
+def ask(**overrides: Any) -> BreakGlassAsk:
+    fields: dict[str, Any] = {
+        "user": "alice",
+        "reason": "INC-42 prod down",
+        "permitted": True,
+        "ttl": timedelta(minutes=30),
+        "certificate": True,
+    }
+    return BreakGlassAsk(**(fields | overrides))
+
+
+def exhausted(break_glass: dict[str, Any] = BREAK_GLASS) -> TrustBudget:
+    budget = trust_budget(initialBalance=1, breakGlass=break_glass)
+    charge(budget, "first")
+    return budget
+
+
+def glass(budget: TrustBudget, key: str, request: BreakGlassAsk, **kw: Any) -> Any:
+    return admit_trust(
+        budget.status,
+        budget.spec,
+        account="user:alice",
+        cost=Decimal(1),
+        key=key,
+        ref=f"CertificateSigningRequest/{key}",
+        now=kw.get("now", NOW),
+        ttl=TTL,
+        dry_run=kw.get("dry_run", False),
+        break_glass=request,
+    )
+
+
+def test_break_glass_passes_an_exhausted_budget_within_its_limits() -> None:
+    budget = exhausted()
+    first = glass(budget, "bg-1", ask())
+    assert (first.allowed, first.reason, first.cost) == (True, "BreakGlass", 0)
+    assert first.warnings == ("Break-glass used by alice for user:alice: INC-42 prod down",)
+    assert first.changes_ledger
+    [use] = budget.status.break_glass_uses
+    assert (use.user, use.object) == ("alice", "CertificateSigningRequest/bg-1")
+    assert glass(budget, "bg-2", ask()).allowed
+    third = glass(budget, "bg-3", ask())
+    assert not third.allowed
+    assert third.message.endswith(
+        "Break-glass refused: user:alice has used break-glass 2 times in the last 24h, the limit."
+    )
+    later = glass(budget, "bg-4", ask(), now=NOW + timedelta(hours=25))
+    assert later.allowed, "the rate limit is a sliding window"
+    assert audit(budget.status) == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "refusal"),
+    [
+        (ask(permitted=False), "alice is not among this budget's break-glass subjects"),
+        (ask(reason="  "), "a reason is required in the budgetops.dev/break-glass annotation"),
+        (ask(ttl=timedelta(hours=2)), "the certificate lifetime 7200s exceeds 3600s"),
+        (ask(ttl=None), "state the certificate lifetime (at most 3600s) in the request"),
+    ],
+)
+def test_break_glass_refusals_say_why(request_: BreakGlassAsk, refusal: str) -> None:
+    decision = glass(exhausted(), "bg", request_)
+    assert not decision.allowed
+    assert decision.message == (
+        "Trust budget exhausted. This request requires 1 points; 0 remain. Budget resets at "
+        f"2026-01-02T00:00:00Z. Break-glass refused: {refusal}."
+    )
+
+
+def test_break_glass_is_not_used_while_the_budget_covers_the_request() -> None:
+    budget = trust_budget(initialBalance=5, breakGlass=BREAK_GLASS)
+    decision = glass(budget, "bg", ask())
+    assert decision.reason == "Charged"
+    assert budget.status.break_glass_uses == []
+
+
+def test_break_glass_dry_run_records_nothing() -> None:
+    budget = exhausted()
+    assert glass(budget, "bg", ask(), dry_run=True).reason == "DryRun"
+    assert budget.status.break_glass_uses == []
+
+
+def test_a_quorum_that_cannot_be_collected_refuses_break_glass() -> None:
+    quorum = {"required": 2, "approvers": {"users": ["bob", "carol"]}}
+    decision = glass(exhausted(BREAK_GLASS | {"quorum": quorum}), "bg", ask())
+    assert not decision.allowed
+    assert "requires 2 approvals, and BudgetOps cannot collect approvals yet" in decision.message
+
+
+def test_a_warn_budget_never_denies_even_when_break_glass_is_refused() -> None:
+    budget = trust_budget(initialBalance=1, breakGlass=BREAK_GLASS, enforcement="warn")
+    charge(budget, "first")
+    decision = glass(budget, "bg", ask(permitted=False))
+    assert decision.allowed
+    assert "Break-glass refused" in decision.warnings[0]

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 from typing import Any, get_args
@@ -25,7 +26,7 @@ from budgetops.apis.riskbudget import (
     LabelSelector,
 )
 from budgetops.apis.trustbudget import SubjectSet, TrustBudgetSpec
-from budgetops.engine.decisions import Release
+from budgetops.engine.decisions import BreakGlassAsk, Release
 from budgetops.engine.unknowns import UnknownCounts
 from budgetops.store import BudgetKey
 
@@ -46,6 +47,18 @@ WORKLOADS: dict[tuple[str, str], tuple[str, ...]] = {
 EPHEMERAL = frozenset({("", "serviceaccounts", "token")})
 """Requests that create nothing a watch could see later (a TokenRequest is never stored):
 their charge is settled at once instead of reserved until the object appears."""
+
+ANNOTATION_BREAK_GLASS = "budgetops.dev/break-glass"
+"""Its value is the reason; its presence asks to pass an exhausted TrustBudget."""
+
+CERTIFICATES = frozenset(
+    {
+        ("certificates.k8s.io", "certificatesigningrequests"),
+        ("cert-manager.io", "certificaterequests"),
+    }
+)
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 
 MAX_RISK_POINTS = 100_000
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
@@ -70,6 +83,7 @@ class TrustCharge:
     key: str
     ref: str
     settle_now: bool = False
+    break_glass: BreakGlassAsk | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,42 @@ def account_key(spec: TrustBudgetSpec, request: AdmissionRequest) -> str:
     return _VARIABLE.sub(lambda m: values[m.group(1)], template)
 
 
+def _go_duration(text: str) -> timedelta | None:
+    """cert-manager writes durations the Go way (`1h0m0s`, `90m`); None if unreadable."""
+    parts = _GO_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        return None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return timedelta(seconds=sum(float(n) * scale[u] for n, u in parts))
+
+
+def certificate_ttl(request: AdmissionRequest) -> timedelta | None:
+    """The lifetime a certificate request asks for: CSR `expirationSeconds`, cert-manager
+    `duration`; None when it states none (the signer's default then applies)."""
+    spec = (request.object or {}).get("spec") or {}
+    seconds = spec.get("expirationSeconds")
+    if isinstance(seconds, int) and not isinstance(seconds, bool):
+        return timedelta(seconds=seconds)
+    duration = spec.get("duration")
+    return _go_duration(duration) if isinstance(duration, str) else None
+
+
+def break_glass_ask(spec: TrustBudgetSpec, request: AdmissionRequest) -> BreakGlassAsk | None:
+    """The request's break-glass ask, if it carries the annotation."""
+    reason = request.annotations().get(ANNOTATION_BREAK_GLASS)
+    if reason is None:
+        return None
+    resource = (request.resource.group, request.resource.resource)
+    rules = spec.break_glass
+    return BreakGlassAsk(
+        user=request.user_info.username,
+        reason=reason,
+        permitted=rules is not None and in_set(rules.subjects, request.user_info),
+        ttl=certificate_ttl(request),
+        certificate=resource in CERTIFICATES,
+    )
+
+
 def _matches_resource(spec: TrustBudgetSpec, request: AdmissionRequest) -> bool:
     resource = request.resource
     return any(
@@ -182,6 +232,7 @@ def classify_trust(budgets: Iterable[TrustBudget], request: AdmissionRequest) ->
                 key=request.object_uid(),
                 ref=request.describe(),
                 settle_now=(resource.group, resource.resource, request.sub_resource) in EPHEMERAL,
+                break_glass=break_glass_ask(spec, request),
             )
         )
     return charges

@@ -150,6 +150,7 @@ class Admission:
                     now=now,
                     ttl=self.ttl,
                     dry_run=request.dry_run,
+                    break_glass=c.break_glass,
                 )
                 if c.settle_now and decision.cost > 0:
                     confirm(budget.status, key=c.key, now=now)
@@ -175,13 +176,13 @@ class Admission:
     def _update(
         self, key: BudgetKey, change: Callable[[Budget], Decision], deadline: float
     ) -> Decision:
-        """Charge one budget and count the outcome. Only a charge changes the ledger:
-        denials, replays and dry runs are not written."""
+        """Charge one budget and count the outcome. Only charges and break-glass uses are
+        written: denials, replays and dry runs leave the status as it was."""
         decision = self.store.update_status(
             key,
             change,
             timeout=max(deadline - time.monotonic(), 0.0),
-            needs_write=lambda decided: decided.cost > 0,
+            needs_write=lambda decided: decided.changes_ledger,
         )
         verdict = "allowed" if decision.allowed else "denied"
         self.metrics.admissions.labels(key.kind, verdict, decision.reason).inc()

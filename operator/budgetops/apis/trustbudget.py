@@ -115,9 +115,9 @@ class Alerts(Model):
 
 
 class RateLimit(Model):
-    """At most `count` uses per `per`."""
+    """At most `count` uses per `per` (uses are counted from status, which keeps 100)."""
 
-    count: int = Field(ge=1, le=10_000)
+    count: int = Field(ge=1, le=100)
     per: Duration
 
 
@@ -187,6 +187,9 @@ class TrustBudgetSpec(Model):
         return self.cost
 
 
+BREAK_GLASS_USES_KEPT = 100
+
+
 class BreakGlassUse(Model):
     """One break-glass admission, kept for audit beside the ordinary ledger."""
 
@@ -201,7 +204,9 @@ class TrustBudgetStatus(Ledger):
     """Balances per account, recent movements, break-glass uses, conditions."""
 
     observed_generation: int | None = None
-    break_glass_uses: list[BreakGlassUse] = Field(default_factory=list, max_length=100)
+    break_glass_uses: list[BreakGlassUse] = Field(
+        default_factory=list, max_length=BREAK_GLASS_USES_KEPT
+    )
     conditions: list[Condition] = Field(default_factory=list)
     exhausted_accounts: int = 0
     lowest_balance: Amount | None = None

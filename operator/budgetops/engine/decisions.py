@@ -12,9 +12,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from budgetops.apis.common import Unit, format_time
+from budgetops.apis.common import Unit, format_duration, format_time
 from budgetops.apis.riskbudget import ChangeClass, RiskBudgetSpec, RiskBudgetStatus
-from budgetops.apis.trustbudget import TrustBudgetSpec, TrustBudgetStatus
+from budgetops.apis.trustbudget import (
+    BREAK_GLASS_USES_KEPT,
+    BreakGlassUse,
+    TrustBudgetSpec,
+    TrustBudgetStatus,
+)
 from budgetops.engine import ledger
 from budgetops.engine.rollover import (
     roll_risk_window,
@@ -31,7 +36,10 @@ Reason = Literal[
     "BandFrozen",
     "UnknownsExceeded",
     "Uncovered",
+    "BreakGlass",
 ]
+
+WRITING_REASONS: frozenset[Reason] = frozenset({"Charged", "Uncovered", "BreakGlass"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,27 @@ class Decision:
     cost: Decimal
     message: str = ""
     warnings: tuple[str, ...] = ()
+
+    @property
+    def changes_ledger(self) -> bool:
+        """Whether the status must be written: a charge or a break-glass use, not a denial,
+        a replay or a dry run."""
+        return self.reason in WRITING_REASONS
+
+
+@dataclass(frozen=True)
+class BreakGlassAsk:
+    """A request that asks to pass an exhausted budget: who, why, for how long.
+
+    `permitted` is whether the requester is among the budget's break-glass subjects;
+    `ttl` is the certificate lifetime asked for (None when the object states none).
+    """
+
+    user: str
+    reason: str
+    permitted: bool
+    ttl: timedelta | None
+    certificate: bool
 
 
 ZERO = Decimal(0)
@@ -69,8 +98,13 @@ def admit_trust(
     now: datetime,
     ttl: timedelta,
     dry_run: bool = False,
+    break_glass: BreakGlassAsk | None = None,
 ) -> Decision:
-    """Decide one issuance against `account` and reserve `cost` under `key` if allowed."""
+    """Decide one issuance against `account` and reserve `cost` under `key` if allowed.
+
+    A break-glass ask matters only when the balance cannot cover the cost; otherwise the
+    request is charged as usual.
+    """
     trust_account(status, spec, key=account, now=now)
     target = status.accounts[account]
     unit = spec.unit
@@ -96,6 +130,20 @@ def admit_trust(
             f"Trust budget exhausted. This request requires {show(cost, unit)} {unit}; "
             f"{show(target.balance, unit)} remain. Budget resets at {_resets(target.resets_at)}."
         )
+        if break_glass is not None:
+            decision = pass_break_glass(
+                status,
+                spec,
+                account=account,
+                ask=break_glass,
+                message=message,
+                ref=ref,
+                now=now,
+                dry_run=dry_run,
+            )
+            if decision.allowed or spec.enforcement != "warn":
+                return decision
+            message = decision.message
         if spec.enforcement == "warn":
             return Decision(True, "Exhausted", ZERO, warnings=(f"{message} (warn only)",))
         return Decision(False, "Exhausted", ZERO, message=message)
@@ -106,6 +154,73 @@ def admit_trust(
     if dry_run:
         return Decision(True, "DryRun", ZERO, warnings=(f"{receipt} (dry run, not charged)",))
     return Decision(True, "Charged", cost, warnings=(receipt,))
+
+
+def _break_glass_refusal(
+    status: TrustBudgetStatus,
+    spec: TrustBudgetSpec,
+    *,
+    account: str,
+    ask: BreakGlassAsk,
+    now: datetime,
+) -> str | None:
+    """Why break-glass cannot pass this request, or None when it can."""
+    rules = spec.break_glass
+    if rules is None:
+        return "this budget has no break-glass path"
+    if not ask.permitted:
+        return f"{ask.user} is not among this budget's break-glass subjects"
+    if rules.require_reason and not ask.reason.strip():
+        return "a reason is required in the budgetops.dev/break-glass annotation"
+    if rules.quorum is not None:
+        return (
+            f"this budget requires {rules.quorum.required} approvals, and BudgetOps cannot "
+            "collect approvals yet"
+        )
+    limit = int(rules.max_certificate_ttl.total_seconds())
+    if ask.certificate and ask.ttl is None:
+        return f"state the certificate lifetime (at most {limit}s) in the request"
+    if ask.ttl is not None and ask.ttl > rules.max_certificate_ttl:
+        return f"the certificate lifetime {int(ask.ttl.total_seconds())}s exceeds {limit}s"
+    since = now - rules.rate_limit.per
+    used = sum(1 for u in status.break_glass_uses if u.account == account and u.at > since)
+    if used >= rules.rate_limit.count:
+        return (
+            f"{account} has used break-glass {used} times in the last "
+            f"{format_duration(rules.rate_limit.per)}, the limit"
+        )
+    return None
+
+
+def pass_break_glass(
+    status: TrustBudgetStatus,
+    spec: TrustBudgetSpec,
+    *,
+    account: str,
+    ask: BreakGlassAsk,
+    message: str,
+    ref: str,
+    now: datetime,
+    dry_run: bool,
+) -> Decision:
+    """Admit an exhausted budget's request through break-glass, or say exactly why not.
+
+    A use charges nothing (there is nothing left to charge) and is recorded apart from the
+    ledger, in `status.breakGlassUses`, for audit.
+    """
+    refusal = _break_glass_refusal(status, spec, account=account, ask=ask, now=now)
+    if refusal is not None:
+        return Decision(
+            False, "Exhausted", ZERO, message=f"{message} Break-glass refused: {refusal}."
+        )
+    note = f"Break-glass used by {ask.user} for {account}: {ask.reason.strip()}"
+    if dry_run:
+        return Decision(True, "DryRun", ZERO, warnings=(f"{note} (dry run, not recorded)",))
+    use = BreakGlassUse(
+        at=now, account=account, user=ask.user, reason=ask.reason.strip()[:1024], object=ref
+    )
+    status.break_glass_uses = [*status.break_glass_uses, use][-BREAK_GLASS_USES_KEPT:]
+    return Decision(True, "BreakGlass", ZERO, warnings=(note,))
 
 
 @dataclass(frozen=True)
