@@ -22,7 +22,7 @@ from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.engine.clock import system_clock
 from budgetops.store import BudgetKey, SQLiteStore
 from tests.cluster.test_webhook_roundtrip import csr_manifest, deployment_manifest
-from tests.cluster.tls import loopback_server_pair
+from tests.tls import loopback_server_pair
 
 NAME = "budgetops-embedded-test"
 

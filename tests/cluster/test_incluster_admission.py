@@ -31,8 +31,8 @@ from kubernetes.client.exceptions import ApiException
 
 from budgetops.apis.resources import TrustBudget
 from budgetops.engine.ledger import audit
-from tests.cluster.tls import loopback_server_pair
 from tests.conftest import ROOT
+from tests.tls import loopback_server_pair
 
 REPLICAS = 3
 LABEL = "budgetops.dev/test-replica"

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.cluster.tls import loopback_server_pair
+from tests.tls import loopback_server_pair
 
 DENY_LABEL = "budgetops.dev/test-deny"
 

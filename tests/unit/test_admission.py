@@ -470,3 +470,59 @@ def test_break_glass_through_the_webhook(tmp_path: Path) -> None:
     assert not csr("again", groups=("developers", "oncall"), ttl=900)["allowed"]
     budget = store.get(BudgetKey("TrustBudget", "certs"))
     assert [u.object for u in budget.status.break_glass_uses] == ["CertificateSigningRequest/short"]
+
+
+def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import socket
+    import ssl
+    import time
+
+    from tests.tls import loopback_server_pair
+
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first_ca, serving = loopback_server_pair(tmp_path / "first")
+    second_ca, rotated = loopback_server_pair(tmp_path / "second")
+    admission = Admission(
+        SQLiteStore(tmp_path / "l.sqlite3"),
+        clock=lambda: NOW,
+        identity=Identity(),
+        ttl=timedelta(minutes=5),
+    )
+    server = serve(
+        admission,
+        host="127.0.0.1",
+        port=0,
+        tls=(str(serving.cert), str(serving.key)),
+        tls_check_seconds=0.05,
+    )
+    port = server.server_address[1]
+
+    def handshake(ca: Path) -> bool:
+        context = ssl.create_default_context(cafile=str(ca))
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname="127.0.0.1"),
+            ):
+                return True
+        except ssl.SSLCertVerificationError:
+            return False
+
+    try:
+        assert handshake(first_ca.cert)
+        shutil.copy(rotated.key, serving.key)
+        shutil.copy(rotated.cert, serving.cert)
+        later = time.time() + 5
+        os.utime(serving.cert, (later, later))
+        os.utime(serving.key, (later, later))
+        deadline = time.monotonic() + 5
+        while not handshake(second_ca.cert) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert handshake(second_ca.cert), "new connections get the rotated certificate"
+        assert not handshake(first_ca.cert)
+    finally:
+        server.shutdown()
+        server.server_close()

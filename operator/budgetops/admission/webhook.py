@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import ssl
 import threading
 import time
@@ -247,6 +248,42 @@ def _handler(admission: Admission, ready: Callable[[], bool]) -> type[BaseHTTPRe
     return Handler
 
 
+TLS_CHECK_SECONDS = 10.0
+
+
+class WebhookServer(ThreadingHTTPServer):
+    """The HTTP server, plus the certificate watcher that lives and dies with it."""
+
+    daemon_threads = True
+    stopped: threading.Event
+
+    def server_close(self) -> None:
+        self.stopped.set()
+        super().server_close()
+
+
+def _watch_certificate(
+    context: ssl.SSLContext, cert: str, key: str, stopped: threading.Event, every: float
+) -> None:
+    """Reload the serving pair when its files change (a rotated Secret is remounted), so
+    new connections use the new certificate without a restart. A pair that does not load
+    (caught mid-rotation) is tried again at the next check, and the old one stays in use."""
+
+    def stamp() -> tuple[float, float]:
+        return (os.stat(cert).st_mtime, os.stat(key).st_mtime)
+
+    seen = stamp()
+    while not stopped.wait(every):
+        try:
+            current = stamp()
+            if current != seen:
+                context.load_cert_chain(cert, key)
+                seen = current
+                log.info("reloaded the serving certificate from %s", cert)
+        except (OSError, ssl.SSLError):
+            log.warning("could not reload the serving certificate; keeping the current one")
+
+
 def serve(
     admission: Admission,
     *,
@@ -254,7 +291,8 @@ def serve(
     port: int,
     tls: tuple[str, str] | None,
     started: threading.Event | None = None,
-) -> ThreadingHTTPServer:
+    tls_check_seconds: float = TLS_CHECK_SECONDS,
+) -> WebhookServer:
     """A running server (in a daemon thread); plain HTTP only on a loopback address."""
     if tls is None and not ip_address(host).is_loopback:
         raise ValueError(
@@ -270,12 +308,18 @@ def serve(
             return False
         return True
 
-    server = ThreadingHTTPServer((host, port), _handler(admission, ready))
-    server.daemon_threads = True
+    server = WebhookServer((host, port), _handler(admission, ready))
+    server.stopped = threading.Event()
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
         server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(
+            target=_watch_certificate,
+            args=(context, *tls, server.stopped, tls_check_seconds),
+            name="tls-reload",
+            daemon=True,
+        ).start()
     thread = threading.Thread(target=server.serve_forever, name="webhook", daemon=True)
     thread.start()
     if started is not None:
