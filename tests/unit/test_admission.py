@@ -526,3 +526,72 @@ def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+CERTIFICATE_REQUESTS = {
+    "group": "cert-manager.io",
+    "version": "v1",
+    "resource": "certificaterequests",
+}
+CERT_MANAGER = "system:serviceaccount:cert-manager:cert-manager"
+
+
+@pytest.mark.parametrize(
+    ("template", "annotations", "subjects", "expected"),
+    [
+        (
+            "user:${username}",
+            {"budgetops.dev/requester": "alice"},
+            {"users": ["alice"]},
+            ["user:alice"],
+        ),
+        (
+            "namespace:${namespace}",
+            {},
+            {"serviceAccounts": ["cert-manager/*"]},
+            ["namespace:payments"],
+        ),
+        ("user:${username}", {}, {"users": ["alice"]}, []),
+        ("user:${username}", {"budgetops.dev/requester": "mallory"}, {"users": ["alice"]}, []),
+    ],
+)
+def test_cert_manager_requests_follow_the_requester_or_the_namespace(
+    template: str, annotations: dict[str, str], subjects: dict[str, Any], expected: list[str]
+) -> None:
+    budget = trust_budget(
+        subjects=subjects,
+        accountKey=template,
+        match=[{"group": "cert-manager.io", "resource": "certificaterequests"}],
+    )
+    review = parsed(
+        user=CERT_MANAGER,
+        groups=("system:serviceaccounts",),
+        resource=CERTIFICATE_REQUESTS,
+        kind="CertificateRequest",
+        namespace="payments",
+        obj={
+            "metadata": {
+                "name": "web-1",
+                "uid": "cr-1",
+                "annotations": annotations,
+                "namespace": "payments",
+            }
+        },
+    )
+    charged = classify([budget], review, Identity()).trust
+    assert [c.account for c in charged] == expected
+
+
+def test_only_the_configured_controllers_may_name_a_requester() -> None:
+    budget = trust_budget(
+        subjects={"users": ["alice"]},
+        match=[{"group": "cert-manager.io", "resource": "certificaterequests"}],
+    )
+    review = parsed(
+        user="mallory",
+        resource=CERTIFICATE_REQUESTS,
+        kind="CertificateRequest",
+        namespace="payments",
+        obj={"metadata": {"uid": "cr-2", "annotations": {"budgetops.dev/requester": "alice"}}},
+    )
+    assert classify([budget], review, Identity()).trust == [], "mallory cannot bill alice"

@@ -51,11 +51,9 @@ their charge is settled at once instead of reserved until the object appears."""
 ANNOTATION_BREAK_GLASS = "budgetops.dev/break-glass"
 """Its value is the reason; its presence asks to pass an exhausted TrustBudget."""
 
+CERT_MANAGER_REQUESTS = ("cert-manager.io", "certificaterequests")
 CERTIFICATES = frozenset(
-    {
-        ("certificates.k8s.io", "certificatesigningrequests"),
-        ("cert-manager.io", "certificaterequests"),
-    }
+    {("certificates.k8s.io", "certificatesigningrequests"), CERT_MANAGER_REQUESTS}
 )
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
@@ -127,6 +125,18 @@ def never_charged(request: AdmissionRequest, identity: Identity) -> bool:
     return bool(identity.own_service_account) and user.username == identity.own_service_account
 
 
+def requester(spec: TrustBudgetSpec, request: AdmissionRequest) -> UserInfo:
+    """Who the budget charges: the requester, or for a CertificateRequest that cert-manager
+    created on someone's behalf, the one its requester annotation names."""
+    user = request.user_info
+    if (request.resource.group, request.resource.resource) != CERT_MANAGER_REQUESTS:
+        return user
+    if user.username not in spec.cert_manager.controllers:
+        return user
+    named = request.annotations().get(spec.cert_manager.requester_annotation, "").strip()
+    return UserInfo(username=named) if named else user
+
+
 def account_key(spec: TrustBudgetSpec, request: AdmissionRequest) -> str:
     """Render the budget's account key template for this requester.
 
@@ -134,7 +144,7 @@ def account_key(spec: TrustBudgetSpec, request: AdmissionRequest) -> str:
     `${name}` (the service-account form), otherwise the namespace of the request (for
     cluster-scoped objects, the requesting service account's namespace).
     """
-    user = request.user_info
+    user = requester(spec, request)
     service_account = user.service_account()
     template = spec.account_key
     values: dict[str, str] = {"username": user.username}
@@ -188,10 +198,11 @@ def break_glass_ask(spec: TrustBudgetSpec, request: AdmissionRequest) -> BreakGl
         return None
     resource = (request.resource.group, request.resource.resource)
     rules = spec.break_glass
+    user = requester(spec, request)
     return BreakGlassAsk(
-        user=request.user_info.username,
+        user=user.username,
         reason=reason,
-        permitted=rules is not None and in_set(rules.subjects, request.user_info),
+        permitted=rules is not None and in_set(rules.subjects, user),
         ttl=certificate_ttl(request),
         certificate=resource in CERTIFICATES,
     )
@@ -215,9 +226,8 @@ def classify_trust(budgets: Iterable[TrustBudget], request: AdmissionRequest) ->
         spec = budget.spec
         if not _matches_resource(spec, request):
             continue
-        if not in_set(spec.subjects, request.user_info):
-            continue
-        if in_set(spec.subjects.exclude, request.user_info):
+        user = requester(spec, request)
+        if not in_set(spec.subjects, user) or in_set(spec.subjects.exclude, user):
             continue
         resource = request.resource
         charges.append(

@@ -138,6 +138,22 @@ class BreakGlass(Model):
     quorum: Quorum | None = None
 
 
+class CertManager(Model):
+    """How requests that cert-manager's controller creates on someone's behalf are charged.
+
+    The controller creates every CertificateRequest as itself. When one of `controllers`
+    creates a request that carries `requesterAnnotation` (set on the Certificate and copied
+    to its requests), the budget judges and charges that requester instead; `${namespace}`
+    is always the Certificate's namespace.
+    """
+
+    controllers: list[str] = Field(
+        default_factory=lambda: ["system:serviceaccount:cert-manager:cert-manager"],
+        max_length=16,
+    )
+    requester_annotation: str = Field(default="budgetops.dev/requester", max_length=253)
+
+
 class TrustBudgetSpec(Model):
     """What a TrustBudget governs, what each issuance costs and when balances reset."""
 
@@ -152,6 +168,7 @@ class TrustBudgetSpec(Model):
     alerts: Alerts = Field(default_factory=Alerts)
     enforcement: Enforcement = "enforce"
     break_glass: BreakGlass | None = None
+    cert_manager: CertManager = Field(default_factory=CertManager)
 
     @field_validator("account_key")
     @classmethod
@@ -217,6 +234,7 @@ __all__ = [
     "Alerts",
     "BreakGlass",
     "BreakGlassUse",
+    "CertManager",
     "CostOverride",
     "Quorum",
     "RapidDepletion",
