@@ -120,7 +120,7 @@ class Admission:
     ) -> dict[str, Any]:
         """The AdmissionReview answer for one request; raises ChargeTimeout past `timeout`."""
         try:
-            charges = classify(self.store.list(), request, self.identity)
+            charges = classify(self.store.list(with_status=False), request, self.identity)
         except Refused as refusal:
             self.metrics.admissions.labels("", "denied", "Refused").inc()
             return response(request.uid, allowed=False, message=str(refusal), code=400)

@@ -53,8 +53,13 @@ class BudgetStore(Protocol):
         """The stored budget; raises NotFound."""
         ...
 
-    def list(self, kind: Kind | None = None) -> list[Budget]:
-        """Every stored budget, of one kind if given, sorted by key."""
+    def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
+        """Every stored budget, of one kind if given, sorted by key.
+
+        Admission needs only specs to classify a request: `with_status=False` may return
+        budgets with an empty status, which is far cheaper. Treat what is returned as
+        read-only: a store may share it with its cache.
+        """
         ...
 
     def delete(self, key: BudgetKey) -> bool:

@@ -244,8 +244,8 @@ class KubeStore:
         document = self._fetch(key)
         return RESOURCES[key.kind].model.model_validate(document)
 
-    def list(self, kind: Kind | None = None) -> list[Budget]:
-        """Cached budgets, shared with the cache: read them, do not change them."""
+    def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
+        """Cached budgets, shared with the cache (status included either way)."""
         found = (self.cache.get(k) for k in self.cache.budget_keys() if kind in (None, k.kind))
         return [budget for budget in found if budget is not None]
 

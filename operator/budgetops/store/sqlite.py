@@ -56,6 +56,7 @@ class SQLiteStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._decoded: dict[BudgetKey, tuple[int, Budget]] = {}
+        self._specs: dict[str, Budget] = {}
         self._decoded_lock = threading.Lock()
         with self._transaction() as db:
             db.execute(_SCHEMA)
@@ -141,15 +142,30 @@ class SQLiteStore:
             raise NotFound(str(key))
         return self._decode(key.kind, row[0], row[1])
 
-    def list(self, kind: Kind | None = None) -> list[Budget]:
-        query = "SELECT kind, object, status FROM budgets"
+    def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
+        columns = "kind, object, status" if with_status else "kind, object, '{}'"
+        query = f"SELECT {columns} FROM budgets"
         rows = (
             self._connection().execute(f"{query} WHERE kind = ?", (kind,))
             if kind
             else self._connection().execute(query)
         ).fetchall()
-        budgets = [self._decode(*row) for row in rows]
+        budgets = [
+            self._decode(*row) if with_status else self._spec_only(row[0], row[1]) for row in rows
+        ]
         return sorted(budgets, key=BudgetKey.of)
+
+    def _spec_only(self, kind: str, obj: str) -> Budget:
+        """A budget with an empty status, parsed once per distinct stored object (spec)."""
+        with self._decoded_lock:
+            kept = self._specs.get(obj)
+        if kept is None:
+            kept = self._decode(kind, obj, "{}")
+            with self._decoded_lock:
+                if len(self._specs) >= 1024:  # specs of budgets since changed or deleted
+                    self._specs.clear()
+                self._specs[obj] = kept
+        return kept
 
     def delete(self, key: BudgetKey) -> bool:
         with self._transaction() as db:
