@@ -255,6 +255,7 @@ class WebhookServer(ThreadingHTTPServer):
     """The HTTP server, plus the certificate watcher that lives and dies with it."""
 
     daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 resets bursts of new connections
     stopped: threading.Event
 
     def server_close(self) -> None:
