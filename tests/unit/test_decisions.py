@@ -325,3 +325,16 @@ def test_a_warn_budget_never_denies_even_when_break_glass_is_refused() -> None:
     decision = glass(budget, "bg", ask(permitted=False))
     assert decision.allowed
     assert "Break-glass refused" in decision.warnings[0]
+
+
+def test_an_exhausted_denial_names_the_break_glass_path_when_there_is_one() -> None:
+    denied = charge(exhausted(), "plain")
+    assert denied.message.endswith(
+        "In an emergency, this budget's break-glass subjects may annotate the request "
+        "budgetops.dev/break-glass=<reason> (certificates valid at most 1h)."
+    )
+    plain = trust_budget(initialBalance=1)
+    charge(plain, "a")
+    denied_plain = charge(plain, "b")
+    assert not denied_plain.allowed
+    assert "break-glass" not in denied_plain.message

@@ -144,6 +144,12 @@ def admit_trust(
             if decision.allowed or spec.enforcement != "warn":
                 return decision
             message = decision.message
+        elif spec.break_glass is not None:
+            limit = format_duration(spec.break_glass.max_certificate_ttl)
+            message += (
+                " In an emergency, this budget's break-glass subjects may annotate the request "
+                f"budgetops.dev/break-glass=<reason> (certificates valid at most {limit})."
+            )
         if spec.enforcement == "warn":
             return Decision(True, "Exhausted", ZERO, warnings=(f"{message} (warn only)",))
         return Decision(False, "Exhausted", ZERO, message=message)
