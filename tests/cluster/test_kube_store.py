@@ -161,3 +161,71 @@ def test_the_watch_sees_changes_made_outside(
     while key in store.cache.budget_keys() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert key not in store.cache.budget_keys()
+
+
+def test_a_break_glass_use_is_an_event_on_the_budget(
+    control_plane: Any, make_store: Callable[..., KubeStore]
+) -> None:
+    import json
+
+    from kubernetes import config as kube_config
+
+    from budgetops.admission.classify import Identity
+    from budgetops.admission.webhook import Admission
+    from budgetops.observability.events import KubeEvents
+
+    store = make_store()
+    document = hot_budget("glass", 1).to_wire()
+    document["spec"]["breakGlass"] = {
+        "subjects": {"users": ["oncall-ann"]},
+        "maxCertificateTTL": "1h",
+        "rateLimit": {"count": 1, "per": "24h"},
+    }
+    budget = TrustBudget.model_validate(document)
+    key = BudgetKey.of(store.apply(budget))
+    time.sleep(0.3)
+    events = KubeEvents(kube_config.new_client_from_config(str(control_plane.kubeconfig)))
+    admission = Admission(
+        store, clock=system_clock, identity=Identity(), ttl=timedelta(minutes=5), events=events
+    )
+
+    def csr(uid: str, annotations: dict[str, str]) -> dict[str, Any]:
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": f"req-{uid}",
+                "kind": {
+                    "group": "certificates.k8s.io",
+                    "version": "v1",
+                    "kind": "CertificateSigningRequest",
+                },
+                "resource": {
+                    "group": "certificates.k8s.io",
+                    "version": "v1",
+                    "resource": "certificatesigningrequests",
+                },
+                "operation": "CREATE",
+                "name": uid,
+                "userInfo": {"username": "oncall-ann", "groups": []},
+                "object": {
+                    "metadata": {"name": uid, "uid": uid, "annotations": annotations},
+                    "spec": {"expirationSeconds": 900},
+                },
+            },
+        }
+        return admission.review(json.dumps(review).encode()).body["response"]
+
+    assert csr("ordinary", {})["allowed"]
+    assert not csr("denied", {})["allowed"]
+    assert csr("emergency", {"budgetops.dev/break-glass": "INC-9 login outage"})["allowed"]
+    stored = store.get(key)
+    assert isinstance(stored, TrustBudget)
+    assert [u.reason for u in stored.status.break_glass_uses] == ["INC-9 login outage"]
+    listed = json.loads(
+        control_plane.kubectl(
+            "get", "events", "-n", "default", "--field-selector", "reason=BreakGlass", "-o", "json"
+        ).stdout
+    )["items"]
+    assert [(e["involvedObject"]["name"], e["type"]) for e in listed] == [("glass", "Warning")]
+    assert "INC-9 login outage" in listed[0]["message"]

@@ -32,8 +32,9 @@ from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_erro
 from budgetops.engine.clock import Clock
 from budgetops.engine.decisions import Decision, admit_risk, admit_trust
 from budgetops.engine.ledger import confirm
+from budgetops.observability.events import EventRecorder, LogEvents
 from budgetops.observability.metrics import AdmissionMetrics
-from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout
+from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout, NotFound
 
 MAX_BODY = 3 * 1024 * 1024
 """The API server's own request limit for objects is 3 MiB; a review is never larger."""
@@ -75,12 +76,14 @@ class Admission:
         identity: Identity,
         ttl: timedelta,
         metrics: AdmissionMetrics | None = None,
+        events: EventRecorder | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.identity = identity
         self.ttl = ttl
         self.metrics = metrics or AdmissionMetrics(CollectorRegistry())
+        self.events: EventRecorder = events or LogEvents()
 
     def review(self, body: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> Answer:
         """Parse, classify, charge, answer. Never raises for anything a client sends."""
@@ -187,7 +190,17 @@ class Admission:
         )
         verdict = "allowed" if decision.allowed else "denied"
         self.metrics.admissions.labels(key.kind, verdict, decision.reason).inc()
+        if decision.reason == "BreakGlass":
+            self._announce_break_glass(key, decision)
         return decision
+
+    def _announce_break_glass(self, key: BudgetKey, decision: Decision) -> None:
+        """Every break-glass use is an Event too: people watch Events, not status lists."""
+        try:
+            budget = self.store.get(key)
+        except NotFound:
+            return
+        self.events.emit(budget, type="Warning", reason="BreakGlass", message=decision.warnings[0])
 
 
 def _timeout(path: str) -> float:

@@ -30,6 +30,7 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
 from budgetops.engine.ledger import confirm
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
+from budgetops.observability.events import EventRecorder, KubeEvents
 from budgetops.observability.metrics import AdmissionMetrics, StoreCollector
 from budgetops.store import BudgetKey, BudgetStore, NotFound, SQLiteStore
 from budgetops.store.kube import KubeStore
@@ -213,6 +214,7 @@ def _serve_until_stopped(
     out: TextIO,
     *,
     registry: CollectorRegistry | None = None,
+    events: EventRecorder | None = None,
 ) -> int:
     """Run the webhook over `store` until SIGTERM or Ctrl-C."""
     host, _, port = args.listen.rpartition(":")
@@ -225,6 +227,7 @@ def _serve_until_stopped(
         identity=Identity(own_service_account=args.own_service_account),
         ttl=parse_duration(args.ttl),
         metrics=AdmissionMetrics(registry or CollectorRegistry()),
+        events=events,
     )
     server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls)
     out.write(f"serving POST {'https' if tls else 'http'}://{args.listen}/validate\n")
@@ -259,7 +262,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     registry = CollectorRegistry()
     registry.register(StoreCollector(store.stats))
     try:
-        return _serve_until_stopped(store, args, out, registry=registry)
+        return _serve_until_stopped(store, args, out, registry=registry, events=KubeEvents(api))
     finally:
         store.stop()
 
