@@ -7,12 +7,14 @@ instead. In CI (CI=true) they never skip.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -58,3 +60,57 @@ def binaries() -> object:
 def control_plane(binaries: object) -> Iterator[object]:
     with harness.ControlPlane(binaries) as plane:
         yield plane
+
+
+@pytest.fixture(scope="session")
+def budget_crds(control_plane: Any) -> Any:
+    """The control plane with BudgetOps' CRDs applied and established."""
+    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    control_plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=budgetops",
+    )
+    return control_plane
+
+
+CSR_CREATE = {
+    "apiGroups": ["certificates.k8s.io"],
+    "apiVersions": ["v1"],
+    "resources": ["certificatesigningrequests"],
+    "operations": ["CREATE"],
+}
+DEPLOYMENT_WRITES = {
+    "apiGroups": ["apps"],
+    "apiVersions": ["v1"],
+    "resources": ["deployments"],
+    "operations": ["CREATE", "UPDATE"],
+}
+
+
+def webhook_configuration(
+    name: str, *, port: int, ca: bytes, rules: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """A ValidatingWebhookConfiguration calling https://127.0.0.1:<port>/validate."""
+    hook: dict[str, Any] = {
+        "name": f"{name}.budgetops.dev",
+        "clientConfig": {
+            "url": f"https://127.0.0.1:{port}/validate",
+            "caBundle": base64.b64encode(ca).decode(),
+        },
+        "rules": rules,
+        "sideEffects": "NoneOnDryRun",
+        "admissionReviewVersions": ["v1"],
+        "failurePolicy": "Fail",
+        "timeoutSeconds": 5,
+        **extra,
+    }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [hook],
+    }

@@ -11,25 +11,16 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES
 from tests.unit.test_models import expectation
 
 INVALID = sorted((EXAMPLES / "invalid").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
-def crds(control_plane: Any) -> Any:
-    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    control_plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=budgetops",
-    )
-    for namespace in ("payments",):
-        control_plane.kubectl("create", "namespace", namespace, check=False)
+def crds(budget_crds: Any) -> Any:
+    control_plane = budget_crds
+    control_plane.kubectl("create", "namespace", "payments", check=False)
     return control_plane
 
 

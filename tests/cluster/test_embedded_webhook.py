@@ -6,7 +6,6 @@ classification and the ledger end to end through a real API server's admission c
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,6 +20,7 @@ from budgetops.admission.webhook import Admission, serve
 from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.engine.clock import system_clock
 from budgetops.store import BudgetKey, SQLiteStore
+from tests.cluster.conftest import CSR_CREATE, DEPLOYMENT_WRITES, webhook_configuration
 from tests.cluster.test_webhook_roundtrip import csr_manifest, deployment_manifest
 from tests.tls import loopback_server_pair
 
@@ -61,46 +61,13 @@ def ledger(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     ca, serving = loopback_server_pair(folder)
     admission = Admission(store, clock=system_clock, identity=Identity(), ttl=timedelta(minutes=5))
     server = serve(admission, host="127.0.0.1", port=0, tls=(str(serving.cert), str(serving.key)))
-    rules = [
-        {
-            "apiGroups": ["certificates.k8s.io"],
-            "apiVersions": ["v1"],
-            "resources": ["certificatesigningrequests"],
-            "operations": ["CREATE"],
-        },
-        {
-            "apiGroups": ["apps"],
-            "apiVersions": ["v1"],
-            "resources": ["deployments"],
-            "operations": ["CREATE", "UPDATE"],
-        },
-    ]
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingWebhookConfiguration",
-                "metadata": {"name": NAME},
-                "webhooks": [
-                    {
-                        "name": "embedded.budgetops.dev",
-                        "clientConfig": {
-                            "url": f"https://127.0.0.1:{server.server_address[1]}/validate",
-                            "caBundle": base64.b64encode(ca.cert.read_bytes()).decode(),
-                        },
-                        "rules": rules,
-                        "sideEffects": "NoneOnDryRun",
-                        "admissionReviewVersions": ["v1"],
-                        "failurePolicy": "Fail",
-                        "timeoutSeconds": 5,
-                    }
-                ],
-            }
-        ),
+    configuration = webhook_configuration(
+        NAME,
+        port=server.server_address[1],
+        ca=ca.cert.read_bytes(),
+        rules=[CSR_CREATE, DEPLOYMENT_WRITES],
     )
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(configuration))
     yield store
     control_plane.kubectl("delete", "validatingwebhookconfiguration", NAME)
     server.shutdown()

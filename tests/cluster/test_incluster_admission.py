@@ -31,7 +31,7 @@ from kubernetes.client.exceptions import ApiException
 
 from budgetops.apis.resources import TrustBudget
 from budgetops.engine.ledger import audit
-from tests.conftest import ROOT
+from tests.cluster.conftest import CSR_CREATE, webhook_configuration
 from tests.tls import loopback_server_pair
 
 REPLICAS = 3
@@ -46,16 +46,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def replicas(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    control_plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=budgetops",
-    )
+def replicas(budget_crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+    control_plane = budget_crds
     control_plane.kubectl(
         "apply",
         "-f",
@@ -142,33 +134,14 @@ def _wait_healthy(port: int, ca: Path) -> None:
 
 
 def _configuration(replica: int, port: int, ca: bytes) -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": f"budgetops-replica-{replica}"},
-        "webhooks": [
-            {
-                "name": f"replica-{replica}.budgetops.dev",
-                "clientConfig": {
-                    "url": f"https://127.0.0.1:{port}/validate",
-                    "caBundle": base64.b64encode(ca).decode(),
-                },
-                "rules": [
-                    {
-                        "apiGroups": ["certificates.k8s.io"],
-                        "apiVersions": ["v1"],
-                        "resources": ["certificatesigningrequests"],
-                        "operations": ["CREATE"],
-                    }
-                ],
-                "objectSelector": {"matchLabels": {LABEL: str(replica)}},
-                "sideEffects": "NoneOnDryRun",
-                "admissionReviewVersions": ["v1"],
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 10,
-            }
-        ],
-    }
+    return webhook_configuration(
+        f"budgetops-replica-{replica}",
+        port=port,
+        ca=ca,
+        rules=[CSR_CREATE],
+        objectSelector={"matchLabels": {LABEL: str(replica)}},
+        timeoutSeconds=10,
+    )
 
 
 def _csr_body(name: str, replica: int, request: str) -> client.V1CertificateSigningRequest:

@@ -18,7 +18,6 @@ from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import audit
 from budgetops.store import BudgetKey
 from budgetops.store.kube import ChargeTimeout, KubeStore
-from tests.conftest import ROOT
 
 
 def hot_budget(name: str, balance: int) -> TrustBudget:
@@ -38,16 +37,8 @@ def hot_budget(name: str, balance: int) -> TrustBudget:
 
 
 @pytest.fixture(scope="module")
-def make_store(control_plane: Any) -> Iterator[Callable[..., KubeStore]]:
-    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    control_plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=budgetops",
-    )
+def make_store(budget_crds: Any) -> Iterator[Callable[..., KubeStore]]:
+    control_plane = budget_crds
     stores: list[KubeStore] = []
 
     def make(**kwargs: Any) -> KubeStore:

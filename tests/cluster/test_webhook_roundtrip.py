@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.cluster.conftest import CSR_CREATE, DEPLOYMENT_WRITES, webhook_configuration
 from tests.tls import loopback_server_pair
 
 DENY_LABEL = "budgetops.dev/test-deny"
@@ -71,45 +72,15 @@ def webhook(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = server.server_address[1]
-    rules = [
-        {
-            "apiGroups": ["certificates.k8s.io"],
-            "apiVersions": ["v1"],
-            "resources": ["certificatesigningrequests"],
-            "operations": ["CREATE"],
-        },
-        {
-            "apiGroups": ["apps"],
-            "apiVersions": ["v1"],
-            "resources": ["deployments"],
-            "operations": ["CREATE", "UPDATE"],
-        },
-    ]
-    configuration = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "budgetops-roundtrip-test"},
-        "webhooks": [
-            {
-                "name": "roundtrip.budgetops.dev",
-                "clientConfig": {
-                    "url": f"https://127.0.0.1:{port}/validate",
-                    "caBundle": base64.b64encode(ca.cert.read_bytes()).decode(),
-                },
-                "rules": rules,
-                "sideEffects": "NoneOnDryRun",
-                "admissionReviewVersions": ["v1"],
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 5,
-                "matchConditions": [
-                    {
-                        "name": "not-nodes",
-                        "expression": "!('system:nodes' in request.userInfo.groups)",
-                    }
-                ],
-            }
+    configuration = webhook_configuration(
+        "budgetops-roundtrip-test",
+        port=port,
+        ca=ca.cert.read_bytes(),
+        rules=[CSR_CREATE, DEPLOYMENT_WRITES],
+        matchConditions=[
+            {"name": "not-nodes", "expression": "!('system:nodes' in request.userInfo.groups)"}
         ],
-    }
+    )
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(configuration))
     yield server
     control_plane.kubectl("delete", "validatingwebhookconfiguration", "budgetops-roundtrip-test")
