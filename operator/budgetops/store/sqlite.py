@@ -210,14 +210,18 @@ class SQLiteStore:
         self, key: BudgetKey, change: Callable[[Budget], T], needs_write: Callable[[T], bool]
     ) -> T:
         with self._transaction() as db:
-            row = db.execute(
-                f"SELECT version, object, status FROM budgets WHERE {_KEY}", _params(key)
-            ).fetchone()
+            row = db.execute(f"SELECT version FROM budgets WHERE {_KEY}", _params(key)).fetchone()
             if row is None:
                 raise NotFound(str(key))
             with self._decoded_lock:
                 kept = self._decoded.pop(key, None)
-            budget = kept[1] if kept and kept[0] == row[0] else self._decode(key.kind, *row[1:])
+            if kept is not None and kept[0] == row[0]:
+                budget = kept[1]
+            else:  # someone else wrote it: only now fetch the large columns
+                obj, status = db.execute(
+                    f"SELECT object, status FROM budgets WHERE {_KEY}", _params(key)
+                ).fetchone()
+                budget = self._decode(key.kind, obj, status)
             result = change(budget)
             if not needs_write(result):
                 return result  # the kept copy was popped above, so it is not reused
