@@ -192,12 +192,24 @@ class _Lane:
 
 @dataclass
 class Stats:
-    """Counters the metrics layer exports: batches, their sizes, conflicts."""
+    """Counters the metrics layer exports: batches, their sizes, conflicts.
+
+    Writer threads of different budgets update them, so updates go through `count`.
+    """
 
     batches: int = 0
     charges: int = 0
     conflicts: int = 0
     largest_batch: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, *, written: int = 0, conflicts: int = 0) -> None:
+        with self._lock:
+            if written:
+                self.batches += 1
+                self.charges += written
+                self.largest_batch = max(self.largest_batch, written)
+            self.conflicts += conflicts
 
 
 class KubeStore:
@@ -396,13 +408,11 @@ class KubeStore:
             if not writers:
                 return
             if self._write(key, budget):
-                self.stats.batches += 1
-                self.stats.charges += len(writers)
-                self.stats.largest_batch = max(self.stats.largest_batch, len(writers))
+                self.stats.count(written=len(writers))
                 for waiter, result in writers:
                     waiter.answer(result)
                 return
-            self.stats.conflicts += 1
+            self.stats.count(conflicts=1)
             pending = [waiter for waiter, _ in writers]
             fresh = True
         for waiter in pending:
