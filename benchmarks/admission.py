@@ -160,7 +160,7 @@ def embedded(seconds: float) -> list[tuple[str, float, float, float]]:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, budgets in (("no budget (baseline)", []), ("one hot budget", [hot_budget()])):
-            store = SQLiteStore(Path(folder) / f"{len(budgets)}.sqlite3")
+            store = SQLiteStore(Path(folder) / f"{len(budgets)}.sqlite3", group_commit=True)
             for budget in budgets:
                 store.apply(budget)
             admission = Admission(

@@ -16,16 +16,18 @@ from budgetops.apis.resources import Budget, TrustBudget
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import audit
-from budgetops.store import BudgetKey
-from budgetops.store.kube import ChargeTimeout, KubeStore
+from budgetops.store import BudgetKey, ChargeTimeout
+from budgetops.store.kube import KubeStore
 
 
 def hot_budget(name: str, balance: int) -> TrustBudget:
+    """A budget these tests charge directly; it governs nobody else's requests, so budgets
+    left behind never charge the CSRs of later tests in the same session."""
     return TrustBudget.model_validate(
         {
             "metadata": {"name": name},
             "spec": {
-                "subjects": {"patterns": ["*"]},
+                "subjects": {"users": ["hot", "oncall-ann"]},
                 "match": [
                     {"group": "certificates.k8s.io", "resource": "certificatesigningrequests"}
                 ],

@@ -13,7 +13,8 @@ from kubernetes import client
 from budgetops.apis.resources import Budget, TrustBudget
 from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.store import BudgetKey
-from budgetops.store.kube import KubeStore, _Waiter
+from budgetops.store.commit import Waiter
+from budgetops.store.kube import KubeStore
 
 from .test_decisions import NOW, trust_budget
 
@@ -60,15 +61,15 @@ def counted_charge(uid: str, runs: dict[str, int]) -> Any:
     return change
 
 
-def waiter(change: Any) -> _Waiter:
-    return _Waiter(change, lambda d: d.changes_ledger, time.monotonic() + 5)
+def waiter(change: Any) -> Waiter:
+    return Waiter(change, lambda d: d.changes_ledger, time.monotonic() + 5)
 
 
 def test_a_denied_waiter_is_answered_once_and_never_rerun_after_a_conflict() -> None:
     store = ScriptedStore(trust_budget(initialBalance=1), conflicts=1)
     runs: dict[str, int] = {}
     first, second = waiter(counted_charge("a", runs)), waiter(counted_charge("b", runs))
-    store._commit(KEY, [first, second])
+    store.commits.commit(KEY, [first, second])
     assert first.result.reason == "Charged"
     assert second.result.reason == "Exhausted", "denied on the snapshot that charged 'a'"
     assert runs == {"a": 2, "b": 1}, "only the charge that needed a write was decided again"
@@ -80,7 +81,7 @@ def test_every_waiter_of_a_batch_is_answered_by_one_write() -> None:
     store = ScriptedStore(trust_budget(initialBalance=10), conflicts=0)
     runs: dict[str, int] = {}
     waiters = [waiter(counted_charge(f"u{i}", runs)) for i in range(5)]
-    store._commit(KEY, waiters)
+    store.commits.commit(KEY, waiters)
     assert all(w.done.is_set() and w.result.reason == "Charged" for w in waiters)
     assert (store.stats.batches, store.stats.charges, store.stats.largest_batch) == (1, 5, 5)
 
@@ -89,7 +90,7 @@ def test_endless_conflicts_end_in_a_retriable_timeout_not_a_hang() -> None:
     store = ScriptedStore(trust_budget(initialBalance=10), conflicts=10_000)
     stuck = waiter(counted_charge("x", {}))
     done = threading.Event()
-    threading.Thread(target=lambda: (store._commit(KEY, [stuck]), done.set())).start()
+    threading.Thread(target=lambda: (store.commits.commit(KEY, [stuck]), done.set())).start()
     assert done.wait(5)
     assert type(stuck.error).__name__ == "ChargeTimeout"
     assert "too many write conflicts" in str(stuck.error)

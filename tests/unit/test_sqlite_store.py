@@ -79,7 +79,12 @@ def test_a_failed_change_writes_nothing(store: SQLiteStore) -> None:
     assert charge(store, "uid-2").allowed, "the kept copy was dropped, not reused half-changed"
 
 
-def test_many_threads_on_one_hot_budget_admit_exactly_the_balance(store: SQLiteStore) -> None:
+@pytest.mark.parametrize("group_commit", [False, True])
+def test_many_threads_on_one_hot_budget_admit_exactly_the_balance(
+    tmp_path: Path, group_commit: bool
+) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3", group_commit=group_commit)
+    store.apply(trust_budget(initialBalance=100))
     with ThreadPoolExecutor(max_workers=8) as pool:
         decisions = list(pool.map(lambda i: charge(store, f"uid-{i % 150}"), range(300)))
     charged = [d for d in decisions if d.reason == "Charged"]
@@ -88,6 +93,9 @@ def test_many_threads_on_one_hot_budget_admit_exactly_the_balance(store: SQLiteS
     assert isinstance(final, TrustBudget)
     assert final.status.accounts["user:alice"].balance == 0
     assert audit(final.status) == []
+    if group_commit:
+        stats = store.commits.stats
+        assert stats.charges == 300, "every change was persisted once (default needs_write)"
 
 
 def _charge_from_process(path: str, start: int, count: int) -> int:

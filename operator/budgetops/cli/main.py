@@ -244,7 +244,8 @@ def _serve_until_stopped(
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook on the embedded ledger until interrupted."""
     out.write(f"ledger: {_db_path(args.db)}\n")
-    return _serve_until_stopped(SQLiteStore(_db_path(args.db)), args, out)
+    # Concurrent webhook requests share transactions: one status write per batch.
+    return _serve_until_stopped(SQLiteStore(_db_path(args.db), group_commit=True), args, out)
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:

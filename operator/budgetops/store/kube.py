@@ -4,21 +4,15 @@ Reads come from a watch-fed cache. A charge is a compare-and-swap: the status is
 with the resourceVersion it was computed from, so a concurrent writer's change is never
 overwritten; on 409 the budget is read again and the change decided again on fresh state.
 
-Charges to one budget are group-committed: one writer thread per budget drains the waiting
-charges, applies them in order to one snapshot, writes once and answers every waiter. A
-waiter whose answer needs no write (a denial, a replay, a dry run) is answered from the
-first attempt and never re-run, so a denied request can never be admitted by another
-waiter's retry. Every wait is bounded by the caller's deadline.
+Charges to one budget are group-committed (store.commit): one status write per batch.
 """
 
 from __future__ import annotations
 
-import builtins
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kubernetes import client, watch
@@ -26,14 +20,13 @@ from kubernetes.client.exceptions import ApiException
 
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, Kind
-from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
+from budgetops.store.base import BudgetKey, NotFound
+from budgetops.store.commit import Apply, GroupCommit
 
 T = TypeVar("T")
 log = logging.getLogger("budgetops.store")
 
 WATCH_SECONDS = 240
-IDLE_WRITER_SECONDS = 2.0
-MAX_ATTEMPTS = 20
 
 
 def _newer(candidate: str, current: str) -> bool:
@@ -167,61 +160,14 @@ class BudgetCache:
             return sorted(self._raw)
 
 
-@dataclass
-class _Waiter:
-    change: Callable[[Budget], Any]
-    needs_write: Callable[[Any], bool]
-    deadline: float
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
-
-    def answer(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.result, self.error = result, error
-        self.done.set()
-
-
-@dataclass
-class _Lane:
-    """The queue of one budget and whether its writer thread is running."""
-
-    queue: list[_Waiter] = field(default_factory=list)
-    running: bool = False
-    wake: threading.Condition = field(default_factory=threading.Condition)
-
-
-@dataclass
-class Stats:
-    """Counters the metrics layer exports: batches, their sizes, conflicts.
-
-    Writer threads of different budgets update them, so updates go through `count`.
-    """
-
-    batches: int = 0
-    charges: int = 0
-    conflicts: int = 0
-    largest_batch: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def count(self, *, written: int = 0, conflicts: int = 0) -> None:
-        with self._lock:
-            if written:
-                self.batches += 1
-                self.charges += written
-                self.largest_batch = max(self.largest_batch, written)
-            self.conflicts += conflicts
-
-
 class KubeStore:
     """A BudgetStore over the API server, with group commit per budget."""
 
     def __init__(self, api_client: client.ApiClient, *, group_commit: bool = True) -> None:
         self.api = client.CustomObjectsApi(api_client)
         self.cache = BudgetCache(self.api)
-        self.group_commit = group_commit
-        self.stats = Stats()
-        self._lanes: dict[BudgetKey, _Lane] = {}
-        self._lanes_lock = threading.Lock()
+        self.commits = GroupCommit(self._attempt, enabled=group_commit)
+        self.stats = self.commits.stats
 
     def start(self) -> KubeStore:
         self.cache.start()
@@ -318,105 +264,21 @@ class KubeStore:
     ) -> T:
         """Run `change` on the freshest status and persist it, within `timeout` seconds.
 
-        `needs_write(result)` False means the result stands without persisting anything
-        (a denial, a replay, a dry run): that caller is answered at once and its change is
-        never re-run after a conflict. Raises ChargeTimeout when the deadline passes first.
+        Group-committed with every other charge to `key` waiting at the same time; see
+        store.commit for what that guarantees.
         """
-        waiter = _Waiter(change, needs_write, time.monotonic() + timeout)
-        if not self.group_commit:
-            self._commit(key, [waiter])
-        else:
-            lane = self._lane(key)
-            with lane.wake:
-                lane.queue.append(waiter)
-                if not lane.running:
-                    lane.running = True
-                    threading.Thread(
-                        target=self._drain, args=(key, lane), daemon=True, name=f"commit-{key}"
-                    ).start()
-                lane.wake.notify()
-        if not waiter.done.wait(max(0.0, waiter.deadline - time.monotonic())):
-            raise ChargeTimeout(f"{key} could not be charged within {timeout:.1f}s")
-        if waiter.error is not None:
-            raise waiter.error
-        result: T = waiter.result
-        return result
+        return self.commits.submit(key, change, timeout=timeout, needs_write=needs_write)
 
-    def _lane(self, key: BudgetKey) -> _Lane:
-        with self._lanes_lock:
-            return self._lanes.setdefault(key, _Lane())
-
-    def _drain(self, key: BudgetKey, lane: _Lane) -> None:
-        """The writer of one budget: take everything queued, commit it as one batch, repeat."""
-        while True:
-            with lane.wake:
-                if not lane.queue:
-                    lane.wake.wait(IDLE_WRITER_SECONDS)
-                if not lane.queue:
-                    lane.running = False
-                    return
-                batch, lane.queue = lane.queue, []
-            try:
-                self._commit(key, batch)
-            except BaseException as error:  # never leave a waiter hanging
-                for waiter in batch:
-                    if not waiter.done.is_set():
-                        waiter.answer(error=error)
+    def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
+        """Read (the cache, or the API server when `fresh`), apply, compare-and-swap."""
+        budget = self._snapshot(key, fresh=fresh)
+        return not apply(budget) or self._write(key, budget)
 
     def _snapshot(self, key: BudgetKey, *, fresh: bool) -> Budget:
         cached = None if fresh else self.cache.get(key)
         if cached is None:
             return RESOURCES[key.kind].model.model_validate(self._fetch(key))
         return cached.model_copy(deep=True)
-
-    @staticmethod
-    def _apply(
-        pending: builtins.list[_Waiter], budget: Budget
-    ) -> builtins.list[tuple[_Waiter, Any]]:
-        """Run each change in order on `budget`; answer those that need no write right away."""
-        writers = []
-        for waiter in pending:
-            try:
-                result = waiter.change(budget)
-            except Exception as error:
-                waiter.answer(error=error)
-                continue
-            if waiter.needs_write(result):
-                writers.append((waiter, result))
-            else:
-                waiter.answer(result)
-        return writers
-
-    def _commit(self, key: BudgetKey, batch: builtins.list[_Waiter]) -> None:
-        pending = batch
-        fresh = False
-        for _ in range(MAX_ATTEMPTS):
-            now = time.monotonic()
-            for waiter in pending:
-                if waiter.deadline <= now:
-                    waiter.answer(error=ChargeTimeout(f"{key} could not be charged in time"))
-            pending = [w for w in pending if not w.done.is_set()]
-            if not pending:
-                return
-            try:
-                budget = self._snapshot(key, fresh=fresh)
-            except NotFound as missing:
-                for waiter in pending:
-                    waiter.answer(error=missing)
-                return
-            writers = self._apply(pending, budget)
-            if not writers:
-                return
-            if self._write(key, budget):
-                self.stats.count(written=len(writers))
-                for waiter, result in writers:
-                    waiter.answer(result)
-                return
-            self.stats.count(conflicts=1)
-            pending = [waiter for waiter, _ in writers]
-            fresh = True
-        for waiter in pending:
-            waiter.answer(error=ChargeTimeout(f"{key}: too many write conflicts; try again"))
 
     def _write(self, key: BudgetKey, budget: Budget) -> bool:
         """Replace /status with the resourceVersion it was computed from; False on 409."""

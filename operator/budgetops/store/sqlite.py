@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from budgetops.apis.resources import RESOURCES, Budget, Kind
 from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
+from budgetops.store.commit import Apply, GroupCommit
 
 T = TypeVar("T")
 
@@ -50,7 +51,9 @@ def _params(key: BudgetKey) -> tuple[str, str, str]:
 class SQLiteStore:
     """A BudgetStore over a SQLite file, safe from many threads and processes."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self, path: Path | str, *, busy_timeout_ms: int = 10_000, group_commit: bool = False
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_ms = busy_timeout_ms
@@ -59,6 +62,7 @@ class SQLiteStore:
         self._specs: dict[str, Budget] = {}
         self._decoded_lock = threading.Lock()
         self._writer = threading.Lock()
+        self.commits = GroupCommit(self._attempt, enabled=group_commit)
         with self._transaction() as db:
             db.execute(_SCHEMA)
 
@@ -193,43 +197,47 @@ class SQLiteStore:
     ) -> T:
         """Read, change and write one budget's status inside one write transaction.
 
-        The last decoded budget is kept per key with the row version it came from; when the
-        row has not moved since, the JSON is not parsed again. That is what keeps a hot budget
-        cheap to charge. A failed change, or one whose result needs no write, drops the kept
-        copy, since it may hold changes that were not persisted. Waiting for the write lock
-        is bounded by the connection's busy timeout, not by `timeout`.
+        With `group_commit`, changes waiting at the same time share that transaction (see
+        store.commit). Waiting for the write lock is bounded by the connection's busy
+        timeout; past it the charge is refused with ChargeTimeout.
+        """
+        return self.commits.submit(key, change, timeout=timeout, needs_write=needs_write)
+
+    def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
+        """One transaction: read (the kept copy if the row has not moved), apply, write.
+
+        The last decoded budget is kept per key with the row version it came from, which
+        keeps a hot budget cheap to charge. A batch with nothing to write leaves the kept
+        copy dropped, since it may hold changes that were not persisted. SQLite's write lock
+        serializes writers, so an attempt never conflicts.
         """
         try:
-            return self._update_status(key, change, needs_write)
+            with self._transaction() as db:
+                row = db.execute(
+                    f"SELECT version FROM budgets WHERE {_KEY}", _params(key)
+                ).fetchone()
+                if row is None:
+                    raise NotFound(str(key))
+                with self._decoded_lock:
+                    kept = self._decoded.pop(key, None)
+                if kept is not None and kept[0] == row[0]:
+                    budget = kept[1]
+                else:  # someone else wrote it: only now fetch the large columns
+                    obj, status = db.execute(
+                        f"SELECT object, status FROM budgets WHERE {_KEY}", _params(key)
+                    ).fetchone()
+                    budget = self._decode(key.kind, obj, status)
+                if not apply(budget):
+                    return True
+                version = _new_version()
+                db.execute(
+                    f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
+                    (self._encode_status(budget), version, *_params(key)),
+                )
         except sqlite3.OperationalError as error:
             if "locked" in str(error):
                 raise ChargeTimeout(f"{key}: the ledger stayed locked; try again") from error
             raise
-
-    def _update_status(
-        self, key: BudgetKey, change: Callable[[Budget], T], needs_write: Callable[[T], bool]
-    ) -> T:
-        with self._transaction() as db:
-            row = db.execute(f"SELECT version FROM budgets WHERE {_KEY}", _params(key)).fetchone()
-            if row is None:
-                raise NotFound(str(key))
-            with self._decoded_lock:
-                kept = self._decoded.pop(key, None)
-            if kept is not None and kept[0] == row[0]:
-                budget = kept[1]
-            else:  # someone else wrote it: only now fetch the large columns
-                obj, status = db.execute(
-                    f"SELECT object, status FROM budgets WHERE {_KEY}", _params(key)
-                ).fetchone()
-                budget = self._decode(key.kind, obj, status)
-            result = change(budget)
-            if not needs_write(result):
-                return result  # the kept copy was popped above, so it is not reused
-            version = _new_version()
-            db.execute(
-                f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
-                (self._encode_status(budget), version, *_params(key)),
-            )
         with self._decoded_lock:
             self._decoded[key] = (version, budget)
-        return result
+        return True
