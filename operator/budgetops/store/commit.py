@@ -11,6 +11,7 @@ How a batch is read and persisted is the store's business: it hands in an `attem
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,11 @@ from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 T = TypeVar("T")
 
 IDLE_WRITER_SECONDS = 2.0
-MAX_ATTEMPTS = 20
+BACKOFF_SECONDS = 0.002
+"""Base of the jittered pause after a conflict; it grows with each conflict up to 50 ms.
+
+Without it the replica that just won keeps winning: its next batch starts from its own cache
+at once, while the loser is still reading the budget back from the API server."""
 
 
 @dataclass
@@ -154,10 +159,12 @@ class GroupCommit:
         return writers
 
     def commit(self, key: BudgetKey, batch: list[Waiter]) -> None:
-        """Apply and persist one batch, retrying on conflict with only its writers."""
+        """Apply and persist one batch, retrying on conflict with only its writers, until
+        each waiter's own deadline: that, not a count of attempts, bounds the retries."""
         pending = batch
         fresh = False
-        for _ in range(MAX_ATTEMPTS):
+        conflicts = 0
+        while True:
             now = time.monotonic()
             for waiter in pending:
                 if waiter.deadline <= now:
@@ -188,5 +195,6 @@ class GroupCommit:
             self.stats.count(conflicts=1)
             pending = [waiter for waiter, _ in writers]
             fresh = True
-        for waiter in pending:
-            waiter.answer(error=ChargeTimeout(f"{key}: too many write conflicts; try again"))
+            conflicts += 1
+            pause = random.uniform(0, min(BACKOFF_SECONDS * conflicts, 0.05))
+            time.sleep(min(pause, max(0.0, min(w.deadline for w in pending) - time.monotonic())))
