@@ -15,11 +15,11 @@ from budgetops.apis.common import (
     Enforcement,
     Model,
     Percent,
-    SecretKeyRef,
     Timestamp,
     cel,
 )
 from budgetops.apis.ledger import Ledger
+from budgetops.apis.notifications import Notifications
 
 TIER_ALLOCATIONS: dict[int, int] = {0: 300, 1: 200, 2: 120, 3: 80}
 """Risk points per window by tier: internal, customer-facing, critical, safety-critical."""
@@ -28,7 +28,6 @@ ChangeClass = Literal["standard", "low-risk", "security-fix", "incident"]
 Band = Literal["Green", "Yellow", "Red", "Exhausted"]
 Cadence = Literal["monthly", "weekly", "sprint"]
 UnknownsAction = Literal["warn", "block"]
-ChannelType = Literal["webhook", "slack", "teams", "email"]
 
 ANNOTATION_RISK_POINTS = "budgetops.dev/risk-points"
 ANNOTATION_CHANGE_CLASS = "budgetops.dev/change-class"
@@ -160,22 +159,6 @@ class EarnedCapacity(Model):
         if self.min_increase_percent > self.max_increase_percent:
             raise ValueError("minIncreasePercent must not exceed maxIncreasePercent")
         return self
-
-
-class Channel(Model):
-    """A notification destination; its URL or credentials stay in a Secret."""
-
-    name: str = Field(min_length=1, max_length=63)
-    type: ChannelType
-    secret_ref: SecretKeyRef
-    to: list[str] = Field(default_factory=list, max_length=32)
-
-
-class Notifications(Model):
-    """Where band transitions are announced, debounced by `aggregationWindow`."""
-
-    aggregation_window: Duration = timedelta(hours=1)
-    channels: list[Channel] = Field(default_factory=list, max_length=16)
 
 
 class LabelSelectorRequirement(Model):
