@@ -22,6 +22,7 @@ from budgetops.apis.common import (
     cel,
 )
 from budgetops.apis.ledger import Ledger
+from budgetops.apis.notifications import Notifications
 
 TEMPLATE_VARIABLES = frozenset({"username", "group", "namespace", "name"})
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
@@ -169,6 +170,7 @@ class TrustBudgetSpec(Model):
     enforcement: Enforcement = "enforce"
     break_glass: BreakGlass | None = None
     cert_manager: CertManager = Field(default_factory=CertManager)
+    notifications: Notifications = Field(default_factory=Notifications)
 
     @field_validator("account_key")
     @classmethod
