@@ -18,6 +18,7 @@ from fnmatch import fnmatchcase
 from typing import Any, get_args
 
 from budgetops.admission.review import AdmissionRequest, UserInfo
+from budgetops.apis.ledger import Witness
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import (
     ANNOTATION_UNCERTAINTY,
@@ -80,6 +81,7 @@ class TrustCharge:
     cost: Decimal
     key: str
     ref: str
+    witness: Witness | None = None
     settle_now: bool = False
     break_glass: BreakGlassAsk | None = None
 
@@ -241,6 +243,7 @@ def classify_trust(budgets: Iterable[TrustBudget], request: AdmissionRequest) ->
                 ),
                 key=request.object_uid(),
                 ref=request.describe(),
+                witness=request.witness(),
                 settle_now=(resource.group, resource.resource, request.sub_resource) in EPHEMERAL,
                 break_glass=break_glass_ask(spec, request),
             )
@@ -368,6 +371,7 @@ def classify_risk(budgets: Iterable[RiskBudget], request: AdmissionRequest) -> l
             ),
             ref=request.describe(),
             unknowns=_unknowns(annotations),
+            witness=request.witness(),
         )
         charges.append(RiskCharge(budget=BudgetKey.of(budget), release=release))
     return charges

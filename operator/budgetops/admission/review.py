@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from budgetops.apis.ledger import Witness
+
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 
@@ -77,6 +79,27 @@ class AdmissionRequest(_Wire):
         """The object's uid (set before validating admission on CREATE), else the request's."""
         uid = self.metadata().get("uid")
         return uid if isinstance(uid, str) and uid else self.uid
+
+    def witness(self) -> Witness | None:
+        """Where the reconciler will find the admitted object, and what it must carry.
+
+        None for what never becomes an object of its own (a subresource such as a token
+        request) or what has no name or uid to look for.
+        """
+        meta = self.metadata()
+        name = self.name or meta.get("name")
+        uid = meta.get("uid")
+        if self.sub_resource or not isinstance(name, str) or not name or not isinstance(uid, str):
+            return None
+        gvr = self.resource
+        root = f"/apis/{gvr.group}/{gvr.version}" if gvr.group else f"/api/{gvr.version}"
+        where = f"/namespaces/{self.namespace}" if self.namespace else ""
+        generation = meta.get("generation")
+        return Witness(
+            path=f"{root}{where}/{gvr.resource}/{name}",
+            uid=uid,
+            generation=generation if isinstance(generation, int) and generation > 0 else 0,
+        )
 
     def describe(self) -> str:
         """`CertificateSigningRequest/alice-1` or `Deployment payments/api`."""

@@ -151,6 +151,7 @@ class Admission:
                     cost=c.cost,
                     key=c.key,
                     ref=c.ref,
+                    witness=c.witness,
                     now=now,
                     ttl=self.ttl,
                     dry_run=request.dry_run,

@@ -44,9 +44,29 @@ Ref = Annotated[str, StringConstraints(max_length=512)]
 Name = Annotated[str, StringConstraints(max_length=253)]
 
 
+@dataclass(frozen=True, slots=True)
+class Witness:
+    """How the reconciler recognises the admitted object once the API server stored it.
+
+    `path` is the object's API path (what `kubectl get --raw` takes); the object found
+    there must carry `uid`, and for an update at least `generation` (which the API server
+    raises before validating admission), else the change it was charged for never landed.
+    """
+
+    __pydantic_config__ = _RECORD
+
+    path: Ref
+    uid: Name
+    generation: int = 0
+
+
 @dataclass(slots=True)
 class Reservation:
-    """Points held for an admitted object until it is seen (confirm) or expires (refund)."""
+    """Points held for an admitted object until it is seen (confirm) or expires (refund).
+
+    Without a witness (the embedded ledger, the CLI) there is nothing to look for: the
+    reservation is confirmed when it expires.
+    """
 
     __pydantic_config__ = _RECORD
 
@@ -54,6 +74,7 @@ class Reservation:
     created_at: Timestamp
     expires_at: Timestamp
     object: Ref = ""
+    witness: Witness | None = None
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date
 from typing import Literal, Self
 
 from pydantic import Field, model_validator
@@ -11,7 +11,6 @@ from pydantic import Field, model_validator
 from budgetops.apis.common import (
     Amount,
     Condition,
-    Duration,
     Enforcement,
     Model,
     Percent,

@@ -29,6 +29,7 @@ _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _SERVICE_ACCOUNT = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/([a-z0-9]([-.a-z0-9]*[a-z0-9])?|\*)$"
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+AlertKind = Literal["Exhausted", "LowBalance", "RapidDepletion"]
 
 
 class SubjectSet(Model):
@@ -227,6 +228,10 @@ class TrustBudgetStatus(Ledger):
         default_factory=list, max_length=BREAK_GLASS_USES_KEPT
     )
     conditions: list[Condition] = Field(default_factory=list)
+    alerting: dict[str, list[AlertKind]] = Field(
+        default_factory=dict,
+        description="Accounts with an alert raised, as the reconciler last announced them",
+    )
     exhausted_accounts: int = 0
     lowest_balance: Amount | None = None
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Literal
 
 from budgetops.apis.common import Unit, format_duration, format_time
+from budgetops.apis.ledger import Witness
 from budgetops.apis.riskbudget import ChangeClass, RiskBudgetSpec, RiskBudgetStatus
 from budgetops.apis.trustbudget import (
     BREAK_GLASS_USES_KEPT,
@@ -97,6 +98,7 @@ def admit_trust(
     ref: str,
     now: datetime,
     ttl: timedelta,
+    witness: Witness | None = None,
     dry_run: bool = False,
     break_glass: BreakGlassAsk | None = None,
 ) -> Decision:
@@ -116,6 +118,7 @@ def admit_trust(
         now=now,
         ttl=ttl,
         ref=ref,
+        witness=witness,
         dry_run=dry_run,
     )
     if charge.status == "duplicate":
@@ -238,6 +241,7 @@ class Release:
     change_class: ChangeClass
     ref: str = ""
     unknowns: UnknownCounts | None = None
+    witness: Witness | None = None
 
 
 def _risk_state(status: RiskBudgetStatus) -> str:
@@ -323,6 +327,7 @@ def admit_risk(
         now=now,
         ttl=ttl,
         ref=release.ref,
+        witness=release.witness,
     )
     summarize_risk(status, spec)
     warnings.insert(

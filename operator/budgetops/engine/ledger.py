@@ -24,6 +24,7 @@ from budgetops.apis.ledger import (
     LeaseHold,
     Ledger,
     Reservation,
+    Witness,
 )
 
 ZERO = Decimal(0)
@@ -112,6 +113,7 @@ def reserve(
     now: datetime,
     ttl: timedelta,
     ref: str = "",
+    witness: Witness | None = None,
     dry_run: bool = False,
 ) -> Charge:
     """Hold `amount` for the object `key` until it is confirmed or expires; never twice.
@@ -128,7 +130,7 @@ def reserve(
     target.balance -= amount
     target.reserved += amount
     target.reservations[key] = Reservation(
-        amount=amount, created_at=now, expires_at=now + ttl, object=ref
+        amount=amount, created_at=now, expires_at=now + ttl, object=ref, witness=witness
     )
     _record(ledger, at=now, account=account, action="reserve", amount=amount, key=key, ref=ref)
     return Charge("reserved", amount, target.balance)

@@ -1,0 +1,454 @@
+"""One reconcile of one budget, decided purely: what changes in its status and what to say.
+
+The reconciler calls these inside the store's compare-and-swap, like admission calls its
+decisions, so a charge and a reset that race are both kept: whichever writes second re-runs
+on the other's result. Everything depends on the status, the spec, `now` and what the
+reconciler saw in the API server (`seen`), never on "a timer fired".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from budgetops.apis.common import Condition, format_duration, format_time
+from budgetops.apis.ledger import Account, Ledger, Reservation
+from budgetops.apis.riskbudget import Band, RiskBudgetSpec, RiskBudgetStatus
+from budgetops.apis.trustbudget import AlertKind, TrustBudgetSpec, TrustBudgetStatus
+from budgetops.engine import ledger
+from budgetops.engine.alerts import UsageSamples, account_alerts
+from budgetops.engine.bands import BAND_ORDER, percent_used
+from budgetops.engine.conditions import is_true, set_condition
+from budgetops.engine.decisions import show
+from budgetops.engine.notices import Notice, Severity
+from budgetops.engine.rollover import (
+    bring_current_trust,
+    roll_risk_window,
+    summarize_risk,
+    summarize_trust,
+)
+
+ACCOUNT_NOTICES_MAX = 20
+"""Per-account notices per reconcile; beyond it one notice says how many more there were."""
+
+NAMED_IN_CONDITION = 5
+"""Accounts named in a condition's message; the count covers the rest."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """What the API server holds at a reservation's witness path."""
+
+    uid: str
+    generation: int = 0
+
+
+Seen = Mapping[str, Sighting | None]
+"""Witness paths the reconciler looked at: a Sighting, or None when nothing is there. A
+path missing from the map could not be read (no permission, resource no longer served)."""
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did; `changed` says whether the status must be written."""
+
+    changed: bool = False
+    notices: list[Notice] = field(default_factory=list)
+    confirmed: int = 0
+    refunded: int = 0
+    unverified: int = 0
+
+
+def awaiting_witness(status: Ledger) -> list[str]:
+    """Witness paths of the reservations still waiting to be seen, without repeats."""
+    paths = {
+        held.witness.path
+        for account in status.accounts.values()
+        for held in account.reservations.values()
+        if held.witness is not None
+    }
+    return sorted(paths)
+
+
+def next_due(status: Ledger, *, window_end: datetime | None = None) -> datetime | None:
+    """The earliest instant at which something in this status falls due by itself."""
+    instants = [
+        moment
+        for account in status.accounts.values()
+        for moment in (
+            account.resets_at,
+            *(held.expires_at for held in account.reservations.values()),
+        )
+        if moment is not None
+    ]
+    if window_end is not None:
+        instants.append(window_end)
+    return min(instants, default=None)
+
+
+def _verdict(held: Reservation, seen: Seen, now: datetime) -> tuple[str, str]:
+    """(`confirm` | `refund` | `unverified` | `wait`, why) for one reservation."""
+    witness = held.witness
+    expired = held.expires_at <= now
+    if witness is None:
+        return ("confirm" if expired else "wait"), ""
+    if witness.path not in seen:
+        return ("unverified" if expired else "wait"), ""
+    sighting = seen[witness.path]
+    if sighting is not None and sighting.uid == witness.uid:
+        if sighting.generation >= witness.generation:
+            return "confirm", ""
+        why = "was never changed as admitted (the update did not land)"
+    elif sighting is not None:
+        why = "was replaced by another object of the same name"
+    else:
+        why = "never appeared (another admission step or the API server refused it)"
+    return ("refund" if expired else "wait"), why
+
+
+def settle_reservations(
+    status: Ledger,
+    *,
+    budget: str,
+    amount_text: Callable[[Decimal], str],
+    seen: Seen,
+    now: datetime,
+    outcome: Outcome,
+) -> None:
+    """Confirm what was seen, refund what expired unseen, keep what cannot be read as spent.
+
+    An expired reservation whose witness could not be read is confirmed, not refunded: a
+    budget that cannot check errs on the side of the limit, and says so in a Warning.
+    """
+    for name, account in list(status.accounts.items()):
+        for key, held in list(account.reservations.items()):
+            verdict, why = _verdict(held, seen, now)
+            if verdict == "wait":
+                continue
+            outcome.changed = True
+            what = held.object or key
+            amount = amount_text(held.amount)
+            if verdict == "refund":
+                ledger.refund(status, key=key, now=now)
+                outcome.refunded += 1
+                summary = f"{name}: {amount} refunded: {what} {why}"
+                outcome.notices.append(Notice(budget, "ReservationRefunded", summary, at=now))
+                continue
+            ledger.confirm(status, key=key, now=now)
+            outcome.confirmed += 1
+            if verdict == "unverified":
+                assert held.witness is not None
+                outcome.unverified += 1
+                outcome.notices.append(
+                    Notice(
+                        budget,
+                        "ReservationUnverified",
+                        f"{name}: {amount} kept as spent for {what}: BudgetOps could not read "
+                        f"{held.witness.path} to confirm it; check the operator's permissions",
+                        severity="warning",
+                        at=now,
+                    )
+                )
+
+
+# TrustBudget ------------------------------------------------------------------------------
+
+_ALERT_SEVERITY: dict[AlertKind, Severity] = {
+    "Exhausted": "critical",
+    "LowBalance": "warning",
+    "RapidDepletion": "warning",
+}
+
+
+def _balance_text(account: Account, spec: TrustBudgetSpec) -> str:
+    unit = spec.unit
+    remaining = f"{show(account.balance, unit)} / {show(account.allocation, unit)} {unit} remain"
+    resets = f"; resets at {format_time(account.resets_at)}" if account.resets_at else ""
+    return f"{remaining} ({percent_used(account.balance, account.allocation)}%){resets}"
+
+
+def _alert_summary(
+    kind: AlertKind, name: str, account: Account, spec: TrustBudgetSpec, recent: Decimal
+) -> str:
+    if kind == "RapidDepletion":
+        within = format_duration(spec.alerts.rapid_depletion.within)
+        share = percent_used(recent, account.allocation)
+        return (
+            f"{name}: {show(recent, spec.unit)} {spec.unit} ({share}%) consumed within "
+            f"{within}; {_balance_text(account, spec)}"
+        )
+    what = "exhausted" if kind == "Exhausted" else "balance low"
+    return f"{name}: {what}, {_balance_text(account, spec)}"
+
+
+def _trust_conditions(status: TrustBudgetStatus, *, now: datetime, generation: int | None) -> bool:
+    changed = False
+    for kind in ("Exhausted", "LowBalance", "RapidDepletion"):
+        names = sorted(n for n, raised in status.alerting.items() if kind in raised)
+        named = ", ".join(names[:NAMED_IN_CONDITION])
+        if len(names) > NAMED_IN_CONDITION:
+            named += f" and {len(names) - NAMED_IN_CONDITION} more"
+        changed |= set_condition(
+            status.conditions,
+            type=kind,
+            status="True" if names else "False",
+            reason=kind if names else f"No{kind}",
+            message=f"{len(names)} accounts: {named}" if names else "",
+            now=now,
+            generation=generation,
+        )
+    return changed
+
+
+def reconcile_trust(
+    status: TrustBudgetStatus,
+    spec: TrustBudgetSpec,
+    *,
+    budget: str,
+    generation: int | None,
+    now: datetime,
+    seen: Seen,
+    samples: UsageSamples,
+) -> Outcome:
+    """Reset due accounts, settle reservations, raise and clear account alerts."""
+    outcome = Outcome()
+    before = {k: (a.window_start, a.allocation) for k, a in status.accounts.items()}
+    lowest, exhausted = status.lowest_balance, status.exhausted_accounts
+    bring_current_trust(status, spec, now=now)
+    reset = [k for k, a in status.accounts.items() if before[k][0] != a.window_start]
+    if reset or any(before[k][1] != a.allocation for k, a in status.accounts.items()):
+        outcome.changed = True
+    if reset:
+        nxt = status.accounts[reset[0]].resets_at
+        outcome.notices.append(
+            Notice(
+                budget,
+                "AccountsReset",
+                f"{len(reset)} accounts reset to {show(spec.initial_balance, spec.unit)} "
+                f"{spec.unit}" + (f"; next reset at {format_time(nxt)}" if nxt else ""),
+                at=now,
+            )
+        )
+    settle_reservations(
+        status,
+        budget=budget,
+        amount_text=lambda amount: f"{show(amount, spec.unit)} {spec.unit}",
+        seen=seen,
+        now=now,
+        outcome=outcome,
+    )
+    summarize_trust(status)
+    _alert_accounts(
+        status, spec, budget=budget, now=now, samples=samples, reset=set(reset), outcome=outcome
+    )
+    outcome.changed |= (lowest, exhausted) != (status.lowest_balance, status.exhausted_accounts)
+    outcome.changed |= _trust_conditions(status, now=now, generation=generation)
+    outcome.changed |= _ready(
+        status.conditions, f"{len(status.accounts)} accounts", now, generation
+    )
+    if status.observed_generation != generation:
+        status.observed_generation, outcome.changed = generation, True
+    return outcome
+
+
+def _alert_accounts(
+    status: TrustBudgetStatus,
+    spec: TrustBudgetSpec,
+    *,
+    budget: str,
+    now: datetime,
+    samples: UsageSamples,
+    reset: set[str],
+    outcome: Outcome,
+) -> None:
+    """Compare each account's alerts with what was last announced; announce the new ones."""
+    within = spec.alerts.rapid_depletion.within
+    raised_now: list[tuple[AlertKind, str, Account, Decimal]] = []
+    recovered: list[str] = []
+    alerting: dict[str, list[AlertKind]] = {}
+    for name, account in status.accounts.items():
+        used = account.allocation - account.balance
+        recent = samples.consumed_within(
+            budget, name, used=used, now=now, within=within, window_start=account.window_start
+        )
+        raised = account_alerts(account, spec.alerts, consumed_recently=recent)
+        before = status.alerting.get(name, [])
+        raised_now += [(kind, name, account, recent) for kind in raised if kind not in before]
+        if before and not raised and name not in reset:
+            recovered.append(name)
+        if raised:
+            alerting[name] = raised
+    samples.forget(budget, keep=set(status.accounts))
+    if alerting != status.alerting:
+        status.alerting, outcome.changed = alerting, True
+    for kind, name, account, recent in raised_now[:ACCOUNT_NOTICES_MAX]:
+        outcome.notices.append(
+            Notice(
+                budget,
+                kind,
+                _alert_summary(kind, name, account, spec, recent),
+                severity=_ALERT_SEVERITY[kind],
+                at=now,
+            )
+        )
+    if len(raised_now) > ACCOUNT_NOTICES_MAX:
+        outcome.notices.append(
+            Notice(
+                budget,
+                "LowBalance",
+                f"{len(raised_now) - ACCOUNT_NOTICES_MAX} more account alerts raised; "
+                "see the budget's conditions",
+                severity="warning",
+                at=now,
+            )
+        )
+    if recovered:
+        named = ", ".join(recovered[:NAMED_IN_CONDITION])
+        more = len(recovered) - NAMED_IN_CONDITION
+        outcome.notices.append(
+            Notice(
+                budget,
+                "Recovered",
+                f"{len(recovered)} accounts no longer alerting: {named}"
+                + (f" and {more} more" if more > 0 else ""),
+                at=now,
+            )
+        )
+
+
+def _ready(
+    conditions: list[Condition], message: str, now: datetime, generation: int | None
+) -> bool:
+    return set_condition(
+        conditions,
+        type="Ready",
+        status="True",
+        reason="Reconciled",
+        message=message,
+        now=now,
+        generation=generation,
+    )
+
+
+# RiskBudget -------------------------------------------------------------------------------
+
+_BAND_CONDITIONS: tuple[tuple[str, Band], ...] = (
+    ("Elevated", "Yellow"),
+    ("Restricted", "Red"),
+    ("Exhausted", "Exhausted"),
+)
+"""Each condition is True from its band on, so together they spell the band, and each
+one's lastTransitionTime says when the budget crossed that line."""
+
+_BAND_SEVERITY: dict[Band, Severity] = {
+    "Green": "info",
+    "Yellow": "warning",
+    "Red": "warning",
+    "Exhausted": "critical",
+}
+
+
+def announced_band(conditions: list[Condition]) -> Band:
+    """The band the conditions last announced (Green when none was)."""
+    band: Band = "Green"
+    for kind, at_least in _BAND_CONDITIONS:
+        if is_true(conditions, kind):
+            band = at_least
+    return band
+
+
+def _threshold(spec: RiskBudgetSpec, band: Band) -> int:
+    thresholds = spec.thresholds
+    return {"Yellow": thresholds.yellow, "Red": thresholds.red}.get(band, thresholds.exhausted)
+
+
+def _risk_numbers(status: RiskBudgetStatus) -> str:
+    return f"{status.consumed} / {status.allocation} RP ({status.percent_used}%)"
+
+
+def reconcile_risk(
+    status: RiskBudgetStatus,
+    spec: RiskBudgetSpec,
+    *,
+    budget: str,
+    generation: int | None,
+    now: datetime,
+    seen: Seen,
+) -> Outcome:
+    """Roll the window, settle reservations, move the band conditions and say so."""
+    outcome = Outcome()
+    service = spec.service_id
+    previous = announced_band(status.conditions)
+    fresh = status.window is None
+    closed = roll_risk_window(status, spec, now=now)
+    outcome.changed |= fresh or closed > 0
+    for summary in status.history[len(status.history) - closed :][-3:]:
+        share = percent_used(Decimal(summary.consumed), Decimal(summary.allocated))
+        details = (summary.earned_reason,) if summary.earned_increase else ()
+        outcome.notices.append(
+            Notice(
+                budget,
+                "WindowClosed",
+                f"{service}: window {summary.window.key} closed at {summary.consumed} / "
+                f"{summary.allocated} RP ({share}%), reached {summary.band_reached}",
+                at=now,
+                details=details,
+            )
+        )
+    if closed:
+        assert status.window is not None
+        earned = f", {status.earned_increase} RP earned" if status.earned_increase else ""
+        outcome.notices.append(
+            Notice(
+                budget,
+                "EarnedCapacity" if status.earned_increase else "WindowClosed",
+                f"{service}: window {status.window.key} opens with {status.allocation} RP"
+                f"{earned}; resets at {format_time(status.window.end)}",
+                at=now,
+            )
+        )
+    numbers = _risk_numbers(status)
+    settle_reservations(
+        status,
+        budget=budget,
+        amount_text=lambda amount: f"{show(amount, 'points')} RP",
+        seen=seen,
+        now=now,
+        outcome=outcome,
+    )
+    summarize_risk(status, spec)
+    outcome.changed |= numbers != _risk_numbers(status)
+    band = status.band
+    for kind, at_least in _BAND_CONDITIONS:
+        crossed = BAND_ORDER[band] >= BAND_ORDER[at_least]
+        outcome.changed |= set_condition(
+            status.conditions,
+            type=kind,
+            status="True" if crossed else "False",
+            reason=band,
+            message=f"{at_least} from {_threshold(spec, at_least)}% of the allocation",
+            now=now,
+            generation=generation,
+        )
+    if band != previous:
+        allowed = ", ".join(spec.bands.allows(band)) or "nothing"
+        assert status.window is not None
+        outcome.notices.append(
+            Notice(
+                budget,
+                "BandChanged",
+                f"{service}: {previous} -> {band}, {_risk_numbers(status)}",
+                severity=_BAND_SEVERITY[band],
+                at=now,
+                details=(
+                    f"Still allowed: {allowed}",
+                    f"Window {status.window.key} resets at {format_time(status.window.end)}",
+                ),
+            )
+        )
+    outcome.changed |= _ready(status.conditions, f"band {band}", now, generation)
+    if status.observed_generation != generation:
+        status.observed_generation, outcome.changed = generation, True
+    return outcome
