@@ -153,7 +153,7 @@ def _walk(node: Any, path: str = "") -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("name", sorted(crd_files()))
+@pytest.mark.parametrize("name", sorted(n for n in crd_files() if n.startswith("budgetops.dev_")))
 def test_crd_schemas_are_structural(name: str) -> None:
     crd = yaml.safe_load(crd_files()[name])
     version = crd["spec"]["versions"][0]

@@ -49,7 +49,7 @@ def test_two_missed_windows_are_caught_up_with_an_empty_window_between() -> None
     assert audit(status) == []
 
 
-def test_a_reservation_in_flight_at_the_boundary_counts_against_the_new_window() -> None:
+def test_a_reservation_in_flight_at_the_boundary_is_held_then_counted_once() -> None:
     budget = risk_budget()
     spec, status = budget.spec, budget.status
     late = utc(2026, 1, 31, 23, 59, 59)
@@ -58,6 +58,9 @@ def test_a_reservation_in_flight_at_the_boundary_counts_against_the_new_window()
     assert status.history[0].consumed == 20
     account = status.accounts["payments-api"]
     assert (account.reserved, account.balance) == (20, 100)
+    confirm(status, key="v1", now=utc(2026, 2, 1, 0, 0, 5))  # counted in January, not again
+    assert (account.spent, account.reserved, account.balance) == (0, 0, 120)
+    assert audit(status) == []
     assert audit(status) == []
 
 

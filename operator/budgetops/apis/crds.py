@@ -128,6 +128,54 @@ def crd_for(kind: Kind) -> dict[str, Any]:
     }
 
 
+PEERING_GROUP = "kopf.dev"
+
+
+def peering_crd() -> dict[str, Any]:
+    """kopf's ClusterKopfPeering, where operator replicas agree which one reconciles.
+
+    kopf reads and writes it but does not install it; it ships with our CRDs so that
+    `kubectl apply -f crds/` (or the chart) is all an install needs.
+    """
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"clusterkopfpeerings.{PEERING_GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "budgetops"},
+        },
+        "spec": {
+            "group": PEERING_GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": "ClusterKopfPeering",
+                "plural": "clusterkopfpeerings",
+                "singular": "clusterkopfpeering",
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def crd_documents() -> dict[str, dict[str, Any]]:
-    """File name to CRD object for every kind, as committed in `crds/`."""
-    return {f"{GROUP}_{RESOURCES[kind].plural}.yaml": crd_for(kind) for kind in RESOURCES}
+    """File name to CRD object, as committed in `crds/`: every kind, and kopf's peering."""
+    documents = {f"{GROUP}_{RESOURCES[kind].plural}.yaml": crd_for(kind) for kind in RESOURCES}
+    documents[f"{PEERING_GROUP}_clusterkopfpeerings.yaml"] = peering_crd()
+    return documents

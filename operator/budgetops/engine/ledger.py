@@ -158,9 +158,11 @@ def _settle_reservation(
     account = ledger.accounts[name]
     held = account.reservations.pop(key)
     account.reserved -= held.amount
-    if action == "confirm":
+    if action == "confirm" and held.created_at >= account.window_start:
         account.spent += held.amount
     else:
+        # Refunded, or spent in a window that has since closed (and was counted there):
+        # either way the current window gets it back.
         account.balance += held.amount
     ledger.remember_settled(key)
     _record(
@@ -271,8 +273,10 @@ def reset(
     """Start a new window for one account.
 
     Spending starts again from zero. Reservations and leases still open belong to objects and
-    holders that are still in flight, so they stay held and count against the new window;
-    with carry-over, the unused balance of the old window is added to the new allocation.
+    holders that are still in flight, so they stay held in the new window until they settle;
+    a reservation from the old window then returns to the balance whether it is confirmed
+    (the old window counted it) or refunded. With carry-over, the unused balance of the old
+    window is added to the new allocation.
     """
     target = _account(ledger, account)
     held = target.reserved + target.leased_out

@@ -10,6 +10,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from budgetops.apis.resources import Budget, Kind, RiskBudget, TrustBudget
+
+BAND_NAMES = ("Green", "Yellow", "Red", "Exhausted")
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -74,3 +78,91 @@ class StoreCollector(Collector):
             "The most charges one status write has carried.",
             value=self.stats.largest_batch,
         )
+
+
+class ReconcileMetrics:
+    """What the reconciler counts; labels are kind, reason and outcome only."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.transitions = Counter(
+            "budgetops_transitions",
+            "Notices the reconciler raised (band changes, alerts, resets, refunds), by reason.",
+            ["kind", "reason"],
+            registry=registry,
+        )
+        self.reservations = Counter(
+            "budgetops_reservations_settled",
+            "Reservations settled by the reconciler: confirmed, refunded or unverified.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "budgetops_reconcile_failures",
+            "Reconciles that raised and will be retried.",
+            ["kind"],
+            registry=registry,
+        )
+
+
+TOP_ACCOUNTS = 5
+"""Accounts per TrustBudget exported by name: the most consumed, never all of them."""
+
+
+class BudgetLister(Protocol):
+    def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]: ...
+
+
+class BudgetCollector(Collector):
+    """Per-budget figures read from the store's cache at scrape time.
+
+    One series per budget (budgets are few) plus the TOP_ACCOUNTS most consumed accounts of
+    each TrustBudget: accounts can be thousands, and a series per user would swamp
+    Prometheus.
+    """
+
+    def __init__(self, store: BudgetLister) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["kind", "namespace", "name"]
+        allocation = GaugeMetricFamily(
+            "budgetops_budget_allocation",
+            "Points or money allocated, summed over accounts.",
+            labels=labels,
+        )
+        consumed = GaugeMetricFamily(
+            "budgetops_budget_consumed",
+            "Spent, reserved and leased, summed over accounts.",
+            labels=labels,
+        )
+        pending = GaugeMetricFamily(
+            "budgetops_reservations_pending", "Reservations waiting to be confirmed.", labels=labels
+        )
+        band = GaugeMetricFamily(
+            "budgetops_risk_band", "1 for the band a RiskBudget is in.", labels=[*labels, "band"]
+        )
+        exhausted = GaugeMetricFamily(
+            "budgetops_trust_exhausted_accounts", "Accounts with nothing left.", labels=labels
+        )
+        top = GaugeMetricFamily(
+            "budgetops_trust_top_account_consumed",
+            f"Consumption of the {TOP_ACCOUNTS} most consumed accounts of each TrustBudget.",
+            labels=[*labels, "account"],
+        )
+        for budget in self.store.list():
+            if not isinstance(budget, TrustBudget | RiskBudget):
+                continue
+            key = [budget.kind, budget.metadata.namespace or "", budget.metadata.name]
+            accounts = budget.status.accounts
+            allocation.add_metric(key, float(sum(a.allocation for a in accounts.values())))
+            used = {n: a.allocation - a.balance for n, a in accounts.items()}
+            consumed.add_metric(key, float(sum(used.values())))
+            pending.add_metric(key, sum(len(a.reservations) for a in accounts.values()))
+            if isinstance(budget, RiskBudget):
+                for name in BAND_NAMES:
+                    band.add_metric([*key, name], 1.0 if budget.status.band == name else 0.0)
+            elif isinstance(budget, TrustBudget):
+                exhausted.add_metric(key, budget.status.exhausted_accounts)
+                for name in sorted(used, key=lambda n: used[n], reverse=True)[:TOP_ACCOUNTS]:
+                    top.add_metric([*key, name], float(used[name]))
+        yield from (allocation, consumed, pending, band, exhausted, top)

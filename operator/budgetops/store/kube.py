@@ -59,6 +59,8 @@ class BudgetCache:
         self._synced = {kind: threading.Event() for kind in RESOURCES}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.listeners: list[Callable[[BudgetKey], None]] = []
+        """Called (on a watch thread) with the key of every budget that changed."""
 
     def start(self, *, timeout: float = 30.0) -> None:
         for kind in RESOURCES:
@@ -132,8 +134,12 @@ class BudgetCache:
         version = document["metadata"].get("resourceVersion", "")
         with self._lock:
             held = self._raw.get(key)
-            if held is None or _newer(version, held["metadata"].get("resourceVersion", "")):
+            newer = held is None or _newer(version, held["metadata"].get("resourceVersion", ""))
+            if newer:
                 self._raw[key] = document
+        if newer:
+            for listener in self.listeners:
+                listener(key)
 
     def forget(self, key: BudgetKey) -> None:
         with self._lock:

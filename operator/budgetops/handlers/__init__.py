@@ -1,0 +1,1 @@
+"""The operator: kopf handlers that keep every budget true over time."""

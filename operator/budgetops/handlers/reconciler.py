@@ -1,0 +1,146 @@
+"""One budget's reconcile, end to end: look for witnesses, run the pure step, then tell.
+
+Everything here is synchronous and kopf-free so tests can drive it directly; the kopf
+daemons in `handlers.operator` only decide when to call it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from budgetops.apis.notifications import Notifications
+from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.engine.alerts import UsageSamples
+from budgetops.engine.clock import Clock
+from budgetops.engine.notices import Notice
+from budgetops.engine.reconcile import (
+    Outcome,
+    Seen,
+    awaiting_witness,
+    next_due,
+    reconcile_risk,
+    reconcile_trust,
+)
+from budgetops.observability.events import EventRecorder
+from budgetops.observability.metrics import ReconcileMetrics
+from budgetops.store.base import BudgetKey, BudgetStore, NotFound
+
+log = logging.getLogger("budgetops.reconciler")
+
+
+class ObjectLooker(Protocol):
+    def look(self, paths: Sequence[str]) -> Seen: ...
+
+
+class Announcer(Protocol):
+    def submit(
+        self, *, secret_namespace: str, notifications: Notifications, notices: Sequence[Notice]
+    ) -> None: ...
+
+
+def budget_name(key: BudgetKey) -> str:
+    """How notices name a budget: `RiskBudget payments/checkout`, `TrustBudget certs`."""
+    where = f"{key.namespace}/" if key.namespace else ""
+    return f"{key.kind} {where}{key.name}"
+
+
+@dataclass
+class Timing:
+    """How often to look: `poll` while reservations wait for their objects, at most `idle`
+    between looks otherwise (a missed watch event costs no more than that)."""
+
+    poll: timedelta = timedelta(seconds=2)
+    idle: timedelta = timedelta(seconds=30)
+
+
+@dataclass
+class Reconciler:
+    """Keeps budgets current through the same compare-and-swap store as admission."""
+
+    store: BudgetStore
+    objects: ObjectLooker | None
+    clock: Clock
+    events: EventRecorder
+    metrics: ReconcileMetrics
+    announcer: Announcer | None = None
+    operator_namespace: str = "budgetops-system"
+    timing: Timing = field(default_factory=Timing)
+    samples: UsageSamples = field(default_factory=UsageSamples)
+
+    def reconcile(self, key: BudgetKey) -> timedelta | None:
+        """Reconcile `key` once; returns how long until it wants to run again (None: gone)."""
+        try:
+            budget = self.store.get(key)
+        except NotFound:
+            return None
+        if not isinstance(budget, TrustBudget | RiskBudget):
+            return None
+        paths = awaiting_witness(budget.status)
+        seen: Seen = self.objects.look(paths) if paths and self.objects else {}
+        now = self.clock()
+        name = budget_name(key)
+
+        def change(fresh: Budget) -> Outcome:
+            generation = fresh.metadata.generation
+            if isinstance(fresh, TrustBudget):
+                return reconcile_trust(
+                    fresh.status,
+                    fresh.spec,
+                    budget=name,
+                    generation=generation,
+                    now=now,
+                    seen=seen,
+                    samples=self.samples,
+                )
+            assert isinstance(fresh, RiskBudget)
+            return reconcile_risk(
+                fresh.status, fresh.spec, budget=name, generation=generation, now=now, seen=seen
+            )
+
+        try:
+            outcome = self.store.update_status(key, change, needs_write=lambda o: o.changed)
+        except NotFound:
+            return None
+        self._tell(budget, outcome)
+        return self._delay(key, now)
+
+    def _delay(self, key: BudgetKey, now: datetime) -> timedelta:
+        try:
+            budget = self.store.get(key)
+        except NotFound:
+            return self.timing.idle
+        assert isinstance(budget, TrustBudget | RiskBudget)
+        wait = self.timing.idle
+        window = budget.status.window if isinstance(budget, RiskBudget) else None
+        due = next_due(budget.status, window_end=window.end if window else None)
+        if due is not None:
+            wait = min(wait, max(due - now, timedelta(0)))
+        if awaiting_witness(budget.status):
+            wait = min(wait, self.timing.poll)
+        return wait
+
+    def _tell(self, budget: TrustBudget | RiskBudget, outcome: Outcome) -> None:
+        """Events, metrics and notifications, after the status that caused them is written."""
+        kind = budget.kind
+        for label, count in (
+            ("confirmed", outcome.confirmed - outcome.unverified),
+            ("refunded", outcome.refunded),
+            ("unverified", outcome.unverified),
+        ):
+            if count:
+                self.metrics.reservations.labels(kind, label).inc(count)
+        for notice in outcome.notices:
+            self.metrics.transitions.labels(kind, notice.reason).inc()
+            message = " ".join((notice.summary, *notice.details))
+            self.events.emit(budget, type=notice.event_type, reason=notice.reason, message=message)
+        notifications = budget.spec.notifications
+        if outcome.notices and notifications.channels and self.announcer is not None:
+            self.announcer.submit(
+                secret_namespace=budget.metadata.namespace or self.operator_namespace,
+                notifications=notifications,
+                notices=outcome.notices,
+            )

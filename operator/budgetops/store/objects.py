@@ -1,0 +1,74 @@
+"""Looking for admitted objects: the reconciler's witness check, one LIST per collection.
+
+A reservation names the path of the object it was charged for. Paths are grouped by their
+collection and each collection is listed once (narrowed by name when only one is wanted),
+so a burst of 400 certificate requests costs one request, not 400. A LIST that is refused
+(403) or whose resource is not served (404) leaves its paths out of the answer: the
+reconciler then knows it could not check, which is different from "not there".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from budgetops.engine.reconcile import Sighting
+
+log = logging.getLogger("budgetops.objects")
+
+
+class KubeObjects:
+    """Reads objects by API path with the operator's credentials."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api = api_client
+
+    def look(self, paths: Iterable[str]) -> dict[str, Sighting | None]:
+        """What is at each path now: a Sighting, None when absent, missing when unreadable."""
+        wanted: defaultdict[str, set[str]] = defaultdict(set)
+        for path in paths:
+            collection, _, name = path.rpartition("/")
+            wanted[collection].add(name)
+        found: dict[str, Sighting | None] = {}
+        for collection, names in wanted.items():
+            items = self._list(collection, names)
+            if items is None:
+                continue
+            for name in names:
+                found[f"{collection}/{name}"] = items.get(name)
+        return found
+
+    def _list(self, collection: str, names: set[str]) -> dict[str, Sighting] | None:
+        query = [("fieldSelector", f"metadata.name={next(iter(names))}")] if len(names) == 1 else []
+        method, url, headers, body, post = self.api.param_serialize(
+            "GET",
+            collection,
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(method, url, headers, body, post)
+        data = response.read()  # type: ignore[no-untyped-call]
+        if response.status in (403, 404):
+            log.warning(
+                "cannot list %s (HTTP %s): its reservations stay unconfirmed",
+                collection,
+                response.status,
+            )
+            return None
+        if response.status != 200:
+            raise ApiException(status=response.status, reason=response.reason, body=data)
+        document: dict[str, Any] = json.loads(data)
+        sightings = {}
+        for item in document.get("items") or []:
+            meta = item.get("metadata") or {}
+            sightings[str(meta.get("name"))] = Sighting(
+                uid=str(meta.get("uid", "")), generation=int(meta.get("generation") or 0)
+            )
+        return sightings
