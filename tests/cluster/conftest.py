@@ -64,7 +64,7 @@ def control_plane(binaries: object) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def budget_crds(control_plane: Any) -> Any:
-    """The control plane with BudgetOps' CRDs applied and established."""
+    """The control plane with BudgetOps' CRDs applied and established, and the peering."""
     control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     control_plane.kubectl(
         "wait",
@@ -73,6 +73,13 @@ def budget_crds(control_plane: Any) -> Any:
         "crd",
         "-l",
         "app.kubernetes.io/part-of=budgetops",
+    )
+    # Where `budgetops run` replicas elect the one that reconciles (the chart creates it).
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input="apiVersion: kopf.dev/v1\nkind: ClusterKopfPeering\nmetadata:\n  name: budgetops\n",
     )
     return control_plane
 

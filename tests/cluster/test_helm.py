@@ -48,6 +48,7 @@ def test_chart_renders_and_rejects_unknown_values(binaries: Any) -> None:
     ]
     kinds = sorted(doc["kind"] for doc in rendered)
     assert kinds == [
+        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
@@ -122,6 +123,10 @@ def test_helm_install_grants_status_writes_to_the_operator(
         ("update", "trustbudgets.budgetops.dev", "", "no"),
         ("watch", "riskbudgets.budgetops.dev", "", "yes"),
         ("delete", "trustbudgets.budgetops.dev", "", "no"),
+        ("patch", "riskbudgets.budgetops.dev", "", "yes"),  # the reconciler's finalizer
+        ("patch", "clusterkopfpeerings.kopf.dev", "", "yes"),
+        ("get", "secrets", "", "yes"),
+        ("list", "secrets", "", "no"),
     ):
         answer = control_plane.kubectl(
             "auth",
@@ -136,4 +141,8 @@ def test_helm_install_grants_status_writes_to_the_operator(
         assert answer == expected, f"{verb} {resource} {subresource}: {answer}"
     crds = control_plane.kubectl("get", "crd", "-o", "name").stdout
     assert "trustbudgets.budgetops.dev" in crds
+    assert (
+        "clusterkopfpeering.kopf.dev/budgetops"
+        in control_plane.kubectl("get", "clusterkopfpeering", "-o", "name").stdout
+    )
     helm(binaries, "uninstall", "budgetops", "-n", "budgetops", "--wait", kubeconfig=kubeconfig)

@@ -268,3 +268,87 @@ def test_charges_racing_a_reset_lose_no_deduction(api: client.ApiClient) -> None
         webhook.delete(key)
         webhook.stop()
         operator_side.stop()
+
+
+def _counted(metrics: ReconcileMetrics) -> float:
+    return sum(
+        sample.value
+        for family in metrics.transitions.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["reason"] == "BandChanged"
+    )
+
+
+def test_with_peering_one_replica_reconciles_and_another_takes_over(
+    api: client.ApiClient, budget_crds: Any
+) -> None:
+    replicas = []
+    for _ in range(2):
+        store = KubeStore(api).start()
+        clock = ShiftedClock()
+        reconciler = Reconciler(
+            store=store,
+            objects=None,
+            clock=clock,
+            events=KubeEvents(api, clock=clock),
+            metrics=ReconcileMetrics(CollectorRegistry()),
+            timing=FAST,
+        )
+        wakeups = Wakeups()
+        store.cache.listeners.append(wakeups.mark)
+        stop, ready = threading.Event(), threading.Event()
+        thread = threading.Thread(
+            target=run_operator,
+            args=(reconciler, api),
+            kwargs={"wakeups": wakeups, "peering": True, "stop": stop, "ready": ready},
+            daemon=True,
+        )
+        thread.start()
+        assert ready.wait(30)
+        replicas.append((store, reconciler, stop, thread))
+    key = BudgetKey("RiskBudget", "reconcile-ha", "default")
+    store = replicas[0][0]
+    store.apply(
+        RiskBudget.model_validate(
+            {
+                "metadata": {"name": key.name, "namespace": key.namespace},
+                "spec": {
+                    "serviceId": "reconcile-ha",
+                    "allocation": 100,
+                    "selector": {"matchLabels": {"app": "nothing-here"}},
+                },
+            }
+        )
+    )
+
+    def release(points: int, name: str) -> Callable[[Budget], Decision]:
+        def change(budget: Budget) -> Decision:
+            assert isinstance(budget, RiskBudget)
+            return admit_risk(
+                budget.status,
+                budget.spec,
+                release=Release(name, points, "standard"),
+                now=system_clock(),
+                ttl=timedelta(seconds=3),
+            )
+
+        return change
+
+    try:
+        assert store.update_status(key, release(45, "ha-1")).allowed
+        eventually(lambda: sum(_counted(r[1].metrics) for r in replicas) >= 1, within=60)
+        time.sleep(1)  # a second announcer would have spoken by now
+        counts = [_counted(r[1].metrics) for r in replicas]
+        assert sorted(counts) == [0, 1], counts
+        leader = counts.index(1)
+        replicas[leader][2].set()
+        replicas[leader][3].join(30)
+        follower = replicas[1 - leader][1]
+        assert store.update_status(key, release(30, "ha-2")).allowed  # Yellow -> Red
+        eventually(lambda: _counted(follower.metrics) == 1, within=90)
+    finally:
+        store.delete(key)  # while a replica runs, so the finalizer comes off
+        for replica_store, _, stop, thread in replicas:
+            stop.set()
+            thread.join(30)
+            replica_store.stop()

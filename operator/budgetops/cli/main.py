@@ -8,21 +8,13 @@ a non-Kubernetes caller (an SSH CA, a CI job) can use directly.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from kubernetes import client, config
-from prometheus_client import CollectorRegistry
-
-from budgetops.admission.classify import Identity
-from budgetops.admission.webhook import Admission, serve
 from budgetops.apis.common import format_time, parse_amount, parse_duration
 from budgetops.apis.resources import Budget, ManifestError, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import ChangeClass
@@ -30,12 +22,11 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
 from budgetops.engine.ledger import confirm
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
-from budgetops.observability.events import EventRecorder, KubeEvents
-from budgetops.observability.metrics import AdmissionMetrics, StoreCollector
-from budgetops.store import BudgetKey, BudgetStore, NotFound, SQLiteStore
-from budgetops.store.kube import KubeStore
+from budgetops.store import BudgetKey, NotFound, SQLiteStore
 
+from .incluster import add_arguments as add_run_arguments
 from .manifests import crd_files, load
+from .serving import serve_until_stopped
 
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
@@ -208,64 +199,11 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _serve_until_stopped(
-    store: BudgetStore,
-    args: argparse.Namespace,
-    out: TextIO,
-    *,
-    registry: CollectorRegistry | None = None,
-    events: EventRecorder | None = None,
-) -> int:
-    """Run the webhook over `store` until SIGTERM or Ctrl-C."""
-    host, _, port = args.listen.rpartition(":")
-    if bool(args.tls_cert_file) != bool(args.tls_key_file):
-        raise ValueError("give both --tls-cert-file and --tls-key-file, or neither")
-    tls = (args.tls_cert_file, args.tls_key_file) if args.tls_cert_file else None
-    admission = Admission(
-        store,
-        clock=system_clock,
-        identity=Identity(own_service_account=args.own_service_account),
-        ttl=parse_duration(args.ttl),
-        metrics=AdmissionMetrics(registry or CollectorRegistry()),
-        events=events,
-    )
-    server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls)
-    out.write(f"serving POST {'https' if tls else 'http'}://{args.listen}/validate\n")
-    out.flush()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
-    server.shutdown()
-    server.server_close()
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook on the embedded ledger until interrupted."""
     out.write(f"ledger: {_db_path(args.db)}\n")
     # Concurrent webhook requests share transactions: one status write per batch.
-    return _serve_until_stopped(SQLiteStore(_db_path(args.db), group_commit=True), args, out)
-
-
-def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    """Serve the validating webhook in a cluster: budgets and balances in the API server."""
-    if args.kubeconfig:
-        api = config.new_client_from_config(args.kubeconfig)  # type: ignore[no-untyped-call]
-    else:
-        configuration = client.Configuration()
-        config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-        api = client.ApiClient(configuration)
-    api.configuration.connection_pool_maxsize = 64
-    store = KubeStore(api).start()
-    registry = CollectorRegistry()
-    registry.register(StoreCollector(store.stats))
-    try:
-        return _serve_until_stopped(store, args, out, registry=registry, events=KubeEvents(api))
-    finally:
-        store.stop()
+    return serve_until_stopped(SQLiteStore(_db_path(args.db), group_commit=True), args, out)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -327,8 +265,7 @@ def parser() -> argparse.ArgumentParser:
     webhook = verbs.add_parser("serve", help="serve the admission webhook on the embedded ledger")
     webhook.set_defaults(run=cmd_serve)
     in_cluster = verbs.add_parser("run", help="serve the admission webhook in a cluster")
-    in_cluster.add_argument("--kubeconfig", help="default: the pod's in-cluster credentials")
-    in_cluster.set_defaults(run=cmd_run)
+    add_run_arguments(in_cluster)
     for verb in (webhook, in_cluster):
         verb.add_argument("--listen", default="127.0.0.1:8443", help="host:port")
         verb.add_argument("--tls-cert-file", help="serving certificate (required off loopback)")

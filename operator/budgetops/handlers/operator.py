@@ -129,11 +129,15 @@ def run_operator(
     *,
     wakeups: Wakeups,
     peering: bool,
-    stop: threading.Event,
+    stop: threading.Event | None = None,
     ready: threading.Event | None = None,
     workers: int = 16,
 ) -> None:
-    """Run the daemons until `stop` is set (blocks; call from its own thread or main)."""
+    """Run the daemons until `stop` is set, or SIGTERM when run in the main thread.
+
+    Pass no `stop` from the main thread: kopf waits for a threading.Event in an executor
+    thread, and an Event nobody sets would keep the process alive after SIGTERM.
+    """
     registry = build_registry(reconciler, wakeups, pool := ThreadPoolExecutor(workers))
 
     @kopf.on.login(registry=registry)

@@ -1,0 +1,102 @@
+"""`budgetops run`: the product in a cluster. Every replica serves admission; the replica
+kopf peering elects also reconciles (resets, windows, confirmations, transitions)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import TextIO
+
+from kubernetes import client, config
+from prometheus_client import CollectorRegistry
+
+from budgetops.apis.common import parse_duration
+from budgetops.engine.clock import system_clock
+from budgetops.handlers.operator import Wakeups, run_operator
+from budgetops.handlers.reconciler import Reconciler, Timing
+from budgetops.observability.events import KubeEvents
+from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics, StoreCollector
+from budgetops.store.kube import KubeStore
+from budgetops.store.objects import KubeObjects
+
+from .serving import serve_until_stopped
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    """From a kubeconfig file, or the pod's service account when there is none."""
+    api: client.ApiClient
+    if kubeconfig:
+        api = config.new_client_from_config(kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        configuration = client.Configuration()
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+        api = client.ApiClient(configuration)
+    api.configuration.connection_pool_maxsize = 64
+    return api
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the validating webhook in a cluster and, unless told not to, reconcile."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    api = api_client(args.kubeconfig)
+    store = KubeStore(api).start()
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store.stats))
+    registry.register(BudgetCollector(store))
+    events = KubeEvents(api)
+    try:
+        if not args.reconcile:
+            return serve_until_stopped(store, args, out, registry=registry, events=events)
+        reconciler = Reconciler(
+            store=store,
+            objects=KubeObjects(api),
+            clock=system_clock,
+            events=events,
+            metrics=ReconcileMetrics(registry),
+            operator_namespace=args.namespace,
+            timing=Timing(poll=parse_duration(args.reconcile_poll)),
+        )
+        wakeups = Wakeups()
+        store.cache.listeners.append(wakeups.mark)
+
+        def reconcile() -> None:
+            run_operator(reconciler, api, wakeups=wakeups, peering=args.peering)
+
+        return serve_until_stopped(
+            store, args, out, registry=registry, events=events, until=reconcile
+        )
+    finally:
+        store.stop()
+
+
+def add_arguments(verb: argparse.ArgumentParser) -> None:
+    """The options only `run` takes."""
+    verb.add_argument("--kubeconfig", help="default: the pod's in-cluster credentials")
+    verb.add_argument(
+        "--no-reconcile",
+        dest="reconcile",
+        action="store_false",
+        help="serve admission only (another deployment reconciles)",
+    )
+    verb.add_argument(
+        "--no-peering",
+        dest="peering",
+        action="store_false",
+        help="reconcile without electing a leader (one replica only)",
+    )
+    verb.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", "budgetops-system"),
+        help="where TrustBudget notification Secrets live (default: $POD_NAMESPACE)",
+    )
+    verb.add_argument(
+        "--reconcile-poll",
+        default="2s",
+        help="how often to look for the objects of pending reservations",
+    )
+    verb.set_defaults(run=cmd_run)

@@ -1,0 +1,57 @@
+"""Serving the admission webhook until told to stop: shared by `serve` and `run`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
+from typing import TextIO
+
+from prometheus_client import CollectorRegistry
+
+from budgetops.admission.classify import Identity
+from budgetops.admission.webhook import Admission, serve
+from budgetops.apis.common import parse_duration
+from budgetops.engine.clock import system_clock
+from budgetops.observability.events import EventRecorder
+from budgetops.observability.metrics import AdmissionMetrics
+from budgetops.store import BudgetStore
+
+
+def serve_until_stopped(
+    store: BudgetStore,
+    args: argparse.Namespace,
+    out: TextIO,
+    *,
+    registry: CollectorRegistry | None = None,
+    events: EventRecorder | None = None,
+    until: Callable[[], None] | None = None,
+) -> int:
+    """Run the webhook over `store` until `until` returns, or else until SIGTERM or Ctrl-C."""
+    host, _, port = args.listen.rpartition(":")
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        raise ValueError("give both --tls-cert-file and --tls-key-file, or neither")
+    tls = (args.tls_cert_file, args.tls_key_file) if args.tls_cert_file else None
+    admission = Admission(
+        store,
+        clock=system_clock,
+        identity=Identity(own_service_account=args.own_service_account),
+        ttl=parse_duration(args.ttl),
+        metrics=AdmissionMetrics(registry or CollectorRegistry()),
+        events=events,
+    )
+    server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls)
+    out.write(f"serving POST {'https' if tls else 'http'}://{args.listen}/validate\n")
+    out.flush()
+    if until is not None:
+        until()
+    else:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    server.shutdown()
+    server.server_close()
+    return 0
