@@ -198,8 +198,8 @@ def test_low_balance_then_exhaustion_are_each_announced_once() -> None:
 def test_rapid_depletion_is_caught_and_slow_spending_is_not() -> None:
     fast = trust_budget(initialBalance=100, resetInterval=None)
     slow = trust_budget(initialBalance=100, resetInterval=None)
-    samples = UsageSamples()
     for budget, gap in ((fast, timedelta(seconds=30)), (slow, timedelta(minutes=5))):
+        samples = UsageSamples()  # one per budget, as the reconciler keeps them
         for i in range(60):
             at = START + gap * i
             issue(budget, f"r{i}", at=at)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from budgetops.apis.common import Duration, Model, SecretKeyRef
+from budgetops.apis.common import Duration, Model, SecretKeyRef, cel
 
 ChannelType = Literal["webhook", "slack", "teams", "email"]
 
@@ -33,5 +33,20 @@ class Channel(Model):
 class Notifications(Model):
     """Where transitions are announced; one message per `aggregationWindow` at most."""
 
+    model_config = cel(
+        (
+            "self.channels.all(c, self.channels.exists_one(d, d.name == c.name))",
+            "channel names must be unique (each has its own debounce)",
+        )
+    )
+
     aggregation_window: Duration = timedelta(hours=1)
     channels: list[Channel] = Field(default_factory=list, max_length=16)
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, channels: list[Channel]) -> list[Channel]:
+        names = [c.name for c in channels]
+        if len(set(names)) != len(names):
+            raise ValueError("channel names must be unique (each has its own debounce)")
+        return channels

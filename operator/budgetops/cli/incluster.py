@@ -4,6 +4,7 @@ kopf peering elects also reconciles (resets, windows, confirmations, transitions
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from typing import TextIO
@@ -15,10 +16,12 @@ from budgetops.apis.common import parse_duration
 from budgetops.engine.clock import system_clock
 from budgetops.handlers.operator import Wakeups, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
+from budgetops.notify import Notifier
 from budgetops.observability.events import KubeEvents
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics, StoreCollector
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects
+from budgetops.store.secrets import KubeSecrets
 
 from .serving import serve_until_stopped
 
@@ -45,6 +48,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     )
     api = api_client(args.kubeconfig)
     store = KubeStore(api).start()
+    stack = contextlib.ExitStack()
+    stack.callback(store.stop)
     registry = CollectorRegistry()
     registry.register(StoreCollector(store.stats))
     registry.register(BudgetCollector(store))
@@ -52,12 +57,16 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         if not args.reconcile:
             return serve_until_stopped(store, args, out, registry=registry, events=events)
+        notifier = Notifier(secrets=KubeSecrets(api), registry=registry, clock=system_clock)
+        notifier.start()
+        stack.callback(notifier.stop)
         reconciler = Reconciler(
             store=store,
             objects=KubeObjects(api),
             clock=system_clock,
             events=events,
             metrics=ReconcileMetrics(registry),
+            announcer=notifier,
             operator_namespace=args.namespace,
             timing=Timing(poll=parse_duration(args.reconcile_poll)),
         )
@@ -71,7 +80,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             store, args, out, registry=registry, events=events, until=reconcile
         )
     finally:
-        store.stop()
+        stack.close()
 
 
 def add_arguments(verb: argparse.ArgumentParser) -> None:

@@ -28,13 +28,16 @@ class _Sample:
 
 @dataclass
 class UsageSamples:
-    """Recent `used` readings per (budget, account), oldest first."""
+    """One budget's recent `used` readings per account, oldest first.
 
-    _samples: dict[tuple[str, str], list[_Sample]] = field(default_factory=dict)
+    One per budget, so that reconciles of different budgets (on different threads) never
+    share one; reconciles of the same budget are serialized by the store.
+    """
+
+    _samples: dict[str, list[_Sample]] = field(default_factory=dict)
 
     def consumed_within(
         self,
-        budget: str,
         account: str,
         *,
         used: Decimal,
@@ -47,10 +50,9 @@ class UsageSamples:
         Called again at the same instant it records nothing new, so a reconcile retried
         after a write conflict gets the same answer.
         """
-        key = (budget, account)
         since = now - within
         # A reading above today's belongs to a window that has since reset.
-        kept = [s for s in self._samples.get(key, ()) if s.at >= since and s.used <= used]
+        kept = [s for s in self._samples.get(account, ()) if s.at >= since and s.used <= used]
         candidates = kept
         if window_start >= since:
             candidates = [_Sample(window_start, Decimal(0)), *kept]
@@ -60,13 +62,13 @@ class UsageSamples:
             used != newest.used and now - newest.at >= within / SAMPLES_PER_PERIOD
         ):
             kept.append(_Sample(now, used))
-        self._samples[key] = kept
+        self._samples[account] = kept
         return consumed
 
-    def forget(self, budget: str, keep: set[str]) -> None:
-        """Drop the samples of accounts `budget` no longer has."""
-        for key in [k for k in self._samples if k[0] == budget and k[1] not in keep]:
-            del self._samples[key]
+    def forget(self, keep: set[str]) -> None:
+        """Drop the samples of accounts the budget no longer has."""
+        for account in [a for a in self._samples if a not in keep]:
+            del self._samples[account]
 
     def __len__(self) -> int:
         return len(self._samples)

@@ -271,7 +271,7 @@ def _alert_accounts(
     for name, account in status.accounts.items():
         used = account.allocation - account.balance
         recent = samples.consumed_within(
-            budget, name, used=used, now=now, within=within, window_start=account.window_start
+            name, used=used, now=now, within=within, window_start=account.window_start
         )
         raised = account_alerts(account, spec.alerts, consumed_recently=recent)
         before = status.alerting.get(name, [])
@@ -280,7 +280,7 @@ def _alert_accounts(
             recovered.append(name)
         if raised:
             alerting[name] = raised
-    samples.forget(budget, keep=set(status.accounts))
+    samples.forget(keep=set(status.accounts))
     if alerting != status.alerting:
         status.alerting, outcome.changed = alerting, True
     for kind, name, account, recent in raised_now[:ACCOUNT_NOTICES_MAX]:

@@ -69,13 +69,16 @@ class Reconciler:
     announcer: Announcer | None = None
     operator_namespace: str = "budgetops-system"
     timing: Timing = field(default_factory=Timing)
-    samples: UsageSamples = field(default_factory=UsageSamples)
+    samples: dict[BudgetKey, UsageSamples] = field(default_factory=dict)
+    write_timeout: float = 60.0
+    """A reconcile is no admission: it may wait out a busy API server."""
 
     def reconcile(self, key: BudgetKey) -> timedelta | None:
         """Reconcile `key` once; returns how long until it wants to run again (None: gone)."""
         try:
             budget = self.store.get(key)
         except NotFound:
+            self.samples.pop(key, None)
             return None
         if not isinstance(budget, TrustBudget | RiskBudget):
             return None
@@ -94,7 +97,7 @@ class Reconciler:
                     generation=generation,
                     now=now,
                     seen=seen,
-                    samples=self.samples,
+                    samples=self.samples.setdefault(key, UsageSamples()),
                 )
             assert isinstance(fresh, RiskBudget)
             return reconcile_risk(
@@ -102,7 +105,9 @@ class Reconciler:
             )
 
         try:
-            outcome = self.store.update_status(key, change, needs_write=lambda o: o.changed)
+            outcome = self.store.update_status(
+                key, change, timeout=self.write_timeout, needs_write=lambda o: o.changed
+            )
         except NotFound:
             return None
         self._tell(budget, outcome)
