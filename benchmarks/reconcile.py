@@ -1,0 +1,286 @@
+"""How long the reconciler takes to carry every budget across one boundary, and its memory.
+
+1,000 RiskBudgets (monthly windows) and 100 TrustBudgets of 100 accounts each (10,000
+accounts, hourly resets) are created in a real API server; the operator runs in its own
+process on a clock shifted so that the month (and the hour) ends `--lead` seconds after it
+starts. Measured: the time from the boundary until every RiskBudget shows the new window
+and every account its new interval, and the operator's peak resident memory.
+
+Baseline, in the same run: one compare-and-swap status write per budget (the same 1,100
+objects, the same thread count) with no reconcile logic, before the operator starts. The
+ratio says how much of the boundary time is the API server's and how much is ours.
+
+Run: python benchmarks/reconcile.py [--risk 1000] [--trust 100] [--accounts 100] [--lead 90]
+(needs the binaries from `python hack/control_plane.py build`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.engine.decisions import admit_trust
+from budgetops.engine.ledger import confirm
+from budgetops.store import BudgetKey
+
+ROOT = Path(__file__).resolve().parent.parent
+BOUNDARY = datetime(2026, 12, 1, tzinfo=UTC)
+NAMESPACE = "bench"
+THREADS = 16
+
+
+@dataclass
+class ShiftedClock:
+    offset: timedelta
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def _harness() -> Any:
+    spec = importlib.util.spec_from_file_location("control_plane", ROOT / "hack/control_plane.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["control_plane"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def operate(kubeconfig: str, offset_seconds: float) -> None:
+    """The operator process: what `budgetops run` reconciles with, on a shifted clock."""
+    from kubernetes import config
+    from prometheus_client import CollectorRegistry
+
+    from budgetops.handlers.operator import Wakeups, run_operator
+    from budgetops.handlers.reconciler import Reconciler
+    from budgetops.observability.events import KubeEvents
+    from budgetops.observability.metrics import ReconcileMetrics
+    from budgetops.store.kube import KubeStore
+    from budgetops.store.objects import KubeObjects
+
+    api = config.new_client_from_config(kubeconfig)
+    api.configuration.connection_pool_maxsize = 32
+    clock = ShiftedClock(timedelta(seconds=offset_seconds))
+    store = KubeStore(api).start()
+    wakeups = Wakeups()
+    store.cache.listeners.append(wakeups.mark)
+    reconciler = Reconciler(
+        store=store,
+        objects=KubeObjects(api),
+        clock=clock,
+        events=KubeEvents(api, clock=clock),
+        metrics=ReconcileMetrics(CollectorRegistry()),
+    )
+    run_operator(reconciler, api, wakeups=wakeups, peering=False, workers=THREADS)
+    store.stop()
+
+
+def risk_budget(n: int) -> RiskBudget:
+    return RiskBudget.model_validate(
+        {
+            "metadata": {"name": f"svc-{n}", "namespace": NAMESPACE},
+            "spec": {
+                "serviceId": f"svc-{n}",
+                "tier": n % 4,
+                "selector": {"matchLabels": {"app": f"svc-{n}"}},
+            },
+        }
+    )
+
+
+def trust_budget(n: int) -> TrustBudget:
+    return TrustBudget.model_validate(
+        {
+            "metadata": {"name": f"team-{n}"},
+            "spec": {
+                "subjects": {"groups": [f"team-{n}"]},
+                "match": [
+                    {"group": "certificates.k8s.io", "resource": "certificatesigningrequests"}
+                ],
+                "initialBalance": 50,
+                "resetInterval": "1h",
+            },
+        }
+    )
+
+
+def seed(store: Any, key: BudgetKey, accounts: int, clock: ShiftedClock) -> None:
+    """Open `accounts` accounts with one confirmed issuance each, in one status write."""
+
+    def change(budget: Budget) -> None:
+        assert isinstance(budget, TrustBudget)
+        now = clock()
+        for a in range(accounts):
+            uid = f"{key.name}-{a}"
+            admit_trust(
+                budget.status,
+                budget.spec,
+                account=f"user:{uid}",
+                cost=Decimal(1),
+                key=uid,
+                ref=uid,
+                now=now,
+                ttl=timedelta(minutes=5),
+            )
+            confirm(budget.status, key=uid, now=now)
+
+    store.update_status(key, change, timeout=60)
+
+
+def rewrite_each(store: Any, keys: list[BudgetKey]) -> float:
+    """Baseline: one CAS status write per budget, nothing decided; seconds for all."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(lambda k: store.update_status(k, lambda _: None, timeout=60), keys))
+    return time.monotonic() - started
+
+
+def rolled(store: Any, risk: list[BudgetKey], trust: list[BudgetKey]) -> int:
+    """How many budgets already show the new window or interval."""
+    done = 0
+    for key in risk:
+        budget = store.cache.get(key)
+        window = budget.status.window if budget is not None else None
+        done += window is not None and window.start == BOUNDARY
+    for key in trust:
+        budget = store.cache.get(key)
+        accounts = budget.status.accounts.values() if budget is not None else ()
+        done += bool(accounts) and all(a.window_start == BOUNDARY for a in accounts)
+    return done
+
+
+def ready(store: Any, keys: list[BudgetKey]) -> bool:
+    found = (store.cache.get(k) for k in keys)
+    return all(b is not None and b.status.observed_generation for b in found)
+
+
+def peak_rss_mib(pid: int) -> tuple[float, float]:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--risk", type=int, default=1000)
+    parser.add_argument("--trust", type=int, default=100)
+    parser.add_argument("--accounts", type=int, default=100)
+    parser.add_argument("--lead", type=float, default=90.0, help="seconds to prepare")
+    parser.add_argument(
+        "--operate", nargs=2, metavar=("KUBECONFIG", "OFFSET"), help=argparse.SUPPRESS
+    )
+    return parser.parse_args()
+
+
+@dataclass
+class Result:
+    baseline: float
+    margin: float
+    elapsed: float
+    idle_rss: float
+    rss: float
+    peak: float
+
+
+def _prepare(
+    store: Any, args: argparse.Namespace, clock: ShiftedClock
+) -> tuple[list[BudgetKey], float]:
+    """Create and seed every budget; returns their keys and the baseline seconds."""
+    budgets: list[Budget] = [risk_budget(n) for n in range(args.risk)]
+    budgets += [trust_budget(n) for n in range(args.trust)]
+    with ThreadPoolExecutor(THREADS) as pool:
+        keys = [BudgetKey.of(b) for b in pool.map(store.apply, budgets)]
+    baseline = rewrite_each(store, keys)
+    trust = [k for k in keys if k.kind == "TrustBudget"]
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(lambda k: seed(store, k, args.accounts, clock), trust))
+    return keys, baseline
+
+
+def _measure(plane: Any, store: Any, args: argparse.Namespace) -> Result:
+    real_boundary = time.time() + args.lead
+    clock = ShiftedClock(BOUNDARY - datetime.fromtimestamp(real_boundary, UTC))
+    keys, baseline = _prepare(store, args, clock)
+    risk = [k for k in keys if k.kind == "RiskBudget"]
+    trust = [k for k in keys if k.kind == "TrustBudget"]
+    command = [sys.executable, __file__, "--operate", str(plane.kubeconfig)]
+    operator = subprocess.Popen(
+        [*command, str(clock.offset.total_seconds())], stderr=subprocess.DEVNULL
+    )
+    try:
+        while not ready(store, keys):
+            if time.time() > real_boundary:
+                raise SystemExit(f"not ready before the boundary: raise --lead above {args.lead}")
+            time.sleep(0.2)
+        margin = real_boundary - time.time()
+        idle_rss, _ = peak_rss_mib(operator.pid)
+        while time.time() < real_boundary:
+            time.sleep(0.05)
+        while (done := rolled(store, risk, trust)) < len(keys):
+            if time.time() > real_boundary + 120:
+                raise SystemExit(f"only {done} of {len(keys)} budgets rolled in 120 s")
+            time.sleep(0.05)
+        elapsed = time.time() - real_boundary
+        rss, peak = peak_rss_mib(operator.pid)
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        operator.wait(60)
+    return Result(baseline, margin, elapsed, idle_rss, rss, peak)
+
+
+def main() -> None:
+    args = _arguments()
+    if args.operate:
+        operate(args.operate[0], float(args.operate[1]))
+        return
+    from kubernetes import client, config
+
+    from budgetops.store.kube import KubeStore
+
+    harness = _harness()
+    binaries = harness.cached_binaries()
+    if binaries is None:
+        raise SystemExit("build the control plane first: python hack/control_plane.py build")
+    with harness.ControlPlane(binaries) as plane:
+        plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        plane.kubectl("create", "namespace", NAMESPACE)
+        api = config.new_client_from_config(str(plane.kubeconfig))
+        api.configuration.connection_pool_maxsize = 32
+        store = KubeStore(api).start()
+        try:
+            result = _measure(plane, store, args)
+        finally:
+            store.stop()
+        events = client.CoreV1Api(api).list_namespaced_event(NAMESPACE, limit=1)
+        assert events.items, "the operator announced the window closes"
+    print(f"budgets: {args.risk} RiskBudgets, {args.trust} TrustBudgets x {args.accounts} accounts")
+    print(
+        f"ready {result.margin:.1f} s before the boundary; operator RSS idle {result.idle_rss:.0f} MiB"
+    )
+    print(f"{'':44}{'seconds':>10}{'ratio':>8}")
+    for name, seconds in (
+        ("baseline: one CAS write per budget", result.baseline),
+        ("reconciler: every budget across the boundary", result.elapsed),
+    ):
+        print(f"{name:44}{seconds:>10.2f}{seconds / result.baseline:>8.2f}")
+    print(f"operator memory: {result.rss:.0f} MiB resident after, {result.peak:.0f} MiB peak")
+    verdict = "met" if result.elapsed < 10 and result.peak < 250 else "NOT met"
+    print(f"targets (< 10 s, < 250 MiB): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
