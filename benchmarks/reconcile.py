@@ -268,9 +268,8 @@ def main() -> None:
         events = client.CoreV1Api(api).list_namespaced_event(NAMESPACE, limit=1)
         assert events.items, "the operator announced the window closes"
     print(f"budgets: {args.risk} RiskBudgets, {args.trust} TrustBudgets x {args.accounts} accounts")
-    print(
-        f"ready {result.margin:.1f} s before the boundary; operator RSS idle {result.idle_rss:.0f} MiB"
-    )
+    print(f"ready {result.margin:.1f} s before the boundary")
+    print(f"operator RSS when idle: {result.idle_rss:.0f} MiB")
     print(f"{'':44}{'seconds':>10}{'ratio':>8}")
     for name, seconds in (
         ("baseline: one CAS write per budget", result.baseline),
