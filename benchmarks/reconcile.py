@@ -65,7 +65,7 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
 
     from budgetops.handlers.operator import Wakeups, run_operator
     from budgetops.handlers.reconciler import Reconciler
-    from budgetops.observability.events import KubeEvents
+    from budgetops.observability.events import KubeEvents, QueuedEvents
     from budgetops.observability.metrics import ReconcileMetrics
     from budgetops.store.kube import KubeStore
     from budgetops.store.objects import KubeObjects
@@ -80,7 +80,7 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
         store=store,
         objects=KubeObjects(api),
         clock=clock,
-        events=KubeEvents(api, clock=clock),
+        events=QueuedEvents(KubeEvents(api, clock=clock)),
         metrics=ReconcileMetrics(CollectorRegistry()),
     )
     run_operator(reconciler, api, wakeups=wakeups, peering=False, workers=THREADS)

@@ -70,6 +70,20 @@ def trust(name: str, balance: int) -> TrustBudget:
     )
 
 
+def small_risk_budget(key: BudgetKey) -> RiskBudget:
+    """100 points a month; it selects no workload, so only the test charges it."""
+    return RiskBudget.model_validate(
+        {
+            "metadata": {"name": key.name, "namespace": key.namespace},
+            "spec": {
+                "serviceId": key.name,
+                "allocation": 100,
+                "selector": {"matchLabels": {"app": "nothing-here"}},
+            },
+        }
+    )
+
+
 def eventually(check: Callable[[], bool], *, within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     while not check():
@@ -123,9 +137,22 @@ def condition(store: KubeStore, key: BudgetKey, type: str) -> str:
     return next((c.status for c in budget.status.conditions if c.type == type), "absent")
 
 
-@pytest.fixture
-def operator(api: client.ApiClient, store: KubeStore) -> Iterator[tuple[ShiftedClock, Reconciler]]:
-    """The kopf operator in a thread (standalone: no peering), on a clock the test moves."""
+@dataclass
+class Running:
+    """One operator replica running in a thread, as `budgetops run` runs it."""
+
+    store: KubeStore
+    clock: ShiftedClock
+    reconciler: Reconciler
+    stop: threading.Event
+    thread: threading.Thread
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def start_operator(api: client.ApiClient, store: KubeStore, *, peering: bool) -> Running:
     clock = ShiftedClock()
     reconciler = Reconciler(
         store=store,
@@ -141,14 +168,20 @@ def operator(api: client.ApiClient, store: KubeStore) -> Iterator[tuple[ShiftedC
     thread = threading.Thread(
         target=run_operator,
         args=(reconciler, api),
-        kwargs={"wakeups": wakeups, "peering": False, "stop": stop, "ready": ready},
+        kwargs={"wakeups": wakeups, "peering": peering, "stop": stop, "ready": ready},
         daemon=True,
     )
     thread.start()
     assert ready.wait(30), "kopf did not start"
-    yield clock, reconciler
-    stop.set()
-    thread.join(30)
+    return Running(store, clock, reconciler, stop, thread)
+
+
+@pytest.fixture
+def operator(api: client.ApiClient, store: KubeStore) -> Iterator[tuple[ShiftedClock, Reconciler]]:
+    """The kopf operator in a thread (standalone: no peering), on a clock the test moves."""
+    running = start_operator(api, store, peering=False)
+    yield running.clock, running.reconciler
+    running.halt()
 
 
 def test_the_operator_confirms_refunds_resets_and_announces(
@@ -193,18 +226,7 @@ def test_the_operator_moves_bands_and_rolls_the_window(
 ) -> None:
     clock, _ = operator
     key = BudgetKey("RiskBudget", "reconcile-risk", "default")
-    store.apply(
-        RiskBudget.model_validate(
-            {
-                "metadata": {"name": key.name, "namespace": key.namespace},
-                "spec": {
-                    "serviceId": "reconcile-risk",
-                    "allocation": 100,
-                    "selector": {"matchLabels": {"app": "nothing-here"}},
-                },
-            }
-        )
-    )
+    store.apply(small_risk_budget(key))
 
     def release(budget: Budget) -> Decision:
         assert isinstance(budget, RiskBudget)
@@ -282,44 +304,10 @@ def _counted(metrics: ReconcileMetrics) -> float:
 def test_with_peering_one_replica_reconciles_and_another_takes_over(
     api: client.ApiClient, budget_crds: Any
 ) -> None:
-    replicas = []
-    for _ in range(2):
-        store = KubeStore(api).start()
-        clock = ShiftedClock()
-        reconciler = Reconciler(
-            store=store,
-            objects=None,
-            clock=clock,
-            events=KubeEvents(api, clock=clock),
-            metrics=ReconcileMetrics(CollectorRegistry()),
-            timing=FAST,
-        )
-        wakeups = Wakeups()
-        store.cache.listeners.append(wakeups.mark)
-        stop, ready = threading.Event(), threading.Event()
-        thread = threading.Thread(
-            target=run_operator,
-            args=(reconciler, api),
-            kwargs={"wakeups": wakeups, "peering": True, "stop": stop, "ready": ready},
-            daemon=True,
-        )
-        thread.start()
-        assert ready.wait(30)
-        replicas.append((store, reconciler, stop, thread))
+    replicas = [start_operator(api, KubeStore(api).start(), peering=True) for _ in range(2)]
     key = BudgetKey("RiskBudget", "reconcile-ha", "default")
-    store = replicas[0][0]
-    store.apply(
-        RiskBudget.model_validate(
-            {
-                "metadata": {"name": key.name, "namespace": key.namespace},
-                "spec": {
-                    "serviceId": "reconcile-ha",
-                    "allocation": 100,
-                    "selector": {"matchLabels": {"app": "nothing-here"}},
-                },
-            }
-        )
-    )
+    store = replicas[0].store
+    store.apply(small_risk_budget(key))
 
     def release(points: int, name: str) -> Callable[[Budget], Decision]:
         def change(budget: Budget) -> Decision:
@@ -336,19 +324,17 @@ def test_with_peering_one_replica_reconciles_and_another_takes_over(
 
     try:
         assert store.update_status(key, release(45, "ha-1")).allowed
-        eventually(lambda: sum(_counted(r[1].metrics) for r in replicas) >= 1, within=60)
+        eventually(lambda: sum(_counted(r.reconciler.metrics) for r in replicas) >= 1, within=60)
         time.sleep(1)  # a second announcer would have spoken by now
-        counts = [_counted(r[1].metrics) for r in replicas]
+        counts = [_counted(r.reconciler.metrics) for r in replicas]
         assert sorted(counts) == [0, 1], counts
         leader = counts.index(1)
-        replicas[leader][2].set()
-        replicas[leader][3].join(30)
-        follower = replicas[1 - leader][1]
+        replicas[leader].halt()
+        follower = replicas[1 - leader].reconciler
         assert store.update_status(key, release(30, "ha-2")).allowed  # Yellow -> Red
         eventually(lambda: _counted(follower.metrics) == 1, within=90)
     finally:
         store.delete(key)  # while a replica runs, so the finalizer comes off
-        for replica_store, _, stop, thread in replicas:
-            stop.set()
-            thread.join(30)
-            replica_store.stop()
+        for replica in replicas:
+            replica.halt()
+            replica.store.stop()

@@ -17,7 +17,7 @@ from budgetops.engine.clock import system_clock
 from budgetops.handlers.operator import Wakeups, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.notify import Notifier
-from budgetops.observability.events import KubeEvents
+from budgetops.observability.events import KubeEvents, QueuedEvents
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics, StoreCollector
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects
@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     registry = CollectorRegistry()
     registry.register(StoreCollector(store.stats))
     registry.register(BudgetCollector(store))
-    events = KubeEvents(api)
+    events = QueuedEvents(KubeEvents(api))
     try:
         if not args.reconcile:
             return serve_until_stopped(store, args, out, registry=registry, events=events)

@@ -87,10 +87,12 @@ class Reconciler:
         now = self.clock()
         name = budget_name(key)
 
+        due: list[timedelta] = []
+
         def change(fresh: Budget) -> Outcome:
             generation = fresh.metadata.generation
             if isinstance(fresh, TrustBudget):
-                return reconcile_trust(
+                outcome = reconcile_trust(
                     fresh.status,
                     fresh.spec,
                     budget=name,
@@ -99,10 +101,15 @@ class Reconciler:
                     seen=seen,
                     samples=self.samples.setdefault(key, UsageSamples()),
                 )
-            assert isinstance(fresh, RiskBudget)
-            return reconcile_risk(
-                fresh.status, fresh.spec, budget=name, generation=generation, now=now, seen=seen
-            )
+            else:
+                assert isinstance(fresh, RiskBudget)
+                outcome = reconcile_risk(
+                    fresh.status, fresh.spec, budget=name, generation=generation, now=now, seen=seen
+                )
+            # The status as this attempt leaves it (the last attempt is the one kept), read
+            # here rather than from another copy of the budget afterwards.
+            due[:] = [self._delay(fresh, now)]
+            return outcome
 
         try:
             outcome = self.store.update_status(
@@ -111,13 +118,10 @@ class Reconciler:
         except NotFound:
             return None
         self._tell(budget, outcome)
-        return self._delay(key, now)
+        return due[0] if due else self.timing.idle
 
-    def _delay(self, key: BudgetKey, now: datetime) -> timedelta:
-        try:
-            budget = self.store.get(key)
-        except NotFound:
-            return self.timing.idle
+    def _delay(self, budget: Budget, now: datetime) -> timedelta:
+        """How long `budget`, as reconciled at `now`, may wait for its next look."""
         assert isinstance(budget, TrustBudget | RiskBudget)
         wait = self.timing.idle
         window = budget.status.window if isinstance(budget, RiskBudget) else None

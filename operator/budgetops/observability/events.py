@@ -7,6 +7,8 @@ is logged and never fails the admission that caused it.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from typing import Literal, Protocol
 
 from kubernetes import client
@@ -66,3 +68,42 @@ class KubeEvents:
             self.api.create_namespaced_event(namespace, event)
         except Exception:
             log.exception("could not record Event %s on %s/%s", reason, budget.kind, meta.name)
+
+
+class QueuedEvents:
+    """Hands Events to one background poster, so that telling never waits on the API server.
+
+    A reconcile that rolls a thousand windows at once would otherwise spend a POST per notice
+    on its own thread. The queue is bounded: when the poster falls behind, new Events are
+    dropped and counted (`dropped`) rather than held in memory or made to wait.
+    """
+
+    def __init__(self, recorder: EventRecorder, *, capacity: int = 2048) -> None:
+        self.recorder = recorder
+        self.dropped = 0
+        self._queue: queue.Queue[tuple[Budget, EventType, str, str]] = queue.Queue(capacity)
+        self._lock = threading.Lock()
+        self._poster: threading.Thread | None = None
+
+    def emit(self, budget: Budget, *, type: EventType, reason: str, message: str) -> None:
+        try:
+            self._queue.put_nowait((budget, type, reason, message))
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+            log.warning("dropped Event %s on %s/%s", reason, budget.kind, budget.metadata.name)
+            return
+        with self._lock:
+            if self._poster is None:
+                self._poster = threading.Thread(target=self._post, daemon=True, name="events")
+                self._poster.start()
+
+    def _post(self) -> None:
+        while True:
+            budget, type, reason, message = self._queue.get()
+            try:
+                self.recorder.emit(budget, type=type, reason=reason, message=message)
+            except Exception:
+                log.exception("could not record Event %s on %s", reason, budget.metadata.name)
+            finally:
+                self._queue.task_done()

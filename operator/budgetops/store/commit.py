@@ -1,7 +1,9 @@
 """Group commit: many concurrent charges to one budget, one read and one write per batch.
 
-One writer thread per budget (started on demand, gone when idle) drains the waiting
-changes, applies them in order to one snapshot, persists once and answers every waiter.
+A budget with waiting changes is handed to a small, shared set of writer threads (started on
+demand, gone when idle); one writer at a time drains a budget's waiting changes, applies them
+in order to one snapshot, persists once and answers every waiter. A thread per budget would
+cost a stack and a malloc arena each when a thousand budgets roll over at the same instant.
 A waiter whose answer needs no write (a denial, a replay, a dry run) is answered from the
 first attempt and never re-run, so a denied request can never be admitted by another
 waiter's retry. Every wait is bounded by its caller's deadline.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,6 +27,8 @@ from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 T = TypeVar("T")
 
 IDLE_WRITER_SECONDS = 2.0
+WRITERS = 16
+"""Budgets written at the same time, at most; more wait their turn (within their deadlines)."""
 BACKOFF_SECONDS = 0.002
 """Base of the jittered pause after a conflict; it grows with each conflict up to 50 ms.
 
@@ -56,11 +61,11 @@ persist it if `apply` returned any writers. True when done, False on a write con
 
 @dataclass
 class _Lane:
-    """The queue of one budget and whether its writer thread is running."""
+    """The queue of one budget and whether a writer has it (running or waiting for one)."""
 
     queue: list[Waiter] = field(default_factory=list)
     running: bool = False
-    wake: threading.Condition = field(default_factory=threading.Condition)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -88,12 +93,17 @@ class Stats:
 class GroupCommit:
     """Batches status changes per budget and persists each batch with one `attempt`."""
 
-    def __init__(self, attempt: Attempt, *, enabled: bool = True) -> None:
+    def __init__(self, attempt: Attempt, *, enabled: bool = True, writers: int = WRITERS) -> None:
         self.attempt = attempt
         self.enabled = enabled
+        self.writers = writers
         self.stats = Stats()
         self._lanes: dict[BudgetKey, _Lane] = {}
         self._lanes_lock = threading.Lock()
+        self._ready: deque[tuple[BudgetKey, _Lane]] = deque()
+        self._pool = threading.Condition()
+        self._threads = 0
+        self._idle = 0
 
     def submit(
         self,
@@ -110,14 +120,12 @@ class GroupCommit:
         else:
             with self._lanes_lock:
                 lane = self._lanes.setdefault(key, _Lane())
-            with lane.wake:
+            with lane.lock:
                 lane.queue.append(waiter)
-                if not lane.running:
-                    lane.running = True
-                    threading.Thread(
-                        target=self._drain, args=(key, lane), daemon=True, name=f"commit-{key}"
-                    ).start()
-                lane.wake.notify()
+                schedule = not lane.running
+                lane.running = True
+            if schedule:
+                self._schedule(key, lane)
         if not waiter.done.wait(max(0.0, waiter.deadline - time.monotonic())):
             raise ChargeTimeout(f"{key} could not be charged within {timeout:.1f}s")
         if waiter.error is not None:
@@ -125,22 +133,46 @@ class GroupCommit:
         result: T = waiter.result
         return result
 
-    def _drain(self, key: BudgetKey, lane: _Lane) -> None:
-        """The writer of one budget: take everything queued, commit it as one batch, repeat."""
+    def _schedule(self, key: BudgetKey, lane: _Lane) -> None:
+        """Hand `lane` to an idle writer, or start one if all are busy and there is room."""
+        with self._pool:
+            self._ready.append((key, lane))
+            if self._idle == 0 and self._threads < self.writers:
+                self._threads += 1
+                threading.Thread(target=self._write, daemon=True, name="commit").start()
+            else:
+                self._pool.notify()
+
+    def _write(self) -> None:
+        """One writer: drain ready budgets one batch at a time; exit after idling a while."""
         while True:
-            with lane.wake:
-                if not lane.queue:
-                    lane.wake.wait(IDLE_WRITER_SECONDS)
-                if not lane.queue:
-                    lane.running = False
-                    return
-                batch, lane.queue = lane.queue, []
-            try:
-                self.commit(key, batch)
-            except BaseException as error:  # never leave a waiter hanging
-                for waiter in batch:
-                    if not waiter.done.is_set():
-                        waiter.answer(error=error)
+            with self._pool:
+                while not self._ready:
+                    self._idle += 1
+                    self._pool.wait(IDLE_WRITER_SECONDS)
+                    self._idle -= 1
+                    if not self._ready:
+                        self._threads -= 1
+                        return
+                key, lane = self._ready.popleft()
+            self._drain(key, lane)
+
+    def _drain(self, key: BudgetKey, lane: _Lane) -> None:
+        """Commit everything queued for one budget as one batch; requeue the budget behind
+        the others if more arrived meanwhile, so that one busy budget cannot hold a writer."""
+        with lane.lock:
+            batch, lane.queue = lane.queue, []
+        try:
+            self.commit(key, batch)
+        except BaseException as error:  # never leave a waiter hanging
+            for waiter in batch:
+                if not waiter.done.is_set():
+                    waiter.answer(error=error)
+        with lane.lock:
+            more = bool(lane.queue)
+            lane.running = more
+        if more:
+            self._schedule(key, lane)
 
     @staticmethod
     def _apply(pending: list[Waiter], budget: Budget) -> Writers:
