@@ -245,9 +245,11 @@ def test_month_end_closes_the_window_once_even_when_two_were_missed() -> None:
         "payments-api: window 2026-01 closed at 90 / 120 RP (75.0%), reached Red",
         "payments-api: window 2026-02 closed at 0 / 120 RP (0.0%), reached Green",
         "payments-api: window 2026-03 closed at 0 / 120 RP (0.0%), reached Green",
-        "payments-api: window 2026-04 opens with 120 RP; resets at 2026-05-01T00:00:00Z",
         "payments-api: Red -> Green, 0 / 120 RP (0.0%)",
     ]
+    assert outcome.notices[2].details == (
+        "Window 2026-04 opens with 120 RP; resets at 2026-05-01T00:00:00Z",
+    )
     assert not run_risk(budget, datetime(2026, 4, 1, 0, 0, 2, tzinfo=UTC)).changed
 
 

@@ -368,6 +368,36 @@ def _risk_numbers(status: RiskBudgetStatus) -> str:
     return f"{status.consumed} / {status.allocation} RP ({status.percent_used}%)"
 
 
+def _window_notices(
+    status: RiskBudgetStatus, service: str, *, budget: str, closed: int, now: datetime
+) -> list[Notice]:
+    """One notice per closed window (the last three at most); the last also says what the
+    new window opens with, so a rollover is one message, not two."""
+    assert status.window is not None
+    notices = []
+    recent = status.history[len(status.history) - closed :][-3:]
+    for summary in recent:
+        share = percent_used(Decimal(summary.consumed), Decimal(summary.allocated))
+        details: tuple[str, ...] = (summary.earned_reason,) if summary.earned_increase else ()
+        if summary is recent[-1]:
+            earned = f", {status.earned_increase} RP earned" if status.earned_increase else ""
+            details += (
+                f"Window {status.window.key} opens with {status.allocation} RP{earned}; "
+                f"resets at {format_time(status.window.end)}",
+            )
+        notices.append(
+            Notice(
+                budget,
+                "EarnedCapacity" if summary.earned_increase else "WindowClosed",
+                f"{service}: window {summary.window.key} closed at {summary.consumed} / "
+                f"{summary.allocated} RP ({share}%), reached {summary.band_reached}",
+                at=now,
+                details=details,
+            )
+        )
+    return notices
+
+
 def reconcile_risk(
     status: RiskBudgetStatus,
     spec: RiskBudgetSpec,
@@ -384,31 +414,8 @@ def reconcile_risk(
     fresh = status.window is None
     closed = roll_risk_window(status, spec, now=now)
     outcome.changed |= fresh or closed > 0
-    for summary in status.history[len(status.history) - closed :][-3:]:
-        share = percent_used(Decimal(summary.consumed), Decimal(summary.allocated))
-        details = (summary.earned_reason,) if summary.earned_increase else ()
-        outcome.notices.append(
-            Notice(
-                budget,
-                "WindowClosed",
-                f"{service}: window {summary.window.key} closed at {summary.consumed} / "
-                f"{summary.allocated} RP ({share}%), reached {summary.band_reached}",
-                at=now,
-                details=details,
-            )
-        )
     if closed:
-        assert status.window is not None
-        earned = f", {status.earned_increase} RP earned" if status.earned_increase else ""
-        outcome.notices.append(
-            Notice(
-                budget,
-                "EarnedCapacity" if status.earned_increase else "WindowClosed",
-                f"{service}: window {status.window.key} opens with {status.allocation} RP"
-                f"{earned}; resets at {format_time(status.window.end)}",
-                at=now,
-            )
-        )
+        outcome.notices += _window_notices(status, service, budget=budget, closed=closed, now=now)
     numbers = _risk_numbers(status)
     settle_reservations(
         status,
