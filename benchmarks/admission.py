@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import importlib.util
 import json
 import multiprocessing
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -38,6 +36,7 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import audit, confirm
 from budgetops.store import BudgetKey, ChargeTimeout, SQLiteStore
+from cluster import load_harness
 
 CLIENTS = 64
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,16 +185,6 @@ def embedded(seconds: float) -> list[tuple[str, float, float, float]]:
     return rows
 
 
-def _harness() -> Any:
-    spec = importlib.util.spec_from_file_location("control_plane", ROOT / "hack/control_plane.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["control_plane"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _charge(store: Any, key: BudgetKey, uid: str) -> bool:
     def change(budget: Budget) -> Decision:
         assert isinstance(budget, TrustBudget)
@@ -250,7 +239,7 @@ def in_cluster(seconds: float) -> list[tuple[str, float, float, float]]:
 
     from budgetops.store.kube import KubeStore
 
-    harness = _harness()
+    harness = load_harness()
     binaries = harness.cached_binaries()
     if binaries is None:
         raise SystemExit("build the control plane first: python hack/control_plane.py build")

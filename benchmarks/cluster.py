@@ -1,0 +1,21 @@
+"""The test control plane (`hack/control_plane.py`), loaded by path for the benchmarks."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_harness() -> Any:
+    """The harness module: `cached_binaries()` and `ControlPlane`."""
+    spec = importlib.util.spec_from_file_location("control_plane", ROOT / "hack/control_plane.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["control_plane"] = module
+    spec.loader.exec_module(module)
+    return module
