@@ -28,6 +28,7 @@ log = logging.getLogger("budgetops.operator")
 FINALIZER = "budgetops.dev/reconciler"
 PEERING = "budgetops"
 RECONCILED_KINDS: tuple[Kind, ...] = ("TrustBudget", "RiskBudget")
+WORKER_LIMIT = 32
 
 
 class Wakeups:
@@ -115,6 +116,11 @@ def settings(*, peering: bool) -> kopf.OperatorSettings:
     chosen = kopf.OperatorSettings()
     chosen.persistence.finalizer = FINALIZER
     chosen.posting.level = logging.WARNING
+    # kopf starts one worker per object with pending watch events; at start-up that is every
+    # budget at once, each holding its object while it patches the finalizer on. A worker
+    # keeps its slot until it has idled `idle_timeout`, so the limit needs a short one.
+    chosen.queueing.worker_limit = WORKER_LIMIT
+    chosen.queueing.idle_timeout = 0.5
     chosen.peering.standalone = not peering
     chosen.peering.clusterwide = True
     chosen.peering.name = PEERING
