@@ -9,6 +9,7 @@ Charges to one budget are group-committed (store.commit): one status write per b
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -294,21 +295,27 @@ class KubeStore:
         return cached
 
     def _write(self, key: BudgetKey, budget: Budget) -> bool:
-        """Replace /status with the resourceVersion it was computed from; False on 409."""
+        """Replace /status with the resourceVersion it was computed from; False on 409.
+
+        The body is already plain JSON data (`to_wire`), so it goes out without the typed
+        client's recursive sanitizing, which cost more CPU than the rest of a write.
+        """
         plural = RESOURCES[key.kind].plural
-        body = budget.to_wire()
-        try:
-            if key.namespace:
-                written = self.api.replace_namespaced_custom_object_status(
-                    GROUP, VERSION, key.namespace, plural, key.name, body
-                )
-            else:
-                written = self.api.replace_cluster_custom_object_status(
-                    GROUP, VERSION, plural, key.name, body
-                )
-        except ApiException as error:
-            if error.status == 409:
-                return False
-            raise
+        where = f"/namespaces/{key.namespace}" if key.namespace else ""
+        path = f"/apis/{GROUP}/{VERSION}{where}/{plural}/{key.name}/status"
+        api = self.api.api_client
+        method, url, headers, _, _ = api.param_serialize(
+            "PUT",
+            path,
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = api.call_api(method, url, headers, budget.to_wire())
+        data = response.read()
+        if response.status == 409:
+            return False
+        if response.status != 200:
+            raise ApiException(status=response.status, reason=response.reason, body=data)
+        written = json.loads(data)
         self.cache.put(_document(written))
         return True
