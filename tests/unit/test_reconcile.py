@@ -142,7 +142,7 @@ def test_what_cannot_be_read_is_kept_as_spent_with_a_warning() -> None:
     budget = trust_budget()
     issue(budget, "hidden")
     outcome = run_trust(budget, START + TTL, {})
-    assert (outcome.confirmed, outcome.unverified) == (1, 1)
+    assert (outcome.confirmed, outcome.unverified) == (0, 1)
     [warning] = [n for n in outcome.notices if n.reason == "ReservationUnverified"]
     assert warning.severity == "warning"
     assert f"could not read {CSR}/hidden" in warning.summary

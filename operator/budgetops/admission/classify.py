@@ -26,7 +26,7 @@ from budgetops.apis.riskbudget import (
     ChangeClass,
     LabelSelector,
 )
-from budgetops.apis.trustbudget import SubjectSet, TrustBudgetSpec
+from budgetops.apis.trustbudget import TEMPLATE_VARIABLE, SubjectSet, TrustBudgetSpec
 from budgetops.engine.decisions import BreakGlassAsk, Release
 from budgetops.engine.unknowns import UnknownCounts
 from budgetops.store import BudgetKey
@@ -60,7 +60,6 @@ CERTIFICATES = frozenset(
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 
 MAX_RISK_POINTS = 100_000
-_VARIABLE = re.compile(r"\$\{(\w+)\}")
 
 
 class Refused(ValueError):
@@ -163,14 +162,14 @@ def account_key(spec: TrustBudgetSpec, request: AdmissionRequest) -> str:
     )
     if namespace:
         values["namespace"] = namespace
-    missing = sorted(set(_VARIABLE.findall(template)) - values.keys())
+    missing = sorted(set(TEMPLATE_VARIABLE.findall(template)) - values.keys())
     if missing:
         names = ", ".join(f"${{{name}}}" for name in missing)
         raise Refused(
             f"BudgetOps cannot name the account for this request: the account key {template} "
             f"needs {names}, which {user.username or 'this requester'} does not have here."
         )
-    return _VARIABLE.sub(lambda m: values[m.group(1)], template)
+    return TEMPLATE_VARIABLE.sub(lambda m: values[m.group(1)], template)
 
 
 def _go_duration(text: str) -> timedelta | None:

@@ -25,7 +25,8 @@ from budgetops.apis.ledger import Ledger
 from budgetops.apis.notifications import Notifications
 
 TEMPLATE_VARIABLES = frozenset({"username", "group", "namespace", "name"})
-_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+TEMPLATE_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+"""`${name}` in an account key template; group 1 is the name."""
 _SERVICE_ACCOUNT = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/([a-z0-9]([-.a-z0-9]*[a-z0-9])?|\*)$"
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
@@ -176,7 +177,7 @@ class TrustBudgetSpec(Model):
     @field_validator("account_key")
     @classmethod
     def _known_variables(cls, template: str) -> str:
-        unknown = set(_VARIABLE.findall(template)) - TEMPLATE_VARIABLES
+        unknown = set(TEMPLATE_VARIABLE.findall(template)) - TEMPLATE_VARIABLES
         if unknown:
             names = ", ".join(sorted(f"${{{name}}}" for name in unknown))
             known = ", ".join(sorted(f"${{{name}}}" for name in TEMPLATE_VARIABLES))
@@ -237,6 +238,7 @@ class TrustBudgetStatus(Ledger):
 
 
 __all__ = [
+    "TEMPLATE_VARIABLE",
     "TEMPLATE_VARIABLES",
     "Alerts",
     "BreakGlass",

@@ -59,6 +59,7 @@ class Outcome:
     confirmed: int = 0
     refunded: int = 0
     unverified: int = 0
+    """Kept as spent without being seen; not counted in `confirmed`."""
 
 
 def awaiting_witness(status: Ledger) -> list[str]:
@@ -72,8 +73,10 @@ def awaiting_witness(status: Ledger) -> list[str]:
     return sorted(paths)
 
 
-def next_due(status: Ledger, *, window_end: datetime | None = None) -> datetime | None:
-    """The earliest instant at which something in this status falls due by itself."""
+def next_due(status: Ledger) -> datetime | None:
+    """The earliest instant at which something in this status falls due by itself: an
+    account's reset (a RiskBudget's window end is its account's `resetsAt`) or a
+    reservation's expiry."""
     instants = [
         moment
         for account in status.accounts.values()
@@ -83,9 +86,14 @@ def next_due(status: Ledger, *, window_end: datetime | None = None) -> datetime 
         )
         if moment is not None
     ]
-    if window_end is not None:
-        instants.append(window_end)
     return min(instants, default=None)
+
+
+def _some(names: list[str]) -> str:
+    """The first NAMED_IN_CONDITION names, and how many more there are."""
+    shown = ", ".join(names[:NAMED_IN_CONDITION])
+    more = len(names) - NAMED_IN_CONDITION
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def _verdict(held: Reservation, seen: Seen, now: datetime) -> tuple[str, str]:
@@ -137,8 +145,9 @@ def settle_reservations(
                 outcome.notices.append(Notice(budget, "ReservationRefunded", summary, at=now))
                 continue
             ledger.confirm(status, key=key, now=now)
-            outcome.confirmed += 1
-            if verdict == "unverified":
+            if verdict == "confirm":
+                outcome.confirmed += 1
+            else:
                 assert held.witness is not None
                 outcome.unverified += 1
                 outcome.notices.append(
@@ -187,15 +196,12 @@ def _trust_conditions(status: TrustBudgetStatus, *, now: datetime, generation: i
     changed = False
     for kind in ("Exhausted", "LowBalance", "RapidDepletion"):
         names = sorted(n for n, raised in status.alerting.items() if kind in raised)
-        named = ", ".join(names[:NAMED_IN_CONDITION])
-        if len(names) > NAMED_IN_CONDITION:
-            named += f" and {len(names) - NAMED_IN_CONDITION} more"
         changed |= set_condition(
             status.conditions,
             type=kind,
             status="True" if names else "False",
             reason=kind if names else f"No{kind}",
-            message=f"{len(names)} accounts: {named}" if names else "",
+            message=f"{len(names)} accounts: {_some(names)}" if names else "",
             now=now,
             generation=generation,
         )
@@ -305,14 +311,11 @@ def _alert_accounts(
             )
         )
     if recovered:
-        named = ", ".join(recovered[:NAMED_IN_CONDITION])
-        more = len(recovered) - NAMED_IN_CONDITION
         outcome.notices.append(
             Notice(
                 budget,
                 "Recovered",
-                f"{len(recovered)} accounts no longer alerting: {named}"
-                + (f" and {more} more" if more > 0 else ""),
+                f"{len(recovered)} accounts no longer alerting: {_some(recovered)}",
                 at=now,
             )
         )

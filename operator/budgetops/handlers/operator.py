@@ -112,7 +112,7 @@ def build_registry(
 
 
 def settings(*, peering: bool) -> kopf.OperatorSettings:
-    """Quiet, finalizer named for us, no kopf state written into our status."""
+    """Quiet, with our own finalizer name and a bounded number of kopf workers."""
     chosen = kopf.OperatorSettings()
     chosen.persistence.finalizer = FINALIZER
     chosen.posting.level = logging.WARNING

@@ -124,8 +124,7 @@ class Reconciler:
         """How long `budget`, as reconciled at `now`, may wait for its next look."""
         assert isinstance(budget, TrustBudget | RiskBudget)
         wait = self.timing.idle
-        window = budget.status.window if isinstance(budget, RiskBudget) else None
-        due = next_due(budget.status, window_end=window.end if window else None)
+        due = next_due(budget.status)
         if due is not None:
             wait = min(wait, max(due - now, timedelta(0)))
         if awaiting_witness(budget.status):
@@ -136,7 +135,7 @@ class Reconciler:
         """Events, metrics and notifications, after the status that caused them is written."""
         kind = budget.kind
         for label, count in (
-            ("confirmed", outcome.confirmed - outcome.unverified),
+            ("confirmed", outcome.confirmed),
             ("refunded", outcome.refunded),
             ("unverified", outcome.unverified),
         ):
