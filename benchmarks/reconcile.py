@@ -20,6 +20,7 @@ import argparse
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
     from kubernetes import config
     from prometheus_client import CollectorRegistry
 
-    from budgetops.handlers.operator import Wakeups, run_operator
+    from budgetops.handlers.operator import keep_budgets, run_operator
     from budgetops.handlers.reconciler import Reconciler
     from budgetops.observability.events import KubeEvents, QueuedEvents
     from budgetops.observability.metrics import ReconcileMetrics
@@ -64,8 +65,6 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
     api.configuration.connection_pool_maxsize = 32
     clock = ShiftedClock(timedelta(seconds=offset_seconds))
     store = KubeStore(api).start()
-    wakeups = Wakeups()
-    store.cache.listeners.append(wakeups.mark)
     reconciler = Reconciler(
         store=store,
         objects=KubeObjects(api),
@@ -73,7 +72,10 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
         events=QueuedEvents(KubeEvents(api, clock=clock)),
         metrics=ReconcileMetrics(CollectorRegistry()),
     )
-    run_operator(reconciler, api, wakeups=wakeups, peering=False, workers=THREADS)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    scheduler = keep_budgets(reconciler, store.cache, workers=THREADS)
+    run_operator(scheduler, api, peering=False, stop=stop)
     store.stop()
 
 

@@ -127,7 +127,7 @@ def test_helm_install_grants_status_writes_to_the_operator(
         ("update", "trustbudgets.budgetops.dev", "", "no"),
         ("watch", "riskbudgets.budgetops.dev", "", "yes"),
         ("delete", "trustbudgets.budgetops.dev", "", "no"),
-        ("patch", "riskbudgets.budgetops.dev", "", "yes"),  # the reconciler's finalizer
+        ("patch", "riskbudgets.budgetops.dev", "", "no"),  # status is replaced, never patched
         ("patch", "clusterkopfpeerings.kopf.dev", "", "yes"),
         ("get", "secrets", "", "yes"),
         ("list", "secrets", "", "no"),

@@ -21,7 +21,7 @@ from budgetops.apis.riskbudget import RiskBudgetStatus
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust
 from budgetops.engine.ledger import audit
-from budgetops.handlers.operator import Wakeups, run_operator
+from budgetops.handlers.operator import keep_budgets, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.observability.events import KubeEvents
 from budgetops.observability.metrics import ReconcileMetrics
@@ -162,23 +162,21 @@ def start_operator(api: client.ApiClient, store: KubeStore, *, peering: bool) ->
         metrics=ReconcileMetrics(CollectorRegistry()),
         timing=FAST,
     )
-    wakeups = Wakeups()
-    store.cache.listeners.append(wakeups.mark)
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(
         target=run_operator,
-        args=(reconciler, api),
-        kwargs={"wakeups": wakeups, "peering": peering, "stop": stop, "ready": ready},
+        args=(keep_budgets(reconciler, store.cache), api),
+        kwargs={"peering": peering, "stop": stop, "ready": ready},
         daemon=True,
     )
     thread.start()
-    assert ready.wait(30), "kopf did not start"
+    assert ready.wait(30), "the operator did not start"
     return Running(store, clock, reconciler, stop, thread)
 
 
 @pytest.fixture
 def operator(api: client.ApiClient, store: KubeStore) -> Iterator[tuple[ShiftedClock, Reconciler]]:
-    """The kopf operator in a thread (standalone: no peering), on a clock the test moves."""
+    """The operator in a thread (standalone: no peering), on a clock the test moves."""
     running = start_operator(api, store, peering=False)
     yield running.clock, running.reconciler
     running.halt()
@@ -217,7 +215,7 @@ def test_the_operator_confirms_refunds_resets_and_announces(
         budget = store.get(key)
         assert budget.status.observed_generation == budget.metadata.generation
     finally:
-        store.delete(key)  # while the operator runs, so its finalizer comes off
+        store.delete(key)
         core.delete_namespaced_config_map("reconcile-kept", "default")
 
 
@@ -334,7 +332,7 @@ def test_with_peering_one_replica_reconciles_and_another_takes_over(
         assert store.update_status(key, release(30, "ha-2")).allowed  # Yellow -> Red
         eventually(lambda: _counted(follower.metrics) == 1, within=90)
     finally:
-        store.delete(key)  # while a replica runs, so the finalizer comes off
+        store.delete(key)
         for replica in replicas:
             replica.halt()
             replica.store.stop()

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import os
+import threading
 from typing import TextIO
 
 from kubernetes import client, config
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from budgetops.apis.common import parse_duration
 from budgetops.engine.clock import system_clock
-from budgetops.handlers.operator import Wakeups, run_operator
+from budgetops.handlers.operator import keep_budgets, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.notify import Notifier
 from budgetops.observability.events import KubeEvents, QueuedEvents
@@ -70,11 +71,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             operator_namespace=args.namespace,
             timing=Timing(poll=parse_duration(args.reconcile_poll)),
         )
-        wakeups = Wakeups()
-        store.cache.listeners.append(wakeups.mark)
+        scheduler = keep_budgets(reconciler, store.cache)
 
-        def reconcile() -> None:
-            run_operator(reconciler, api, wakeups=wakeups, peering=args.peering)
+        def reconcile(stop: threading.Event) -> None:
+            run_operator(scheduler, api, peering=args.peering, stop=stop)
 
         return serve_until_stopped(
             store, args, out, registry=registry, events=events, until=reconcile

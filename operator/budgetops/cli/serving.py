@@ -27,9 +27,10 @@ def serve_until_stopped(
     *,
     registry: CollectorRegistry | None = None,
     events: EventRecorder | None = None,
-    until: Callable[[], None] | None = None,
+    until: Callable[[threading.Event], None] | None = None,
 ) -> int:
-    """Run the webhook over `store` until `until` returns, or else until SIGTERM or Ctrl-C."""
+    """Run the webhook over `store` until SIGTERM or Ctrl-C, running `until(stop)` meanwhile
+    if given (it must return once `stop` is set)."""
     host, _, port = args.listen.rpartition(":")
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         raise ValueError("give both --tls-cert-file and --tls-key-file, or neither")
@@ -45,12 +46,12 @@ def serve_until_stopped(
     server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls)
     out.write(f"serving POST {'https' if tls else 'http'}://{args.listen}/validate\n")
     out.flush()
-    if until is not None:
-        until()
-    else:
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        with contextlib.suppress(KeyboardInterrupt):
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        if until is not None:
+            until(stop)
+        else:
             stop.wait()
     server.shutdown()
     server.server_close()

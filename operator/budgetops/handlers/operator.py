@@ -1,9 +1,10 @@
-"""kopf wiring: one daemon per budget, peering so that one replica reconciles.
+"""Who reconciles: with peering, the one replica kopf elects; without, this process.
 
-Every replica serves admission; kopf peering pauses the daemons of all but the replica with
-the highest priority. Daemons (not timers) because a daemon sleeps until its budget's next
-due instant (a reset, a window end, a reservation's expiry) instead of polling on a fixed
-beat, and wakes early when the budget's status changes.
+Every replica serves admission. kopf peering pauses all but the replica with the highest
+priority; its only handler is a daemon on the peering object itself, so the daemon runs
+exactly while this replica leads, and it runs the scheduler that reconciles every budget.
+kopf handles no budget directly: it neither watches them a second time nor puts a
+finalizer on each.
 """
 
 from __future__ import annotations
@@ -12,42 +13,44 @@ import asyncio
 import logging
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 from kubernetes import client
 
-from budgetops.apis.common import GROUP, VERSION
-from budgetops.apis.resources import RESOURCES, Kind
+from budgetops.apis.crds import PEERING_GROUP
+from budgetops.apis.resources import Kind
 from budgetops.handlers.reconciler import Reconciler
+from budgetops.handlers.schedule import Scheduler
 from budgetops.store.base import BudgetKey
+from budgetops.store.kube import BudgetCache
 
 log = logging.getLogger("budgetops.operator")
 
 FINALIZER = "budgetops.dev/reconciler"
 PEERING = "budgetops"
 RECONCILED_KINDS: tuple[Kind, ...] = ("TrustBudget", "RiskBudget")
-WORKER_LIMIT = 32
 
 
-class Wakeups:
-    """Budgets whose status changed since their daemon last looked (set from watch threads)."""
+def keep_budgets(reconciler: Reconciler, cache: BudgetCache, *, workers: int = 16) -> Scheduler:
+    """A scheduler over every TrustBudget and RiskBudget in `cache`, woken by its watch."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._dirty: set[BudgetKey] = set()
+    def kept() -> list[BudgetKey]:
+        return [key for key in cache.budget_keys() if key.kind in RECONCILED_KINDS]
 
-    def mark(self, key: BudgetKey) -> None:
-        with self._lock:
-            self._dirty.add(key)
+    def failed(key: BudgetKey) -> None:
+        reconciler.metrics.failures.labels(key.kind).inc()
 
-    def take(self, key: BudgetKey) -> bool:
-        with self._lock:
-            if key in self._dirty:
-                self._dirty.discard(key)
-                return True
-            return False
+    scheduler = Scheduler(
+        reconciler.reconcile, kept, workers=workers, retry=reconciler.timing.poll, failed=failed
+    )
+
+    def changed(key: BudgetKey) -> None:
+        if key.kind in RECONCILED_KINDS:
+            scheduler.wake(key)
+
+    cache.listeners.append(changed)
+    return scheduler
 
 
 def login_with(api: client.ApiClient) -> kopf.ConnectionInfo:
@@ -66,99 +69,87 @@ def login_with(api: client.ApiClient) -> kopf.ConnectionInfo:
     )
 
 
-def build_registry(
-    reconciler: Reconciler, wakeups: Wakeups, pool: ThreadPoolExecutor
-) -> kopf.OperatorRegistry:
-    """A registry with one daemon per reconciled kind, all calling `reconciler`."""
+def build_registry(scheduler: Scheduler) -> kopf.OperatorRegistry:
+    """One daemon, on our peering object: kopf runs it while this replica leads."""
     registry = kopf.OperatorRegistry()
-    poll = reconciler.timing.poll.total_seconds()
 
-    for kind in RECONCILED_KINDS:
+    def lead(stopped: kopf.DaemonStopped, **_: Any) -> None:
+        log.info("leading: reconciling every budget")
+        scheduler.run(stopped)
+        log.info("no longer leading (%s)", stopped.reason)
 
-        async def keep(
-            name: str,
-            namespace: str | None,
-            stopped: kopf.DaemonStopped,
-            kind: Kind = kind,
-            **_: Any,
-        ) -> None:
-            key = BudgetKey(kind, name, namespace or "")
-            loop = asyncio.get_running_loop()
-            while not stopped:
-                wakeups.take(key)
-                try:
-                    delay = await loop.run_in_executor(pool, reconciler.reconcile, key)
-                except Exception:
-                    log.exception("reconciling %s failed; trying again in %.0fs", key, poll)
-                    reconciler.metrics.failures.labels(kind).inc()
-                    delay = reconciler.timing.poll
-                if delay is None:
-                    return
-                deadline = loop.time() + delay.total_seconds()
-                while not stopped and loop.time() < deadline:
-                    await stopped.wait(min(poll, max(deadline - loop.time(), 0.0)))
-                    if wakeups.take(key):
-                        break
-
-        kopf.daemon(
-            GROUP,
-            VERSION,
-            RESOURCES[kind].plural,
-            id=f"keep-{kind.lower()}",
-            cancellation_timeout=10.0,
-            registry=registry,
-        )(keep)
+    kopf.daemon(
+        PEERING_GROUP,
+        "v1",
+        "clusterkopfpeerings",
+        id="lead",
+        when=lambda name, **_: name == PEERING,
+        cancellation_timeout=30.0,
+        registry=registry,
+    )(lead)
     return registry
 
 
-def settings(*, peering: bool) -> kopf.OperatorSettings:
-    """Quiet, with our own finalizer name and a bounded number of kopf workers."""
+def settings() -> kopf.OperatorSettings:
+    """Quiet, peering mandatory, with our own finalizer name (kopf puts it on the peering
+    object, so the daemon is stopped before that object goes)."""
     chosen = kopf.OperatorSettings()
     chosen.persistence.finalizer = FINALIZER
     chosen.posting.level = logging.WARNING
-    # kopf starts one worker per object with pending watch events; at start-up that is every
-    # budget at once, each holding its object while it patches the finalizer on. A worker
-    # keeps its slot until it has idled `idle_timeout`, so the limit needs a short one.
-    chosen.queueing.worker_limit = WORKER_LIMIT
-    chosen.queueing.idle_timeout = 0.5
-    chosen.peering.standalone = not peering
     chosen.peering.clusterwide = True
     chosen.peering.name = PEERING
     chosen.peering.priority = random.randint(1, 1_000_000)  # distinct per replica
-    chosen.peering.mandatory = peering
+    chosen.peering.mandatory = True
     return chosen
 
 
 def run_operator(
-    reconciler: Reconciler,
+    scheduler: Scheduler,
     api: client.ApiClient,
     *,
-    wakeups: Wakeups,
     peering: bool,
-    stop: threading.Event | None = None,
+    stop: threading.Event,
     ready: threading.Event | None = None,
-    workers: int = 16,
 ) -> None:
-    """Run the daemons until `stop` is set, or SIGTERM when run in the main thread.
-
-    Pass no `stop` from the main thread: kopf waits for a threading.Event in an executor
-    thread, and an Event nobody sets would keep the process alive after SIGTERM.
-    """
-    registry = build_registry(reconciler, wakeups, pool := ThreadPoolExecutor(workers))
+    """Reconcile until `stop` is set: always (no peering), or while elected."""
+    if not peering:
+        if ready is not None:
+            ready.set()
+        scheduler.run(stop)
+        return
+    registry = build_registry(scheduler)
 
     @kopf.on.login(registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return login_with(api)
 
+    asyncio.run(_operate(registry, stop=stop, ready=ready))
+
+
+async def _operate(
+    registry: kopf.OperatorRegistry, *, stop: threading.Event, ready: threading.Event | None
+) -> None:
+    """kopf until `stop` is set (or until its own SIGTERM handler, in the main thread).
+
+    kopf waits for a threading.Event in a thread of the loop's default executor, which
+    `asyncio.run` joins at exit: an Event that kopf's own signal handler never sets would
+    then hang the process. An asyncio.Event, relayed from `stop` here, has no thread.
+    """
+    stopping = asyncio.Event()
+
+    async def relay() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.5)
+        stopping.set()
+
+    relaying = asyncio.create_task(relay())
     try:
-        asyncio.run(
-            kopf.operator(
-                registry=registry,
-                settings=settings(peering=peering),
-                clusterwide=True,
-                stop_flag=stop,
-                ready_flag=ready,
-            )
+        await kopf.operator(
+            registry=registry,
+            settings=settings(),
+            clusterwide=True,
+            stop_flag=stopping,
+            ready_flag=ready,
         )
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        relaying.cancel()

@@ -135,10 +135,11 @@ class BudgetCache:
         version = document["metadata"].get("resourceVersion", "")
         with self._lock:
             held = self._raw.get(key)
-            newer = held is None or _newer(version, held["metadata"].get("resourceVersion", ""))
-            if newer:
-                self._raw[key] = document
-        if newer:
+            before = None if held is None else held["metadata"].get("resourceVersion", "")
+            if before is not None and not _newer(version, before):
+                return
+            self._raw[key] = document
+        if version != before:  # the watch's echo of our own write is no news
             for listener in self.listeners:
                 listener(key)
 

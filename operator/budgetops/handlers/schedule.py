@@ -1,0 +1,173 @@
+"""When each budget is reconciled: a queue of due instants fed by the reconciles themselves
+and by the store's watch, drained by a bounded pool of threads.
+
+One scheduler for every budget, instead of a task or daemon per budget: a budget costs one
+heap entry while it waits, so 10,000 budgets wait as cheaply as ten, and nothing polls.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Protocol
+
+from budgetops.store.base import BudgetKey
+
+log = logging.getLogger("budgetops.schedule")
+
+LOOK_FOR_STOP = 0.5
+"""Seconds between checks of the stop flag while nothing is due."""
+
+
+class StopFlag(Protocol):
+    """`threading.Event` and kopf's `DaemonStopped` both answer these."""
+
+    def is_set(self) -> bool: ...
+
+
+class DueQueue:
+    """Keys by the monotonic instant they are due; each key at most once, at its earliest.
+
+    A heap with lazy deletion: moving a key earlier pushes a new entry and leaves the old
+    one to be skipped when it surfaces.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, BudgetKey]] = []
+        self._due: dict[BudgetKey, float] = {}
+        self._pushed = 0
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def no_later_than(self, key: BudgetKey, when: float) -> None:
+        """Due at `when`, or earlier if it already was."""
+        held = self._due.get(key)
+        if held is not None and held <= when:
+            return
+        self._due[key] = when
+        self._pushed += 1
+        heapq.heappush(self._heap, (when, self._pushed, key))
+
+    def discard(self, key: BudgetKey) -> None:
+        self._due.pop(key, None)
+
+    def pop_due(self, now: float) -> list[BudgetKey]:
+        """Every key due at or before `now`, earliest first, removed from the queue."""
+        found: list[BudgetKey] = []
+        while self._heap and self._heap[0][0] <= now:
+            when, _, key = heapq.heappop(self._heap)
+            if self._due.get(key) == when:
+                del self._due[key]
+                found.append(key)
+        return found
+
+    def next_at(self) -> float | None:
+        """When the earliest key is due (None: nothing waits)."""
+        while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+
+class Scheduler:
+    """Calls `reconcile(key)` for every budget when it is due, never twice at once for a key.
+
+    `reconcile` returns how long until the budget wants another look (None: it is gone).
+    `wake(key)` (a store listener, called on watch threads) makes a budget due now, but no
+    sooner than `spacing` after its last reconcile ended: a budget admission charges
+    hundreds of times a second is still reconciled at a calm pace. A wake while its
+    reconcile runs makes it due again after that one, so no change seen mid-run is missed.
+    """
+
+    def __init__(
+        self,
+        reconcile: Callable[[BudgetKey], timedelta | None],
+        keys: Callable[[], Iterable[BudgetKey]],
+        *,
+        workers: int = 16,
+        spacing: timedelta = timedelta(seconds=2),
+        retry: timedelta = timedelta(seconds=2),
+        failed: Callable[[BudgetKey], None] = lambda _: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reconcile = reconcile
+        self._keys = keys
+        self._workers = workers
+        self._spacing = spacing.total_seconds()
+        self._retry = retry
+        self._failed = failed
+        self._clock = clock
+        self._changed = threading.Condition()
+        self._queue = DueQueue()
+        self._running: set[BudgetKey] = set()
+        self._again: set[BudgetKey] = set()
+        self._ended: dict[BudgetKey, float] = {}
+
+    def _woken(self, key: BudgetKey) -> None:
+        ended = self._ended.get(key)
+        now = self._clock()
+        self._queue.no_later_than(key, now if ended is None else max(now, ended + self._spacing))
+
+    def wake(self, key: BudgetKey) -> None:
+        with self._changed:
+            self._woken(key)
+            self._changed.notify()
+
+    def run(self, stop: StopFlag) -> None:
+        """Reconcile until `stop` is set: every known budget at once, then each when due."""
+        with self._changed:
+            for key in self._keys():
+                self._queue.no_later_than(key, self._clock())
+        pool = ThreadPoolExecutor(self._workers, thread_name_prefix="reconcile")
+        try:
+            while not stop.is_set():
+                with self._changed:
+                    for key in self._queue.pop_due(self._clock()):
+                        if key in self._running:
+                            self._again.add(key)
+                            continue
+                        self._running.add(key)
+                        pool.submit(self._reconcile, key).add_done_callback(
+                            functools.partial(self._finish, key)
+                        )
+                    self._changed.wait(self._wait())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            with self._changed:
+                for key in self._running:  # cancelled before they ran: due when next led
+                    self._queue.no_later_than(key, self._clock())
+                self._running.clear()
+
+    def _wait(self) -> float:
+        due = self._queue.next_at()
+        if due is None:
+            return LOOK_FOR_STOP
+        return min(LOOK_FOR_STOP, max(due - self._clock(), 0.0))
+
+    def _finish(self, key: BudgetKey, done: Future[timedelta | None]) -> None:
+        if done.cancelled():
+            return
+        try:
+            delay = done.result()
+        except Exception:
+            log.exception("reconciling %s failed; trying again in %s", key, self._retry)
+            self._failed(key)
+            delay = self._retry
+        with self._changed:
+            self._running.discard(key)
+            now = self._ended[key] = self._clock()
+            if key in self._again:
+                self._again.discard(key)
+                self._woken(key)
+            elif delay is None:
+                self._queue.discard(key)
+                del self._ended[key]
+            if delay is not None:
+                self._queue.no_later_than(key, now + delay.total_seconds())
+            self._changed.notify()
