@@ -51,9 +51,9 @@ class ShiftedClock:
 
 def operate(kubeconfig: str, offset_seconds: float) -> None:
     """The operator process: what `budgetops run` reconciles with, on a shifted clock."""
-    from kubernetes import config
     from prometheus_client import CollectorRegistry
 
+    from budgetops.cli.incluster import api_client
     from budgetops.handlers.operator import keep_budgets, run_operator
     from budgetops.handlers.reconciler import Reconciler
     from budgetops.observability.events import KubeEvents, QueuedEvents
@@ -61,8 +61,7 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
     from budgetops.store.kube import KubeStore
     from budgetops.store.objects import KubeObjects
 
-    api = config.new_client_from_config(kubeconfig)
-    api.configuration.connection_pool_maxsize = 32
+    api = api_client(kubeconfig)
     clock = ShiftedClock(timedelta(seconds=offset_seconds))
     store = KubeStore(api).start()
     reconciler = Reconciler(
@@ -238,8 +237,9 @@ def main() -> None:
     if args.operate:
         operate(args.operate[0], float(args.operate[1]))
         return
-    from kubernetes import client, config
+    from kubernetes import client
 
+    from budgetops.cli.incluster import api_client
     from budgetops.store.kube import KubeStore
 
     harness = load_harness()
@@ -250,8 +250,7 @@ def main() -> None:
         plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         plane.kubectl("create", "namespace", NAMESPACE)
-        api = config.new_client_from_config(str(plane.kubeconfig))
-        api.configuration.connection_pool_maxsize = 32
+        api = api_client(str(plane.kubeconfig))
         store = KubeStore(api).start()
         try:
             result = _measure(plane, store, args)

@@ -22,13 +22,15 @@ from budgetops.observability.events import KubeEvents, QueuedEvents
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics, StoreCollector
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects
+from budgetops.store.rest import refresh_credentials_at_most_every
 from budgetops.store.secrets import KubeSecrets
 
 from .serving import serve_until_stopped
 
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:
-    """From a kubeconfig file, or the pod's service account when there is none."""
+    """From a kubeconfig file, or the pod's service account when there is none; pooled for
+    the webhook's and the reconciler's threads, credentials refreshed every few seconds."""
     api: client.ApiClient
     if kubeconfig:
         api = config.new_client_from_config(kubeconfig)  # type: ignore[no-untyped-call]
@@ -39,6 +41,7 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
         )
         api = client.ApiClient(configuration)
     api.configuration.connection_pool_maxsize = 64
+    refresh_credentials_at_most_every(api.configuration)
     return api
 
 

@@ -13,9 +13,10 @@ from typing import Literal, Protocol
 
 from kubernetes import client
 
-from budgetops.apis.common import API_VERSION
+from budgetops.apis.common import API_VERSION, format_time
 from budgetops.apis.resources import Budget
 from budgetops.engine.clock import Clock, system_clock
+from budgetops.store.rest import request_json
 
 log = logging.getLogger("budgetops.events")
 
@@ -40,32 +41,35 @@ class KubeEvents:
     """core/v1 Events on the budget object, in its namespace (`default` for TrustBudgets)."""
 
     def __init__(self, api_client: client.ApiClient, *, clock: Clock = system_clock) -> None:
-        self.api = client.CoreV1Api(api_client)
+        self.api = api_client
         self.clock = clock
 
     def emit(self, budget: Budget, *, type: EventType, reason: str, message: str) -> None:
         meta = budget.metadata
         namespace = meta.namespace or "default"
-        now = self.clock()
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta.name}.", namespace=namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=API_VERSION,
-                kind=budget.kind,
-                name=meta.name,
-                namespace=meta.namespace,
-                uid=meta.uid,
-            ),
-            reason=reason,
-            message=message[:1024],
-            type=type,
-            source=client.V1EventSource(component=COMPONENT),
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+        now = format_time(self.clock())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": budget.kind,
+                "name": meta.name,
+                **({"namespace": meta.namespace} if meta.namespace else {}),
+                **({"uid": meta.uid} if meta.uid else {}),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type,
+            "source": {"component": COMPONENT},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        path = f"/api/v1/namespaces/{namespace}/events"
         try:
-            self.api.create_namespaced_event(namespace, event)
+            request_json(self.api, "POST", path, body=event, accept=(201,))
         except Exception:
             log.exception("could not record Event %s on %s/%s", reason, budget.kind, meta.name)
 

@@ -18,11 +18,13 @@ from typing import Any, TypeVar
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, Kind
 from budgetops.store.base import BudgetKey, NotFound
 from budgetops.store.commit import Apply, GroupCommit
+from budgetops.store.rest import request_json
 
 T = TypeVar("T")
 log = logging.getLogger("budgetops.store")
@@ -88,11 +90,15 @@ class BudgetCache:
                 self._synced[kind].set()
                 version = listing["metadata"]["resourceVersion"]
                 self._follow(kind, plural, version)
-                backoff = 0.5
+            except (HTTPError, OSError) as error:  # the API server went away or restarts
+                log.warning("watching %s: %s; listing again in %.1fs", plural, error, backoff)
             except Exception:
                 log.exception("watching %s failed; listing again in %.1fs", plural, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+            else:
+                backoff = 0.5
+                continue
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
 
     def _follow(self, kind: Kind, plural: str, version: str) -> None:
         """Apply watch events until the server ends the watch or the version expires (410)."""
@@ -296,27 +302,14 @@ class KubeStore:
         return cached
 
     def _write(self, key: BudgetKey, budget: Budget) -> bool:
-        """Replace /status with the resourceVersion it was computed from; False on 409.
-
-        The body is already plain JSON data (`to_wire`), so it goes out without the typed
-        client's recursive sanitizing, which cost more CPU than the rest of a write.
-        """
+        """Replace /status with the resourceVersion it was computed from; False on 409."""
         plural = RESOURCES[key.kind].plural
         where = f"/namespaces/{key.namespace}" if key.namespace else ""
         path = f"/apis/{GROUP}/{VERSION}{where}/{plural}/{key.name}/status"
-        api = self.api.api_client
-        method, url, headers, _, _ = api.param_serialize(
-            "PUT",
-            path,
-            header_params={"Content-Type": "application/json", "Accept": "application/json"},
-            auth_settings=["BearerToken"],
+        status, data = request_json(
+            self.api.api_client, "PUT", path, body=budget.to_wire(), accept=(200, 409)
         )
-        response = api.call_api(method, url, headers, budget.to_wire())
-        data = response.read()
-        if response.status == 409:
+        if status == 409:
             return False
-        if response.status != 200:
-            raise ApiException(status=response.status, reason=response.reason, body=data)
-        written = json.loads(data)
-        self.cache.put(_document(written))
+        self.cache.put(_document(json.loads(data)))
         return True

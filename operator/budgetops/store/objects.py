@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from budgetops.engine.reconcile import Sighting
+from budgetops.store.rest import request_json
 
 log = logging.getLogger("budgetops.objects")
 
@@ -46,24 +46,14 @@ class KubeObjects:
 
     def _list(self, collection: str, names: set[str]) -> dict[str, Sighting] | None:
         query = [("fieldSelector", f"metadata.name={next(iter(names))}")] if len(names) == 1 else []
-        method, url, headers, body, post = self.api.param_serialize(
-            "GET",
-            collection,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
+        status, data = request_json(
+            self.api, "GET", collection, query=query, accept=(200, 403, 404)
         )
-        response = self.api.call_api(method, url, headers, body, post)
-        data = response.read()  # type: ignore[no-untyped-call]
-        if response.status in (403, 404):
+        if status != 200:
             log.warning(
-                "cannot list %s (HTTP %s): its reservations stay unconfirmed",
-                collection,
-                response.status,
+                "cannot list %s (HTTP %s): its reservations stay unconfirmed", collection, status
             )
             return None
-        if response.status != 200:
-            raise ApiException(status=response.status, reason=response.reason, body=data)
         document: dict[str, Any] = json.loads(data)
         sightings = {}
         for item in document.get("items") or []:
