@@ -129,12 +129,30 @@ SettledKeys = Annotated[
 so that membership is one hash lookup."""
 
 
+Accounts = Annotated[
+    dict[str, Account],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "description": (
+                "Per account: allocation, balance, spent, reserved, leasedOut, windowStart, "
+                "resetsAt, reservations, leases. Written only by BudgetOps, through its "
+                "models; the API server does not check the fields inside, which cost it "
+                "~0.4 ms of CPU per account on every status write."
+            ),
+        }
+    ),
+]
+"""The accounts of a ledger; opaque to the CRD schema (see the description)."""
+
+
 class Ledger(Model):
     """Accounts plus what makes charges idempotent and legible."""
 
     model_config = ConfigDict(extra="ignore")
 
-    accounts: dict[str, Account] = Field(default_factory=dict)
+    accounts: Accounts = Field(default_factory=dict)
     settled: SettledKeys = Field(default_factory=dict)
     entries: list[Entry] = Field(default_factory=list, max_length=ENTRIES_KEPT)
 
