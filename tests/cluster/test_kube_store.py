@@ -144,8 +144,9 @@ def test_status_is_owned_whole_not_field_by_field(
 
     store.update_status(key, open_accounts)
     written = json.loads(
-        control_plane.kubectl("get", "tb", "owned-whole", "--show-managed-fields", "-o", "json")
-        .stdout
+        control_plane.kubectl(
+            "get", "tb", "owned-whole", "--show-managed-fields", "-o", "json"
+        ).stdout
     )
     status_owners = [
         entry["fieldsV1"]

@@ -64,10 +64,15 @@ def refresh_credentials_at_most_every(
     last = -float("inf")
 
     def refresh(current: client.Configuration) -> None:
-        nonlocal last
+        nonlocal last, hook
         now = time.monotonic()
         if now - last >= seconds:
             last = now
             hook(current)
+            # The kubeconfig loader installs a new hook each time it runs: keep that one,
+            # behind this one.
+            if current.refresh_api_key_hook is not refresh:
+                hook = current.refresh_api_key_hook
+                current.refresh_api_key_hook = refresh
 
     configuration.refresh_api_key_hook = refresh
