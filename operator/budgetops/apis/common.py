@@ -76,6 +76,13 @@ def parse_amount(value: object) -> Decimal:
         )
     else:
         raise ValueError(f"an amount must be an integer or a decimal string, not {value!r}")
+    return _amount(text)
+
+
+@lru_cache(maxsize=4096)
+def _amount(text: str) -> Decimal:
+    """Cached: a status spells the same few balances hundreds of times, and every read of a
+    budget parses them all (Decimals are immutable, so sharing one is safe)."""
     if not _MONEY.match(text):
         raise ValueError(
             f"{text!r} is not an amount: use a non-negative number with at most 2 decimals"

@@ -19,7 +19,12 @@ from budgetops.handlers.operator import keep_budgets, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.notify import Notifier
 from budgetops.observability.events import KubeEvents, QueuedEvents
-from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics, StoreCollector
+from budgetops.observability.metrics import (
+    BudgetCollector,
+    EventsCollector,
+    ReconcileMetrics,
+    StoreCollector,
+)
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects
 from budgetops.store.rest import refresh_credentials_at_most_every
@@ -58,6 +63,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     registry.register(StoreCollector(store.stats))
     registry.register(BudgetCollector(store))
     events = QueuedEvents(KubeEvents(api))
+    registry.register(EventsCollector(events))
     try:
         if not args.reconcile:
             return serve_until_stopped(store, args, out, registry=registry, events=events)

@@ -80,6 +80,24 @@ class StoreCollector(Collector):
         )
 
 
+class Dropping(Protocol):
+    dropped: int
+
+
+class EventsCollector(Collector):
+    """Events a full queue dropped (`QueuedEvents`), read at scrape time."""
+
+    def __init__(self, events: Dropping) -> None:
+        self.events = events
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "budgetops_events_dropped",
+            "Kubernetes Events dropped because the poster fell behind (logged as well).",
+            value=self.events.dropped,
+        )
+
+
 class ReconcileMetrics:
     """What the reconciler counts; labels are kind, reason and outcome only."""
 

@@ -1,0 +1,53 @@
+"""Queued Events: telling never waits, and what a full queue drops is counted and scraped."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.observability.events import QueuedEvents
+from budgetops.observability.metrics import EventsCollector
+
+
+class Stuck:
+    """An API server that takes each Event only when the test lets it."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.posted: list[str] = []
+
+    def emit(self, budget: Budget, *, type: str, reason: str, message: str) -> None:
+        self.go.wait(5)
+        self.posted.append(reason)
+
+
+def test_a_full_queue_drops_new_events_and_the_metric_counts_them() -> None:
+    budget = TrustBudget.model_validate(
+        {
+            "metadata": {"name": "certs"},
+            "spec": {
+                "subjects": {"users": ["alice"]},
+                "match": [{"group": "", "resource": "configmaps"}],
+                "initialBalance": 1,
+                "resetInterval": "1h",
+            },
+        }
+    )
+    stuck = Stuck()
+    events = QueuedEvents(stuck, capacity=2)
+    registry = CollectorRegistry()
+    registry.register(EventsCollector(events))
+    for n in range(6):  # one is being posted, two wait, the rest do not fit
+        events.emit(budget, type="Normal", reason=f"R{n}", message="m")
+    stuck.go.set()
+    deadline = time.monotonic() + 5
+    while len(stuck.posted) + events.dropped < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(stuck.posted) + events.dropped == 6
+    assert events.dropped >= 3
+    assert (
+        f"budgetops_events_dropped_total {events.dropped:.1f}" in generate_latest(registry).decode()
+    )
