@@ -34,8 +34,8 @@ from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.engine.conditions import set_condition
 from budgetops.engine.decisions import admit_trust
 from budgetops.engine.ledger import confirm
-from budgetops.observability.events import KubeEvents
 from budgetops.store import BudgetKey
+from budgetops.store.events import KubeEvents
 from cluster import load_harness
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,9 +23,9 @@ from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trus
 from budgetops.engine.ledger import audit
 from budgetops.handlers.operator import keep_budgets, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
-from budgetops.observability.events import KubeEvents
 from budgetops.observability.metrics import ReconcileMetrics
 from budgetops.store import BudgetKey
+from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects
 

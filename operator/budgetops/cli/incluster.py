@@ -18,13 +18,14 @@ from budgetops.engine.clock import system_clock
 from budgetops.handlers.operator import keep_budgets, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.notify import Notifier
-from budgetops.observability.events import KubeEvents, QueuedEvents
+from budgetops.observability.events import QueuedEvents
 from budgetops.observability.metrics import (
     BudgetCollector,
     EventsCollector,
     ReconcileMetrics,
     StoreCollector,
 )
+from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects
 from budgetops.store.rest import refresh_credentials_at_most_every

@@ -11,17 +11,11 @@ import queue
 import threading
 from typing import Literal, Protocol
 
-from kubernetes import client
-
-from budgetops.apis.common import API_VERSION, format_time
 from budgetops.apis.resources import Budget
-from budgetops.engine.clock import Clock, system_clock
-from budgetops.store.rest import request_json
 
 log = logging.getLogger("budgetops.events")
 
 EventType = Literal["Normal", "Warning"]
-COMPONENT = "budgetops"
 
 
 class EventRecorder(Protocol):
@@ -31,47 +25,11 @@ class EventRecorder(Protocol):
 
 
 class LogEvents:
-    """Where there is no API server (the embedded ledger): Events go to the log."""
+    """Where there is no API server (the embedded ledger): Events go to the log.
+    In a cluster, `store.events.KubeEvents` posts them."""
 
     def emit(self, budget: Budget, *, type: EventType, reason: str, message: str) -> None:
         log.info("%s %s/%s: %s: %s", type, budget.kind, budget.metadata.name, reason, message)
-
-
-class KubeEvents:
-    """core/v1 Events on the budget object, in its namespace (`default` for TrustBudgets)."""
-
-    def __init__(self, api_client: client.ApiClient, *, clock: Clock = system_clock) -> None:
-        self.api = api_client
-        self.clock = clock
-
-    def emit(self, budget: Budget, *, type: EventType, reason: str, message: str) -> None:
-        meta = budget.metadata
-        namespace = meta.namespace or "default"
-        now = format_time(self.clock())
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta.name}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": budget.kind,
-                "name": meta.name,
-                **({"namespace": meta.namespace} if meta.namespace else {}),
-                **({"uid": meta.uid} if meta.uid else {}),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": type,
-            "source": {"component": COMPONENT},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        path = f"/api/v1/namespaces/{namespace}/events"
-        try:
-            request_json(self.api, "POST", path, body=event, accept=(201,))
-        except Exception:
-            log.exception("could not record Event %s on %s/%s", reason, budget.kind, meta.name)
 
 
 class QueuedEvents:
