@@ -73,6 +73,7 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
         clock=clock,
         events=QueuedEvents(KubeEvents(api, clock=clock)),
         metrics=ReconcileMetrics(CollectorRegistry()),
+        versions=store.cache.version,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -161,6 +161,7 @@ def start_operator(api: client.ApiClient, store: KubeStore, *, peering: bool) ->
         events=KubeEvents(api, clock=clock),
         metrics=ReconcileMetrics(CollectorRegistry()),
         timing=FAST,
+        versions=store.cache.version,
     )
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(

@@ -152,3 +152,43 @@ def test_budget_metrics_name_at_most_five_accounts_per_trust_budget(tmp_path: Pa
         "user:u7",
     ]
     assert "budgetops_budget_consumed{" in generate_latest(registry).decode()
+
+
+def test_a_wake_for_an_unchanged_budget_costs_no_reconcile_until_it_is_due(
+    tmp_path: Path,
+) -> None:
+    """`versions` says which resourceVersion the store holds; while it is the one this
+    reconciler left and nothing is due, reconcile answers the time left without running."""
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    budget = risk()
+    budget.metadata.resource_version = "7"  # the embedded store keeps it as given
+    key = BudgetKey.of(store.apply(budget))
+    held = {"version": "7"}
+    now = [NOW]
+    events = Recorded()
+    reconciler = Reconciler(
+        store=store,
+        objects=None,
+        clock=lambda: now[0],
+        events=events,
+        metrics=ReconcileMetrics(CollectorRegistry()),
+        timing=Timing(idle=timedelta(minutes=1)),
+        versions=lambda _: held["version"],
+    )
+    assert reconciler.reconcile(key) == timedelta(minutes=1)
+    assert reconciler.left[key] == ("7", NOW + timedelta(minutes=1))
+
+    def ship(budget: Budget) -> Any:  # a change the skip must not hide once it is seen
+        assert isinstance(budget, RiskBudget)
+        release = Release("v1", 48, "standard")
+        return admit_risk(
+            budget.status, budget.spec, release=release, now=NOW, ttl=timedelta(minutes=5)
+        )
+
+    store.update_status(key, ship)
+    now[0] = NOW + timedelta(seconds=20)
+    assert reconciler.reconcile(key) == timedelta(seconds=40)  # "7" still held: skipped
+    assert events.events == []
+    held["version"] = "8"  # the watch delivers the release
+    assert reconciler.reconcile(key) == timedelta(minutes=1)
+    assert [reason for _, reason, _ in events.events] == ["BandChanged"]

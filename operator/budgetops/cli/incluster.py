@@ -80,6 +80,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             announcer=notifier,
             operator_namespace=args.namespace,
             timing=Timing(poll=parse_duration(args.reconcile_poll)),
+            versions=store.cache.version,
         )
         scheduler = keep_budgets(reconciler, store.cache)
 

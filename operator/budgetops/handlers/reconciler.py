@@ -7,7 +7,7 @@ daemons in `handlers.operator` only decide when to call it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -72,24 +72,34 @@ class Reconciler:
     samples: dict[BudgetKey, UsageSamples] = field(default_factory=dict)
     write_timeout: float = 60.0
     """A reconcile is no admission: it may wait out a busy API server."""
+    versions: Callable[[BudgetKey], str | None] | None = None
+    """The store's current resourceVersion of a budget, read without parsing it (KubeStore's
+    cache). With it, a wake for a budget nobody changed since this reconciler left it, and
+    with nothing due yet, costs a lookup instead of a parse: the watch reports each of the
+    reconciler's own writes, which would otherwise make every budget due twice."""
+    left: dict[BudgetKey, tuple[str, datetime]] = field(default_factory=dict)
+    """Per budget: the resourceVersion this reconciler left it at, and when it is due."""
 
     def reconcile(self, key: BudgetKey) -> timedelta | None:
         """Reconcile `key` once; returns how long until it wants to run again (None: gone)."""
+        now = self.clock()
+        version = self.versions(key) if self.versions else None
+        left = self.left.get(key)
+        if version is not None and left is not None and left[0] == version and now < left[1]:
+            return left[1] - now
         try:
             budget = self.store.get(key)
         except NotFound:
             self.samples.pop(key, None)
+            self.left.pop(key, None)
             return None
         if not isinstance(budget, TrustBudget | RiskBudget):
             return None
         paths = awaiting_witness(budget.status)
         seen: Seen = self.objects.look(paths) if paths and self.objects else {}
-        now = self.clock()
         name = budget_name(key)
 
-        due: list[timedelta] = []
-
-        def change(fresh: Budget) -> Outcome:
+        def change(fresh: Budget) -> tuple[Outcome, Budget]:
             generation = fresh.metadata.generation
             if isinstance(fresh, TrustBudget):
                 outcome = reconcile_trust(
@@ -106,19 +116,20 @@ class Reconciler:
                 outcome = reconcile_risk(
                     fresh.status, fresh.spec, budget=name, generation=generation, now=now, seen=seen
                 )
-            # The status as this attempt leaves it (the last attempt is the one kept), read
-            # here rather than from another copy of the budget afterwards.
-            due[:] = [self._delay(fresh, now)]
-            return outcome
+            return outcome, fresh
 
         try:
-            outcome = self.store.update_status(
-                key, change, timeout=self.write_timeout, needs_write=lambda o: o.changed
+            outcome, kept = self.store.update_status(
+                key, change, timeout=self.write_timeout, needs_write=lambda o: o[0].changed
             )
         except NotFound:
+            self.left.pop(key, None)
             return None
         self._tell(budget, outcome)
-        return due[0] if due else self.timing.idle
+        delay = self._delay(kept, now)  # from the status as the kept attempt left it
+        if kept.metadata.resource_version is not None:
+            self.left[key] = (kept.metadata.resource_version, now + delay)
+        return delay
 
     def _delay(self, budget: Budget, now: datetime) -> timedelta:
         """How long `budget`, as reconciled at `now`, may wait for its next look."""

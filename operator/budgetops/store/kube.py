@@ -176,6 +176,12 @@ class BudgetCache:
             self._parsed[key] = (version, budget)
         return budget
 
+    def version(self, key: BudgetKey) -> str | None:
+        """The resourceVersion held for `key`, without parsing it (None: not held)."""
+        with self._lock:
+            document = self._raw.get(key)
+        return None if document is None else document["metadata"].get("resourceVersion")
+
     def budget_keys(self) -> list[BudgetKey]:
         with self._lock:
             return sorted(self._raw)
@@ -286,7 +292,8 @@ class KubeStore:
         """Run `change` on the freshest status and persist it, within `timeout` seconds.
 
         Group-committed with every other charge to `key` waiting at the same time; see
-        store.commit for what that guarantees.
+        store.commit for what that guarantees. Afterwards, the budget `change` last ran on
+        carries the resourceVersion its status was stored as (or read at, if not written).
         """
         return self.commits.submit(key, change, timeout=timeout, needs_write=needs_write)
 
@@ -311,5 +318,7 @@ class KubeStore:
         )
         if status == 409:
             return False
-        self.cache.put(_document(json.loads(data)))
+        written = _document(json.loads(data))
+        budget.metadata.resource_version = written["metadata"]["resourceVersion"]
+        self.cache.put(written)
         return True
