@@ -209,3 +209,67 @@ def test_exactly_the_balance_is_admitted_across_three_replicas(
     settled = budget()
     assert settled.status.accounts["user:admin"].spent == 100
     assert uids <= set(settled.status.settled), "each charge was keyed by a real object's uid"
+
+
+def test_a_single_replica_without_peering_reconciles_and_stops_on_sigterm(
+    budget_crds: Any, tmp_path: Path
+) -> None:
+    """`budgetops run --no-peering`: no kopf at all; the scheduler runs in the main thread."""
+    control_plane = budget_crds
+    ca, serving = loopback_server_pair(tmp_path)
+    port = free_port()
+    name = "standalone-risk"
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "budgetops.dev/v1alpha1",
+                "kind": "RiskBudget",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"serviceId": name, "tier": 1},
+            }
+        ),
+    )
+    with (tmp_path / "replica.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "budgetops.cli.main",
+                "run",
+                "--no-peering",
+                "--kubeconfig",
+                str(control_plane.kubeconfig),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--tls-cert-file",
+                str(serving.cert),
+                "--tls-key-file",
+                str(serving.key),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            _wait_healthy(port, ca.cert)
+            deadline = time.monotonic() + 30
+            ready = ""
+            while ready != "True" and time.monotonic() < deadline:
+                ready = control_plane.kubectl(
+                    "get",
+                    "rb",
+                    name,
+                    "-n",
+                    "default",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                ).stdout
+                time.sleep(0.2)
+            assert ready == "True", "the standalone replica reconciled the budget"
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+            control_plane.kubectl("delete", "rb", name, "-n", "default", "--wait=false")
+    assert process.returncode == 0, (tmp_path / "replica.log").read_text()[-2000:]
