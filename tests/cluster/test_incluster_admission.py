@@ -32,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from budgetops.apis.resources import TrustBudget
 from budgetops.engine.ledger import audit
 from tests.cluster.conftest import CSR_CREATE, webhook_configuration
-from tests.tls import loopback_server_pair
+from tests.tls import Pair, loopback_server_pair
 
 REPLICAS = 3
 LABEL = "budgetops.dev/test-replica"
@@ -45,28 +45,37 @@ def free_port() -> int:
         return port
 
 
+def _apply(control_plane: Any, document: dict[str, Any]) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(document))
+
+
+def budgetops_run(kubeconfig: Path, port: int, serving: Pair, *options: str) -> list[str]:
+    """The command line of one `budgetops run` replica serving TLS on loopback `port`."""
+    return [
+        *(sys.executable, "-m", "budgetops.cli.main", "run", *options),
+        *("--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{port}"),
+        *("--tls-cert-file", str(serving.cert), "--tls-key-file", str(serving.key)),
+    ]
+
+
 @pytest.fixture(scope="module")
 def replicas(budget_crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
     control_plane = budget_crds
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "budgetops.dev/v1alpha1",
-                "kind": "TrustBudget",
-                "metadata": {"name": "incluster-certificates"},
-                "spec": {
-                    "subjects": {"users": ["admin"]},
-                    "match": [
-                        {"group": "certificates.k8s.io", "resource": "certificatesigningrequests"}
-                    ],
-                    "initialBalance": 100,
-                    "resetInterval": "24h",
-                },
-            }
-        ),
+    _apply(
+        control_plane,
+        {
+            "apiVersion": "budgetops.dev/v1alpha1",
+            "kind": "TrustBudget",
+            "metadata": {"name": "incluster-certificates"},
+            "spec": {
+                "subjects": {"users": ["admin"]},
+                "match": [
+                    {"group": "certificates.k8s.io", "resource": "certificatesigningrequests"}
+                ],
+                "initialBalance": 100,
+                "resetInterval": "24h",
+            },
+        },
     )
     folder: Path = tmp_path_factory.mktemp("incluster")
     ca, serving = loopback_server_pair(folder)
@@ -74,20 +83,7 @@ def replicas(budget_crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     logs = [(folder / f"replica-{n}.log").open("wb") for n in range(REPLICAS)]
     processes = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "budgetops.cli.main",
-                "run",
-                "--kubeconfig",
-                str(control_plane.kubeconfig),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--tls-cert-file",
-                str(serving.cert),
-                "--tls-key-file",
-                str(serving.key),
-            ],
+            budgetops_run(control_plane.kubeconfig, port, serving),
             stdout=subprocess.DEVNULL,
             stderr=logs[n],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -219,36 +215,18 @@ def test_a_single_replica_without_peering_reconciles_and_stops_on_sigterm(
     ca, serving = loopback_server_pair(tmp_path)
     port = free_port()
     name = "standalone-risk"
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "budgetops.dev/v1alpha1",
-                "kind": "RiskBudget",
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"serviceId": name, "tier": 1},
-            }
-        ),
+    _apply(
+        control_plane,
+        {
+            "apiVersion": "budgetops.dev/v1alpha1",
+            "kind": "RiskBudget",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"serviceId": name, "tier": 1},
+        },
     )
     with (tmp_path / "replica.log").open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "budgetops.cli.main",
-                "run",
-                "--no-peering",
-                "--kubeconfig",
-                str(control_plane.kubeconfig),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--tls-cert-file",
-                str(serving.cert),
-                "--tls-key-file",
-                str(serving.key),
-            ],
+            budgetops_run(control_plane.kubeconfig, port, serving, "--no-peering"),
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
