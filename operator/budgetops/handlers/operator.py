@@ -41,8 +41,9 @@ def keep_budgets(reconciler: Reconciler, cache: BudgetCache, *, workers: int = 1
     def failed(key: BudgetKey) -> None:
         reconciler.metrics.failures.labels(key.kind).inc()
 
+    poll = reconciler.timing.poll  # `--reconcile-poll`: wakes no closer, retries after
     scheduler = Scheduler(
-        reconciler.reconcile, kept, workers=workers, retry=reconciler.timing.poll, failed=failed
+        reconciler.reconcile, kept, workers=workers, spacing=poll, retry=poll, failed=failed
     )
 
     def changed(key: BudgetKey) -> None:
