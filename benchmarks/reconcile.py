@@ -71,7 +71,7 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
         store=store,
         objects=KubeObjects(api),
         clock=clock,
-        events=QueuedEvents(KubeEvents(api, clock=clock)),
+        events=QueuedEvents(KubeEvents(api, clock=clock), busy=store.commits.busy),
         metrics=ReconcileMetrics(CollectorRegistry()),
         versions=store.cache.version,
     )

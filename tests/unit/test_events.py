@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -25,17 +26,7 @@ class Stuck:
 
 
 def test_a_full_queue_drops_new_events_and_the_metric_counts_them() -> None:
-    budget = TrustBudget.model_validate(
-        {
-            "metadata": {"name": "certs"},
-            "spec": {
-                "subjects": {"users": ["alice"]},
-                "match": [{"group": "", "resource": "configmaps"}],
-                "initialBalance": 1,
-                "resetInterval": "1h",
-            },
-        }
-    )
+    budget = _budget()
     stuck = Stuck()
     events = QueuedEvents(stuck, capacity=2)
     registry = CollectorRegistry()
@@ -51,3 +42,47 @@ def test_a_full_queue_drops_new_events_and_the_metric_counts_them() -> None:
     assert (
         f"budgetops_events_dropped_total {events.dropped:.1f}" in generate_latest(registry).decode()
     )
+
+
+def _budget() -> TrustBudget:
+    return TrustBudget.model_validate(
+        {
+            "metadata": {"name": "certs"},
+            "spec": {
+                "subjects": {"users": ["alice"]},
+                "match": [{"group": "", "resource": "configmaps"}],
+                "initialBalance": 1,
+                "resetInterval": "1h",
+            },
+        }
+    )
+
+
+def _eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.01)
+
+
+def test_events_wait_while_the_store_writes_statuses() -> None:
+    stuck = Stuck()
+    stuck.go.set()
+    writing = threading.Event()
+    writing.set()
+    events = QueuedEvents(stuck, busy=writing.is_set, patience=60)
+    events.emit(_budget(), type="Normal", reason="WindowClosed", message="m")
+    time.sleep(0.3)
+    assert stuck.posted == [], "posted while statuses were being written"
+    writing.clear()
+    _eventually(lambda: stuck.posted == ["WindowClosed"])
+
+
+def test_an_event_waits_no_longer_than_its_patience() -> None:
+    stuck = Stuck()
+    stuck.go.set()
+    events = QueuedEvents(stuck, busy=lambda: True, patience=0.2)  # the store never rests
+    queued = time.monotonic()
+    events.emit(_budget(), type="Warning", reason="BreakGlass", message="m")
+    _eventually(lambda: stuck.posted == ["BreakGlass"])
+    assert time.monotonic() - queued >= 0.2

@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     registry = CollectorRegistry()
     registry.register(StoreCollector(store.stats))
     registry.register(BudgetCollector(store))
-    events = QueuedEvents(KubeEvents(api))
+    events = QueuedEvents(KubeEvents(api), busy=store.commits.busy)
     registry.register(EventsCollector(events))
     try:
         if not args.reconcile:

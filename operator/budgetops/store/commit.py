@@ -133,6 +133,11 @@ class GroupCommit:
         result: T = waiter.result
         return result
 
+    def busy(self) -> bool:
+        """Whether a budget is being written or waits for a writer."""
+        with self._pool:
+            return bool(self._ready) or self._threads > self._idle
+
     def _schedule(self, key: BudgetKey, lane: _Lane) -> None:
         """Hand `lane` to an idle writer, or start one if all are busy and there is room."""
         with self._pool:
