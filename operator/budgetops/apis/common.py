@@ -101,8 +101,8 @@ def format_amount(value: Decimal) -> int | str:
 
 
 # Amounts are int-or-string the way Kubernetes' own Quantity is: the pattern and bounds
-# apply to whichever form is given. Status holds amounts inside maps of unbounded size,
-# where the API server's CEL cost estimate forbids any rule, so they rely on these alone.
+# apply to whichever form is given. Inside status accounts the CRD checks nothing (see
+# `apis.ledger.Accounts`): those amounts rely on this module's parsing on every read.
 _AMOUNT_SCHEMA: dict[str, Any] = {
     "x-kubernetes-int-or-string": True,
     "anyOf": [{"type": "integer"}, {"type": "string"}],

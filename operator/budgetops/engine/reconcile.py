@@ -251,11 +251,7 @@ def reconcile_trust(
     )
     outcome.changed |= (lowest, exhausted) != (status.lowest_balance, status.exhausted_accounts)
     outcome.changed |= _trust_conditions(status, now=now, generation=generation)
-    outcome.changed |= _ready(
-        status.conditions, f"{len(status.accounts)} accounts", now, generation
-    )
-    if status.observed_generation != generation:
-        status.observed_generation, outcome.changed = generation, True
+    _mark_ready(status, outcome, f"{len(status.accounts)} accounts", now, generation)
     return outcome
 
 
@@ -321,11 +317,16 @@ def _alert_accounts(
         )
 
 
-def _ready(
-    conditions: list[Condition], message: str, now: datetime, generation: int | None
-) -> bool:
-    return set_condition(
-        conditions,
+def _mark_ready(
+    status: TrustBudgetStatus | RiskBudgetStatus,
+    outcome: Outcome,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> None:
+    """Ready, and the generation this status answers for: the last step of every reconcile."""
+    outcome.changed |= set_condition(
+        status.conditions,
         type="Ready",
         status="True",
         reason="Reconciled",
@@ -333,6 +334,8 @@ def _ready(
         now=now,
         generation=generation,
     )
+    if status.observed_generation != generation:
+        status.observed_generation, outcome.changed = generation, True
 
 
 # RiskBudget -------------------------------------------------------------------------------
@@ -458,7 +461,5 @@ def reconcile_risk(
                 ),
             )
         )
-    outcome.changed |= _ready(status.conditions, f"band {band}", now, generation)
-    if status.observed_generation != generation:
-        status.observed_generation, outcome.changed = generation, True
+    _mark_ready(status, outcome, f"band {band}", now, generation)
     return outcome

@@ -125,15 +125,15 @@ class Reconciler:
         except NotFound:
             self.left.pop(key, None)
             return None
-        self._tell(budget, outcome)
-        delay = self._delay(kept, now)  # from the status as the kept attempt left it
+        assert isinstance(kept, TrustBudget | RiskBudget)
+        self._tell(kept, outcome)  # the budget the outcome was decided on, spec included
+        delay = self._delay(kept, now)
         if kept.metadata.resource_version is not None:
             self.left[key] = (kept.metadata.resource_version, now + delay)
         return delay
 
-    def _delay(self, budget: Budget, now: datetime) -> timedelta:
+    def _delay(self, budget: TrustBudget | RiskBudget, now: datetime) -> timedelta:
         """How long `budget`, as reconciled at `now`, may wait for its next look."""
-        assert isinstance(budget, TrustBudget | RiskBudget)
         wait = self.timing.idle
         due = next_due(budget.status)
         if due is not None:

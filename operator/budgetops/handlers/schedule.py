@@ -143,6 +143,7 @@ class Scheduler:
                 for key in self._running:  # cancelled before they ran: due when next led
                     self._queue.no_later_than(key, self._clock())
                 self._running.clear()
+                self._again.clear()
 
     def _wait(self) -> float:
         due = self._queue.next_at()

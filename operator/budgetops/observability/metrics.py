@@ -3,6 +3,7 @@ account or user (accounts can be many; per-account figures belong in status)."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -11,8 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from budgetops.apis.resources import Budget, Kind, RiskBudget, TrustBudget
-
-BAND_NAMES = ("Green", "Yellow", "Red", "Exhausted")
+from budgetops.engine.bands import BAND_ORDER
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -177,10 +177,10 @@ class BudgetCollector(Collector):
             consumed.add_metric(key, float(sum(used.values())))
             pending.add_metric(key, sum(len(a.reservations) for a in accounts.values()))
             if isinstance(budget, RiskBudget):
-                for name in BAND_NAMES:
-                    band.add_metric([*key, name], 1.0 if budget.status.band == name else 0.0)
+                for level in BAND_ORDER:
+                    band.add_metric([*key, level], 1.0 if budget.status.band == level else 0.0)
             elif isinstance(budget, TrustBudget):
                 exhausted.add_metric(key, budget.status.exhausted_accounts)
-                for name in sorted(used, key=lambda n: used[n], reverse=True)[:TOP_ACCOUNTS]:
+                for name in heapq.nlargest(TOP_ACCOUNTS, used, key=used.__getitem__):
                     top.add_metric([*key, name], float(used[name]))
         yield from (allocation, consumed, pending, band, exhausted, top)
