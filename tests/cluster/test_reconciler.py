@@ -21,6 +21,7 @@ from budgetops.apis.riskbudget import RiskBudgetStatus
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust
 from budgetops.engine.ledger import audit
+from budgetops.engine.reconcile import Sighting
 from budgetops.handlers.operator import keep_budgets, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.observability.metrics import ReconcileMetrics
@@ -337,3 +338,29 @@ def test_with_peering_one_replica_reconciles_and_another_takes_over(
         for replica in replicas:
             replica.halt()
             replica.store.stop()
+
+
+def test_witnesses_are_looked_up_by_metadata_and_an_unreadable_collection_is_left_out(
+    api: client.ApiClient,
+) -> None:
+    core = client.CoreV1Api(api)
+    made = [
+        core.create_namespaced_config_map(
+            "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"look-{n}"))
+        )
+        for n in range(2)
+    ]
+    here = "/api/v1/namespaces/default/configmaps"
+    nowhere = "/apis/example.invalid/v1/namespaces/default/widgets"
+    try:
+        seen = KubeObjects(api).look(
+            [f"{here}/look-0", f"{here}/look-1", f"{here}/look-gone", f"{nowhere}/w"]
+        )
+        assert seen == {
+            f"{here}/look-0": Sighting(uid=made[0].metadata.uid, generation=0),
+            f"{here}/look-1": Sighting(uid=made[1].metadata.uid, generation=0),
+            f"{here}/look-gone": None,
+        }
+    finally:
+        for n in range(2):
+            core.delete_namespaced_config_map(f"look-{n}", "default")

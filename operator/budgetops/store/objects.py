@@ -2,9 +2,10 @@
 
 A reservation names the path of the object it was charged for. Paths are grouped by their
 collection and each collection is listed once (narrowed by name when only one is wanted),
-so a burst of 400 certificate requests costs one request, not 400. A LIST that is refused
-(403) or whose resource is not served (404) leaves its paths out of the answer: the
-reconciler then knows it could not check, which is different from "not there".
+so a burst of 400 certificate requests costs one request, not 400, and it asks for metadata
+only. A LIST that fails (refused, not served, an API server error, no connection) leaves its
+paths out of the answer: the reconciler then knows it could not check, which is different
+from "not there", and still does everything else (a window never waits on a witness).
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from budgetops.engine.reconcile import Sighting
 from budgetops.store.rest import request_json
 
 log = logging.getLogger("budgetops.objects")
+
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+"""Only names, uids and generations are read: the API server need not send whole objects."""
 
 
 class KubeObjects:
@@ -46,13 +52,11 @@ class KubeObjects:
 
     def _list(self, collection: str, names: set[str]) -> dict[str, Sighting] | None:
         query = [("fieldSelector", f"metadata.name={next(iter(names))}")] if len(names) == 1 else []
-        status, data = request_json(
-            self.api, "GET", collection, query=query, accept=(200, 403, 404)
-        )
-        if status != 200:
-            log.warning(
-                "cannot list %s (HTTP %s): its reservations stay unconfirmed", collection, status
-            )
+        try:
+            _, data = request_json(self.api, "GET", collection, query=query, media=METADATA_ONLY)
+        except (ApiException, HTTPError, OSError) as error:
+            reason = f"HTTP {error.status}" if isinstance(error, ApiException) else str(error)
+            log.warning("cannot list %s (%s): its reservations stay unchecked", collection, reason)
             return None
         document: dict[str, Any] = json.loads(data)
         sightings = {}

@@ -27,9 +27,11 @@ def request_json(
     body: Any = None,
     query: Sequence[tuple[str, str]] = (),
     accept: Sequence[int] = (200,),
+    media: str = "application/json",
 ) -> tuple[int, bytes]:
-    """Send `body` as JSON; the status and raw answer, or ApiException if not in `accept`."""
-    headers = {"Accept": "application/json"}
+    """Send `body` as JSON; the status and raw answer, or ApiException if not in `accept`.
+    `media` is the Accept header (a JSON form, e.g. metadata only)."""
+    headers = {"Accept": media}
     if body is not None:
         headers["Content-Type"] = "application/json"
     method, url, headers, _, _ = api.param_serialize(
