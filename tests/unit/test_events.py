@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -19,10 +20,14 @@ class Stuck:
     def __init__(self) -> None:
         self.go = threading.Event()
         self.posted: list[str] = []
+        self.stamped: list[datetime | None] = []
 
-    def emit(self, budget: Budget, *, type: str, reason: str, message: str) -> None:
+    def emit(
+        self, budget: Budget, *, type: str, reason: str, message: str, at: datetime | None = None
+    ) -> None:
         self.go.wait(5)
         self.posted.append(reason)
+        self.stamped.append(at)
 
 
 def test_a_full_queue_drops_new_events_and_the_metric_counts_them() -> None:
@@ -82,7 +87,10 @@ def test_an_event_waits_no_longer_than_its_patience() -> None:
     stuck = Stuck()
     stuck.go.set()
     events = QueuedEvents(stuck, busy=lambda: True, patience=0.2)  # the store never rests
-    queued = time.monotonic()
+    queued, happened = time.monotonic(), datetime.now(UTC)
     events.emit(_budget(), type="Warning", reason="BreakGlass", message="m")
     _eventually(lambda: stuck.posted == ["BreakGlass"])
     assert time.monotonic() - queued >= 0.2
+    [stamp] = stuck.stamped
+    assert stamp is not None
+    assert stamp - happened < timedelta(seconds=0.1), "stamped when queued, not when posted"

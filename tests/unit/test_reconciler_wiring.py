@@ -26,7 +26,9 @@ class Recorded:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str]] = []
 
-    def emit(self, budget: Budget, *, type: str, reason: str, message: str) -> None:
+    def emit(
+        self, budget: Budget, *, type: str, reason: str, message: str, at: datetime | None = None
+    ) -> None:
         self.events.append((type, reason, message))
 
 

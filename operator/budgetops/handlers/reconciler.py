@@ -155,7 +155,9 @@ class Reconciler:
         for notice in outcome.notices:
             self.metrics.transitions.labels(kind, notice.reason).inc()
             message = " ".join((notice.summary, *notice.details))
-            self.events.emit(budget, type=notice.event_type, reason=notice.reason, message=message)
+            self.events.emit(
+                budget, type=notice.event_type, reason=notice.reason, message=message, at=notice.at
+            )
         notifications = budget.spec.notifications
         if outcome.notices and notifications.channels and self.announcer is not None:
             self.announcer.submit(

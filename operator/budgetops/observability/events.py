@@ -11,9 +11,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 from budgetops.apis.resources import Budget
+from budgetops.engine.clock import Clock, system_clock
 
 log = logging.getLogger("budgetops.events")
 
@@ -21,8 +24,16 @@ EventType = Literal["Normal", "Warning"]
 
 
 class EventRecorder(Protocol):
-    def emit(self, budget: Budget, *, type: EventType, reason: str, message: str) -> None:
-        """Tell people something happened to `budget`."""
+    def emit(
+        self,
+        budget: Budget,
+        *,
+        type: EventType,
+        reason: str,
+        message: str,
+        at: datetime | None = None,
+    ) -> None:
+        """Tell people something happened to `budget` (`at`, or now)."""
         ...
 
 
@@ -30,8 +41,28 @@ class LogEvents:
     """Where there is no API server (the embedded ledger): Events go to the log.
     In a cluster, `store.events.KubeEvents` posts them."""
 
-    def emit(self, budget: Budget, *, type: EventType, reason: str, message: str) -> None:
+    def emit(
+        self,
+        budget: Budget,
+        *,
+        type: EventType,
+        reason: str,
+        message: str,
+        at: datetime | None = None,
+    ) -> None:
         log.info("%s %s/%s: %s: %s", type, budget.kind, budget.metadata.name, reason, message)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    budget: Budget
+    type: EventType
+    reason: str
+    message: str
+    at: datetime
+    """When it happened: the time the Event shows, however long it waited."""
+    queued: float
+    """Monotonic seconds when queued, for the patience."""
 
 
 YIELD_SECONDS = 0.05
@@ -59,18 +90,30 @@ class QueuedEvents:
         capacity: int = 2048,
         busy: Callable[[], bool] = lambda: False,
         patience: float = 10.0,
+        clock: Clock = system_clock,
     ) -> None:
         self.recorder = recorder
         self.busy = busy
+        self.clock = clock
         self.patience = patience
         self.dropped = 0
-        self._queue: queue.Queue[tuple[Budget, EventType, str, str, float]] = queue.Queue(capacity)
+        self._queue: queue.Queue[_Queued] = queue.Queue(capacity)
         self._lock = threading.Lock()
         self._poster: threading.Thread | None = None
 
-    def emit(self, budget: Budget, *, type: EventType, reason: str, message: str) -> None:
+    def emit(
+        self,
+        budget: Budget,
+        *,
+        type: EventType,
+        reason: str,
+        message: str,
+        at: datetime | None = None,
+    ) -> None:
+        """Queue the Event, stamped now unless `at` says when it happened."""
+        queued = _Queued(budget, type, reason, message, at or self.clock(), time.monotonic())
         try:
-            self._queue.put_nowait((budget, type, reason, message, time.monotonic()))
+            self._queue.put_nowait(queued)
         except queue.Full:
             with self._lock:
                 self.dropped += 1
@@ -83,12 +126,18 @@ class QueuedEvents:
 
     def _post(self) -> None:
         while True:
-            budget, type, reason, message, queued = self._queue.get()
-            while self.busy() and time.monotonic() - queued < self.patience:
+            event = self._queue.get()
+            while self.busy() and time.monotonic() - event.queued < self.patience:
                 time.sleep(YIELD_SECONDS)
             try:
-                self.recorder.emit(budget, type=type, reason=reason, message=message)
+                self.recorder.emit(
+                    event.budget,
+                    type=event.type,
+                    reason=event.reason,
+                    message=event.message,
+                    at=event.at,
+                )
             except Exception:
-                log.exception("could not record Event %s on %s", reason, budget.metadata.name)
-            finally:
-                self._queue.task_done()
+                log.exception(
+                    "could not record Event %s on %s", event.reason, event.budget.metadata.name
+                )

@@ -6,6 +6,7 @@ The recorder protocol and the queue in front of it are in `observability.events`
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from kubernetes import client
 
@@ -26,10 +27,18 @@ class KubeEvents:
         self.api = api_client
         self.clock = clock
 
-    def emit(self, budget: Budget, *, type: str, reason: str, message: str) -> None:
+    def emit(
+        self,
+        budget: Budget,
+        *,
+        type: str,
+        reason: str,
+        message: str,
+        at: datetime | None = None,
+    ) -> None:
         meta = budget.metadata
         namespace = meta.namespace or "default"
-        now = format_time(self.clock())
+        now = format_time(at or self.clock())
         event = {
             "apiVersion": "v1",
             "kind": "Event",
