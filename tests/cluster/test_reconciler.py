@@ -177,17 +177,17 @@ def start_operator(api: client.ApiClient, store: KubeStore, *, peering: bool) ->
 
 
 @pytest.fixture
-def operator(api: client.ApiClient, store: KubeStore) -> Iterator[tuple[ShiftedClock, Reconciler]]:
+def operator(api: client.ApiClient, store: KubeStore) -> Iterator[ShiftedClock]:
     """The operator in a thread (standalone: no peering), on a clock the test moves."""
     running = start_operator(api, store, peering=False)
-    yield running.clock, running.reconciler
+    yield running.clock
     running.halt()
 
 
 def test_the_operator_confirms_refunds_resets_and_announces(
-    api: client.ApiClient, store: KubeStore, operator: tuple[ShiftedClock, Reconciler]
+    api: client.ApiClient, store: KubeStore, operator: ShiftedClock
 ) -> None:
-    clock, _ = operator
+    clock = operator
     core = client.CoreV1Api(api)
     key = BudgetKey("TrustBudget", "reconcile-trust")
     store.apply(trust(key.name, 5))
@@ -222,9 +222,9 @@ def test_the_operator_confirms_refunds_resets_and_announces(
 
 
 def test_the_operator_moves_bands_and_rolls_the_window(
-    api: client.ApiClient, store: KubeStore, operator: tuple[ShiftedClock, Reconciler]
+    api: client.ApiClient, store: KubeStore, operator: ShiftedClock
 ) -> None:
-    clock, _ = operator
+    clock = operator
     key = BudgetKey("RiskBudget", "reconcile-risk", "default")
     store.apply(small_risk_budget(key))
 
@@ -304,10 +304,8 @@ def _counted(metrics: ReconcileMetrics) -> float:
 def test_with_peering_one_replica_reconciles_and_another_takes_over(
     api: client.ApiClient, budget_crds: Any
 ) -> None:
-    replicas = [start_operator(api, KubeStore(api).start(), peering=True) for _ in range(2)]
+    replicas: list[Running] = []
     key = BudgetKey("RiskBudget", "reconcile-ha", "default")
-    store = replicas[0].store
-    store.apply(small_risk_budget(key))
 
     def release(points: int, name: str) -> Callable[[Budget], Decision]:
         def change(budget: Budget) -> Decision:
@@ -323,6 +321,10 @@ def test_with_peering_one_replica_reconciles_and_another_takes_over(
         return change
 
     try:
+        for _ in range(2):  # each kept as soon as it runs, so `finally` stops it
+            replicas.append(start_operator(api, KubeStore(api).start(), peering=True))
+        store = replicas[0].store
+        store.apply(small_risk_budget(key))
         assert store.update_status(key, release(45, "ha-1")).allowed
         eventually(lambda: sum(_counted(r.reconciler.metrics) for r in replicas) >= 1, within=60)
         time.sleep(1)  # a second announcer would have spoken by now
@@ -334,7 +336,8 @@ def test_with_peering_one_replica_reconciles_and_another_takes_over(
         assert store.update_status(key, release(30, "ha-2")).allowed  # Yellow -> Red
         eventually(lambda: _counted(follower.metrics) == 1, within=90)
     finally:
-        store.delete(key)
+        if replicas:
+            replicas[0].store.delete(key)
         for replica in replicas:
             replica.halt()
             replica.store.stop()

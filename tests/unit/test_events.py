@@ -75,9 +75,15 @@ def test_events_wait_while_the_store_writes_statuses() -> None:
     stuck.go.set()
     writing = threading.Event()
     writing.set()
-    events = QueuedEvents(stuck, busy=writing.is_set, patience=60)
+    asked: list[bool] = []
+
+    def busy() -> bool:
+        asked.append(writing.is_set())
+        return asked[-1]
+
+    events = QueuedEvents(stuck, busy=busy, patience=60)
     events.emit(_budget(), type="Normal", reason="WindowClosed", message="m")
-    time.sleep(0.3)
+    _eventually(lambda: len(asked) >= 3)  # the poster has the Event and keeps asking
     assert stuck.posted == [], "posted while statuses were being written"
     writing.clear()
     _eventually(lambda: stuck.posted == ["WindowClosed"])
