@@ -214,8 +214,10 @@ def channel(type: str, **extra: Any) -> Channel:
         ),
         (
             "email",
-            f"smtp://{SMTP_USER}:{SMTP_PASSWORD_IN_URL}@mail.example/?from=ops%40example.com",
-            SmtpTarget("mail.example", 25, "ops@example.com", SMTP_USER, SMTP_PASSWORD),
+            f"smtps://{SMTP_USER}:{SMTP_PASSWORD_IN_URL}@mail.example/?from=ops%40example.com",
+            SmtpTarget(
+                "mail.example", 465, "ops@example.com", SMTP_USER, SMTP_PASSWORD, implicit_tls=True
+            ),
         ),
         (
             "email",
@@ -246,6 +248,9 @@ def test_secret_urls_are_parsed(type: Any, value: str, target: Any) -> None:
         ("email", "smtp://s3cr3t@mail.example/?from=a@b.c"),
         ("email", "smtp://mail.example/?from=a@b.c&starttls=s3cr3t"),
         ("email", "smtps://u:s3cr3t@mail.example/?from=a@b.c&starttls=true"),
+        # Credentials that would cross the network unencrypted.
+        ("email", "smtp://u:s3cr3t@mail.example/?from=a@b.c"),
+        ("webhook", "http://u:s3cr3t@hooks.example/x"),
     ],
 )
 def test_a_malformed_url_is_refused_without_quoting_it(type: Any, value: str) -> None:
@@ -258,7 +263,7 @@ def test_a_malformed_url_is_refused_without_quoting_it(type: Any, value: str) ->
 
 def test_targets_do_not_show_their_secrets_in_repr() -> None:
     assert "s3cr3t" not in repr(parse_target("slack", "https://hooks.example/s3cr3t"))
-    assert "s3cr3t" not in repr(parse_target("email", "smtp://u:s3cr3t@m.example/?from=a@b.c"))
+    assert "s3cr3t" not in repr(parse_target("email", "smtps://u:s3cr3t@m.example/?from=a@b.c"))
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from ipaddress import ip_address
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
@@ -76,6 +77,8 @@ def parse_target(channel_type: ChannelType, value: str) -> Target:
         raise TargetError(f"the Secret of a {channel_type} channel must hold an http(s) URL")
     if "@" not in parts.netloc:
         return WebhookTarget(parts.geturl())
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise TargetError(f"credentials in a {channel_type} URL need https (http only to loopback)")
     credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     return WebhookTarget(
         parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl(),
@@ -99,6 +102,9 @@ def _smtp_target(parts: SplitResult, port: int | None) -> SmtpTarget:
     password = unquote(parts.password) if parts.password else None
     if (username is None) != (password is None):
         raise TargetError("an smtp URL needs both a user and a password, or neither")
+    encrypted = parts.scheme == "smtps" or starttls == "true" or _loopback(parts.hostname)
+    if username is not None and not encrypted:
+        raise TargetError("a password in an smtp URL needs smtps:// or `starttls=true`")
     return SmtpTarget(
         host=parts.hostname,
         port=port or _SMTP_PORTS[parts.scheme],
@@ -108,6 +114,16 @@ def _smtp_target(parts: SplitResult, port: int | None) -> SmtpTarget:
         implicit_tls=parts.scheme == "smtps",
         starttls=starttls == "true",
     )
+
+
+def _loopback(host: str) -> bool:
+    """Credentials may travel unencrypted only where they never leave the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _describe(error: BaseException) -> str:
