@@ -63,15 +63,14 @@ def ledger(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     server = serve(admission, host="127.0.0.1", port=0, tls=(str(serving.cert), str(serving.key)))
     configuration = webhook_configuration(
         NAME,
-        port=server.server_address[1],
+        port=server.port,
         ca=ca.cert.read_bytes(),
         rules=[CSR_CREATE, DEPLOYMENT_WRITES],
     )
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(configuration))
     yield store
     control_plane.kubectl("delete", "validatingwebhookconfiguration", NAME)
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def test_issuance_is_charged_once_and_the_fourth_is_denied(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -246,7 +247,7 @@ def test_a_break_glass_use_is_an_event_on_the_budget(
                 },
             },
         }
-        return admission.review(json.dumps(review).encode()).body["response"]
+        return asyncio.run(admission.review(json.dumps(review).encode())).body["response"]
 
     assert csr("ordinary", {})["allowed"]
     assert not csr("denied", {})["allowed"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import logging
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -201,9 +204,8 @@ def webhook(tmp_path: Path) -> Iterator[tuple[str, int, SQLiteStore]]:
     store.apply(risk_budget(selector={"matchLabels": {"app": "api"}}))
     admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
     server = serve(admission, host="127.0.0.1", port=0, tls=None)
-    yield "127.0.0.1", server.server_address[1], store
-    server.shutdown()
-    server.server_close()
+    yield "127.0.0.1", server.port, store
+    server.close()
 
 
 def post(
@@ -332,24 +334,20 @@ def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "seconds"),
-    [
-        ("/validate?timeout=5s", 5.0),
-        ("/validate", 10.0),
-        ("/validate?timeout=bogus", 10.0),
-        ("/validate?timeout=1m", 60.0),
-    ],
+    ("query", "seconds"),
+    [("5s", 5.0), (None, 10.0), ("bogus", 10.0), ("1m", 60.0)],
 )
-def test_the_api_servers_deadline_is_read_from_the_url(path: str, seconds: float) -> None:
+def test_the_api_servers_deadline_is_read_from_the_url(query: str | None, seconds: float) -> None:
+    """The API server appends `?timeout=5s` to the webhook URL; anything else means 10 s."""
     from budgetops.admission.webhook import _timeout
 
-    assert _timeout(path) == seconds
+    assert _timeout(query) == seconds
 
 
 class OutOfTime(SQLiteStore):
     """The store's own deadline passing, as a busy in-cluster budget would make it."""
 
-    def update_status(self, *args: Any, **kwargs: Any) -> Any:
+    async def update_status_async(self, *args: Any, **kwargs: Any) -> Any:
         raise ChargeTimeout("slow")
 
 
@@ -357,7 +355,7 @@ def test_a_charge_out_of_time_is_a_retriable_denial(tmp_path: Path) -> None:
     store = OutOfTime(tmp_path / "ledger.sqlite3")
     store.apply(trust_budget(subjects={"groups": ["developers"]}))
     admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
-    answer = admission.review(json.dumps(request()).encode(), timeout=5)
+    answer = asyncio.run(admission.review(json.dumps(request()).encode(), timeout=5))
     assert answer.status == 200
     status = answer.body["response"]["status"]
     assert answer.body["response"]["allowed"] is False
@@ -384,7 +382,7 @@ def test_a_token_request_is_settled_at_once(tmp_path: Path) -> None:
         obj={"kind": "TokenRequest", "spec": {"audiences": ["api"]}},
     )
     review["request"]["subResource"] = "token"
-    answer = admission.review(json.dumps(review).encode())
+    answer = asyncio.run(admission.review(json.dumps(review).encode()))
     assert answer.body["response"]["allowed"] is True
     account = store.get(BudgetKey("TrustBudget", "certs")).status.accounts[
         "serviceaccount:ci/builder"
@@ -455,9 +453,8 @@ def test_break_glass_through_the_webhook(tmp_path: Path) -> None:
             },
             "spec": {"expirationSeconds": ttl},
         }
-        return admission.review(json.dumps(request(uid=uid, groups=groups, obj=obj)).encode()).body[
-            "response"
-        ]
+        body = json.dumps(request(uid=uid, groups=groups, obj=obj)).encode()
+        return asyncio.run(admission.review(body)).body["response"]
 
     assert csr("normal", groups=("developers",), ttl=600)["allowed"], "charged as usual"
     refused = csr("dev", groups=("developers",), ttl=600)
@@ -475,7 +472,6 @@ def test_break_glass_through_the_webhook(tmp_path: Path) -> None:
 def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
     import os
     import shutil
-    import socket
     import ssl
     import time
 
@@ -498,7 +494,7 @@ def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path) -> No
         tls=(str(serving.cert), str(serving.key)),
         tls_check_seconds=0.05,
     )
-    port = server.server_address[1]
+    port = server.port
 
     def handshake(ca: Path) -> bool:
         context = ssl.create_default_context(cafile=str(ca))
@@ -524,8 +520,7 @@ def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path) -> No
         assert handshake(second_ca.cert), "new connections get the rotated certificate"
         assert not handshake(first_ca.cert)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 CERTIFICATE_REQUESTS = {
@@ -595,3 +590,18 @@ def test_only_the_configured_controllers_may_name_a_requester() -> None:
         obj={"metadata": {"uid": "cr-2", "annotations": {"budgetops.dev/requester": "alice"}}},
     )
     assert classify([budget], review, Identity()).trust == [], "mallory cannot bill alice"
+
+
+def test_a_client_that_hangs_up_mid_request_costs_nothing(
+    webhook: Any, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A caller gone before its answer (a timed-out API server, a load generator stopping)
+    leaves no error in the log, and the server goes on answering."""
+    with socket.create_connection(webhook[:2], timeout=5) as hung:
+        hung.sendall(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+    with socket.create_connection(webhook[:2], timeout=5) as gone:
+        gone.sendall(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    status, answer = post(webhook, json.dumps(request(uid="after")).encode())
+    assert (status, answer["response"]["allowed"]) == (200, True)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "Traceback" not in capfd.readouterr().err

@@ -3,16 +3,18 @@ denied waiter is answered once and never re-run, so it cannot be admitted by a r
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from budgetops.apis.resources import Budget, TrustBudget
 from budgetops.engine.decisions import Decision, admit_trust
-from budgetops.store import BudgetKey
+from budgetops.store import BudgetKey, ChargeTimeout
 from budgetops.store.commit import Waiter
 from budgetops.store.kube import KubeStore
 
@@ -95,3 +97,54 @@ def test_endless_conflicts_end_at_the_deadline_in_a_retriable_refusal() -> None:
     assert type(stuck.error).__name__ == "ChargeTimeout"
     assert "could not be charged in time" in str(stuck.error)
     assert store.stats.conflicts > 1, "it did retry until then"
+
+
+class GatedStore(ScriptedStore):
+    """Its writes wait for `gate`, so the test decides when a batch may finish."""
+
+    def __init__(self, budget: TrustBudget) -> None:
+        super().__init__(budget, conflicts=0)
+        self.gate = threading.Event()
+
+    def _write(self, key: BudgetKey, budget: Budget) -> bool:
+        assert self.gate.wait(10), "the test never opened the gate"
+        return super()._write(key, budget)
+
+
+def charge_async(store: KubeStore, uid: str, runs: dict[str, int], timeout: float = 5) -> Any:
+    return store.update_status_async(
+        KEY, counted_charge(uid, runs), timeout=timeout, needs_write=lambda d: d.changes_ledger
+    )
+
+
+def test_coroutines_share_batches_and_the_loop_runs_while_they_wait() -> None:
+    store = GatedStore(trust_budget(initialBalance=100))
+    runs: dict[str, int] = {}
+
+    async def main() -> list[Decision]:
+        charges = asyncio.gather(*(charge_async(store, f"u{i}", runs) for i in range(20)))
+        for _ in range(3):  # the loop is free while the first batch is held at the gate
+            await asyncio.sleep(0.01)
+        store.gate.set()
+        return await charges
+
+    decisions = asyncio.run(main())
+    assert [d.reason for d in decisions] == ["Charged"] * 20
+    assert store.stored.status.accounts["user:alice"].reserved == 20
+    assert store.stats.charges == 20
+    assert store.stats.batches <= 2, "all that arrived while one batch was written share the next"
+
+
+def test_a_coroutine_that_gave_up_leaves_the_writer_working() -> None:
+    store = GatedStore(trust_budget(initialBalance=100))
+
+    async def impatient() -> None:
+        await charge_async(store, "late", {}, timeout=0.2)
+
+    with pytest.raises(ChargeTimeout, match=r"could not be charged within 0\.2s"):
+        asyncio.run(impatient())  # its loop is closed before the writer answers it
+    store.gate.set()
+    later = store.update_status(
+        KEY, counted_charge("next", {}), timeout=5, needs_write=lambda d: d.changes_ledger
+    )
+    assert later.reason == "Charged", "answering a closed loop did not kill the writer"

@@ -4,24 +4,28 @@ Every input the API server (or anyone on the port) can send gets an answer: malf
 envelopes a 400 with what is wrong, an unknown path a 404, a body over the limit a 413, a
 request BudgetOps cannot charge a calm denial, and an internal failure a 500 that names no
 internals (the details go to the log).
+
+The server is aiohttp on one event loop thread: a request waiting for its charge costs a
+coroutine, not a thread, so many concurrent admissions share one group-commit batch without
+handing the interpreter lock back and forth between dozens of threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, TypeVar
 
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
@@ -45,12 +49,17 @@ DEFAULT_TIMEOUT = 10.0
 ANSWER_MARGIN = 0.5
 """Seconds kept back from the API server's deadline to send the answer in."""
 
+SHUTDOWN_GRACE = DEFAULT_TIMEOUT
+"""Seconds a stopping server waits for admissions in flight to be answered."""
+
 RETRY_MESSAGE = (
     "BudgetOps could not charge this request before the API server's deadline; the request "
     "was not admitted. Please try again."
 )
 
 log = logging.getLogger("budgetops.webhook")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,15 +94,15 @@ class Admission:
         self.metrics = metrics or AdmissionMetrics(CollectorRegistry())
         self.events: EventRecorder = events or LogEvents()
 
-    def review(self, body: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> Answer:
+    async def review(self, body: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> Answer:
         """Parse, classify, charge, answer. Never raises for anything a client sends."""
         with self.metrics.latency.time():
-            answer = self._review(body, timeout=timeout)
+            answer = await self._review(body, timeout=timeout)
         if answer.status != 200:
             self.metrics.errors.labels(str(answer.status)).inc()
         return answer
 
-    def _review(self, body: bytes, *, timeout: float) -> Answer:
+    async def _review(self, body: bytes, *, timeout: float) -> Answer:
         try:
             document = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -107,7 +116,7 @@ class Admission:
                 400, "not an admission.k8s.io/v1 AdmissionReview: " + "; ".join(field_errors(error))
             )
         try:
-            return Answer(200, self.decide(request, timeout=timeout))
+            return Answer(200, await self.decide(request, timeout=timeout))
         except ChargeTimeout:
             log.warning("admission of %s ran out of time", request.describe())
             self.metrics.admissions.labels("", "denied", "Timeout").inc()
@@ -118,7 +127,7 @@ class Admission:
             log.exception("admission of %s failed", request.describe())
             return _problem(500, "BudgetOps could not decide this request; see the webhook log")
 
-    def decide(
+    async def decide(
         self, request: AdmissionRequest, *, timeout: float = DEFAULT_TIMEOUT
     ) -> dict[str, Any]:
         """The AdmissionReview answer for one request; raises ChargeTimeout past `timeout`."""
@@ -128,14 +137,14 @@ class Admission:
             self.metrics.admissions.labels("", "denied", "Refused").inc()
             return response(request.uid, allowed=False, message=str(refusal), code=400)
         deadline = time.monotonic() + max(timeout - ANSWER_MARGIN, 0.1)
-        decisions = self._charge(charges, request, deadline)
+        decisions = await self._charge(charges, request, deadline)
         denied = [d.message for d in decisions if not d.allowed]
         warnings = [w for d in decisions for w in d.warnings]
         if denied:
             return response(request.uid, allowed=False, message=" ".join(denied))
         return response(request.uid, allowed=True, warnings=warnings)
 
-    def _charge(
+    async def _charge(
         self, charges: Classified, request: AdmissionRequest, deadline: float
     ) -> list[Decision]:
         now = self.clock()
@@ -161,7 +170,7 @@ class Admission:
                     confirm(budget.status, key=c.key, now=now)
                 return decision
 
-            decisions.append(self._update(trust.budget, charge_trust, deadline))
+            decisions.append(await self._update(trust.budget, charge_trust, deadline))
         for risk in charges.risk:
 
             def charge_risk(budget: Budget, c: Any = risk) -> Decision:
@@ -175,15 +184,15 @@ class Admission:
                     dry_run=request.dry_run,
                 )
 
-            decisions.append(self._update(risk.budget, charge_risk, deadline))
+            decisions.append(await self._update(risk.budget, charge_risk, deadline))
         return decisions
 
-    def _update(
+    async def _update(
         self, key: BudgetKey, change: Callable[[Budget], Decision], deadline: float
     ) -> Decision:
         """Charge one budget and count the outcome. Only charges and break-glass uses are
         written: denials, replays and dry runs leave the status as it was."""
-        decision = self.store.update_status(
+        decision = await self.store.update_status_async(
             key,
             change,
             timeout=max(deadline - time.monotonic(), 0.0),
@@ -192,7 +201,8 @@ class Admission:
         verdict = "allowed" if decision.allowed else "denied"
         self.metrics.admissions.labels(key.kind, verdict, decision.reason).inc()
         if decision.reason == "BreakGlass":
-            self._announce_break_glass(key, decision)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self._announce_break_glass, key, decision)
         return decision
 
     def _announce_break_glass(self, key: BudgetKey, decision: Decision) -> None:
@@ -204,77 +214,99 @@ class Admission:
         self.events.emit(budget, type="Warning", reason="BreakGlass", message=decision.warnings[0])
 
 
-def _timeout(path: str) -> float:
+def _timeout(value: str | None) -> float:
     """The deadline the API server puts in the webhook URL (`/validate?timeout=5s`)."""
-    values = parse_qs(urlsplit(path).query).get("timeout", [])
     try:
-        return parse_duration(values[0]).total_seconds() if values else DEFAULT_TIMEOUT
+        return parse_duration(value).total_seconds() if value else DEFAULT_TIMEOUT
     except ValueError:
         return DEFAULT_TIMEOUT
 
 
-def _handler(admission: Admission, ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _json(answer: Answer) -> web.Response:
+    return web.json_response(answer.body, status=answer.status)
 
-        def _send(self, answer: Answer) -> None:
-            payload = json.dumps(answer.body).encode()
-            self.send_response(answer.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
 
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                payload = generate_latest(admission.metrics.registry)
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            elif self.path == "/healthz":
-                self._send(Answer(200, {"status": "ok"}))
-            elif self.path == "/readyz":
-                ok = ready()
-                self._send(Answer(200 if ok else 503, {"status": "ok" if ok else "not ready"}))
-            else:
-                self._send(_problem(404, f"no such path {self.path}; POST /validate"))
+def _application(admission: Admission, ready: Callable[[], bool]) -> web.Application:
+    async def validate(request: web.Request) -> web.StreamResponse:
+        length = request.content_length
+        if length is None:
+            return _json(_problem(411, "a Content-Length header is required"))
+        if length > MAX_BODY:
+            response = _json(_problem(413, f"the body is larger than {MAX_BODY} bytes"))
+            response.force_close()  # the body was not read: the connection cannot be reused
+            return response
+        try:
+            body = await request.read()
+        except ConnectionResetError:  # the caller hung up: nobody is left to answer
+            log.debug("%s hung up before sending its whole body", request.remote)
+            return _json(_problem(400, "the body ended early"))
+        return _json(await admission.review(body, timeout=_timeout(request.query.get("timeout"))))
 
-        def do_POST(self) -> None:
-            if self.path.split("?")[0] != "/validate":
-                self._send(_problem(404, f"no such path {self.path}; POST /validate"))
-                return
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self._send(_problem(411, "a Content-Length header is required"))
-                return
-            if length > MAX_BODY:
-                self.close_connection = True
-                self._send(_problem(413, f"the body is larger than {MAX_BODY} bytes"))
-                return
-            self._send(admission.review(self.rfile.read(length), timeout=_timeout(self.path)))
+    async def metrics(_: web.Request) -> web.StreamResponse:
+        payload = generate_latest(admission.metrics.registry)
+        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
+    async def healthz(_: web.Request) -> web.StreamResponse:
+        return _json(Answer(200, {"status": "ok"}))
 
-    return Handler
+    async def readyz(_: web.Request) -> web.StreamResponse:
+        ok = await asyncio.get_running_loop().run_in_executor(None, ready)
+        return _json(Answer(200 if ok else 503, {"status": "ok" if ok else "not ready"}))
+
+    async def elsewhere(request: web.Request) -> web.StreamResponse:
+        return _json(_problem(404, f"no such path {request.path_qs}; POST /validate"))
+
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_post("/validate", validate)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_route("*", "/{path:.*}", elsewhere)
+    return app
 
 
 TLS_CHECK_SECONDS = 10.0
 
 
-class WebhookServer(ThreadingHTTPServer):
-    """The HTTP server, plus the certificate watcher that lives and dies with it."""
+class WebhookServer:
+    """The webhook's event loop in a daemon thread, and the certificate watcher that lives
+    and dies with it."""
 
-    daemon_threads = True
-    request_queue_size = 256  # the default backlog of 5 resets bursts of new connections
-    stopped: threading.Event
+    def __init__(self, app: web.Application) -> None:
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="webhook", daemon=True)
+        self.stopped = threading.Event()
+        self.port = 0
 
-    def server_close(self) -> None:
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def start(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
+        self._thread.start()
+        self.port = self._call(self._listen(host, port, context))
+
+    async def _listen(self, host: str, port: int, context: ssl.SSLContext | None) -> int:
+        await self._runner.setup()
+        # a deep backlog: the default resets bursts of new connections
+        site = web.TCPSite(self._runner, host, port, ssl_context=context, backlog=256)
+        await site.start()
+        bound: int = self._runner.addresses[0][1]
+        return bound
+
+    def close(self) -> None:
+        """Stop accepting, answer what is in flight (up to SHUTDOWN_GRACE), then stop."""
         self.stopped.set()
-        super().server_close()
+        self._call(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _stop(self) -> None:
+        await self._runner.cleanup()
+        await self._loop.shutdown_default_executor()
 
 
 def _watch_certificate(
@@ -305,10 +337,10 @@ def serve(
     host: str,
     port: int,
     tls: tuple[str, str] | None,
-    started: threading.Event | None = None,
     tls_check_seconds: float = TLS_CHECK_SECONDS,
 ) -> WebhookServer:
-    """A running server (in a daemon thread); plain HTTP only on a loopback address."""
+    """A running server (in a daemon thread); plain HTTP only on a loopback address.
+    Port 0 picks a free port, which `server.port` then holds."""
     if tls is None and not ip_address(host).is_loopback:
         raise ValueError(
             f"refusing plain HTTP on {host}: give --tls-cert-file and --tls-key-file, "
@@ -323,20 +355,16 @@ def serve(
             return False
         return True
 
-    server = WebhookServer((host, port), _handler(admission, ready))
-    server.stopped = threading.Event()
+    server = WebhookServer(_application(admission, ready))
+    context = None
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
         threading.Thread(
             target=_watch_certificate,
             args=(context, *tls, server.stopped, tls_check_seconds),
             name="tls-reload",
             daemon=True,
         ).start()
-    thread = threading.Thread(target=server.serve_forever, name="webhook", daemon=True)
-    thread.start()
-    if started is not None:
-        started.set()
+    server.start(host, port, context)
     return server

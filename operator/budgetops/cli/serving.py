@@ -53,6 +53,5 @@ def serve_until_stopped(
             until(stop)
         else:
             stop.wait()
-    server.shutdown()
-    server.server_close()
+    server.close()
     return 0

@@ -82,3 +82,14 @@ class BudgetStore(Protocol):
         Raises ChargeTimeout when it cannot finish within `timeout` seconds.
         """
         ...
+
+    async def update_status_async(
+        self,
+        key: BudgetKey,
+        change: Callable[[Budget], T],
+        *,
+        timeout: float = 10.0,
+        needs_write: Callable[[T], bool] = lambda _: True,
+    ) -> T:
+        """`update_status` for a coroutine: the caller's event loop is never blocked."""
+        ...

@@ -8,11 +8,17 @@ A waiter whose answer needs no write (a denial, a replay, a dry run) is answered
 first attempt and never re-run, so a denied request can never be admitted by another
 waiter's retry. Every wait is bounded by its caller's deadline.
 
+Callers wait on a thread (`submit`) or on an event loop (`submit_async`): a loop is woken once
+per answer and never blocks, so one loop thread can keep a whole batch waiting.
+
 How a batch is read and persisted is the store's business: it hands in an `attempt`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import random
 import threading
 import time
@@ -46,10 +52,22 @@ class Waiter:
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
+    wake: Callable[[], None] | None = None
+    """Called once answered, from the writer's thread (an event loop's waiter sets this)."""
 
     def answer(self, result: Any = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self.done.set()
+        if self.wake is not None:
+            self.wake()
+
+    def outcome(self, key: BudgetKey, timeout: float) -> Any:
+        """The answer, once `done`: the result, or the error raised."""
+        if not self.done.is_set():
+            raise ChargeTimeout(f"{key} could not be charged within {timeout:.1f}s")
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 Writers = list[tuple[Waiter, Any]]
@@ -57,6 +75,11 @@ Apply = Callable[[Budget], Writers]
 Attempt = Callable[[BudgetKey, bool, Apply], bool]
 """attempt(key, fresh, apply): read the budget (afresh if `fresh`), run `apply` on it, and
 persist it if `apply` returned any writers. True when done, False on a write conflict."""
+
+
+def _wake(loop: asyncio.AbstractEventLoop, woken: asyncio.Event) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: its caller went away
+        loop.call_soon_threadsafe(woken.set)
 
 
 @dataclass
@@ -118,20 +141,42 @@ class GroupCommit:
         if not self.enabled:
             self.commit(key, [waiter])
         else:
-            with self._lanes_lock:
-                lane = self._lanes.setdefault(key, _Lane())
-            with lane.lock:
-                lane.queue.append(waiter)
-                schedule = not lane.running
-                lane.running = True
-            if schedule:
-                self._schedule(key, lane)
-        if not waiter.done.wait(max(0.0, waiter.deadline - time.monotonic())):
-            raise ChargeTimeout(f"{key} could not be charged within {timeout:.1f}s")
-        if waiter.error is not None:
-            raise waiter.error
-        result: T = waiter.result
+            self._enqueue(key, waiter)
+        waiter.done.wait(max(0.0, waiter.deadline - time.monotonic()))
+        result: T = waiter.outcome(key, timeout)
         return result
+
+    async def submit_async(
+        self,
+        key: BudgetKey,
+        change: Callable[[Budget], T],
+        *,
+        timeout: float,
+        needs_write: Callable[[T], bool],
+    ) -> T:
+        """`submit` for a coroutine: the event loop goes on while the batch is written."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        waiter = Waiter(change, needs_write, time.monotonic() + timeout)
+        waiter.wake = functools.partial(_wake, loop, woken)
+        if not self.enabled:
+            await loop.run_in_executor(None, self.commit, key, [waiter])
+        else:
+            self._enqueue(key, waiter)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), max(0.0, waiter.deadline - time.monotonic()))
+        result: T = waiter.outcome(key, timeout)
+        return result
+
+    def _enqueue(self, key: BudgetKey, waiter: Waiter) -> None:
+        with self._lanes_lock:
+            lane = self._lanes.setdefault(key, _Lane())
+        with lane.lock:
+            lane.queue.append(waiter)
+            schedule = not lane.running
+            lane.running = True
+        if schedule:
+            self._schedule(key, lane)
 
     def busy(self) -> bool:
         """Whether a budget is being written or waits for a writer."""

@@ -91,6 +91,8 @@ class BudgetCache:
                 version = listing["metadata"]["resourceVersion"]
                 self._follow(kind, plural, version)
             except (HTTPError, OSError) as error:  # the API server went away or restarts
+                if self._stop.is_set():  # stopped meanwhile: nobody is waiting for this watch
+                    return
                 log.warning("watching %s: %s; listing again in %.1fs", plural, error, backoff)
             except Exception:
                 log.exception("watching %s failed; listing again in %.1fs", plural, backoff)
@@ -296,6 +298,19 @@ class KubeStore:
         carries the resourceVersion its status was stored as (or read at, if not written).
         """
         return self.commits.submit(key, change, timeout=timeout, needs_write=needs_write)
+
+    async def update_status_async(
+        self,
+        key: BudgetKey,
+        change: Callable[[Budget], T],
+        *,
+        timeout: float = 10.0,
+        needs_write: Callable[[T], bool] = lambda _: True,
+    ) -> T:
+        """`update_status` for a coroutine (the webhook's event loop)."""
+        return await self.commits.submit_async(
+            key, change, timeout=timeout, needs_write=needs_write
+        )
 
     def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
         """Read (the cache, or the API server when `fresh`), apply, compare-and-swap."""

@@ -203,6 +203,19 @@ class SQLiteStore:
         """
         return self.commits.submit(key, change, timeout=timeout, needs_write=needs_write)
 
+    async def update_status_async(
+        self,
+        key: BudgetKey,
+        change: Callable[[Budget], T],
+        *,
+        timeout: float = 10.0,
+        needs_write: Callable[[T], bool] = lambda _: True,
+    ) -> T:
+        """`update_status` for a coroutine (the webhook's event loop)."""
+        return await self.commits.submit_async(
+            key, change, timeout=timeout, needs_write=needs_write
+        )
+
     def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
         """One transaction: read (the kept copy if the row has not moved), apply, write.
 
