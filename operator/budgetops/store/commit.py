@@ -280,3 +280,32 @@ class GroupCommit:
             conflicts += 1
             pause = random.uniform(0, min(BACKOFF_SECONDS * conflicts, 0.05))
             time.sleep(min(pause, max(0.0, min(w.deadline for w in pending) - time.monotonic())))
+
+
+class Committed:
+    """`update_status` and `update_status_async` of the BudgetStore protocol, for a store
+    whose status changes all go through its `commits`."""
+
+    commits: GroupCommit
+
+    def update_status(
+        self,
+        key: BudgetKey,
+        change: Callable[[Budget], T],
+        *,
+        timeout: float = 10.0,
+        needs_write: Callable[[T], bool] = lambda _: True,
+    ) -> T:
+        return self.commits.submit(key, change, timeout=timeout, needs_write=needs_write)
+
+    async def update_status_async(
+        self,
+        key: BudgetKey,
+        change: Callable[[Budget], T],
+        *,
+        timeout: float = 10.0,
+        needs_write: Callable[[T], bool] = lambda _: True,
+    ) -> T:
+        return await self.commits.submit_async(
+            key, change, timeout=timeout, needs_write=needs_write
+        )

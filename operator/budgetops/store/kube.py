@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -23,10 +23,9 @@ from urllib3.exceptions import HTTPError
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, Kind
 from budgetops.store.base import BudgetKey, NotFound
-from budgetops.store.commit import Apply, GroupCommit
+from budgetops.store.commit import Apply, Committed, GroupCommit
 from budgetops.store.rest import request_json
 
-T = TypeVar("T")
 log = logging.getLogger("budgetops.store")
 
 WATCH_SECONDS = 240
@@ -189,8 +188,13 @@ class BudgetCache:
             return sorted(self._raw)
 
 
-class KubeStore:
-    """A BudgetStore over the API server, with group commit per budget."""
+class KubeStore(Committed):
+    """A BudgetStore over the API server, with group commit per budget.
+
+    A status change runs on the freshest status and is persisted by compare-and-swap; after
+    it, the budget the change last ran on carries the resourceVersion its status was stored
+    as (or read at, if not written).
+    """
 
     def __init__(self, api_client: client.ApiClient, *, group_commit: bool = True) -> None:
         self.api = client.CustomObjectsApi(api_client)
@@ -282,35 +286,6 @@ class KubeStore:
         return True
 
     # Status writes: compare-and-swap, group-committed.
-
-    def update_status(
-        self,
-        key: BudgetKey,
-        change: Callable[[Budget], T],
-        *,
-        timeout: float = 10.0,
-        needs_write: Callable[[T], bool] = lambda _: True,
-    ) -> T:
-        """Run `change` on the freshest status and persist it, within `timeout` seconds.
-
-        Group-committed with every other charge to `key` waiting at the same time; see
-        store.commit for what that guarantees. Afterwards, the budget `change` last ran on
-        carries the resourceVersion its status was stored as (or read at, if not written).
-        """
-        return self.commits.submit(key, change, timeout=timeout, needs_write=needs_write)
-
-    async def update_status_async(
-        self,
-        key: BudgetKey,
-        change: Callable[[Budget], T],
-        *,
-        timeout: float = 10.0,
-        needs_write: Callable[[T], bool] = lambda _: True,
-    ) -> T:
-        """`update_status` for a coroutine (the webhook's event loop)."""
-        return await self.commits.submit_async(
-            key, change, timeout=timeout, needs_write=needs_write
-        )
 
     def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
         """Read (the cache, or the API server when `fresh`), apply, compare-and-swap."""

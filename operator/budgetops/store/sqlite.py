@@ -11,16 +11,14 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from budgetops.apis.resources import RESOURCES, Budget, Kind
 from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
-from budgetops.store.commit import Apply, GroupCommit
-
-T = TypeVar("T")
+from budgetops.store.commit import Apply, Committed, GroupCommit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budgets (
@@ -48,8 +46,14 @@ def _params(key: BudgetKey) -> tuple[str, str, str]:
     return (key.kind, key.namespace, key.name)
 
 
-class SQLiteStore:
-    """A BudgetStore over a SQLite file, safe from many threads and processes."""
+class SQLiteStore(Committed):
+    """A BudgetStore over a SQLite file, safe from many threads and processes.
+
+    A status change is read, changed and written inside one write transaction; with
+    `group_commit`, changes waiting at the same time share it (see store.commit). Waiting for
+    the write lock is bounded by the connection's busy timeout; past it the charge is refused
+    with ChargeTimeout.
+    """
 
     def __init__(
         self, path: Path | str, *, busy_timeout_ms: int = 10_000, group_commit: bool = False
@@ -186,35 +190,6 @@ class SQLiteStore:
     def _forget(self, key: BudgetKey) -> None:
         with self._decoded_lock:
             self._decoded.pop(key, None)
-
-    def update_status(
-        self,
-        key: BudgetKey,
-        change: Callable[[Budget], T],
-        *,
-        timeout: float = 10.0,
-        needs_write: Callable[[T], bool] = lambda _: True,
-    ) -> T:
-        """Read, change and write one budget's status inside one write transaction.
-
-        With `group_commit`, changes waiting at the same time share that transaction (see
-        store.commit). Waiting for the write lock is bounded by the connection's busy
-        timeout; past it the charge is refused with ChargeTimeout.
-        """
-        return self.commits.submit(key, change, timeout=timeout, needs_write=needs_write)
-
-    async def update_status_async(
-        self,
-        key: BudgetKey,
-        change: Callable[[Budget], T],
-        *,
-        timeout: float = 10.0,
-        needs_write: Callable[[T], bool] = lambda _: True,
-    ) -> T:
-        """`update_status` for a coroutine (the webhook's event loop)."""
-        return await self.commits.submit_async(
-            key, change, timeout=timeout, needs_write=needs_write
-        )
 
     def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
         """One transaction: read (the kept copy if the row has not moved), apply, write.
