@@ -49,21 +49,20 @@ class Waiter:
     change: Callable[[Budget], Any]
     needs_write: Callable[[Any], bool]
     deadline: float
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: Callable[[], None] = lambda: None
+    """Called once answered, from the writer's thread: it sets the Event a thread waits on,
+    or resolves the future of a coroutine."""
+    done: bool = False
     result: Any = None
     error: BaseException | None = None
-    wake: Callable[[], None] | None = None
-    """Called once answered, from the writer's thread (an event loop's waiter sets this)."""
 
     def answer(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.result, self.error = result, error
-        self.done.set()
-        if self.wake is not None:
-            self.wake()
+        self.result, self.error, self.done = result, error, True
+        self.wake()
 
     def outcome(self, key: BudgetKey, timeout: float) -> Any:
         """The answer, once `done`: the result, or the error raised."""
-        if not self.done.is_set():
+        if not self.done:
             raise ChargeTimeout(f"{key} could not be charged within {timeout:.1f}s")
         if self.error is not None:
             raise self.error
@@ -77,9 +76,14 @@ Attempt = Callable[[BudgetKey, bool, Apply], bool]
 persist it if `apply` returned any writers. True when done, False on a write conflict."""
 
 
-def _wake(loop: asyncio.AbstractEventLoop, woken: asyncio.Event) -> None:
+def _wake(loop: asyncio.AbstractEventLoop, answered: asyncio.Future[None]) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is closed: its caller went away
-        loop.call_soon_threadsafe(woken.set)
+        loop.call_soon_threadsafe(_resolve, answered)
+
+
+def _resolve(answered: asyncio.Future[None]) -> None:
+    if not answered.done():  # not cancelled by its caller's timeout meanwhile
+        answered.set_result(None)
 
 
 @dataclass
@@ -137,12 +141,13 @@ class GroupCommit:
         needs_write: Callable[[T], bool],
     ) -> T:
         """Queue `change` for `key` and wait for its answer; ChargeTimeout past `timeout`."""
-        waiter = Waiter(change, needs_write, time.monotonic() + timeout)
+        answered = threading.Event()
+        waiter = Waiter(change, needs_write, time.monotonic() + timeout, answered.set)
         if not self.enabled:
             self.commit(key, [waiter])
         else:
             self._enqueue(key, waiter)
-        waiter.done.wait(max(0.0, waiter.deadline - time.monotonic()))
+        answered.wait(max(0.0, waiter.deadline - time.monotonic()))
         result: T = waiter.outcome(key, timeout)
         return result
 
@@ -156,15 +161,16 @@ class GroupCommit:
     ) -> T:
         """`submit` for a coroutine: the event loop goes on while the batch is written."""
         loop = asyncio.get_running_loop()
-        woken = asyncio.Event()
-        waiter = Waiter(change, needs_write, time.monotonic() + timeout)
-        waiter.wake = functools.partial(_wake, loop, woken)
+        answered = loop.create_future()
+        deadline = time.monotonic() + timeout
+        waiter = Waiter(change, needs_write, deadline, functools.partial(_wake, loop, answered))
         if not self.enabled:
             await loop.run_in_executor(None, self.commit, key, [waiter])
         else:
             self._enqueue(key, waiter)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), max(0.0, waiter.deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await answered
         result: T = waiter.outcome(key, timeout)
         return result
 
@@ -216,7 +222,7 @@ class GroupCommit:
             self.commit(key, batch)
         except BaseException as error:  # never leave a waiter hanging
             for waiter in batch:
-                if not waiter.done.is_set():
+                if not waiter.done:
                     waiter.answer(error=error)
         with lane.lock:
             more = bool(lane.queue)
@@ -251,7 +257,7 @@ class GroupCommit:
             for waiter in pending:
                 if waiter.deadline <= now:
                     waiter.answer(error=ChargeTimeout(f"{key} could not be charged in time"))
-            pending = [w for w in pending if not w.done.is_set()]
+            pending = [w for w in pending if not w.done]
             if not pending:
                 return
             writers: Writers = []
