@@ -18,6 +18,7 @@ Run: python benchmarks/reconcile.py [--risk 1000] [--trust 100] [--accounts 100]
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -184,6 +185,12 @@ def peak_rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--risk", type=int, default=1000)
@@ -202,6 +209,9 @@ class Result:
     margin: float
     elapsed: float
     idle_rss: float
+    idle_cpu: float
+    """The operator's CPU between ready and the boundary, in cores."""
+    idle_seconds: float
     rss: float
     peak: float
 
@@ -235,6 +245,11 @@ def _measure(plane: Any, api: Any, store: Any, args: argparse.Namespace) -> Resu
             time.sleep(0.2)
         margin = real_boundary - time.time()
         idle_rss, _ = peak_rss_mib(operator.pid)
+        idle_since, idle_cpu = time.time(), cpu_seconds(operator.pid)
+        while time.time() < real_boundary - 1:
+            time.sleep(0.05)
+        idle_seconds = time.time() - idle_since
+        idle_cpu = (cpu_seconds(operator.pid) - idle_cpu) / idle_seconds
         while time.time() < real_boundary:
             time.sleep(0.05)
         # Only budgets not yet seen rolled are looked at again (a rolled budget stays
@@ -249,7 +264,7 @@ def _measure(plane: Any, api: Any, store: Any, args: argparse.Namespace) -> Resu
     finally:
         operator.send_signal(signal.SIGTERM)
         operator.wait(60)
-    return Result(baseline, margin, elapsed, idle_rss, rss, peak)
+    return Result(baseline, margin, elapsed, idle_rss, idle_cpu, idle_seconds, rss, peak)
 
 
 def main() -> None:
@@ -281,6 +296,10 @@ def main() -> None:
     print(f"budgets: {args.risk} RiskBudgets, {args.trust} TrustBudgets x {args.accounts} accounts")
     print(f"ready {result.margin:.1f} s before the boundary")
     print(f"operator RSS when idle: {result.idle_rss:.0f} MiB")
+    print(
+        f"operator CPU when idle: {result.idle_cpu:.1%} of a core "
+        f"over the {result.idle_seconds:.0f} s before the boundary"
+    )
     print(f"{'':44}{'seconds':>10}{'ratio':>8}")
     for name, seconds in (
         ("baseline: a status write and an Event each", result.baseline),

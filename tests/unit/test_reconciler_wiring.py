@@ -12,11 +12,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.engine.decisions import Release, admit_risk, admit_trust
+from budgetops.engine.ledger import confirm
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.notify.outbox import Notifier
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics
 from budgetops.store import BudgetKey, SQLiteStore
 
+from .test_decisions import trust_budget
 from .test_notify_targets import TOKEN_PATH, Receiver
 
 NOW = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
@@ -156,29 +158,40 @@ def test_budget_metrics_name_at_most_five_accounts_per_trust_budget(tmp_path: Pa
     assert "budgetops_budget_consumed{" in generate_latest(registry).decode()
 
 
+def versioned(store: SQLiteStore, now: list[datetime], held: dict[str, str]) -> Reconciler:
+    """A reconciler that believes the store holds `held["version"]` of every budget."""
+    return Reconciler(
+        store=store,
+        objects=None,
+        clock=lambda: now[0],
+        events=Recorded(),
+        metrics=ReconcileMetrics(CollectorRegistry()),
+        timing=Timing(idle=timedelta(minutes=1)),
+        versions=lambda _: held["version"],
+    )
+
+
+def reasons(reconciler: Reconciler) -> list[str]:
+    assert isinstance(reconciler.events, Recorded)
+    return [reason for _, reason, _ in reconciler.events.events]
+
+
 def test_a_wake_for_an_unchanged_budget_costs_no_reconcile_until_it_is_due(
     tmp_path: Path,
 ) -> None:
     """`versions` says which resourceVersion the store holds; while it is the one this
-    reconciler left and nothing is due, reconcile answers the time left without running."""
+    reconciler left and nothing is due, reconcile answers when to look again without
+    running: idle looks included, however many pass."""
     store = SQLiteStore(tmp_path / "ledger.sqlite3")
     budget = risk()
     budget.metadata.resource_version = "7"  # the embedded store keeps it as given
     key = BudgetKey.of(store.apply(budget))
     held = {"version": "7"}
     now = [NOW]
-    events = Recorded()
-    reconciler = Reconciler(
-        store=store,
-        objects=None,
-        clock=lambda: now[0],
-        events=events,
-        metrics=ReconcileMetrics(CollectorRegistry()),
-        timing=Timing(idle=timedelta(minutes=1)),
-        versions=lambda _: held["version"],
-    )
+    reconciler = versioned(store, now, held)
     assert reconciler.reconcile(key) == timedelta(minutes=1)
-    assert reconciler.left[key] == ("7", NOW + timedelta(minutes=1))
+    window_end = datetime(2026, 4, 1, tzinfo=UTC)
+    assert reconciler.left[key] == ("7", window_end), "due at the window's end, not at idle"
 
     def ship(budget: Budget) -> Any:  # a change the skip must not hide once it is seen
         assert isinstance(budget, RiskBudget)
@@ -188,9 +201,72 @@ def test_a_wake_for_an_unchanged_budget_costs_no_reconcile_until_it_is_due(
         )
 
     store.update_status(key, ship)
-    now[0] = NOW + timedelta(seconds=20)
-    assert reconciler.reconcile(key) == timedelta(seconds=40)  # "7" still held: skipped
-    assert events.events == []
+    for minutes in (1, 2, 30):  # idle looks: "7" still held, so each is a lookup
+        now[0] = NOW + timedelta(minutes=minutes)
+        assert reconciler.reconcile(key) == timedelta(minutes=1)
+    assert reasons(reconciler) == []
     held["version"] = "8"  # the watch delivers the release
     assert reconciler.reconcile(key) == timedelta(minutes=1)
-    assert [reason for _, reason, _ in events.events] == ["BandChanged"]
+    assert reasons(reconciler) == ["BandChanged"]
+
+
+def test_an_unchanged_budget_is_reconciled_once_something_in_it_falls_due(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    budget = risk()
+    budget.metadata.resource_version = "1"
+    key = BudgetKey.of(store.apply(budget))
+    now = [datetime(2026, 3, 31, 23, 59, 30, tzinfo=UTC)]
+    reconciler = versioned(store, now, {"version": "1"})
+    assert reconciler.reconcile(key) == timedelta(seconds=30), "woken at the window's end"
+    assert reconciler.left[key][1] == datetime(2026, 4, 1, tzinfo=UTC)
+    now[0] = datetime(2026, 4, 1, 0, 0, 1, tzinfo=UTC)
+    reconciler.reconcile(key)
+    rolled = store.get(key)
+    assert isinstance(rolled, RiskBudget)
+    assert rolled.status.window is not None
+    assert rolled.status.window.start == datetime(2026, 4, 1, tzinfo=UTC), "same version, rolled"
+
+
+def test_a_raised_rapid_depletion_alert_keeps_idle_looks_full(tmp_path: Path) -> None:
+    """The alert clears as usage ages out of the reconciler's memory, which changes no
+    version: while it is up, every idle look must be a real reconcile."""
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    budget = trust_budget(initialBalance=10)
+    budget.metadata.resource_version = "1"
+    key = BudgetKey.of(store.apply(budget))
+    now = [NOW]
+    held = {"version": "1"}
+    reconciler = versioned(store, now, held)
+
+    def issue(count: int) -> None:
+        def change(budget: Budget) -> None:
+            assert isinstance(budget, TrustBudget)
+            for i in range(count):
+                uid = f"{now[0].minute}-{i}"
+                charge = admit_trust(
+                    budget.status,
+                    budget.spec,
+                    account="user:alice",
+                    cost=budget.spec.cost,
+                    key=uid,
+                    ref="",
+                    now=now[0],
+                    ttl=timedelta(minutes=5),
+                )
+                assert charge.allowed
+                confirm(budget.status, key=uid, now=now[0])
+
+        store.update_status(key, change)
+        held["version"] += "+"  # as the watch would report it
+        reconciler.reconcile(key)
+
+    issue(1)
+    assert reconciler.left[key][1] == datetime(2026, 3, 11, tzinfo=UTC), "quiet: due at reset"
+    now[0] = NOW + timedelta(minutes=20)
+    issue(6)  # 6 of 10 within the hour
+    stored = store.get(key)
+    assert isinstance(stored, TrustBudget)
+    assert stored.status.alerting == {"user:alice": ["RapidDepletion"]}
+    assert reconciler.left[key][1] == now[0] + timedelta(minutes=1), "due at the next idle look"

@@ -51,7 +51,8 @@ def budget_name(key: BudgetKey) -> str:
 @dataclass
 class Timing:
     """How often to look: `poll` while reservations wait for their objects, at most `idle`
-    between looks otherwise (a missed watch event costs no more than that)."""
+    between looks otherwise. With the store's versions at hand, an idle look at a budget
+    nobody changed is a lookup, not a reconcile (see `Reconciler.versions`)."""
 
     poll: timedelta = timedelta(seconds=2)
     idle: timedelta = timedelta(seconds=30)
@@ -75,18 +76,22 @@ class Reconciler:
     versions: Callable[[BudgetKey], str | None] | None = None
     """The store's current resourceVersion of a budget, read without parsing it (KubeStore's
     cache). With it, a wake for a budget nobody changed since this reconciler left it, and
-    with nothing due yet, costs a lookup instead of a parse: the watch reports each of the
-    reconciler's own writes, which would otherwise make every budget due twice."""
-    left: dict[BudgetKey, tuple[str, datetime]] = field(default_factory=dict)
-    """Per budget: the resourceVersion this reconciler left it at, and when it is due."""
+    with nothing due yet, costs a lookup instead of a parse. The watch reports each of the
+    reconciler's own writes, which would otherwise make every budget due twice, and idle
+    looks at ten thousand unchanged budgets would otherwise parse each every `idle`."""
+    left: dict[BudgetKey, tuple[str, datetime | None]] = field(default_factory=dict)
+    """Per budget: the resourceVersion this reconciler left it at, and when something in it
+    next falls due by itself (None: nothing does)."""
 
     def reconcile(self, key: BudgetKey) -> timedelta | None:
         """Reconcile `key` once; returns how long until it wants to run again (None: gone)."""
         now = self.clock()
         version = self.versions(key) if self.versions else None
         left = self.left.get(key)
-        if version is not None and left is not None and left[0] == version and now < left[1]:
-            return left[1] - now
+        if version is not None and left is not None and left[0] == version:
+            due = left[1]
+            if due is None or now < due:
+                return self._wait(due, now)
         try:
             budget = self.store.get(key)
         except NotFound:
@@ -127,20 +132,30 @@ class Reconciler:
             return None
         assert isinstance(kept, TrustBudget | RiskBudget)
         self._tell(kept, outcome)  # the budget the outcome was decided on, spec included
-        delay = self._delay(kept, now)
+        due = self._due(kept, now)
         if kept.metadata.resource_version is not None:
-            self.left[key] = (kept.metadata.resource_version, now + delay)
-        return delay
+            self.left[key] = (kept.metadata.resource_version, due)
+        return self._wait(due, now)
 
-    def _delay(self, budget: TrustBudget | RiskBudget, now: datetime) -> timedelta:
-        """How long `budget`, as reconciled at `now`, may wait for its next look."""
-        wait = self.timing.idle
-        due = next_due(budget.status)
-        if due is not None:
-            wait = min(wait, max(due - now, timedelta(0)))
+    def _due(self, budget: TrustBudget | RiskBudget, now: datetime) -> datetime | None:
+        """When `budget`, as reconciled at `now`, next needs a reconcile though nobody
+        changes it: a reset or window end, a reservation's expiry, the next witness poll,
+        or, while a rapid-depletion alert is up, the next idle look (the alert clears as
+        usage ages out of the reconciler's memory, which no status field shows)."""
+        dues = [next_due(budget.status)]
         if awaiting_witness(budget.status):
-            wait = min(wait, self.timing.poll)
-        return wait
+            dues.append(now + self.timing.poll)
+        if isinstance(budget, TrustBudget) and any(
+            "RapidDepletion" in raised for raised in budget.status.alerting.values()
+        ):
+            dues.append(now + self.timing.idle)
+        return min((due for due in dues if due is not None), default=None)
+
+    def _wait(self, due: datetime | None, now: datetime) -> timedelta:
+        """Until the next look: at `due`, and no later than `idle` from `now`."""
+        if due is None:
+            return self.timing.idle
+        return min(self.timing.idle, max(due - now, timedelta(0)))
 
     def _tell(self, budget: TrustBudget | RiskBudget, outcome: Outcome) -> None:
         """Events, metrics and notifications, after the status that caused them is written."""
