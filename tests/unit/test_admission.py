@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -605,3 +606,12 @@ def test_a_client_that_hangs_up_mid_request_costs_nothing(
     assert (status, answer["response"]["allowed"]) == (200, True)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_port_in_use_is_an_error_and_leaves_no_thread_behind(webhook: Any) -> None:
+    admission = Admission(
+        webhook[2], clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5)
+    )
+    with pytest.raises(OSError, match="address already in use"):
+        serve(admission, host="127.0.0.1", port=webhook[1], tls=None)
+    assert [t.name for t in threading.enumerate()].count("webhook") == 1, "only the fixture's"

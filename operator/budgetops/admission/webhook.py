@@ -285,8 +285,13 @@ class WebhookServer:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def start(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
+        """Listen on `host:port`; a port that cannot be bound raises and leaves no thread."""
         self._thread.start()
-        self.port = self._call(self._listen(host, port, context))
+        try:
+            self.port = self._call(self._listen(host, port, context))
+        except BaseException:
+            self.close()
+            raise
 
     async def _listen(self, host: str, port: int, context: ssl.SSLContext | None) -> int:
         await self._runner.setup()
