@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Subject, TrustBudget
 from budgetops.observability.events import QueuedEvents
 from budgetops.observability.metrics import EventsCollector
 
@@ -23,7 +26,7 @@ class Stuck:
         self.stamped: list[datetime | None] = []
 
     def emit(
-        self, budget: Budget, *, type: str, reason: str, message: str, at: datetime | None = None
+        self, subject: Subject, *, type: str, reason: str, message: str, at: datetime | None = None
     ) -> None:
         self.go.wait(5)
         self.posted.append(reason)
@@ -100,3 +103,27 @@ def test_an_event_waits_no_longer_than_its_patience() -> None:
     [stamp] = stuck.stamped
     assert stamp is not None
     assert stamp - happened < timedelta(seconds=0.1), "stamped when queued, not when posted"
+
+
+def test_a_queued_event_holds_the_budgets_name_not_the_budget() -> None:
+    """A boundary queues hundreds of Events; each must not keep a whole status alive."""
+    stuck = Stuck()
+    names: list[str] = []
+    stuck_emit = stuck.emit
+
+    def recorded(subject: Subject, **fields: Any) -> None:
+        names.append(f"{subject.kind}/{subject.metadata.name}")
+        stuck_emit(subject, **fields)
+
+    stuck.emit = recorded  # type: ignore[method-assign]
+    events = QueuedEvents(stuck)
+    budget = _budget()
+    alive = weakref.ref(budget)
+    events.emit(budget, type="Normal", reason="First", message="m")  # taken by the poster
+    events.emit(budget, type="Normal", reason="Queued", message="m")
+    del budget
+    gc.collect()
+    assert alive() is None, "the queue let the budget go"
+    stuck.go.set()
+    _eventually(lambda: stuck.posted == ["First", "Queued"])
+    assert names == ["TrustBudget/certs"] * 2

@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, RiskBudget, Subject, TrustBudget
 from budgetops.engine.decisions import Release, admit_risk, admit_trust
 from budgetops.engine.ledger import confirm
 from budgetops.handlers.reconciler import Reconciler, Timing
@@ -29,7 +29,7 @@ class Recorded:
         self.events: list[tuple[str, str, str]] = []
 
     def emit(
-        self, budget: Budget, *, type: str, reason: str, message: str, at: datetime | None = None
+        self, subject: Subject, *, type: str, reason: str, message: str, at: datetime | None = None
     ) -> None:
         self.events.append((type, reason, message))
 

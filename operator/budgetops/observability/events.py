@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from budgetops.apis.resources import Budget
+from budgetops.apis.resources import ObjectMeta, Subject
 from budgetops.engine.clock import Clock, system_clock
 
 log = logging.getLogger("budgetops.events")
@@ -26,14 +26,14 @@ EventType = Literal["Normal", "Warning"]
 class EventRecorder(Protocol):
     def emit(
         self,
-        budget: Budget,
+        subject: Subject,
         *,
         type: EventType,
         reason: str,
         message: str,
         at: datetime | None = None,
     ) -> None:
-        """Tell people something happened to `budget` (`at`, or now)."""
+        """Tell people something happened to `subject` (`at`, or now)."""
         ...
 
 
@@ -43,19 +43,28 @@ class LogEvents:
 
     def emit(
         self,
-        budget: Budget,
+        subject: Subject,
         *,
         type: EventType,
         reason: str,
         message: str,
         at: datetime | None = None,
     ) -> None:
-        log.info("%s %s/%s: %s: %s", type, budget.kind, budget.metadata.name, reason, message)
+        log.info("%s %s/%s: %s: %s", type, subject.kind, subject.metadata.name, reason, message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """A queued Event's subject: the budget's kind and metadata, without its spec and status
+    (a 100-account TrustBudget is about 30 KB of JSON, and a boundary queues hundreds)."""
+
+    kind: str
+    metadata: ObjectMeta
 
 
 @dataclass(frozen=True)
 class _Queued:
-    budget: Budget
+    subject: _Reference
     type: EventType
     reason: str
     message: str
@@ -103,7 +112,7 @@ class QueuedEvents:
 
     def emit(
         self,
-        budget: Budget,
+        subject: Subject,
         *,
         type: EventType,
         reason: str,
@@ -111,13 +120,14 @@ class QueuedEvents:
         at: datetime | None = None,
     ) -> None:
         """Queue the Event, stamped now unless `at` says when it happened."""
-        queued = _Queued(budget, type, reason, message, at or self.clock(), time.monotonic())
+        reference = _Reference(subject.kind, subject.metadata)
+        queued = _Queued(reference, type, reason, message, at or self.clock(), time.monotonic())
         try:
             self._queue.put_nowait(queued)
         except queue.Full:
             with self._lock:
                 self.dropped += 1
-            log.warning("dropped Event %s on %s/%s", reason, budget.kind, budget.metadata.name)
+            log.warning("dropped Event %s on %s/%s", reason, subject.kind, subject.metadata.name)
             return
         with self._lock:
             if self._poster is None:
@@ -131,7 +141,7 @@ class QueuedEvents:
                 time.sleep(YIELD_SECONDS)
             try:
                 self.recorder.emit(
-                    event.budget,
+                    event.subject,
                     type=event.type,
                     reason=event.reason,
                     message=event.message,
@@ -139,5 +149,5 @@ class QueuedEvents:
                 )
             except Exception:
                 log.exception(
-                    "could not record Event %s on %s", event.reason, event.budget.metadata.name
+                    "could not record Event %s on %s", event.reason, event.subject.metadata.name
                 )

@@ -11,7 +11,7 @@ from datetime import datetime
 from kubernetes import client
 
 from budgetops.apis.common import API_VERSION, format_time
-from budgetops.apis.resources import Budget
+from budgetops.apis.resources import Subject
 from budgetops.engine.clock import Clock, system_clock
 from budgetops.store.rest import request_json
 
@@ -29,14 +29,14 @@ class KubeEvents:
 
     def emit(
         self,
-        budget: Budget,
+        subject: Subject,
         *,
         type: str,
         reason: str,
         message: str,
         at: datetime | None = None,
     ) -> None:
-        meta = budget.metadata
+        meta = subject.metadata
         namespace = meta.namespace or "default"
         now = format_time(at or self.clock())
         event = {
@@ -45,7 +45,7 @@ class KubeEvents:
             "metadata": {"generateName": f"{meta.name}.", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": API_VERSION,
-                "kind": budget.kind,
+                "kind": subject.kind,
                 "name": meta.name,
                 **({"namespace": meta.namespace} if meta.namespace else {}),
                 **({"uid": meta.uid} if meta.uid else {}),
@@ -62,4 +62,4 @@ class KubeEvents:
         try:
             request_json(self.api, "POST", path, body=event, accept=(201,))
         except Exception:
-            log.exception("could not record Event %s on %s/%s", reason, budget.kind, meta.name)
+            log.exception("could not record Event %s on %s/%s", reason, subject.kind, meta.name)
