@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,17 +31,11 @@ from kubernetes.client.exceptions import ApiException
 from budgetops.apis.resources import TrustBudget
 from budgetops.engine.ledger import audit
 from tests.cluster.conftest import CSR_CREATE, webhook_configuration
+from tests.ports import free_port
 from tests.tls import Pair, loopback_server_pair
 
 REPLICAS = 3
 LABEL = "budgetops.dev/test-replica"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _apply(control_plane: Any, document: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import audit
 from budgetops.store import BudgetKey, ChargeTimeout
 from budgetops.store.kube import KubeStore
+from tests.charges import charging
 
 
 def hot_budget(name: str, balance: int) -> TrustBudget:
@@ -58,19 +59,7 @@ def make_store(budget_crds: Any) -> Iterator[Callable[..., KubeStore]]:
 
 
 def charge(store: KubeStore, key: BudgetKey, uid: str) -> Decision:
-    def change(budget: Budget) -> Decision:
-        assert isinstance(budget, TrustBudget)
-        return admit_trust(
-            budget.status,
-            budget.spec,
-            account="user:hot",
-            cost=budget.spec.cost,
-            key=uid,
-            ref=uid,
-            now=system_clock(),
-            ttl=timedelta(minutes=5),
-        )
-
+    change = charging(uid, account="user:hot")
     return store.update_status(key, change, needs_write=lambda d: d.cost > 0)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from budgetops.apis.ledger import Witness
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import RiskBudgetStatus
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust
+from budgetops.engine.decisions import Decision, Release, admit_risk
 from budgetops.engine.ledger import audit
 from budgetops.engine.reconcile import Sighting
 from budgetops.handlers.operator import keep_budgets, run_operator
@@ -29,8 +29,12 @@ from budgetops.store import BudgetKey
 from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects
+from tests import waiting
+from tests.charges import charging
 
 FAST = Timing(poll=timedelta(seconds=0.2), idle=timedelta(seconds=1))
+eventually = functools.partial(waiting.eventually, within=20.0, every=0.1)
+"""An operator's reconciles take seconds, not milliseconds."""
 
 
 @dataclass
@@ -85,13 +89,6 @@ def small_risk_budget(key: BudgetKey) -> RiskBudget:
     )
 
 
-def eventually(check: Callable[[], bool], *, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "the operator did not get there in time"
-        time.sleep(0.1)
-
-
 def reasons(api: client.ApiClient, name: str, namespace: str = "default") -> list[str]:
     events = client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name}"
@@ -102,20 +99,14 @@ def reasons(api: client.ApiClient, name: str, namespace: str = "default") -> lis
 def reserve(
     store: KubeStore, key: BudgetKey, uid: str, *, now: datetime, witness: Witness | None
 ) -> Decision:
-    def change(budget: Budget) -> Decision:
-        assert isinstance(budget, TrustBudget)
-        return admit_trust(
-            budget.status,
-            budget.spec,
-            account="user:reconciler-test",
-            cost=Decimal(1),
-            key=uid,
-            ref=f"ConfigMap default/{uid}",
-            now=now,
-            ttl=timedelta(seconds=3),
-            witness=witness,
-        )
-
+    change = charging(
+        uid,
+        account="user:reconciler-test",
+        now=now,
+        ttl=timedelta(seconds=3),
+        ref=f"ConfigMap default/{uid}",
+        witness=witness,
+    )
     return store.update_status(key, change, needs_write=lambda d: d.cost > 0)
 
 

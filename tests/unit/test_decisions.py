@@ -13,6 +13,7 @@ from budgetops.apis.riskbudget import ChangeClass
 from budgetops.engine.decisions import BreakGlassAsk, Release, admit_risk, admit_trust
 from budgetops.engine.ledger import audit, confirm
 from budgetops.engine.unknowns import UnknownCounts
+from tests.charges import charging
 
 TTL = timedelta(minutes=5)
 NOW = datetime(2026, 1, 1, 15, 30, tzinfo=UTC)
@@ -36,17 +37,8 @@ def risk_budget(**spec: Any) -> RiskBudget:
 
 
 def charge(budget: TrustBudget, key: str, *, dry_run: bool = False, now: datetime = NOW) -> Any:
-    return admit_trust(
-        budget.status,
-        budget.spec,
-        account="user:alice",
-        cost=budget.spec.cost,
-        key=key,
-        ref=f"CertificateSigningRequest/{key}",
-        now=now,
-        ttl=TTL,
-        dry_run=dry_run,
-    )
+    ref = f"CertificateSigningRequest/{key}"
+    return charging(key, ref=ref, now=now, ttl=TTL, dry_run=dry_run)(budget)
 
 
 def test_the_101st_issuance_against_100_is_denied_calmly() -> None:

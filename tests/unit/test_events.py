@@ -6,7 +6,6 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from budgetops.apis.resources import Subject, TrustBudget
 from budgetops.observability.events import QueuedEvents
 from budgetops.observability.metrics import EventsCollector
+from tests.waiting import eventually
 
 
 class Stuck:
@@ -66,13 +66,6 @@ def _budget() -> TrustBudget:
     )
 
 
-def _eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.01)
-
-
 def test_events_wait_while_the_store_writes_statuses() -> None:
     stuck = Stuck()
     stuck.go.set()
@@ -86,10 +79,10 @@ def test_events_wait_while_the_store_writes_statuses() -> None:
 
     events = QueuedEvents(stuck, busy=busy, patience=60)
     events.emit(_budget(), type="Normal", reason="WindowClosed", message="m")
-    _eventually(lambda: len(asked) >= 3)  # the poster has the Event and keeps asking
+    eventually(lambda: len(asked) >= 3)  # the poster has the Event and keeps asking
     assert stuck.posted == [], "posted while statuses were being written"
     writing.clear()
-    _eventually(lambda: stuck.posted == ["WindowClosed"])
+    eventually(lambda: stuck.posted == ["WindowClosed"])
 
 
 def test_an_event_waits_no_longer_than_its_patience() -> None:
@@ -98,7 +91,7 @@ def test_an_event_waits_no_longer_than_its_patience() -> None:
     events = QueuedEvents(stuck, busy=lambda: True, patience=0.2)  # the store never rests
     queued, happened = time.monotonic(), datetime.now(UTC)
     events.emit(_budget(), type="Warning", reason="BreakGlass", message="m")
-    _eventually(lambda: stuck.posted == ["BreakGlass"])
+    eventually(lambda: stuck.posted == ["BreakGlass"])
     assert time.monotonic() - queued >= 0.2
     [stamp] = stuck.stamped
     assert stamp is not None
@@ -125,5 +118,5 @@ def test_a_queued_event_holds_the_budgets_name_not_the_budget() -> None:
     gc.collect()
     assert alive() is None, "the queue let the budget go"
     stuck.go.set()
-    _eventually(lambda: stuck.posted == ["First", "Queued"])
+    eventually(lambda: stuck.posted == ["First", "Queued"])
     assert names == ["TrustBudget/certs"] * 2

@@ -6,17 +6,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from budgetops.apis.resources import Budget, TrustBudget
-from budgetops.engine.decisions import Decision, admit_trust
+from budgetops.engine.decisions import Decision
 from budgetops.store import BudgetKey, ChargeTimeout
 from budgetops.store.commit import Waiter
 from budgetops.store.kube import KubeStore
+from tests.charges import charging
 
 from .test_decisions import NOW, trust_budget
 
@@ -46,19 +46,11 @@ class ScriptedStore(KubeStore):
 
 
 def counted_charge(uid: str, runs: dict[str, int]) -> Any:
+    charge = charging(uid, now=NOW)
+
     def change(budget: Budget) -> Decision:
-        assert isinstance(budget, TrustBudget)
         runs[uid] = runs.get(uid, 0) + 1
-        return admit_trust(
-            budget.status,
-            budget.spec,
-            account="user:alice",
-            cost=budget.spec.cost,
-            key=uid,
-            ref=uid,
-            now=NOW,
-            ttl=timedelta(minutes=5),
-        )
+        return charge(budget)
 
     return change
 

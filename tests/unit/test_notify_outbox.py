@@ -18,8 +18,9 @@ from budgetops.apis.notifications import Notifications
 from budgetops.engine.clock import system_clock
 from budgetops.engine.notices import Notice
 from budgetops.notify.outbox import Notifier
+from tests.ports import free_port
 
-from .test_notify_targets import TOKEN_PATH, Receiver, closed_port, smtp_server
+from .test_notify_targets import TOKEN_PATH, Receiver, smtp_server
 
 T0 = datetime(2026, 1, 12, 9, 0, tzinfo=UTC)
 WINDOW = timedelta(hours=1)
@@ -254,7 +255,7 @@ def failing(request: pytest.FixtureRequest, receiver: Receiver) -> Iterator[tupl
     receiver.answer(500, 500, 500)
     yield {
         "http-500": ("slack", f"{receiver.url}{TOKEN_PATH}?token=xoxb-hunter2"),
-        "refused": ("teams", f"https://bot:hunter2@127.0.0.1:{closed_port()}{TOKEN_PATH}"),
+        "refused": ("teams", f"https://bot:hunter2@127.0.0.1:{free_port()}{TOKEN_PATH}"),
         "malformed": ("webhook", f"https://bot:hunter2@127.0.0.1:99999{TOKEN_PATH}"),
     }[request.param]
 

@@ -7,7 +7,6 @@ import base64
 import email
 import email.policy
 import json
-import socket
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from budgetops.notify.targets import (
     deliver,
     parse_target,
 )
+from tests.ports import free_port
 
 BATCH = Batch(
     "RiskBudget payments/checkout",
@@ -184,14 +184,6 @@ def mailbox() -> Iterator[Mailbox]:
         yield box
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on: bound, then released."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def channel(type: str, **extra: Any) -> Channel:
     return Channel.model_validate(
         {"name": f"ops-{type}", "type": type, "secretRef": {"name": "n", "key": "url"}, **extra}
@@ -300,7 +292,7 @@ def test_credentials_in_a_webhook_url_are_sent_as_basic_auth(receiver: Receiver)
 
 
 def test_a_refused_connection_is_a_failure() -> None:
-    url = f"http://127.0.0.1:{closed_port()}{TOKEN_PATH}"
+    url = f"http://127.0.0.1:{free_port()}{TOKEN_PATH}"
     with pytest.raises(DeliveryError, match=r"^ConnectionRefusedError$"):
         deliver(channel("teams"), url, BATCH, timeout=2)
 

@@ -11,15 +11,9 @@ from datetime import timedelta
 
 from budgetops.handlers.schedule import DueQueue, Scheduler
 from budgetops.store.base import BudgetKey
+from tests.waiting import eventually
 
 A, B, C = (BudgetKey("RiskBudget", name, "default") for name in "abc")
-
-
-def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_due_queue_gives_keys_earliest_first_and_each_once() -> None:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from budgetops.apis.resources import Budget, TrustBudget
-from budgetops.engine.decisions import Decision, admit_trust
+from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit
 from budgetops.store import BudgetKey, NotFound, SQLiteStore
+from tests.charges import charging
 
 from .test_decisions import trust_budget
 
@@ -22,20 +23,7 @@ NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 def charge(store: SQLiteStore, uid: str) -> Decision:
-    def change(budget: Budget) -> Decision:
-        assert isinstance(budget, TrustBudget)
-        return admit_trust(
-            budget.status,
-            budget.spec,
-            account="user:alice",
-            cost=Decimal(1),
-            key=uid,
-            ref=uid,
-            now=NOW,
-            ttl=timedelta(minutes=5),
-        )
-
-    return store.update_status(KEY, change)
+    return store.update_status(KEY, charging(uid, now=NOW))
 
 
 @pytest.fixture
