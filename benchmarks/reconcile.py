@@ -57,25 +57,16 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
     """The operator process: what `budgetops run` reconciles with, on a shifted clock."""
     from prometheus_client import CollectorRegistry
 
-    from budgetops.cli.incluster import api_client
+    from budgetops.cli.incluster import api_client, kube_reconciler
     from budgetops.handlers.operator import keep_budgets, run_operator
-    from budgetops.handlers.reconciler import Reconciler
     from budgetops.observability.events import QueuedEvents
-    from budgetops.observability.metrics import ReconcileMetrics
     from budgetops.store.kube import KubeStore
-    from budgetops.store.objects import KubeObjects
 
     api = api_client(kubeconfig)
     clock = ShiftedClock(timedelta(seconds=offset_seconds))
     store = KubeStore(api).start()
-    reconciler = Reconciler(
-        store=store,
-        objects=KubeObjects(api),
-        clock=clock,
-        events=QueuedEvents(KubeEvents(api, clock=clock), busy=store.commits.busy),
-        metrics=ReconcileMetrics(CollectorRegistry()),
-        versions=store.cache.version,
-    )
+    events = QueuedEvents(KubeEvents(api, clock=clock), busy=store.commits.busy)
+    reconciler = kube_reconciler(api, store, events, CollectorRegistry(), clock=clock)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     scheduler = keep_budgets(reconciler, store.cache, workers=THREADS)
