@@ -4,8 +4,9 @@ Embedded: the real webhook server (`budgetops serve`'s code) over the SQLite led
 127.0.0.1, driven by wrk (a load generator in C, so that the client takes little of the
 CPU the server needs) with 64 keep-alive connections, each POSTing CSR AdmissionReviews
 with fresh uids (benchmarks/admission.lua). Measured in the same run: one status write per
-charge (the baseline), group commit, and the same server with no budget to charge (parse,
-classify, answer: the ceiling for this machine).
+charge (the baseline), group commit, the same server with no budget to charge (parse,
+classify, answer: the ceiling for this machine), and group commit with one client (the
+latency floor: what an admission costs when nothing queues).
 
 In cluster (needs the binaries from hack/control_plane.py): the in-cluster store on one hot
 TrustBudget, 64 threads charging it, with group commit and with one status write per
@@ -37,6 +38,7 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import audit, confirm
 from budgetops.store import BudgetKey, ChargeTimeout, SQLiteStore
+from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 from cluster import load_harness
 
 CLIENTS = 64
@@ -89,13 +91,13 @@ class Settler:
             self.store.update_status(self.key, settle)
 
 
-def drive(port: int, seconds: float) -> tuple[float, float, float, int]:
+def drive(port: int, seconds: float, clients: int) -> tuple[float, float, float, int]:
     """(admissions/s, p50 ms, p99 ms, admitted) as wrk measured them."""
     run = subprocess.run(
         [
             "wrk",
             "--threads=1",
-            f"--connections={CLIENTS}",
+            f"--connections={clients}",
             f"--duration={seconds:.0f}s",
             "--timeout=10s",
             f"--script={ROOT / 'benchmarks' / 'admission.lua'}",
@@ -116,13 +118,18 @@ def embedded(seconds: float) -> list[tuple[str, float, float, float]]:
         raise SystemExit("the embedded benchmark needs wrk on PATH (package `wrk`)")
     rows = []
     runs = (
-        ("one write per charge (baseline)", True, False),
-        ("group commit", True, True),
-        ("no budget to charge (ceiling)", False, True),
+        ("one write per charge (baseline)", True, False, CLIENTS),
+        ("group commit", True, True, CLIENTS),
+        ("no budget to charge (ceiling)", False, True, CLIENTS),
+        ("group commit, 1 client (latency floor)", True, True, 1),
     )
     with tempfile.TemporaryDirectory() as folder:
-        for name, hot, group in runs:
-            store = SQLiteStore(Path(folder) / f"{name[:3]}.sqlite3", group_commit=group)
+        for n, (name, hot, group, clients) in enumerate(runs):
+            store = SQLiteStore(  # as `budgetops serve` opens it
+                Path(folder) / f"{n}.sqlite3",
+                group_commit=group,
+                checkpoint_every=SERVING_CHECKPOINT_SECONDS,
+            )
             if hot:
                 store.apply(hot_budget())
             admission = Admission(
@@ -132,9 +139,9 @@ def embedded(seconds: float) -> list[tuple[str, float, float, float]]:
             try:
                 if hot:
                     with Settler(store, KEY):
-                        rate, p50, p99, admitted = drive(server.port, seconds)
+                        rate, p50, p99, admitted = drive(server.port, seconds, clients)
                 else:
-                    rate, p50, p99, admitted = drive(server.port, seconds)
+                    rate, p50, p99, admitted = drive(server.port, seconds, clients)
             finally:
                 server.close()
             if hot:
@@ -142,9 +149,9 @@ def embedded(seconds: float) -> list[tuple[str, float, float, float]]:
                 assert isinstance(final, TrustBudget)
                 account = final.status.accounts["user:alice"]
                 assert audit(final.status) == [], audit(final.status)
-                # wrk stops with up to CLIENTS requests in flight: charged, but never heard
+                # wrk stops with up to `clients` requests in flight: charged, never heard
                 in_flight = account.reserved + account.spent - admitted
-                assert 0 <= in_flight <= CLIENTS, f"charged minus admitted: {in_flight}"
+                assert 0 <= in_flight <= clients, f"charged minus admitted: {in_flight}"
             rows.append((f"embedded, {name}", rate, p50, p99))
     return rows
 
@@ -242,7 +249,7 @@ def main() -> None:
     sections = [embedded(args.seconds)]
     if not args.skip_cluster:
         sections.append(in_cluster(args.seconds))
-    print(f"{CLIENTS} concurrent clients, {args.seconds:.0f} s each")
+    print(f"{CLIENTS} concurrent clients unless said, {args.seconds:.0f} s each")
     print(f"{'what':<48}{'admissions/s':>14}{'vs baseline':>13}{'p50 ms':>9}{'p99 ms':>9}")
     for rows in sections:
         baseline = rows[0][1]

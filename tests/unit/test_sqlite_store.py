@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,6 +16,7 @@ from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit
 from budgetops.store import BudgetKey, NotFound, SQLiteStore
 from tests.charges import charging
+from tests.waiting import eventually
 
 from .test_decisions import trust_budget
 
@@ -102,3 +104,21 @@ def test_several_processes_never_overspend(store: SQLiteStore) -> None:
     assert isinstance(final, TrustBudget)
     assert audit(final.status) == []
     assert final.status.accounts["user:alice"].reserved == 100
+
+
+@pytest.mark.parametrize("every", [None, 0.05])
+def test_a_serving_store_checkpoints_in_the_background(tmp_path: Path, every: float | None) -> None:
+    """With `checkpoint_every`, the WAL reaches the database file without any commit doing
+    it; without, a few writes stay in the WAL until SQLite's own threshold."""
+    path = tmp_path / "ledger.sqlite3"
+    store = SQLiteStore(path, checkpoint_every=every)
+    store.apply(trust_budget())
+    for n in range(20):
+        store.update_status(KEY, charging(f"uid-{n}", now=NOW))
+    written = path.stat().st_size
+    if every is None:
+        time.sleep(0.3)
+        assert path.stat().st_size == written
+    else:
+        eventually(lambda: path.stat().st_size > written, within=5)
+    assert charge(store, "uid-0").reason == "AlreadyCharged", "nothing lost either way"

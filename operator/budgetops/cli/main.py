@@ -23,6 +23,7 @@ from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trus
 from budgetops.engine.ledger import confirm
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
 from budgetops.store import BudgetKey, NotFound, SQLiteStore
+from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 
 from .incluster import add_arguments as add_run_arguments
 from .manifests import crd_files, load
@@ -203,7 +204,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook on the embedded ledger until interrupted."""
     out.write(f"ledger: {_db_path(args.db)}\n")
     # Concurrent webhook requests share transactions: one status write per batch.
-    return serve_until_stopped(SQLiteStore(_db_path(args.db), group_commit=True), args, out)
+    path = _db_path(args.db)
+    store = SQLiteStore(path, group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS)
+    return serve_until_stopped(store, args, out)
 
 
 def parser() -> argparse.ArgumentParser:

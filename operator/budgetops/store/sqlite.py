@@ -3,14 +3,21 @@
 Each status change is one short `BEGIN IMMEDIATE` transaction, which takes SQLite's write
 lock before reading, so concurrent writers (threads or processes) queue instead of
 overwriting each other. WAL lets readers go on meanwhile.
+
+A server moves the WAL into the database file from a background thread (`checkpoint_every`).
+Left to SQLite, that copy and its fsync run inside whichever commit crosses the WAL's size
+threshold: measured on the webhook, one admission in a hundred waited 17 to 19 ms for it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sqlite3
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +42,17 @@ CREATE TABLE IF NOT EXISTS budgets (
 
 _KEY = "kind = ? AND namespace = ? AND name = ?"
 
+SERVING_CHECKPOINT_SECONDS = 0.1
+"""Background checkpoints for a server. A status write adds 10 to 20 pages to the WAL, so at
+hundreds of writes a second a checkpoint each 0.1 s copies a few MB. Measured with one client
+on a hot budget: p99 4 ms at 0.1 s, 5.6 ms at 0.2 s, 17 to 19 ms left to SQLite."""
+
+SAFETY_NET_PAGES = 10_000
+"""With background checkpoints, SQLite still checkpoints inside a commit once the WAL holds
+this many pages (about 40 MB): only if the background thread falls far behind."""
+
+log = logging.getLogger("budgetops.sqlite")
+
 
 def _new_version() -> int:
     """A fresh row version: random, so a kept copy matches only the very write that made it,
@@ -44,6 +62,22 @@ def _new_version() -> int:
 
 def _params(key: BudgetKey) -> tuple[str, str, str]:
     return (key.kind, key.namespace, key.name)
+
+
+def _checkpoint(store: weakref.ref[SQLiteStore], every: float) -> None:
+    """Every `every` seconds, copy what the WAL holds into the database file, for as long as
+    the store exists. PASSIVE never waits for readers or writers: what it cannot copy now
+    it copies next time."""
+    while True:
+        time.sleep(every)
+        current = store()
+        if current is None:
+            return
+        try:
+            current._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:
+            log.warning("background checkpoint of %s failed: %s", current.path, error)
+        del current
 
 
 class SQLiteStore(Committed):
@@ -56,11 +90,19 @@ class SQLiteStore(Committed):
     """
 
     def __init__(
-        self, path: Path | str, *, busy_timeout_ms: int = 10_000, group_commit: bool = False
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_ms: int = 10_000,
+        group_commit: bool = False,
+        checkpoint_every: float | None = None,
     ) -> None:
+        """`checkpoint_every`: seconds between background WAL checkpoints, for a process that
+        serves requests; None leaves them to SQLite, inside commits (fine for the CLI)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_ms = busy_timeout_ms
+        self._autocheckpoint = 1000 if checkpoint_every is None else SAFETY_NET_PAGES
         self._local = threading.local()
         self._decoded: dict[BudgetKey, tuple[int, Budget]] = {}
         self._specs: dict[str, Budget] = {}
@@ -69,6 +111,13 @@ class SQLiteStore(Committed):
         self.commits = GroupCommit(self._attempt, enabled=group_commit)
         with self._transaction() as db:
             db.execute(_SCHEMA)
+        if checkpoint_every is not None:
+            threading.Thread(
+                target=_checkpoint,
+                args=(weakref.ref(self), checkpoint_every),
+                name="sqlite-checkpoint",
+                daemon=True,
+            ).start()
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -77,6 +126,7 @@ class SQLiteStore(Committed):
             connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute(f"PRAGMA wal_autocheckpoint = {self._autocheckpoint}")
             self._local.connection = connection
         return connection
 
