@@ -56,7 +56,8 @@ def counted_charge(uid: str, runs: dict[str, int]) -> Any:
 
 
 def waiter(change: Any, seconds: float = 5) -> Waiter:
-    return Waiter(change, lambda d: d.changes_ledger, time.monotonic() + seconds)
+    deadline = time.monotonic() + seconds
+    return Waiter(change, lambda d: d.changes_ledger, deadline, deadline)
 
 
 def test_a_denied_waiter_is_answered_once_and_never_rerun_after_a_conflict() -> None:
@@ -140,3 +141,38 @@ def test_a_coroutine_that_gave_up_leaves_the_writer_working() -> None:
         KEY, counted_charge("next", {}), timeout=5, needs_write=lambda d: d.changes_ledger
     )
     assert later.reason == "Charged", "answering a closed loop did not kill the writer"
+
+
+class SlowWrites(ScriptedStore):
+    """Each write takes as long as the test says, in order: `delays` seconds."""
+
+    def __init__(self, budget: TrustBudget, delays: list[float]) -> None:
+        super().__init__(budget, conflicts=0)
+        self.delays = delays
+
+    def _write(self, key: BudgetKey, budget: Budget) -> bool:
+        time.sleep(self.delays.pop(0))
+        return super()._write(key, budget)
+
+
+def test_a_change_is_never_written_after_its_caller_stopped_waiting() -> None:
+    """The second charge waits behind a slow write until just before its deadline. Writing
+    it then would finish after its caller was told to try again: a refused request charged.
+    Past its cutoff it is answered with ChargeTimeout and never written."""
+    store = SlowWrites(trust_budget(initialBalance=10), delays=[0.5, 0.5])
+    first = threading.Thread(
+        target=store.update_status,
+        args=(KEY, counted_charge("first", {})),
+        kwargs={"timeout": 5, "needs_write": lambda d: d.changes_ledger},
+    )
+    first.start()
+    time.sleep(0.05)  # the first write is under way
+    with pytest.raises(ChargeTimeout):  # cutoff 0.45 s, behind a write that ends at 0.5 s
+        store.update_status(
+            KEY, counted_charge("second", {}), timeout=0.6, needs_write=lambda d: d.changes_ledger
+        )
+    first.join()
+    time.sleep(0.6)  # time for a late write, had one started
+    account = store.stored.status.accounts["user:alice"]
+    assert account.reserved == 1, "only the charge whose caller heard 'allowed' was written"
+    assert store.stats.charges == 1

@@ -6,7 +6,9 @@ in order to one snapshot, persists once and answers every waiter. A thread per b
 cost a stack and a malloc arena each when a thousand budgets roll over at the same instant.
 A waiter whose answer needs no write (a denial, a replay, a dry run) is answered from the
 first attempt and never re-run, so a denied request can never be admitted by another
-waiter's retry. Every wait is bounded by its caller's deadline.
+waiter's retry. Every wait is bounded by its caller's deadline, and no write that includes a
+waiter starts after its cutoff, shortly before that deadline: a write that finished after its
+caller had given up would charge a request that was refused.
 
 Callers wait on a thread (`submit`) or on an event loop (`submit_async`): a loop is woken once
 per answer and never blocks, so one loop thread can keep a whole batch waiting.
@@ -35,6 +37,9 @@ T = TypeVar("T")
 IDLE_WRITER_SECONDS = 2.0
 WRITERS = 16
 """Budgets written at the same time, at most; more wait their turn (within their deadlines)."""
+WRITE_ALLOWANCE = 1.0
+"""Seconds kept, at most, between a waiter's cutoff and its deadline for a write to finish
+in (a quarter of its timeout when that is shorter)."""
 BACKOFF_SECONDS = 0.002
 """Base of the jittered pause after a conflict; it grows with each conflict up to 50 ms.
 
@@ -49,6 +54,9 @@ class Waiter:
     change: Callable[[Budget], Any]
     needs_write: Callable[[Any], bool]
     deadline: float
+    """When the caller stops waiting for its answer."""
+    cutoff: float
+    """The last moment a write including this change may start."""
     wake: Callable[[], None] = lambda: None
     """Called once answered, from the writer's thread: it sets the Event a thread waits on,
     or resolves the future of a coroutine."""
@@ -74,6 +82,12 @@ Apply = Callable[[Budget], Writers]
 Attempt = Callable[[BudgetKey, bool, Apply], bool]
 """attempt(key, fresh, apply): read the budget (afresh if `fresh`), run `apply` on it, and
 persist it if `apply` returned any writers. True when done, False on a write conflict."""
+
+
+def _limits(timeout: float) -> tuple[float, float]:
+    """(deadline, cutoff) for a waiter that may wait `timeout` seconds from now."""
+    deadline = time.monotonic() + timeout
+    return deadline, deadline - min(WRITE_ALLOWANCE, timeout / 4)
 
 
 def _wake(loop: asyncio.AbstractEventLoop, answered: asyncio.Future[None]) -> None:
@@ -142,7 +156,7 @@ class GroupCommit:
     ) -> T:
         """Queue `change` for `key` and wait for its answer; ChargeTimeout past `timeout`."""
         answered = threading.Event()
-        waiter = Waiter(change, needs_write, time.monotonic() + timeout, answered.set)
+        waiter = Waiter(change, needs_write, *_limits(timeout), answered.set)
         if not self.enabled:
             self.commit(key, [waiter])
         else:
@@ -162,14 +176,15 @@ class GroupCommit:
         """`submit` for a coroutine: the event loop goes on while the batch is written."""
         loop = asyncio.get_running_loop()
         answered = loop.create_future()
-        deadline = time.monotonic() + timeout
-        waiter = Waiter(change, needs_write, deadline, functools.partial(_wake, loop, answered))
+        waiter = Waiter(
+            change, needs_write, *_limits(timeout), functools.partial(_wake, loop, answered)
+        )
         if not self.enabled:
             await loop.run_in_executor(None, self.commit, key, [waiter])
         else:
             self._enqueue(key, waiter)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            async with asyncio.timeout(max(0.0, waiter.deadline - time.monotonic())):
                 await answered
         result: T = waiter.outcome(key, timeout)
         return result
@@ -248,14 +263,14 @@ class GroupCommit:
 
     def commit(self, key: BudgetKey, batch: list[Waiter]) -> None:
         """Apply and persist one batch, retrying on conflict with only its writers, until
-        each waiter's own deadline: that, not a count of attempts, bounds the retries."""
+        each waiter's own cutoff: that, not a count of attempts, bounds the retries."""
         pending = batch
         fresh = False
         conflicts = 0
         while True:
             now = time.monotonic()
             for waiter in pending:
-                if waiter.deadline <= now:
+                if waiter.cutoff <= now:
                     waiter.answer(error=ChargeTimeout(f"{key} could not be charged in time"))
             pending = [w for w in pending if not w.done]
             if not pending:
@@ -285,7 +300,7 @@ class GroupCommit:
             fresh = True
             conflicts += 1
             pause = random.uniform(0, min(BACKOFF_SECONDS * conflicts, 0.05))
-            time.sleep(min(pause, max(0.0, min(w.deadline for w in pending) - time.monotonic())))
+            time.sleep(min(pause, max(0.0, min(w.cutoff for w in pending) - time.monotonic())))
 
 
 class Committed:
