@@ -122,6 +122,22 @@ def test_first_notice_goes_at_once_and_the_next_waits_for_the_window(
     assert count(registry, "budgetops_notifications_delivered") == 2
 
 
+def test_the_window_counts_from_when_a_slow_send_ended(
+    receiver: Receiver, secrets: Secrets, clock: Clock
+) -> None:
+    class Slow(Secrets):
+        def read(self, namespace: str, name: str, key: str) -> str:
+            clock.now += timedelta(seconds=30)  # the send takes 30 s
+            return super().read(namespace, name, key)
+
+    notifier, _ = make(Slow(secrets), clock)
+    submit(notifier, band("Yellow"))
+    assert run(notifier, clock, timedelta(0)) is None
+    submit(notifier, band("Red"))
+    due = notifier.deliver_due(clock.now)
+    assert due == T0 + timedelta(seconds=30) + WINDOW, "not from when the send began"
+
+
 def test_a_flapping_band_is_one_message_with_every_transition(
     receiver: Receiver, secrets: Secrets, clock: Clock
 ) -> None:

@@ -148,7 +148,8 @@ class Notifier:
         with self._delivering:
             for lane, channel, batch in self._claim(now):
                 failure = self._attempt(lane, channel, batch)
-                self._settle(lane, channel, batch, failure, now)
+                # a send may take its whole timeout: windows and retries count from its end
+                self._settle(lane, channel, batch, failure, max(now, self.clock()))
             with self._lock:
                 return min(filter(None, (q.due() for q in self._queues.values())), default=None)
 
