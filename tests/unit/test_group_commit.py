@@ -156,10 +156,10 @@ class SlowWrites(ScriptedStore):
 
 
 def test_a_change_is_never_written_after_its_caller_stopped_waiting() -> None:
-    """The second charge waits behind a slow write until just before its deadline. Writing
-    it then would finish after its caller was told to try again: a refused request charged.
-    Past its cutoff it is answered with ChargeTimeout and never written."""
-    store = SlowWrites(trust_budget(initialBalance=10), delays=[0.5, 0.5])
+    """The second charge waits behind a slow write until 0.25 s before its deadline. Written
+    then (0.5 s), it would land after its caller was told to try again: a refused request,
+    charged. Past its cutoff it is answered with ChargeTimeout and never written."""
+    store = SlowWrites(trust_budget(initialBalance=10), delays=[1.8, 0.5])
     first = threading.Thread(
         target=store.update_status,
         args=(KEY, counted_charge("first", {})),
@@ -167,12 +167,12 @@ def test_a_change_is_never_written_after_its_caller_stopped_waiting() -> None:
     )
     first.start()
     time.sleep(0.05)  # the first write is under way
-    with pytest.raises(ChargeTimeout):  # cutoff 0.45 s, behind a write that ends at 0.5 s
+    with pytest.raises(ChargeTimeout):  # cutoff at 1.55 s, behind a write that ends at 1.8 s
         store.update_status(
-            KEY, counted_charge("second", {}), timeout=0.6, needs_write=lambda d: d.changes_ledger
+            KEY, counted_charge("second", {}), timeout=2.0, needs_write=lambda d: d.changes_ledger
         )
     first.join()
-    time.sleep(0.6)  # time for a late write, had one started
+    time.sleep(0.6)  # time for a late write to land, had one started
     account = store.stored.status.accounts["user:alice"]
     assert account.reserved == 1, "only the charge whose caller heard 'allowed' was written"
     assert store.stats.charges == 1

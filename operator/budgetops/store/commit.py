@@ -246,10 +246,15 @@ class GroupCommit:
             self._schedule(key, lane)
 
     @staticmethod
-    def _apply(pending: list[Waiter], budget: Budget) -> Writers:
-        """Run each change in order on `budget`; answer those that need no write right away."""
+    def _apply(key: BudgetKey, pending: list[Waiter], budget: Budget) -> Writers:
+        """Run each change in order on `budget`; answer those that need no write right away,
+        and those past their cutoff (the attempt may have waited for a lock or a read)."""
         writers = []
+        now = time.monotonic()
         for waiter in pending:
+            if waiter.cutoff <= now:
+                waiter.answer(error=ChargeTimeout(f"{key} could not be charged in time"))
+                continue
             try:
                 result = waiter.change(budget)
             except Exception as error:
@@ -280,7 +285,7 @@ class GroupCommit:
             def apply(
                 budget: Budget, todo: list[Waiter] = pending, found: Writers = writers
             ) -> Writers:
-                found[:] = self._apply(todo, budget)  # the attempt may run it once at most
+                found[:] = self._apply(key, todo, budget)  # the attempt runs it once at most
                 return found
 
             try:

@@ -22,9 +22,9 @@ from urllib3.exceptions import HTTPError
 
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, Kind
-from budgetops.store.base import BudgetKey, NotFound
+from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 from budgetops.store.commit import Apply, Committed, GroupCommit
-from budgetops.store.rest import request_json
+from budgetops.store.rest import REQUEST_TIMEOUT, request_json
 
 log = logging.getLogger("budgetops.store")
 
@@ -216,10 +216,17 @@ class KubeStore(Committed):
         try:
             if key.namespace:
                 document = self.api.get_namespaced_custom_object(
-                    GROUP, VERSION, key.namespace, plural, key.name
+                    GROUP,
+                    VERSION,
+                    key.namespace,
+                    plural,
+                    key.name,
+                    _request_timeout=REQUEST_TIMEOUT,
                 )
             else:
-                document = self.api.get_cluster_custom_object(GROUP, VERSION, plural, key.name)
+                document = self.api.get_cluster_custom_object(
+                    GROUP, VERSION, plural, key.name, _request_timeout=REQUEST_TIMEOUT
+                )
         except ApiException as error:
             if error.status == 404:
                 self.cache.forget(key)
@@ -303,9 +310,12 @@ class KubeStore(Committed):
         plural = RESOURCES[key.kind].plural
         where = f"/namespaces/{key.namespace}" if key.namespace else ""
         path = f"/apis/{GROUP}/{VERSION}{where}/{plural}/{key.name}/status"
-        status, data = request_json(
-            self.api.api_client, "PUT", path, body=budget.to_wire(), accept=(200, 409)
-        )
+        try:
+            status, data = request_json(
+                self.api.api_client, "PUT", path, body=budget.to_wire(), accept=(200, 409)
+            )
+        except HTTPError as error:  # no answer in time, or no connection: nothing to retry on
+            raise ChargeTimeout(f"{key}: the status write got no answer ({error})") from error
         if status == 409:
             return False
         written = _document(json.loads(data))

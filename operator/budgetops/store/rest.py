@@ -15,6 +15,10 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+REQUEST_TIMEOUT = 15.0
+"""Seconds a request may take, connecting and answering: a stuck connection must not hold
+a writer thread (and every charge queued behind it) forever."""
+
 REFRESH_EVERY = 10.0
 """Seconds between credential refreshes (see `refresh_credentials_at_most_every`)."""
 
@@ -28,6 +32,7 @@ def request_json(
     query: Sequence[tuple[str, str]] = (),
     accept: Sequence[int] = (200,),
     media: str = "application/json",
+    timeout: float = REQUEST_TIMEOUT,
 ) -> tuple[int, bytes]:
     """Send `body` as JSON; the status and raw answer, or ApiException if not in `accept`.
     `media` is the Accept header (a JSON form, e.g. metadata only)."""
@@ -41,7 +46,7 @@ def request_json(
         header_params=headers,
         auth_settings=["BearerToken"],
     )
-    response = api.call_api(method, url, headers, body)
+    response = api.call_api(method, url, headers, body, _request_timeout=timeout)
     data: bytes = response.read()  # type: ignore[no-untyped-call]
     if response.status not in accept:
         raise ApiException(
