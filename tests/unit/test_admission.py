@@ -290,6 +290,7 @@ def test_a_bad_annotation_is_a_clear_denial(webhook: Any) -> None:
             "request.resource.resource: Field required",
         ),
         (b"\xff\xfe", 400, "the body is not JSON"),
+        (b"[" * 100_000, 400, "it nests too deeply"),
     ],
 )
 def test_malformed_reviews_get_a_clear_400(
@@ -336,7 +337,7 @@ def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("query", "seconds"),
-    [("5s", 5.0), (None, 10.0), ("bogus", 10.0), ("1m", 60.0)],
+    [("5s", 5.0), (None, 10.0), ("bogus", 10.0), ("1m", 60.0), ("9999999999d", 10.0)],
 )
 def test_the_api_servers_deadline_is_read_from_the_url(query: str | None, seconds: float) -> None:
     """The API server appends `?timeout=5s` to the webhook URL; anything else means 10 s."""
@@ -593,7 +594,7 @@ def test_only_the_configured_controllers_may_name_a_requester() -> None:
     assert classify([budget], review, Identity()).trust == [], "mallory cannot bill alice"
 
 
-def test_a_client_that_hangs_up_mid_request_costs_nothing(
+def test_a_client_that_hangs_up_mid_request_is_no_error(
     webhook: Any, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A caller gone before its answer (a timed-out API server, a load generator stopping)
@@ -615,3 +616,16 @@ def test_a_port_in_use_is_an_error_and_leaves_no_thread_behind(webhook: Any) -> 
     with pytest.raises(OSError, match="address already in use"):
         serve(admission, host="127.0.0.1", port=webhook[1], tls=None)
     assert [t.name for t in threading.enumerate()].count("webhook") == 1, "only the fixture's"
+
+
+def test_closing_a_server_twice_is_harmless(tmp_path: Path) -> None:
+    admission = Admission(
+        SQLiteStore(tmp_path / "l.sqlite3"),
+        clock=lambda: NOW,
+        identity=Identity(),
+        ttl=timedelta(minutes=5),
+    )
+    server = serve(admission, host="127.0.0.1", port=0, tls=None)
+    server.close()
+    server.close()
+    assert "webhook" not in [t.name for t in threading.enumerate()]

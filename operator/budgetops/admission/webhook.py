@@ -107,6 +107,8 @@ class Admission:
             document = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             return _problem(400, f"the body is not JSON: {error}")
+        except RecursionError:
+            return _problem(400, "the body is not an AdmissionReview: it nests too deeply")
         if not isinstance(document, dict):
             return _problem(400, "the body must be a JSON object (an AdmissionReview)")
         try:
@@ -218,7 +220,7 @@ def _timeout(value: str | None) -> float:
     """The deadline the API server puts in the webhook URL (`/validate?timeout=5s`)."""
     try:
         return parse_duration(value).total_seconds() if value else DEFAULT_TIMEOUT
-    except ValueError:
+    except (ValueError, OverflowError):
         return DEFAULT_TIMEOUT
 
 
@@ -276,19 +278,20 @@ class WebhookServer:
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
         )
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="webhook", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.stopped = threading.Event()
         self.port = 0
 
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+    def _call(self, loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
     def start(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
         """Listen on `host:port`; a port that cannot be bound raises and leaves no thread."""
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="webhook", daemon=True)
         self._thread.start()
         try:
-            self.port = self._call(self._listen(host, port, context))
+            self.port = self._call(loop, self._listen(host, port, context))
         except BaseException:
             self.close()
             raise
@@ -302,16 +305,20 @@ class WebhookServer:
         return bound
 
     def close(self) -> None:
-        """Stop accepting, answer what is in flight (up to SHUTDOWN_GRACE), then stop."""
+        """Stop accepting, answer what is in flight (up to SHUTDOWN_GRACE), then stop.
+        Closing again, or a server never started, does nothing more than stop its watcher."""
         self.stopped.set()
-        self._call(self._stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        self._call(loop, self._stop(loop))
+        loop.call_soon_threadsafe(loop.stop)
         self._thread.join()
-        self._loop.close()
+        loop.close()
 
-    async def _stop(self) -> None:
+    async def _stop(self, loop: asyncio.AbstractEventLoop) -> None:
         await self._runner.cleanup()
-        await self._loop.shutdown_default_executor()
+        await loop.shutdown_default_executor()
 
 
 def _watch_certificate(
