@@ -17,6 +17,7 @@ from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.notify.outbox import Notifier
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics
 from budgetops.store import BudgetKey, SQLiteStore
+from tests.charges import charging
 
 from .test_decisions import trust_budget
 from .test_notify_targets import TOKEN_PATH, Receiver
@@ -270,3 +271,45 @@ def test_a_raised_rapid_depletion_alert_keeps_idle_looks_full(tmp_path: Path) ->
     assert isinstance(stored, TrustBudget)
     assert stored.status.alerting == {"user:alice": ["RapidDepletion"]}
     assert reconciler.left[key][1] == now[0] + timedelta(minutes=1), "due at the next idle look"
+    now[0] += timedelta(minutes=61)  # the burst ages out; nobody changes the budget
+    reconciler.reconcile(key)
+    cleared = store.get(key)
+    assert isinstance(cleared, TrustBudget)
+    assert cleared.status.alerting == {}, "cleared by an idle look at an unchanged version"
+
+
+def test_a_usage_reading_that_came_too_soon_is_taken_later_without_a_change(
+    tmp_path: Path,
+) -> None:
+    """Readings are kept a quarter period apart. One skipped for coming too soon must be
+    taken later even if nothing changes meanwhile, or a burst that follows goes unseen."""
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    budget = trust_budget(initialBalance=100)
+    budget.metadata.resource_version = "1"
+    key = BudgetKey.of(store.apply(budget))
+    now = [NOW]
+    held = {"version": "1"}
+    reconciler = versioned(store, now, held)
+
+    def issue(count: int) -> None:
+        def change(budget: Budget) -> None:
+            for i in range(count):
+                uid = f"{now[0].isoformat()}-{i}"
+                assert charging(uid, now=now[0])(budget).allowed
+                confirm(budget.status, key=uid, now=now[0])
+
+        store.update_status(key, change)
+        held["version"] += "+"
+        reconciler.reconcile(key)
+
+    issue(1)
+    now[0] = NOW + timedelta(minutes=1)
+    issue(40)  # too soon after the first reading to keep
+    assert reconciler.left[key][1] == NOW + timedelta(minutes=15)
+    now[0] = NOW + timedelta(minutes=15)
+    reconciler.reconcile(key)  # the same version: only the skipped reading is due
+    now[0] = NOW + timedelta(minutes=62)
+    issue(55)  # 55 of 100 since the reading at 09:15
+    stored = store.get(key)
+    assert isinstance(stored, TrustBudget)
+    assert "RapidDepletion" in stored.status.alerting["user:alice"]

@@ -65,6 +65,15 @@ class UsageSamples:
         self._samples[account] = kept
         return consumed
 
+    def next_reading(self, account: str, *, used: Decimal, within: timedelta) -> datetime | None:
+        """When a reading of `used`, skipped for coming too soon after the newest kept one,
+        would be kept: someone must look again by then, or the burst it belongs to may go
+        unseen (None: nothing is waiting to be recorded)."""
+        kept = self._samples.get(account)
+        if not kept or kept[-1].used == used:
+            return None
+        return kept[-1].at + within / SAMPLES_PER_PERIOD
+
     def forget(self, keep: set[str]) -> None:
         """Drop the samples of accounts the budget no longer has."""
         for account in [a for a in self._samples if a not in keep]:

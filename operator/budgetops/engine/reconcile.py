@@ -89,6 +89,22 @@ def next_due(status: Ledger) -> datetime | None:
     return min(instants, default=None)
 
 
+def next_sample_due(
+    status: TrustBudgetStatus, spec: TrustBudgetSpec, samples: UsageSamples
+) -> datetime | None:
+    """The earliest instant a usage reading that came too soon to keep can be kept. Rapid
+    depletion is judged from these readings, and no status change may come to prompt the
+    look that takes them."""
+    if not spec.alerts.rapid_depletion.percent:
+        return None
+    within = spec.alerts.rapid_depletion.within
+    instants = [
+        samples.next_reading(name, used=account.allocation - account.balance, within=within)
+        for name, account in status.accounts.items()
+    ]
+    return min((moment for moment in instants if moment is not None), default=None)
+
+
 def _some(names: list[str]) -> str:
     """The first NAMED_IN_CONDITION names, and how many more there are."""
     shown = ", ".join(names[:NAMED_IN_CONDITION])

@@ -22,6 +22,7 @@ from budgetops.engine.reconcile import (
     Seen,
     awaiting_witness,
     next_due,
+    next_sample_due,
     reconcile_risk,
     reconcile_trust,
 )
@@ -139,16 +140,18 @@ class Reconciler:
 
     def _due(self, budget: TrustBudget | RiskBudget, now: datetime) -> datetime | None:
         """When `budget`, as reconciled at `now`, next needs a reconcile though nobody
-        changes it: a reset or window end, a reservation's expiry, the next witness poll,
-        or, while a rapid-depletion alert is up, the next idle look (the alert clears as
-        usage ages out of the reconciler's memory, which no status field shows)."""
+        changes it: a reset or window end, a reservation's expiry, the next witness poll, a
+        usage reading that came too soon to keep, or, while a rapid-depletion alert is up,
+        the next idle look (the alert clears as usage ages out of the reconciler's memory,
+        which no status field shows)."""
         dues = [next_due(budget.status)]
         if awaiting_witness(budget.status):
             dues.append(now + self.timing.poll)
-        if isinstance(budget, TrustBudget) and any(
-            "RapidDepletion" in raised for raised in budget.status.alerting.values()
-        ):
-            dues.append(now + self.timing.idle)
+        if isinstance(budget, TrustBudget):
+            samples = self.samples.get(BudgetKey.of(budget), UsageSamples())
+            dues.append(next_sample_due(budget.status, budget.spec, samples))
+            if any("RapidDepletion" in raised for raised in budget.status.alerting.values()):
+                dues.append(now + self.timing.idle)
         return min((due for due in dues if due is not None), default=None)
 
     def _wait(self, due: datetime | None, now: datetime) -> timedelta:
