@@ -102,15 +102,18 @@ def test_a_queued_event_holds_the_budgets_name_not_the_budget() -> None:
     """A boundary queues hundreds of Events; each must not keep a whole status alive."""
     stuck = Stuck()
     names: list[str] = []
+    annotations: list[dict[str, str]] = []
     stuck_emit = stuck.emit
 
     def recorded(subject: Subject, **fields: Any) -> None:
         names.append(f"{subject.kind}/{subject.metadata.name}")
+        annotations.append(subject.metadata.annotations)
         stuck_emit(subject, **fields)
 
     stuck.emit = recorded  # type: ignore[method-assign]
     events = QueuedEvents(stuck)
     budget = _budget()
+    budget.metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"] = "x" * 4096
     alive = weakref.ref(budget)
     events.emit(budget, type="Normal", reason="First", message="m")  # taken by the poster
     events.emit(budget, type="Normal", reason="Queued", message="m")
@@ -120,3 +123,4 @@ def test_a_queued_event_holds_the_budgets_name_not_the_budget() -> None:
     stuck.go.set()
     eventually(lambda: stuck.posted == ["First", "Queued"])
     assert names == ["TrustBudget/certs"] * 2
+    assert annotations == [{}, {}], "nor its annotations (or managedFields)"

@@ -55,8 +55,9 @@ class LogEvents:
 
 @dataclass(frozen=True, slots=True)
 class _Reference:
-    """A queued Event's subject: the budget's kind and metadata, without its spec and status
-    (a 100-account TrustBudget is about 30 KB of JSON, and a boundary queues hundreds)."""
+    """A queued Event's subject: the budget's kind, name, namespace and uid, without its spec
+    and status (a 100-account TrustBudget is about 30 KB of JSON, and a boundary queues
+    hundreds)."""
 
     kind: str
     metadata: ObjectMeta
@@ -120,7 +121,9 @@ class QueuedEvents:
         at: datetime | None = None,
     ) -> None:
         """Queue the Event, stamped now unless `at` says when it happened."""
-        reference = _Reference(subject.kind, subject.metadata)
+        meta = subject.metadata  # not annotations or managedFields, which can be large
+        named = ObjectMeta.model_construct(name=meta.name, namespace=meta.namespace, uid=meta.uid)
+        reference = _Reference(subject.kind, named)
         queued = _Queued(reference, type, reason, message, at or self.clock(), time.monotonic())
         try:
             self._queue.put_nowait(queued)

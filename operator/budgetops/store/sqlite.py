@@ -16,7 +16,6 @@ import logging
 import secrets
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,12 +63,11 @@ def _params(key: BudgetKey) -> tuple[str, str, str]:
     return (key.kind, key.namespace, key.name)
 
 
-def _checkpoint(store: weakref.ref[SQLiteStore], every: float) -> None:
-    """Every `every` seconds, copy what the WAL holds into the database file, for as long as
-    the store exists. PASSIVE never waits for readers or writers: what it cannot copy now
+def _checkpoint(store: weakref.ref[SQLiteStore], every: float, closed: threading.Event) -> None:
+    """Every `every` seconds, copy what the WAL holds into the database file, until the store
+    is closed or gone. PASSIVE never waits for readers or writers: what it cannot copy now
     it copies next time."""
-    while True:
-        time.sleep(every)
+    while not closed.wait(every):
         current = store()
         if current is None:
             return
@@ -103,6 +101,7 @@ class SQLiteStore(Committed):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_ms = busy_timeout_ms
         self._autocheckpoint = 1000 if checkpoint_every is None else SAFETY_NET_PAGES
+        self._closed = threading.Event()
         self._local = threading.local()
         self._decoded: dict[BudgetKey, tuple[int, Budget]] = {}
         self._specs: dict[str, Budget] = {}
@@ -114,7 +113,7 @@ class SQLiteStore(Committed):
         if checkpoint_every is not None:
             threading.Thread(
                 target=_checkpoint,
-                args=(weakref.ref(self), checkpoint_every),
+                args=(weakref.ref(self), checkpoint_every, self._closed),
                 name="sqlite-checkpoint",
                 daemon=True,
             ).start()
@@ -147,7 +146,9 @@ class SQLiteStore(Committed):
             db.execute("COMMIT")
 
     def close(self) -> None:
-        """Close this thread's connection (other threads close theirs when they end)."""
+        """Close this thread's connection (other threads close theirs when they end) and
+        stop background checkpoints."""
+        self._closed.set()
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
