@@ -230,52 +230,54 @@ def test_an_unchanged_budget_is_reconciled_once_something_in_it_falls_due(
     assert rolled.status.window.start == datetime(2026, 4, 1, tzinfo=UTC), "same version, rolled"
 
 
+class Issuing:
+    """A TrustBudget issued against at `now`, each issuance settled at once, and reconciled
+    after each round as the store's watch would prompt."""
+
+    def __init__(self, tmp_path: Path, balance: int) -> None:
+        self.store = SQLiteStore(tmp_path / "ledger.sqlite3")
+        budget = trust_budget(initialBalance=balance)
+        budget.metadata.resource_version = "1"
+        self.key = BudgetKey.of(self.store.apply(budget))
+        self.now = [NOW]
+        self.held = {"version": "1"}
+        self.reconciler = versioned(self.store, self.now, self.held)
+
+    def issue(self, count: int) -> None:
+        now = self.now[0]
+
+        def change(budget: Budget) -> None:
+            for i in range(count):
+                uid = f"{now.isoformat()}-{i}"
+                assert charging(uid, now=now)(budget).allowed
+                confirm(budget.status, key=uid, now=now)
+
+        self.store.update_status(self.key, change)
+        self.held["version"] += "+"  # as the watch would report it
+        self.reconciler.reconcile(self.key)
+
+    def due(self) -> datetime | None:
+        return self.reconciler.left[self.key][1]
+
+    def alerting(self) -> dict[str, list[str]]:
+        stored = self.store.get(self.key)
+        assert isinstance(stored, TrustBudget)
+        return dict(stored.status.alerting)
+
+
 def test_a_raised_rapid_depletion_alert_keeps_idle_looks_full(tmp_path: Path) -> None:
     """The alert clears as usage ages out of the reconciler's memory, which changes no
     version: while it is up, every idle look must be a real reconcile."""
-    store = SQLiteStore(tmp_path / "ledger.sqlite3")
-    budget = trust_budget(initialBalance=10)
-    budget.metadata.resource_version = "1"
-    key = BudgetKey.of(store.apply(budget))
-    now = [NOW]
-    held = {"version": "1"}
-    reconciler = versioned(store, now, held)
-
-    def issue(count: int) -> None:
-        def change(budget: Budget) -> None:
-            assert isinstance(budget, TrustBudget)
-            for i in range(count):
-                uid = f"{now[0].minute}-{i}"
-                charge = admit_trust(
-                    budget.status,
-                    budget.spec,
-                    account="user:alice",
-                    cost=budget.spec.cost,
-                    key=uid,
-                    ref="",
-                    now=now[0],
-                    ttl=timedelta(minutes=5),
-                )
-                assert charge.allowed
-                confirm(budget.status, key=uid, now=now[0])
-
-        store.update_status(key, change)
-        held["version"] += "+"  # as the watch would report it
-        reconciler.reconcile(key)
-
-    issue(1)
-    assert reconciler.left[key][1] == datetime(2026, 3, 11, tzinfo=UTC), "quiet: due at reset"
-    now[0] = NOW + timedelta(minutes=20)
-    issue(6)  # 6 of 10 within the hour
-    stored = store.get(key)
-    assert isinstance(stored, TrustBudget)
-    assert stored.status.alerting == {"user:alice": ["RapidDepletion"]}
-    assert reconciler.left[key][1] == now[0] + timedelta(minutes=1), "due at the next idle look"
-    now[0] += timedelta(minutes=61)  # the burst ages out; nobody changes the budget
-    reconciler.reconcile(key)
-    cleared = store.get(key)
-    assert isinstance(cleared, TrustBudget)
-    assert cleared.status.alerting == {}, "cleared by an idle look at an unchanged version"
+    budget = Issuing(tmp_path, balance=10)
+    budget.issue(1)
+    assert budget.due() == datetime(2026, 3, 11, tzinfo=UTC), "quiet: due at the reset"
+    budget.now[0] = NOW + timedelta(minutes=20)
+    budget.issue(6)  # 6 of 10 within the hour
+    assert budget.alerting() == {"user:alice": ["RapidDepletion"]}
+    assert budget.due() == budget.now[0] + timedelta(minutes=1), "due at the next idle look"
+    budget.now[0] += timedelta(minutes=61)  # the burst ages out; nobody changes the budget
+    budget.reconciler.reconcile(budget.key)
+    assert budget.alerting() == {}, "cleared by an idle look at an unchanged version"
 
 
 def test_a_usage_reading_that_came_too_soon_is_taken_later_without_a_change(
@@ -283,33 +285,13 @@ def test_a_usage_reading_that_came_too_soon_is_taken_later_without_a_change(
 ) -> None:
     """Readings are kept a quarter period apart. One skipped for coming too soon must be
     taken later even if nothing changes meanwhile, or a burst that follows goes unseen."""
-    store = SQLiteStore(tmp_path / "ledger.sqlite3")
-    budget = trust_budget(initialBalance=100)
-    budget.metadata.resource_version = "1"
-    key = BudgetKey.of(store.apply(budget))
-    now = [NOW]
-    held = {"version": "1"}
-    reconciler = versioned(store, now, held)
-
-    def issue(count: int) -> None:
-        def change(budget: Budget) -> None:
-            for i in range(count):
-                uid = f"{now[0].isoformat()}-{i}"
-                assert charging(uid, now=now[0])(budget).allowed
-                confirm(budget.status, key=uid, now=now[0])
-
-        store.update_status(key, change)
-        held["version"] += "+"
-        reconciler.reconcile(key)
-
-    issue(1)
-    now[0] = NOW + timedelta(minutes=1)
-    issue(40)  # too soon after the first reading to keep
-    assert reconciler.left[key][1] == NOW + timedelta(minutes=15)
-    now[0] = NOW + timedelta(minutes=15)
-    reconciler.reconcile(key)  # the same version: only the skipped reading is due
-    now[0] = NOW + timedelta(minutes=62)
-    issue(55)  # 55 of 100 since the reading at 09:15
-    stored = store.get(key)
-    assert isinstance(stored, TrustBudget)
-    assert "RapidDepletion" in stored.status.alerting["user:alice"]
+    budget = Issuing(tmp_path, balance=100)
+    budget.issue(1)
+    budget.now[0] = NOW + timedelta(minutes=1)
+    budget.issue(40)  # too soon after the first reading to keep
+    assert budget.due() == NOW + timedelta(minutes=15)
+    budget.now[0] = NOW + timedelta(minutes=15)
+    budget.reconciler.reconcile(budget.key)  # the same version: only the skipped reading is due
+    budget.now[0] = NOW + timedelta(minutes=62)
+    budget.issue(55)  # 55 of 100 since the reading at 09:15
+    assert "RapidDepletion" in budget.alerting()["user:alice"]
