@@ -58,6 +58,7 @@ class BudgetCache:
         self._lock = threading.Lock()
         self._raw: dict[BudgetKey, dict[str, Any]] = {}
         self._parsed: dict[BudgetKey, tuple[str, Budget]] = {}
+        self._specs: dict[BudgetKey, tuple[tuple[str, int], Budget]] = {}
         self._synced = {kind: threading.Event() for kind in RESOURCES}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -132,6 +133,8 @@ class BudgetCache:
         with self._lock:
             for key in [k for k in self._raw if k.kind == kind]:
                 del self._raw[key]
+                self._parsed.pop(key, None)
+                self._specs.pop(key, None)
             for document in items:
                 document.setdefault("kind", kind)
                 self._raw[_key_of(document)] = document
@@ -154,6 +157,7 @@ class BudgetCache:
         with self._lock:
             self._raw.pop(key, None)
             self._parsed.pop(key, None)
+            self._specs.pop(key, None)
 
     def fresh(self, key: BudgetKey) -> Budget | None:
         """A private copy of the cached budget, to change: parsed anew from the stored
@@ -175,6 +179,26 @@ class BudgetCache:
         budget = RESOURCES[key.kind].model.model_validate(document)
         with self._lock:
             self._parsed[key] = (version, budget)
+        return budget
+
+    def spec_only(self, key: BudgetKey) -> Budget | None:
+        """The cached budget with an empty status, parsed once per spec (uid and generation):
+        what classification needs. A busy budget's status changes with every batch, and a
+        large one takes milliseconds to parse, on the webhook's event loop (shared: do not
+        mutate; its metadata is that of the generation it was parsed at)."""
+        with self._lock:
+            document = self._raw.get(key)
+            if document is None:
+                return None
+            meta = document["metadata"]
+            stamp = (meta.get("uid", ""), meta.get("generation", 0))
+            kept = self._specs.get(key)
+            if kept is not None and kept[0] == stamp:
+                return kept[1]
+        spec = {field: value for field, value in document.items() if field != "status"}
+        budget = RESOURCES[key.kind].model.model_validate(spec)
+        with self._lock:
+            self._specs[key] = (stamp, budget)
         return budget
 
     def version(self, key: BudgetKey) -> str | None:
@@ -243,8 +267,9 @@ class KubeStore(Committed):
         return RESOURCES[key.kind].model.model_validate(document)
 
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
-        """Cached budgets, shared with the cache (status included either way)."""
-        found = (self.cache.get(k) for k in self.cache.budget_keys() if kind in (None, k.kind))
+        """Cached budgets, shared with the cache; without status, parsed once per spec."""
+        read = self.cache.get if with_status else self.cache.spec_only
+        found = (read(k) for k in self.cache.budget_keys() if kind in (None, k.kind))
         return [budget for budget in found if budget is not None]
 
     # Spec writes (for the CLI and tests; users normally `kubectl apply`).
