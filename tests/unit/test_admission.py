@@ -198,12 +198,17 @@ def test_workloads_outside_the_selector_or_namespace_are_not_charged() -> None:
 # The server, over real HTTP on 127.0.0.1, on the embedded store.
 
 
+def admitting(store: SQLiteStore) -> Admission:
+    """Admission over `store` at NOW, with the default identity rules."""
+    return Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+
+
 @pytest.fixture
 def webhook(tmp_path: Path) -> Iterator[tuple[str, int, SQLiteStore]]:
     store = SQLiteStore(tmp_path / "ledger.sqlite3")
     store.apply(trust_budget(subjects={"groups": ["developers"]}, initialBalance=100))
     store.apply(risk_budget(selector={"matchLabels": {"app": "api"}}))
-    admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+    admission = admitting(store)
     server = serve(admission, host="127.0.0.1", port=0, tls=None)
     yield "127.0.0.1", server.port, store
     server.close()
@@ -325,12 +330,7 @@ def test_oversized_bodies_unknown_paths_and_health(webhook: Any) -> None:
 
 
 def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:
-    admission = Admission(
-        SQLiteStore(tmp_path / "l.sqlite3"),
-        clock=lambda: NOW,
-        identity=Identity(),
-        ttl=timedelta(minutes=5),
-    )
+    admission = admitting(SQLiteStore(tmp_path / "l.sqlite3"))
     with pytest.raises(ValueError, match=r"refusing plain HTTP on 0\.0\.0\.0"):
         serve(admission, host="0.0.0.0", port=0, tls=None)
 
@@ -356,7 +356,7 @@ class OutOfTime(SQLiteStore):
 def test_a_charge_out_of_time_is_a_retriable_denial(tmp_path: Path) -> None:
     store = OutOfTime(tmp_path / "ledger.sqlite3")
     store.apply(trust_budget(subjects={"groups": ["developers"]}))
-    admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+    admission = admitting(store)
     answer = asyncio.run(admission.review(json.dumps(request()).encode(), timeout=5))
     assert answer.status == 200
     status = answer.body["response"]["status"]
@@ -375,7 +375,7 @@ def test_a_token_request_is_settled_at_once(tmp_path: Path) -> None:
             match=[{"resource": "serviceaccounts", "subresource": "token"}],
         )
     )
-    admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+    admission = admitting(store)
     review = request(
         user="system:serviceaccount:ci:builder",
         resource={"group": "", "version": "v1", "resource": "serviceaccounts"},
@@ -444,7 +444,7 @@ def test_break_glass_through_the_webhook(tmp_path: Path) -> None:
             },
         )
     )
-    admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+    admission = admitting(store)
 
     def csr(uid: str, *, groups: tuple[str, ...], ttl: int) -> dict[str, Any]:
         obj = {
@@ -483,12 +483,7 @@ def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path) -> No
     (tmp_path / "second").mkdir()
     first_ca, serving = loopback_server_pair(tmp_path / "first")
     second_ca, rotated = loopback_server_pair(tmp_path / "second")
-    admission = Admission(
-        SQLiteStore(tmp_path / "l.sqlite3"),
-        clock=lambda: NOW,
-        identity=Identity(),
-        ttl=timedelta(minutes=5),
-    )
+    admission = admitting(SQLiteStore(tmp_path / "l.sqlite3"))
     server = serve(
         admission,
         host="127.0.0.1",
@@ -610,21 +605,14 @@ def test_a_client_that_hangs_up_mid_request_is_no_error(
 
 
 def test_a_port_in_use_is_an_error_and_leaves_no_thread_behind(webhook: Any) -> None:
-    admission = Admission(
-        webhook[2], clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5)
-    )
+    admission = admitting(webhook[2])
     with pytest.raises(OSError, match="address already in use"):
         serve(admission, host="127.0.0.1", port=webhook[1], tls=None)
     assert [t.name for t in threading.enumerate()].count("webhook") == 1, "only the fixture's"
 
 
 def test_closing_a_server_twice_is_harmless(tmp_path: Path) -> None:
-    admission = Admission(
-        SQLiteStore(tmp_path / "l.sqlite3"),
-        clock=lambda: NOW,
-        identity=Identity(),
-        ttl=timedelta(minutes=5),
-    )
+    admission = admitting(SQLiteStore(tmp_path / "l.sqlite3"))
     server = serve(admission, host="127.0.0.1", port=0, tls=None)
     server.close()
     server.close()
