@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from urllib3.exceptions import ReadTimeoutError
 
 from budgetops.apis.resources import Budget, TrustBudget
 from budgetops.engine.decisions import Decision
@@ -176,3 +177,20 @@ def test_a_change_is_never_written_after_its_caller_stopped_waiting() -> None:
     account = store.stored.status.accounts["user:alice"]
     assert account.reserved == 1, "only the charge whose caller heard 'allowed' was written"
     assert store.stats.charges == 1
+
+
+class Unanswered(ScriptedStore):
+    """An API server that never answers the fresh read a conflict calls for."""
+
+    def _snapshot(self, key: BudgetKey, *, fresh: bool) -> Budget:
+        if fresh:
+            raise ReadTimeoutError(None, "/apis/budgetops.dev", "Read timed out.")
+        return super()._snapshot(key, fresh=fresh)
+
+
+def test_an_api_server_that_does_not_answer_is_a_retriable_refusal() -> None:
+    store = Unanswered(trust_budget(initialBalance=10), conflicts=1)
+    with pytest.raises(ChargeTimeout, match="the API server did not answer"):
+        store.update_status(
+            KEY, counted_charge("a", {}), timeout=5, needs_write=lambda d: d.changes_ledger
+        )

@@ -1,7 +1,7 @@
 """One budget's reconcile, end to end: look for witnesses, run the pure step, then tell.
 
-Everything here is synchronous and kopf-free so tests can drive it directly; the kopf
-daemons in `handlers.operator` only decide when to call it.
+Everything here is synchronous and kopf-free so tests can drive it directly; the scheduler
+in `handlers.schedule` decides when to call it.
 """
 
 from __future__ import annotations

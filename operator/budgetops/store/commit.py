@@ -90,6 +90,14 @@ def _limits(timeout: float) -> tuple[float, float]:
     return deadline, deadline - min(WRITE_ALLOWANCE, timeout / 4)
 
 
+def _past_cutoff(key: BudgetKey, waiter: Waiter, now: float) -> bool:
+    """Whether no write may include `waiter` any more; if so it is answered ChargeTimeout."""
+    if waiter.cutoff > now:
+        return False
+    waiter.answer(error=ChargeTimeout(f"{key} could not be charged in time"))
+    return True
+
+
 def _wake(loop: asyncio.AbstractEventLoop, answered: asyncio.Future[None]) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is closed: its caller went away
         loop.call_soon_threadsafe(_resolve, answered)
@@ -252,8 +260,7 @@ class GroupCommit:
         writers = []
         now = time.monotonic()
         for waiter in pending:
-            if waiter.cutoff <= now:
-                waiter.answer(error=ChargeTimeout(f"{key} could not be charged in time"))
+            if _past_cutoff(key, waiter, now):
                 continue
             try:
                 result = waiter.change(budget)
@@ -274,10 +281,7 @@ class GroupCommit:
         conflicts = 0
         while True:
             now = time.monotonic()
-            for waiter in pending:
-                if waiter.cutoff <= now:
-                    waiter.answer(error=ChargeTimeout(f"{key} could not be charged in time"))
-            pending = [w for w in pending if not w.done]
+            pending = [waiter for waiter in pending if not _past_cutoff(key, waiter, now)]
             if not pending:
                 return
             writers: Writers = []

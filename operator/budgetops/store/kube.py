@@ -320,9 +320,13 @@ class KubeStore(Committed):
     # Status writes: compare-and-swap, group-committed.
 
     def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
-        """Read (the cache, or the API server when `fresh`), apply, compare-and-swap."""
-        budget = self._snapshot(key, fresh=fresh)
-        return not apply(budget) or self._write(key, budget)
+        """Read (the cache, or the API server when `fresh`), apply, compare-and-swap. An
+        API server that does not answer makes it a ChargeTimeout: a retriable refusal."""
+        try:
+            budget = self._snapshot(key, fresh=fresh)
+            return not apply(budget) or self._write(key, budget)
+        except HTTPError as error:  # no answer in time, or no connection
+            raise ChargeTimeout(f"{key}: the API server did not answer ({error})") from error
 
     def _snapshot(self, key: BudgetKey, *, fresh: bool) -> Budget:
         cached = None if fresh else self.cache.fresh(key)
@@ -335,12 +339,9 @@ class KubeStore(Committed):
         plural = RESOURCES[key.kind].plural
         where = f"/namespaces/{key.namespace}" if key.namespace else ""
         path = f"/apis/{GROUP}/{VERSION}{where}/{plural}/{key.name}/status"
-        try:
-            status, data = request_json(
-                self.api.api_client, "PUT", path, body=budget.to_wire(), accept=(200, 409)
-            )
-        except HTTPError as error:  # no answer in time, or no connection: nothing to retry on
-            raise ChargeTimeout(f"{key}: the status write got no answer ({error})") from error
+        status, data = request_json(
+            self.api.api_client, "PUT", path, body=budget.to_wire(), accept=(200, 409)
+        )
         if status == 409:
             return False
         written = _document(json.loads(data))
