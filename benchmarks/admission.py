@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from budgetops.admission.classify import Identity
-from budgetops.admission.webhook import Admission, serve
+from budgetops.admission.server import serve
+from budgetops.admission.webhook import Admission
 from budgetops.apis.resources import Budget, TrustBudget
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from budgetops.admission.classify import Identity
-from budgetops.admission.webhook import Admission, serve
+from budgetops.admission.server import serve
+from budgetops.admission.webhook import Admission
 from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.engine.clock import system_clock
 from budgetops.store import BudgetKey, SQLiteStore

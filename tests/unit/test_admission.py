@@ -17,7 +17,8 @@ import pytest
 
 from budgetops.admission.classify import Identity, Refused, account_key, classify
 from budgetops.admission.review import AdmissionRequest
-from budgetops.admission.webhook import MAX_BODY, Admission, serve
+from budgetops.admission.server import serve
+from budgetops.admission.webhook import MAX_BODY, Admission
 from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.store import BudgetKey, ChargeTimeout, SQLiteStore
 
@@ -341,7 +342,7 @@ def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:
 )
 def test_the_api_servers_deadline_is_read_from_the_url(query: str | None, seconds: float) -> None:
     """The API server appends `?timeout=5s` to the webhook URL; anything else means 10 s."""
-    from budgetops.admission.webhook import _timeout
+    from budgetops.admission.server import _timeout
 
     assert _timeout(query) == seconds
 

@@ -1,13 +1,11 @@
 """The validating webhook: AdmissionReview in, charges through the store, AdmissionReview out.
 
-Every input the API server (or anyone on the port) can send gets an answer: malformed
-envelopes a 400 with what is wrong, an unknown path a 404, a body over the limit a 413, a
-request BudgetOps cannot charge a calm denial, and an internal failure a 500 that names no
-internals (the details go to the log).
+Every body gets an answer: a malformed envelope a 400 with what is wrong, a request
+BudgetOps cannot charge a calm denial, and an internal failure a 500 that names no
+internals (the details go to the log). The HTTP server around it is `admission.server`.
 
-The server is aiohttp on one event loop thread: a request waiting for its charge costs a
-coroutine, not a thread, so many concurrent admissions share one group-commit batch without
-handing the interpreter lock back and forth between dozens of threads.
+Admissions wait for their charges as coroutines: many concurrent admissions share one
+group-commit batch without handing the interpreter lock back and forth between threads.
 """
 
 from __future__ import annotations
@@ -15,23 +13,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import ssl
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from ipaddress import ip_address
 from typing import Any, TypeVar
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from budgetops.admission.classify import Classified, Identity, Refused, classify
 from budgetops.admission.review import AdmissionRequest, AdmissionReview, response
-from budgetops.apis.common import parse_duration
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_errors
 from budgetops.engine.clock import Clock
 from budgetops.engine.decisions import Decision, admit_risk, admit_trust
@@ -70,7 +62,7 @@ class Answer:
     body: dict[str, Any]
 
 
-def _problem(status: int, message: str) -> Answer:
+def problem(status: int, message: str) -> Answer:
     return Answer(status, {"error": message})
 
 
@@ -106,15 +98,15 @@ class Admission:
         try:
             document = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return _problem(400, f"the body is not JSON: {error}")
+            return problem(400, f"the body is not JSON: {error}")
         except RecursionError:
-            return _problem(400, "the body is not an AdmissionReview: it nests too deeply")
+            return problem(400, "the body is not an AdmissionReview: it nests too deeply")
         if not isinstance(document, dict):
-            return _problem(400, "the body must be a JSON object (an AdmissionReview)")
+            return problem(400, "the body must be a JSON object (an AdmissionReview)")
         try:
             request = AdmissionReview.model_validate(document).request
         except ValidationError as error:
-            return _problem(
+            return problem(
                 400, "not an admission.k8s.io/v1 AdmissionReview: " + "; ".join(field_errors(error))
             )
         try:
@@ -127,7 +119,7 @@ class Admission:
             )
         except Exception:
             log.exception("admission of %s failed", request.describe())
-            return _problem(500, "BudgetOps could not decide this request; see the webhook log")
+            return problem(500, "BudgetOps could not decide this request; see the webhook log")
 
     async def decide(
         self, request: AdmissionRequest, *, timeout: float = DEFAULT_TIMEOUT
@@ -214,169 +206,3 @@ class Admission:
         except NotFound:
             return
         self.events.emit(budget, type="Warning", reason="BreakGlass", message=decision.warnings[0])
-
-
-def _timeout(value: str | None) -> float:
-    """The deadline the API server puts in the webhook URL (`/validate?timeout=5s`)."""
-    try:
-        return parse_duration(value).total_seconds() if value else DEFAULT_TIMEOUT
-    except (ValueError, OverflowError):
-        return DEFAULT_TIMEOUT
-
-
-def _json(answer: Answer) -> web.Response:
-    return web.json_response(answer.body, status=answer.status)
-
-
-def _application(admission: Admission, ready: Callable[[], bool]) -> web.Application:
-    async def validate(request: web.Request) -> web.StreamResponse:
-        length = request.content_length
-        if length is None:
-            return _json(_problem(411, "a Content-Length header is required"))
-        if length > MAX_BODY:
-            response = _json(_problem(413, f"the body is larger than {MAX_BODY} bytes"))
-            response.force_close()  # the body was not read: the connection cannot be reused
-            return response
-        try:
-            body = await request.read()
-        except ConnectionResetError:  # the caller hung up: nobody is left to answer
-            log.debug("%s hung up before sending its whole body", request.remote)
-            return _json(_problem(400, "the body ended early"))
-        return _json(await admission.review(body, timeout=_timeout(request.query.get("timeout"))))
-
-    async def metrics(_: web.Request) -> web.StreamResponse:
-        payload = generate_latest(admission.metrics.registry)
-        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(_: web.Request) -> web.StreamResponse:
-        return _json(Answer(200, {"status": "ok"}))
-
-    async def readyz(_: web.Request) -> web.StreamResponse:
-        ok = await asyncio.get_running_loop().run_in_executor(None, ready)
-        return _json(Answer(200 if ok else 503, {"status": "ok" if ok else "not ready"}))
-
-    async def elsewhere(request: web.Request) -> web.StreamResponse:
-        return _json(_problem(404, f"no such path {request.path_qs}; POST /validate"))
-
-    app = web.Application(client_max_size=MAX_BODY)
-    app.router.add_post("/validate", validate)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_route("*", "/{path:.*}", elsewhere)
-    return app
-
-
-TLS_CHECK_SECONDS = 10.0
-
-
-class WebhookServer:
-    """The webhook's event loop in a daemon thread, and the certificate watcher that lives
-    and dies with it."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
-        )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.stopped = threading.Event()
-        self.port = 0
-
-    def _call(self, loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
-
-    def start(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
-        """Listen on `host:port`; a port that cannot be bound raises and leaves no thread."""
-        loop = self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="webhook", daemon=True)
-        self._thread.start()
-        try:
-            self.port = self._call(loop, self._listen(host, port, context))
-        except BaseException:
-            self.close()
-            raise
-
-    async def _listen(self, host: str, port: int, context: ssl.SSLContext | None) -> int:
-        await self._runner.setup()
-        # a deep backlog: the default resets bursts of new connections
-        site = web.TCPSite(self._runner, host, port, ssl_context=context, backlog=256)
-        await site.start()
-        bound: int = self._runner.addresses[0][1]
-        return bound
-
-    def close(self) -> None:
-        """Stop accepting, answer what is in flight (up to SHUTDOWN_GRACE), then stop.
-        Closing again, or a server never started, does nothing more than stop its watcher."""
-        self.stopped.set()
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        self._call(loop, self._stop(loop))
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join()
-        loop.close()
-
-    async def _stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        await self._runner.cleanup()
-        await loop.shutdown_default_executor()
-
-
-def _watch_certificate(
-    context: ssl.SSLContext, cert: str, key: str, stopped: threading.Event, every: float
-) -> None:
-    """Reload the serving pair when its files change (a rotated Secret is remounted), so
-    new connections use the new certificate without a restart. A pair that does not load
-    (caught mid-rotation) is tried again at the next check, and the old one stays in use."""
-
-    def stamp() -> tuple[float, float]:
-        return (os.stat(cert).st_mtime, os.stat(key).st_mtime)
-
-    seen = stamp()
-    while not stopped.wait(every):
-        try:
-            current = stamp()
-            if current != seen:
-                context.load_cert_chain(cert, key)
-                seen = current
-                log.info("reloaded the serving certificate from %s", cert)
-        except (OSError, ssl.SSLError):
-            log.warning("could not reload the serving certificate; keeping the current one")
-
-
-def serve(
-    admission: Admission,
-    *,
-    host: str,
-    port: int,
-    tls: tuple[str, str] | None,
-    tls_check_seconds: float = TLS_CHECK_SECONDS,
-) -> WebhookServer:
-    """A running server (in a daemon thread); plain HTTP only on a loopback address.
-    Port 0 picks a free port, which `server.port` then holds."""
-    if tls is None and not ip_address(host).is_loopback:
-        raise ValueError(
-            f"refusing plain HTTP on {host}: give --tls-cert-file and --tls-key-file, "
-            "or listen on 127.0.0.1"
-        )
-
-    def ready() -> bool:
-        try:
-            admission.store.list()
-        except Exception:
-            log.exception("store not ready")
-            return False
-        return True
-
-    server = WebhookServer(_application(admission, ready))
-    context = None
-    if tls is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*tls)
-        threading.Thread(
-            target=_watch_certificate,
-            args=(context, *tls, server.stopped, tls_check_seconds),
-            name="tls-reload",
-            daemon=True,
-        ).start()
-    server.start(host, port, context)
-    return server

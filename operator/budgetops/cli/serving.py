@@ -12,7 +12,8 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 
 from budgetops.admission.classify import Identity
-from budgetops.admission.webhook import Admission, serve
+from budgetops.admission.server import serve
+from budgetops.admission.webhook import Admission
 from budgetops.apis.common import parse_duration
 from budgetops.engine.clock import system_clock
 from budgetops.observability.events import EventRecorder
