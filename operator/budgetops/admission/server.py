@@ -177,15 +177,7 @@ def serve(
             "or listen on 127.0.0.1"
         )
 
-    def ready() -> bool:
-        try:
-            admission.store.list()
-        except Exception:
-            log.exception("store not ready")
-            return False
-        return True
-
-    server = WebhookServer(_application(admission, ready))
+    server = WebhookServer(_application(admission, admission.store.ready))
     context = None
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -66,6 +66,10 @@ class BudgetStore(Protocol):
         """Forget a budget; False if there was none."""
         ...
 
+    def ready(self) -> bool:
+        """Whether reads answer from current state now (what `/readyz` reports)."""
+        ...
+
     def update_status(
         self,
         key: BudgetKey,

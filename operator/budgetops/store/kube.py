@@ -272,6 +272,15 @@ class KubeStore(Committed):
         found = (read(k) for k in self.cache.budget_keys() if kind in (None, k.kind))
         return [budget for budget in found if budget is not None]
 
+    def ready(self) -> bool:
+        """Every cached budget can be parsed."""
+        try:
+            self.list()
+        except Exception:
+            log.exception("cached budgets cannot be read")
+            return False
+        return True
+
     # Spec writes (for the CLI and tests; users normally `kubectl apply`).
 
     def apply(self, budget: Budget) -> Budget:

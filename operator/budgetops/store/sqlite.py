@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,8 @@ class SQLiteStore(Committed):
         self._decoded_lock = threading.Lock()
         self._writer = threading.Lock()
         self.commits = GroupCommit(self._attempt, enabled=group_commit)
+        self.listeners: list[Callable[[BudgetKey], None]] = []
+        """Called with the key of every budget this store wrote (not other processes')."""
         with self._transaction() as db:
             db.execute(_SCHEMA)
         if checkpoint_every is not None:
@@ -195,6 +197,7 @@ class SQLiteStore(Committed):
                     (json.dumps(document), generation, _new_version(), *_params(key)),
                 )
         self._forget(key)
+        self._tell(key)
         return self.get(key)
 
     def get(self, key: BudgetKey) -> Budget:
@@ -232,15 +235,29 @@ class SQLiteStore(Committed):
                 self._specs[obj] = kept
         return kept
 
+    def ready(self) -> bool:
+        """Every budget can be read and decoded."""
+        try:
+            self.list()
+        except Exception:
+            log.exception("the ledger %s cannot be read", self.path)
+            return False
+        return True
+
     def delete(self, key: BudgetKey) -> bool:
         with self._transaction() as db:
             deleted = db.execute(f"DELETE FROM budgets WHERE {_KEY}", _params(key)).rowcount
         self._forget(key)
+        self._tell(key)
         return deleted > 0
 
     def _forget(self, key: BudgetKey) -> None:
         with self._decoded_lock:
             self._decoded.pop(key, None)
+
+    def _tell(self, key: BudgetKey) -> None:
+        for listener in self.listeners:
+            listener(key)
 
     def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
         """One transaction: read (the kept copy if the row has not moved), apply, write.
@@ -279,4 +296,5 @@ class SQLiteStore(Committed):
             raise
         with self._decoded_lock:
             self._decoded[key] = (version, budget)
+        self._tell(key)
         return True
