@@ -21,7 +21,7 @@ from budgetops.apis.riskbudget import RiskBudgetStatus
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk
 from budgetops.engine.ledger import audit
-from budgetops.engine.reconcile import Sighting
+from budgetops.engine.reconcile import UNREADABLE, Sighting
 from budgetops.handlers.operator import keep_budgets, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.observability.metrics import ReconcileMetrics
@@ -334,7 +334,7 @@ def test_with_peering_one_replica_reconciles_and_another_takes_over(
             replica.store.stop()
 
 
-def test_witnesses_are_looked_up_by_metadata_and_an_unreadable_collection_is_left_out(
+def test_witnesses_are_looked_up_by_metadata_and_an_unreadable_collection_is_said_so(
     api: client.ApiClient,
 ) -> None:
     core = client.CoreV1Api(api)
@@ -354,6 +354,7 @@ def test_witnesses_are_looked_up_by_metadata_and_an_unreadable_collection_is_lef
             f"{here}/look-0": Sighting(uid=made[0].metadata.uid, generation=0),
             f"{here}/look-1": Sighting(uid=made[1].metadata.uid, generation=0),
             f"{here}/look-gone": None,
+            f"{nowhere}/w": UNREADABLE,
         }
     finally:
         for n in range(2):

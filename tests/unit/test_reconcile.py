@@ -12,6 +12,7 @@ from budgetops.engine.alerts import UsageSamples
 from budgetops.engine.decisions import Release, admit_risk, admit_trust
 from budgetops.engine.ledger import audit
 from budgetops.engine.reconcile import (
+    UNREADABLE,
     Outcome,
     Seen,
     Sighting,
@@ -141,11 +142,50 @@ def test_an_update_that_did_not_land_is_refunded() -> None:
 def test_what_cannot_be_read_is_kept_as_spent_with_a_warning() -> None:
     budget = trust_budget()
     issue(budget, "hidden")
-    outcome = run_trust(budget, START + TTL, {})
+    outcome = run_trust(budget, START + TTL, {f"{CSR}/hidden": UNREADABLE})
     assert (outcome.confirmed, outcome.unverified) == (0, 1)
     [warning] = [n for n in outcome.notices if n.reason == "ReservationUnverified"]
     assert warning.severity == "warning"
     assert f"could not read {CSR}/hidden" in warning.summary
+
+
+def test_a_reservation_not_looked_at_in_this_pass_waits_even_when_expired() -> None:
+    """Its reservation came after the look (or its path was not asked): no verdict yet, and
+    above all no false permissions warning."""
+    budget = trust_budget()
+    issue(budget, "late")
+    outcome = run_trust(budget, START + TTL + TTL, {f"{CSR}/other": None})
+    assert (outcome.confirmed, outcome.refunded, outcome.unverified) == (0, 0, 0)
+    assert outcome.notices == []
+    assert budget.status.accounts["user:alice"].reserved == 1
+
+
+def test_where_nobody_can_look_a_reservation_is_confirmed_at_expiry() -> None:
+    """The embedded ledger has no API server to ask: a witness is kept for the record, and
+    the reservation is confirmed when it expires, as one without a witness is."""
+    budget = trust_budget()
+    issue(budget, "embedded")
+    assert not reconcile_trust(
+        budget.status,
+        budget.spec,
+        budget="TrustBudget certs",
+        generation=1,
+        now=START + TTL - timedelta(seconds=1),
+        seen=None,
+        samples=UsageSamples(),
+    ).confirmed
+    outcome = reconcile_trust(
+        budget.status,
+        budget.spec,
+        budget="TrustBudget certs",
+        generation=1,
+        now=START + TTL,
+        seen=None,
+        samples=UsageSamples(),
+    )
+    assert (outcome.confirmed, outcome.unverified, outcome.notices) == (1, 0, [])
+    account = budget.status.accounts["user:alice"]
+    assert (account.reserved, account.spent) == (0, 1)
 
 
 def test_an_interval_reset_happens_once_and_is_announced_once() -> None:

@@ -8,10 +8,12 @@ reconciler saw in the API server (`seen`), never on "a timer fired".
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Final
 
 from budgetops.apis.common import Condition, format_duration, format_time
 from budgetops.apis.ledger import Account, Ledger, Reservation
@@ -45,9 +47,20 @@ class Sighting:
     generation: int = 0
 
 
-Seen = Mapping[str, Sighting | None]
-"""Witness paths the reconciler looked at: a Sighting, or None when nothing is there. A
-path missing from the map could not be read (no permission, resource no longer served)."""
+class Unreadable(enum.Enum):
+    """A witness path that was looked for and could not be read."""
+
+    UNREADABLE = "unreadable"
+
+
+UNREADABLE: Final = Unreadable.UNREADABLE
+"""No permission to list the collection, the resource is no longer served, or the API
+server failed: the reconciler cannot tell whether the object exists."""
+
+Seen = Mapping[str, Sighting | Unreadable | None]
+"""Witness paths the reconciler looked at: a Sighting, None when nothing is there, or
+UNREADABLE. A path missing from the map was not looked at in this pass (a reservation
+made after the look): its reservation waits for the next pass, whatever its expiry."""
 
 
 @dataclass
@@ -112,15 +125,17 @@ def _some(names: list[str]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-def _verdict(held: Reservation, seen: Seen, now: datetime) -> tuple[str, str]:
+def _verdict(held: Reservation, seen: Seen | None, now: datetime) -> tuple[str, str]:
     """(`confirm` | `refund` | `unverified` | `wait`, why) for one reservation."""
     witness = held.witness
     expired = held.expires_at <= now
-    if witness is None:
+    if witness is None or seen is None:
         return ("confirm" if expired else "wait"), ""
     if witness.path not in seen:
-        return ("unverified" if expired else "wait"), ""
+        return "wait", ""
     sighting = seen[witness.path]
+    if sighting is UNREADABLE:
+        return ("unverified" if expired else "wait"), ""
     if sighting is not None and sighting.uid == witness.uid:
         if sighting.generation >= witness.generation:
             return "confirm", ""
@@ -137,7 +152,7 @@ def settle_reservations(
     *,
     budget: str,
     amount_text: Callable[[Decimal], str],
-    seen: Seen,
+    seen: Seen | None,
     now: datetime,
     outcome: Outcome,
 ) -> None:
@@ -145,6 +160,8 @@ def settle_reservations(
 
     An expired reservation whose witness could not be read is confirmed, not refunded: a
     budget that cannot check errs on the side of the limit, and says so in a Warning.
+    With `seen` None nobody can look (the embedded ledger has no API server to ask): every
+    reservation is confirmed when it expires, as one without a witness is.
     """
     for name, account in list(status.accounts.items()):
         for key, held in list(account.reservations.items()):
@@ -231,7 +248,7 @@ def reconcile_trust(
     budget: str,
     generation: int | None,
     now: datetime,
-    seen: Seen,
+    seen: Seen | None,
     samples: UsageSamples,
 ) -> Outcome:
     """Reset due accounts, settle reservations, raise and clear account alerts."""
@@ -427,7 +444,7 @@ def reconcile_risk(
     budget: str,
     generation: int | None,
     now: datetime,
-    seen: Seen,
+    seen: Seen | None,
 ) -> Outcome:
     """Roll the window, settle reservations, move the band conditions and say so."""
     outcome = Outcome()

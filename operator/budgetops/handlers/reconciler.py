@@ -65,6 +65,8 @@ class Reconciler:
 
     store: BudgetStore
     objects: ObjectLooker | None
+    """Where witnesses are looked up; None where nobody can look (the embedded ledger):
+    reservations are then confirmed when they expire."""
     clock: Clock
     events: EventRecorder
     metrics: ReconcileMetrics
@@ -101,8 +103,10 @@ class Reconciler:
             return None
         if not isinstance(budget, TrustBudget | RiskBudget):
             return None
-        paths = awaiting_witness(budget.status)
-        seen: Seen = self.objects.look(paths) if paths and self.objects else {}
+        seen: Seen | None = None
+        if self.objects is not None:
+            paths = awaiting_witness(budget.status)
+            seen = self.objects.look(paths) if paths else {}
         name = budget_name(key)
 
         def change(fresh: Budget) -> tuple[Outcome, Budget]:
@@ -145,7 +149,7 @@ class Reconciler:
         the next idle look (the alert clears as usage ages out of the reconciler's memory,
         which no status field shows)."""
         dues = [next_due(budget.status)]
-        if awaiting_witness(budget.status):
+        if self.objects is not None and awaiting_witness(budget.status):
             dues.append(now + self.timing.poll)
         if isinstance(budget, TrustBudget):
             samples = self.samples.get(BudgetKey.of(budget), UsageSamples())

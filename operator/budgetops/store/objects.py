@@ -3,8 +3,8 @@
 A reservation names the path of the object it was charged for. Paths are grouped by their
 collection and each collection is listed once (narrowed by name when only one is wanted),
 so a burst of 400 certificate requests costs one request, not 400, and it asks for metadata
-only. A LIST that fails (refused, not served, an API server error, no connection) leaves its
-paths out of the answer: the reconciler then knows it could not check, which is different
+only. A LIST that fails (refused, not served, an API server error, no connection) answers
+UNREADABLE for its paths: the reconciler then knows it could not check, which is different
 from "not there", and still does everything else (a window never waits on a witness).
 """
 
@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from budgetops.engine.reconcile import Sighting
+from budgetops.engine.reconcile import UNREADABLE, Seen, Sighting, Unreadable
 from budgetops.store.rest import request_json
 
 log = logging.getLogger("budgetops.objects")
@@ -35,19 +35,17 @@ class KubeObjects:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api = api_client
 
-    def look(self, paths: Iterable[str]) -> dict[str, Sighting | None]:
-        """What is at each path now: a Sighting, None when absent, missing when unreadable."""
+    def look(self, paths: Iterable[str]) -> Seen:
+        """What is at each path now: a Sighting, None when absent, or UNREADABLE."""
         wanted: defaultdict[str, set[str]] = defaultdict(set)
         for path in paths:
             collection, _, name = path.rpartition("/")
             wanted[collection].add(name)
-        found: dict[str, Sighting | None] = {}
+        found: dict[str, Sighting | Unreadable | None] = {}
         for collection, names in wanted.items():
             items = self._list(collection, names)
-            if items is None:
-                continue
             for name in names:
-                found[f"{collection}/{name}"] = items.get(name)
+                found[f"{collection}/{name}"] = UNREADABLE if items is None else items.get(name)
         return found
 
     def _list(self, collection: str, names: set[str]) -> dict[str, Sighting] | None:
