@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -108,8 +108,6 @@ class SQLiteStore(Committed):
         self._decoded_lock = threading.Lock()
         self._writer = threading.Lock()
         self.commits = GroupCommit(self._attempt, enabled=group_commit)
-        self.listeners: list[Callable[[BudgetKey], None]] = []
-        """Called with the key of every budget this store wrote (not other processes')."""
         with self._transaction() as db:
             db.execute(_SCHEMA)
         if checkpoint_every is not None:
@@ -197,7 +195,6 @@ class SQLiteStore(Committed):
                     (json.dumps(document), generation, _new_version(), *_params(key)),
                 )
         self._forget(key)
-        self._tell(key)
         return self.get(key)
 
     def get(self, key: BudgetKey) -> Budget:
@@ -248,16 +245,19 @@ class SQLiteStore(Committed):
         with self._transaction() as db:
             deleted = db.execute(f"DELETE FROM budgets WHERE {_KEY}", _params(key)).rowcount
         self._forget(key)
-        self._tell(key)
         return deleted > 0
 
     def _forget(self, key: BudgetKey) -> None:
         with self._decoded_lock:
             self._decoded.pop(key, None)
 
-    def _tell(self, key: BudgetKey) -> None:
-        for listener in self.listeners:
-            listener(key)
+    def versions(self) -> dict[BudgetKey, int]:
+        """Every budget's row version, read without its spec or status: cheap enough to
+        poll every second, which is how a server notices what other processes wrote."""
+        rows = self._connection().execute("SELECT kind, namespace, name, version FROM budgets")
+        return {
+            BudgetKey(kind, name, namespace): version for kind, namespace, name, version in rows
+        }
 
     def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
         """One transaction: read (the kept copy if the row has not moved), apply, write.
@@ -296,5 +296,4 @@ class SQLiteStore(Committed):
             raise
         with self._decoded_lock:
             self._decoded[key] = (version, budget)
-        self._tell(key)
         return True
