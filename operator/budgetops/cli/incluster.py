@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import threading
 from datetime import timedelta
@@ -32,7 +31,7 @@ from budgetops.store.objects import KubeObjects
 from budgetops.store.rest import refresh_credentials_at_most_every
 from budgetops.store.secrets import KubeSecrets
 
-from .serving import serve_until_stopped
+from .serving import log_to_stderr, serve_until_stopped
 
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:
@@ -54,9 +53,7 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook in a cluster and, unless told not to, reconcile."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr()
     api = api_client(args.kubeconfig)
     store = KubeStore(api).start()
     stack = contextlib.ExitStack()

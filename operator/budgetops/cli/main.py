@@ -23,11 +23,10 @@ from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trus
 from budgetops.engine.ledger import confirm
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
 from budgetops.store import BudgetKey, NotFound, SQLiteStore
-from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 
+from .embedded import serve_embedded
 from .incluster import add_arguments as add_run_arguments
 from .manifests import crd_files, load
-from .serving import serve_until_stopped
 
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
@@ -202,11 +201,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook on the embedded ledger until interrupted."""
-    out.write(f"ledger: {_db_path(args.db)}\n")
-    # Concurrent webhook requests share transactions: one status write per batch.
     path = _db_path(args.db)
-    store = SQLiteStore(path, group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS)
-    return serve_until_stopped(store, args, out)
+    out.write(f"ledger: {path}\n")
+    return serve_embedded(str(path), args, out)
 
 
 def parser() -> argparse.ArgumentParser:

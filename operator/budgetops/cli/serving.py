@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -19,6 +20,13 @@ from budgetops.engine.clock import system_clock
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore
+
+
+def log_to_stderr() -> None:
+    """A server's log, Events included where there is no API server to post them to."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def serve_until_stopped(

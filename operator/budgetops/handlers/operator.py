@@ -13,7 +13,8 @@ import asyncio
 import logging
 import random
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import kopf
 from kubernetes import client
@@ -23,7 +24,6 @@ from budgetops.apis.resources import Kind
 from budgetops.handlers.reconciler import Reconciler
 from budgetops.handlers.schedule import Scheduler
 from budgetops.store.base import BudgetKey
-from budgetops.store.kube import BudgetCache
 
 log = logging.getLogger("budgetops.operator")
 
@@ -32,11 +32,20 @@ PEERING = "budgetops"
 RECONCILED_KINDS: tuple[Kind, ...] = ("TrustBudget", "RiskBudget")
 
 
-def keep_budgets(reconciler: Reconciler, cache: BudgetCache, *, workers: int = 16) -> Scheduler:
-    """A scheduler over every TrustBudget and RiskBudget in `cache`, woken by its watch."""
+class Watched(Protocol):
+    """Budgets and a way to hear of their changes: the in-cluster store's cache, or the
+    embedded ledger's version poll."""
+
+    listeners: list[Callable[[BudgetKey], None]]
+
+    def budget_keys(self) -> list[BudgetKey]: ...
+
+
+def keep_budgets(reconciler: Reconciler, watched: Watched, *, workers: int = 16) -> Scheduler:
+    """A scheduler over every TrustBudget and RiskBudget in `watched`, woken by its changes."""
 
     def kept() -> list[BudgetKey]:
-        return [key for key in cache.budget_keys() if key.kind in RECONCILED_KINDS]
+        return [key for key in watched.budget_keys() if key.kind in RECONCILED_KINDS]
 
     def failed(key: BudgetKey) -> None:
         reconciler.metrics.failures.labels(key.kind).inc()
@@ -50,7 +59,7 @@ def keep_budgets(reconciler: Reconciler, cache: BudgetCache, *, workers: int = 1
         if key.kind in RECONCILED_KINDS:
             scheduler.wake(key)
 
-    cache.listeners.append(changed)
+    watched.listeners.append(changed)
     return scheduler
 
 

@@ -1,0 +1,132 @@
+"""`budgetops serve` keeps the embedded ledger current: it settles, resets and notices
+what other processes write. Run as users run it: the console command in its own process."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from budgetops.apis.resources import TrustBudget
+from budgetops.handlers.embedded import LedgerWatch
+from budgetops.store import BudgetKey, SQLiteStore
+from tests.ports import free_port
+from tests.unit.test_admission import request
+from tests.waiting import eventually
+
+MANIFEST = """\
+apiVersion: budgetops.dev/v1alpha1
+kind: TrustBudget
+metadata: {name: certs}
+spec:
+  subjects: {groups: [developers]}
+  match: [{group: certificates.k8s.io, resource: certificatesigningrequests}]
+  initialBalance: 2
+  resetInterval: 4s
+"""
+
+
+def budgetops(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "budgetops.cli.main", *args, "--db", str(db)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    db = tmp_path / "ledger.sqlite3"
+    (tmp_path / "certs.yaml").write_text(MANIFEST, encoding="utf-8")
+    budgetops("apply", "-f", str(tmp_path / "certs.yaml"), db=db)
+    port = free_port()
+    command = ["serve", "--db", str(db), "--ttl", "1s", "--listen", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "budgetops.cli.main", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("ledger:")
+        assert server.stdout.readline().startswith("serving POST")
+        yield port, db
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=30)
+        assert server.returncode == 0, log
+        assert "Traceback" not in log
+
+
+def admit(port: int, uid: str) -> dict[str, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", "/validate", body=json.dumps(request(uid=uid)).encode())
+        answer: dict[str, Any] = json.loads(connection.getresponse().read())["response"]
+    finally:
+        connection.close()
+    return answer
+
+
+def alice(db: Path) -> Any:
+    store = SQLiteStore(db)
+    try:
+        budget = store.get(BudgetKey("TrustBudget", "certs"))
+    finally:
+        store.close()
+    assert isinstance(budget, TrustBudget)
+    return budget.status.accounts["user:alice"]
+
+
+def test_serve_settles_expired_reservations_and_resets_balances(served: tuple[int, Path]) -> None:
+    """Before, the embedded webhook's reservations stayed reserved forever, and every reset
+    carried them into the new window: the user stayed denied."""
+    port, db = served
+    assert [admit(port, f"u{n}")["allowed"] for n in range(3)] == [True, True, False]
+    eventually(lambda: alice(db).reserved == 0, within=10)
+    eventually(lambda: admit(port, "after-reset")["allowed"], within=10, every=0.5)
+    account = alice(db)
+    assert (account.allocation, account.reserved) == (2, 1)
+
+
+def test_the_ledger_watch_hears_what_another_process_wrote(tmp_path: Path) -> None:
+    """Two stores on one file stand for two processes: `apply` from a terminal while
+    `serve` runs must reach the running reconciler."""
+    served_store, other = SQLiteStore(tmp_path / "l.db"), SQLiteStore(tmp_path / "l.db")
+    try:
+        watch = LedgerWatch(served_store)
+        heard: list[BudgetKey] = []
+        watch.listeners.append(heard.append)
+        watch.poll()
+        assert heard == []
+        budget = TrustBudget.model_validate(
+            {
+                "metadata": {"name": "late"},
+                "spec": {
+                    "subjects": {"users": ["a"]},
+                    "match": [{"resource": "x"}],
+                    "initialBalance": 1,
+                },
+            }
+        )
+        other.apply(budget)
+        watch.poll()
+        assert heard == [BudgetKey("TrustBudget", "late")]
+        assert watch.budget_keys() == [BudgetKey("TrustBudget", "late")]
+        other.delete(BudgetKey("TrustBudget", "late"))
+        watch.poll()
+        assert heard == [BudgetKey("TrustBudget", "late")] * 2
+        assert watch.budget_keys() == []
+    finally:
+        served_store.close()
+        other.close()
