@@ -1,11 +1,13 @@
-"""KubeStore's group commit, with its two I/O points replaced: a forced 409 shows that a
-denied waiter is answered once and never re-run, so it cannot be admitted by a retry."""
+"""KubeStore's group commit, with its two I/O points replaced: a forced 409 or a failed write
+shows that no waiter is answered from a snapshot that was never stored, and that a denial
+decided again on fresh state stays a decision of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,8 +16,9 @@ from urllib3.exceptions import ReadTimeoutError
 
 from budgetops.apis.resources import Budget, TrustBudget
 from budgetops.engine.decisions import Decision
+from budgetops.engine.ledger import find_reservation
 from budgetops.store import BudgetKey, ChargeTimeout
-from budgetops.store.commit import Waiter
+from budgetops.store.commit import Waiter, _Lane
 from budgetops.store.kube import KubeStore
 from tests.charges import charging
 
@@ -61,14 +64,14 @@ def waiter(change: Any, seconds: float = 5) -> Waiter:
     return Waiter(change, lambda d: d.changes_ledger, deadline, deadline)
 
 
-def test_a_denied_waiter_is_answered_once_and_never_rerun_after_a_conflict() -> None:
+def test_a_denied_waiter_is_decided_again_after_a_conflict_and_stays_denied() -> None:
     store = ScriptedStore(trust_budget(initialBalance=1), conflicts=1)
     runs: dict[str, int] = {}
     first, second = waiter(counted_charge("a", runs)), waiter(counted_charge("b", runs))
     store.commits.commit(KEY, [first, second])
     assert first.result.reason == "Charged"
-    assert second.result.reason == "Exhausted", "denied on the snapshot that charged 'a'"
-    assert runs == {"a": 2, "b": 1}, "only the charge that needed a write was decided again"
+    assert second.result.reason == "Exhausted", "denied on the stored snapshot that charged 'a'"
+    assert runs == {"a": 2, "b": 2}, "the denial too was decided again, on the fresh read"
     assert store.snapshots == [False, True], "the retry read the budget afresh"
     assert store.stored.status.accounts["user:alice"].reserved == 1
 
@@ -194,3 +197,63 @@ def test_an_api_server_that_does_not_answer_is_a_retriable_refusal() -> None:
         store.update_status(
             KEY, counted_charge("a", {}), timeout=5, needs_write=lambda d: d.changes_ledger
         )
+
+
+class Rival(ScriptedStore):
+    """Another replica writes first: the first write conflicts, and the budget read back
+    afresh is the rival's, with the balance spent."""
+
+    def __init__(self, budget: TrustBudget, rival: TrustBudget) -> None:
+        super().__init__(budget, conflicts=1)
+        self.rival = rival
+
+    def _write(self, key: BudgetKey, budget: Budget) -> bool:
+        if self.conflicts_left:
+            self.stored = self.rival
+        return super()._write(key, budget)
+
+
+class Failing(ScriptedStore):
+    """An API server that never answers the status write."""
+
+    def _write(self, key: BudgetKey, budget: Budget) -> bool:
+        raise ReadTimeoutError(None, "/apis/budgetops.dev", "Read timed out.")
+
+
+def spent() -> TrustBudget:
+    rival = trust_budget(initialBalance=1)
+    assert charging("rival", now=NOW)(rival).reason == "Charged"
+    return rival
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Rival(trust_budget(initialBalance=1), spent()),
+        lambda: Failing(trust_budget(), conflicts=0),
+    ],
+    ids=["conflict", "failed-write"],
+)
+def test_a_replay_is_not_admitted_from_a_batch_that_was_never_stored(
+    make: Callable[[], ScriptedStore],
+) -> None:
+    """The first waiter reserves k and the second replays k in the same batch: the replay
+    needs no write, but its 'AlreadyCharged' stands only on the first one's reservation. If
+    that is never stored (a rival spent the balance first, or the write failed), the replay
+    must not be admitted free."""
+    store = make()
+    runs: dict[str, int] = {}
+    first, replay = waiter(counted_charge("k", runs)), waiter(counted_charge("k", runs))
+    store.commits._drain(KEY, _Lane([first, replay]))  # one batch, as a writer thread takes it
+    assert first.done
+    assert replay.done
+    reserved = find_reservation(store.stored.status, "k") is not None
+    for answered in (first, replay):
+        if answered.error is None and answered.result.allowed:
+            assert reserved, f"{answered.result.reason}, yet nothing was stored under k"
+    if isinstance(store, Failing):
+        assert isinstance(first.error, ChargeTimeout)
+        assert replay.error is first.error, "the replay shares the failed write's fate"
+    else:
+        assert [first.result.reason, replay.result.reason] == ["Exhausted", "Exhausted"]
+        assert runs == {"k": 4}, "both were decided again on the rival's budget"

@@ -4,11 +4,22 @@ A budget with waiting changes is handed to a small, shared set of writer threads
 demand, gone when idle); one writer at a time drains a budget's waiting changes, applies them
 in order to one snapshot, persists once and answers every waiter. A thread per budget would
 cost a stack and a malloc arena each when a thousand budgets roll over at the same instant.
-A waiter whose answer needs no write (a denial, a replay, a dry run) is answered from the
-first attempt and never re-run, so a denied request can never be admitted by another
-waiter's retry. Every wait is bounded by its caller's deadline, and no write that includes a
-waiter starts after its cutoff, shortly before that deadline: a write that finished after its
-caller had given up would charge a request that was refused.
+
+No waiter is answered before its attempt is over: the write succeeded, or no waiter of that
+attempt needed one. That holds for a waiter whose answer needs no write (a denial, a replay, a
+dry run) too, because it stands on the changes before it in the batch: a replay of a key that
+an earlier waiter reserves in the same snapshot is "already charged" only if that snapshot is
+stored. On a write conflict every waiter still waiting is decided again, in order, on a fresh
+read; if the attempt raises, every one of them gets the error. So each answer is its waiter's
+own decision on a state that was stored together with every other answer of its attempt.
+Deciding a denial again cannot admit it as a side effect of another waiter's retry (the
+ResourceQuota bug the design notes cite, kubernetes#141904, where a retry overwrote a denial
+it never re-evaluated with a default "allowed"): a re-decided denial is admitted only if its
+own change admits it on the fresh state, and then its charge is in what is written.
+
+Every wait is bounded by its caller's deadline, and no write that includes a waiter starts
+after its cutoff, shortly before that deadline: a write that finished after its caller had
+given up would charge a request that was refused.
 
 Callers wait on a thread (`submit`) or on an event loop (`submit_async`): a loop is woken once
 per answer and never blocks, so one loop thread can keep a whole batch waiting.
@@ -30,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from budgetops.apis.resources import Budget
-from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
+from budgetops.store.base import BudgetKey, ChargeTimeout
 
 T = TypeVar("T")
 
@@ -84,9 +95,19 @@ Attempt = Callable[[BudgetKey, bool, Apply], bool]
 persist it if `apply` returned any writers. True when done, False on a write conflict."""
 
 
-def _limits(timeout: float) -> tuple[float, float]:
-    """(deadline, cutoff) for a waiter that may wait `timeout` seconds from now."""
-    deadline = time.monotonic() + timeout
+@dataclass(frozen=True)
+class _Decided:
+    """What one waiter's change gave in an attempt; its answer once that attempt is over."""
+
+    waiter: Waiter
+    result: Any = None
+    error: Exception | None = None
+    writes: bool = False
+
+
+def _limits(now: float, timeout: float) -> tuple[float, float]:
+    """(deadline, cutoff) for a waiter that may wait `timeout` seconds from `now`."""
+    deadline = now + timeout
     return deadline, deadline - min(WRITE_ALLOWANCE, timeout / 4)
 
 
@@ -140,12 +161,26 @@ class Stats:
 
 
 class GroupCommit:
-    """Batches status changes per budget and persists each batch with one `attempt`."""
+    """Batches status changes per budget and persists each batch with one `attempt`.
 
-    def __init__(self, attempt: Attempt, *, enabled: bool = True, writers: int = WRITERS) -> None:
+    `clock` and `sleep` (the pause after a conflict) are the monotonic clock's by default;
+    tests hand in their own to script deadlines.
+    """
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        *,
+        enabled: bool = True,
+        writers: int = WRITERS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.attempt = attempt
         self.enabled = enabled
         self.writers = writers
+        self.clock = clock
+        self.sleep = sleep
         self.stats = Stats()
         self._lanes: dict[BudgetKey, _Lane] = {}
         self._lanes_lock = threading.Lock()
@@ -164,12 +199,12 @@ class GroupCommit:
     ) -> T:
         """Queue `change` for `key` and wait for its answer; ChargeTimeout past `timeout`."""
         answered = threading.Event()
-        waiter = Waiter(change, needs_write, *_limits(timeout), answered.set)
+        waiter = Waiter(change, needs_write, *_limits(self.clock(), timeout), answered.set)
         if not self.enabled:
             self.commit(key, [waiter])
         else:
             self._enqueue(key, waiter)
-        answered.wait(max(0.0, waiter.deadline - time.monotonic()))
+        answered.wait(max(0.0, waiter.deadline - self.clock()))
         result: T = waiter.outcome(key, timeout)
         return result
 
@@ -185,14 +220,17 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         answered = loop.create_future()
         waiter = Waiter(
-            change, needs_write, *_limits(timeout), functools.partial(_wake, loop, answered)
+            change,
+            needs_write,
+            *_limits(self.clock(), timeout),
+            functools.partial(_wake, loop, answered),
         )
         if not self.enabled:
             await loop.run_in_executor(None, self.commit, key, [waiter])
         else:
             self._enqueue(key, waiter)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, waiter.deadline - time.monotonic())):
+            async with asyncio.timeout(max(0.0, waiter.deadline - self.clock())):
                 await answered
         result: T = waiter.outcome(key, timeout)
         return result
@@ -253,63 +291,67 @@ class GroupCommit:
         if more:
             self._schedule(key, lane)
 
-    @staticmethod
-    def _apply(key: BudgetKey, pending: list[Waiter], budget: Budget) -> Writers:
-        """Run each change in order on `budget`; answer those that need no write right away,
-        and those past their cutoff (the attempt may have waited for a lock or a read)."""
-        writers = []
-        now = time.monotonic()
+    def _apply(self, key: BudgetKey, pending: list[Waiter], budget: Budget) -> list[_Decided]:
+        """Run each change in order on `budget` and say what each gave, answering none but
+        those past their cutoff (the attempt may have waited for a lock or a read): the
+        others are answered by `commit` once it knows whether this attempt was stored."""
+        decided = []
+        now = self.clock()
         for waiter in pending:
             if _past_cutoff(key, waiter, now):
                 continue
             try:
                 result = waiter.change(budget)
             except Exception as error:
-                waiter.answer(error=error)
+                decided.append(_Decided(waiter, error=error))
                 continue
-            if waiter.needs_write(result):
-                writers.append((waiter, result))
-            else:
-                waiter.answer(result)
-        return writers
+            decided.append(_Decided(waiter, result, writes=waiter.needs_write(result)))
+        return decided
 
     def commit(self, key: BudgetKey, batch: list[Waiter]) -> None:
-        """Apply and persist one batch, retrying on conflict with only its writers, until
-        each waiter's own cutoff: that, not a count of attempts, bounds the retries."""
+        """Apply and persist one batch, and answer each waiter from the attempt that was
+        stored (or needed no write): an answer from a snapshot that was never stored could
+        admit a replay of a reservation that was lost. On a conflict every waiter still
+        waiting is decided again on a fresh read, until its own cutoff: that, not a count of
+        attempts, bounds the retries. If the attempt raises, each one gets the error."""
         pending = batch
         fresh = False
         conflicts = 0
         while True:
-            now = time.monotonic()
+            now = self.clock()
             pending = [waiter for waiter in pending if not _past_cutoff(key, waiter, now)]
             if not pending:
                 return
-            writers: Writers = []
+            decided: list[_Decided] = []
 
             def apply(
-                budget: Budget, todo: list[Waiter] = pending, found: Writers = writers
+                budget: Budget, todo: list[Waiter] = pending, found: list[_Decided] = decided
             ) -> Writers:
                 found[:] = self._apply(key, todo, budget)  # the attempt runs it once at most
-                return found
+                return [(d.waiter, d.result) for d in found if d.writes]
 
             try:
                 done = self.attempt(key, fresh, apply)
-            except NotFound as missing:
+            except Exception as error:  # NotFound, ChargeTimeout, a failed write: none stands
                 for waiter in pending:
-                    waiter.answer(error=missing)
+                    if not waiter.done:
+                        waiter.answer(error=error)
                 return
             if done:
-                if writers:
-                    self.stats.count(written=len(writers))
-                for waiter, result in writers:
-                    waiter.answer(result)
+                written = sum(d.writes for d in decided)
+                if written:
+                    self.stats.count(written=written)
+                for d in decided:
+                    d.waiter.answer(d.result, d.error)
                 return
             self.stats.count(conflicts=1)
-            pending = [waiter for waiter, _ in writers]
+            pending = [waiter for waiter in pending if not waiter.done]  # all but the late
+            if not pending:
+                return
             fresh = True
             conflicts += 1
             pause = random.uniform(0, min(BACKOFF_SECONDS * conflicts, 0.05))
-            time.sleep(min(pause, max(0.0, min(w.cutoff for w in pending) - time.monotonic())))
+            self.sleep(min(pause, max(0.0, min(w.cutoff for w in pending) - self.clock())))
 
 
 class Committed:
