@@ -108,6 +108,17 @@ def test_amounts_are_exact() -> None:
     assert budget.to_wire()["spec"]["initialBalance"] == "100.00"
 
 
+@pytest.mark.parametrize(
+    "value", [10**15, "1000000000000000", "10000000000000000000000000001", Decimal("1E+30")]
+)
+def test_amounts_past_fifteen_digits_are_refused(value: object) -> None:
+    """A 29-digit balance passed validation and was rounded by the first charge (Decimal
+    keeps 28 digits): the ledger no longer balanced."""
+    with pytest.raises(ValueError, match="at most 15 digits before the point"):
+        parse_amount(value)
+    assert parse_amount("000999999999999999.99") == Decimal("999999999999999.99")
+
+
 @pytest.mark.parametrize("text", ["30s", "15m", "24h", "36h", "7d", "1h30m", "2d12h"])
 def test_durations_round_trip(text: str) -> None:
     assert format_duration(parse_duration(text)) == text

@@ -23,6 +23,7 @@ from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import (
     ANNOTATION_UNCERTAINTY,
     ANNOTATION_UNKNOWNS,
+    MAX_RISK_POINTS,
     ChangeClass,
     LabelSelector,
 )
@@ -58,8 +59,6 @@ CERTIFICATES = frozenset(
 )
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-
-MAX_RISK_POINTS = 100_000
 
 
 class Refused(ValueError):

@@ -28,8 +28,15 @@ GROUP = "budgetops.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-_AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]{1,2})?$"
-_POSITIVE_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]{1,2})?|[0-9]+\.([1-9][0-9]?|0[1-9]))$"
+AMOUNT_DIGITS = 15
+"""Whole digits an amount may have. With two decimals that is 17 significant digits, well
+inside Decimal's 28: sums over thousands of accounts and carried-over balances stay exact,
+where a 29-digit balance would be rounded by the first charge."""
+
+MAX_AMOUNT = Decimal(10**AMOUNT_DIGITS) - Decimal("0.01")
+"""The largest amount a manifest, a status or a charge may hold."""
+
+_AMOUNT_PATTERN = rf"^0*[0-9]{{1,{AMOUNT_DIGITS}}}(\.[0-9]{{1,2}})?$"
 _MONEY = re.compile(_AMOUNT_PATTERN)
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _DURATION_PATTERN = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
@@ -84,8 +91,10 @@ def _amount(text: str) -> Decimal:
     """Cached: a status spells the same few balances hundreds of times, and every read of a
     budget parses them all (Decimals are immutable, so sharing one is safe)."""
     if not _MONEY.match(text):
+        shown = text if len(text) <= 40 else f"{text[:37]}..."
         raise ValueError(
-            f"{text!r} is not an amount: use a non-negative number with at most 2 decimals"
+            f"{shown!r} is not an amount: use a non-negative number with at most 2 decimals "
+            f"and at most {AMOUNT_DIGITS} digits before the point"
         )
     try:
         return Decimal(text)
@@ -109,6 +118,7 @@ _AMOUNT_SCHEMA: dict[str, Any] = {
     "pattern": _AMOUNT_PATTERN,
     "maxLength": 32,
     "minimum": 0,
+    "maximum": 10**AMOUNT_DIGITS - 1,
 }
 
 Amount = Annotated[Decimal, BeforeValidator(parse_amount), WithJsonSchema(_AMOUNT_SCHEMA)]
@@ -120,7 +130,6 @@ written on every charge, and a Python serializer per value was most of that writ
 
 _POSITIVE_SCHEMA: dict[str, Any] = {
     **_AMOUNT_SCHEMA,
-    "pattern": _POSITIVE_PATTERN,
     "minimum": 1,
     "x-kubernetes-validations": [
         {

@@ -40,8 +40,13 @@ EntryAction = Literal[
 # them at the cost of ordinary Python objects.
 _RECORD = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-Ref = Annotated[str, StringConstraints(max_length=512)]
-Name = Annotated[str, StringConstraints(max_length=253)]
+KEY_MAX = 253
+"""Characters in an account name or an idempotency key, on write as on read."""
+REF_MAX = 512
+"""Characters in what a ledger says about an object (its description, its API path)."""
+
+Ref = Annotated[str, StringConstraints(max_length=REF_MAX)]
+Name = Annotated[str, StringConstraints(max_length=KEY_MAX)]
 
 
 @dataclass(frozen=True, slots=True)

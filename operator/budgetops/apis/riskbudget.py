@@ -20,6 +20,9 @@ from budgetops.apis.common import (
 from budgetops.apis.ledger import Ledger
 from budgetops.apis.notifications import Notifications
 
+MAX_RISK_POINTS = 100_000
+"""The most risk points one release may declare."""
+
 TIER_ALLOCATIONS: dict[int, int] = {0: 300, 1: 200, 2: 120, 3: 80}
 """Risk points per window by tier: internal, customer-facing, critical, safety-critical."""
 
@@ -118,7 +121,7 @@ class ReleaseDeclaration(Model):
     risk_points_annotation: str = Field(default=ANNOTATION_RISK_POINTS, max_length=253)
     change_class_annotation: str = Field(default=ANNOTATION_CHANGE_CLASS, max_length=253)
     release_id_annotation: str = Field(default=ANNOTATION_RELEASE_ID, max_length=253)
-    default_risk_points: int = Field(default=10, ge=0, le=100_000)
+    default_risk_points: int = Field(default=10, ge=0, le=MAX_RISK_POINTS)
     default_change_class: ChangeClass = "standard"
 
 

@@ -16,8 +16,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
+from budgetops.apis.common import MAX_AMOUNT
 from budgetops.apis.ledger import (
     ENTRIES_KEPT,
+    KEY_MAX,
+    REF_MAX,
     Account,
     Entry,
     EntryAction,
@@ -28,6 +31,7 @@ from budgetops.apis.ledger import (
 )
 
 ZERO = Decimal(0)
+CENT = Decimal("0.01")
 
 
 ChargeStatus = Literal["reserved", "duplicate", "insufficient"]
@@ -48,6 +52,43 @@ class Charge:
 
 class UnknownAccount(KeyError):
     """An operation named an account the ledger has never opened."""
+
+
+class InvalidCharge(ValueError):
+    """An input the ledger could not store and read back; nothing was changed.
+
+    The status models bound every string and amount they read; an operation checks the
+    same bounds before it writes, so no input can make a stored ledger unreadable.
+    """
+
+
+def _check_text(value: str, what: str, limit: int) -> None:
+    if not value:
+        raise InvalidCharge(f"the {what} must not be empty")
+    if len(value) > limit:
+        raise InvalidCharge(f"the {what} is {len(value)} characters long; at most {limit} fit")
+
+
+def check_charge(
+    *,
+    account: str,
+    key: str,
+    amount: Decimal,
+    ref: str = "",
+    witness: Witness | None = None,
+) -> None:
+    """Raise InvalidCharge unless a reservation of these could be stored and read back."""
+    _check_text(account, "account", KEY_MAX)
+    _check_text(key, "idempotency key", KEY_MAX)
+    if len(ref) > REF_MAX:
+        raise InvalidCharge(f"the object's description is {len(ref)} characters; at most {REF_MAX}")
+    if witness is not None:
+        _check_text(witness.path, "object's API path", REF_MAX)
+        _check_text(witness.uid, "object's uid", KEY_MAX)
+    if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
+        raise InvalidCharge(f"the amount {amount} is not between 0 and {MAX_AMOUNT}")
+    if amount != amount.quantize(CENT):
+        raise InvalidCharge(f"the amount {amount} has more than 2 decimals")
 
 
 def open_account(
@@ -119,7 +160,9 @@ def reserve(
     """Hold `amount` for the object `key` until it is confirmed or expires; never twice.
 
     With `dry_run` nothing changes, and the Charge says what a real reserve would have done.
+    Raises InvalidCharge for an input that could not be stored.
     """
+    check_charge(account=account, key=key, amount=amount, ref=ref, witness=witness)
     target = _account(ledger, account)
     if is_known(ledger, key):
         return Charge("duplicate", ZERO, target.balance)
@@ -182,6 +225,24 @@ def refund(ledger: Ledger, *, key: str, now: datetime) -> Decimal:
     return ZERO if refunded is None else refunded
 
 
+def cancel(ledger: Ledger, *, key: str, now: datetime) -> Decimal | None:
+    """Take back a reservation whose request was not admitted after all (another budget
+    refused it): the amount returns to the balance and, unlike a refund, the key is not
+    remembered, so the same request asked again is charged like a new one. Returns the
+    amount, or None when nothing is reserved under `key`."""
+    name = find_reservation(ledger, key)
+    if name is None:
+        return None
+    account = ledger.accounts[name]
+    held = account.reservations.pop(key)
+    account.reserved -= held.amount
+    account.balance += held.amount
+    _record(
+        ledger, at=now, account=name, action="refund", amount=held.amount, key=key, ref=held.object
+    )
+    return held.amount
+
+
 def expired_reservations(ledger: Ledger, *, now: datetime) -> list[str]:
     """Keys of reservations whose confirmation window has passed, oldest first."""
     found = [
@@ -204,6 +265,8 @@ def lease(
     holder: str = "",
 ) -> Charge:
     """Lend `amount` to a lease; granting the same lease id twice grants once."""
+    check_charge(account=account, key=lease_id, amount=amount)
+    _check_text(holder or "-", "holder", KEY_MAX)
     target = _account(ledger, account)
     if lease_id in target.leases or lease_id in ledger.settled:
         return Charge("duplicate", ZERO, target.balance)
@@ -232,8 +295,9 @@ def spend_lease(
     A report larger than what is left of the lease spends only what is left: the holder
     overran its slice locally, and the parent must not pay more than it lent.
     """
-    target = _account(ledger, account)
     report_key = f"{lease_id}/{request_id}"
+    check_charge(account=account, key=report_key, amount=amount)
+    target = _account(ledger, account)
     hold = target.leases.get(lease_id)
     if hold is None or report_key in ledger.settled:
         return ZERO
@@ -281,7 +345,9 @@ def reset(
     target = _account(ledger, account)
     held = target.reserved + target.leased_out
     carried = target.balance if carry_over else ZERO
-    new_allocation = max(allocation + carried, held)
+    # Carried over window after window, an unused balance would grow past what a status
+    # may hold (and be read back): it stops at MAX_AMOUNT.
+    new_allocation = max(min(allocation + carried, MAX_AMOUNT), held)
     target.allocation = new_allocation
     target.spent = ZERO
     target.balance = new_allocation - held
