@@ -11,7 +11,7 @@ import pytest
 from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import ChangeClass
 from budgetops.engine.decisions import BreakGlassAsk, Release, admit_risk, admit_trust
-from budgetops.engine.ledger import audit, confirm
+from budgetops.engine.ledger import InvalidCharge, audit, confirm
 from budgetops.engine.unknowns import UnknownCounts
 from tests.charges import charging
 
@@ -76,13 +76,17 @@ def test_dry_run_decides_but_never_charges() -> None:
     assert charge(budget, "uid-1").cost == 1, "a dry run does not make the real request a replay"
 
 
-def test_warn_mode_never_denies() -> None:
-    budget = trust_budget(initialBalance=1, enforcement="warn")
+def test_warn_mode_never_denies_and_charges_what_is_left() -> None:
+    budget = trust_budget(initialBalance=3, cost=2, enforcement="warn")
     charge(budget, "uid-1")
     over = charge(budget, "uid-2")
-    assert over.allowed
-    assert over.cost == 0
-    assert over.warnings[0].endswith("(warn only)")
+    assert (over.allowed, over.reason, over.cost) == (True, "Warned", 1)
+    assert over.warnings[0].endswith("(warn only; 1 points uncovered)")
+    assert over.changes_ledger
+    account = budget.status.accounts["user:alice"]
+    assert (account.balance, account.reserved) == (0, 3)
+    assert charge(budget, "uid-2").reason == "AlreadyCharged"
+    assert audit(budget.status) == []
 
 
 def test_balance_resets_at_the_interval_boundary() -> None:
@@ -195,6 +199,69 @@ def test_warn_mode_for_risk(enforcement: str) -> None:
     budget = risk_budget(allocation=10, enforcement=enforcement)
     decision = ship(budget, release("v1", 20))
     assert decision.allowed is (enforcement == "warn")
+    assert budget.status.consumed == (10 if enforcement == "warn" else 0)
+
+
+def test_a_warn_budget_in_red_still_counts_what_ships() -> None:
+    """Before, a warn-mode budget admitted a frozen band's release at cost 0: shadow mode
+    stopped counting exactly when it mattered."""
+    budget = risk_budget(enforcement="warn")
+    ship(budget, release("v1", 90))
+    assert budget.status.band == "Red"
+    frozen = ship(budget, release("v2", 5))
+    assert (frozen.allowed, frozen.reason, frozen.cost) == (True, "Warned", 5)
+    assert frozen.warnings[1].endswith("this release is standard. (warn only)")
+    assert budget.status.consumed == 95
+
+
+@pytest.mark.parametrize(
+    ("points", "key", "error"),
+    [
+        (-5, "v1", "risk points must be between 0 and 100000, not -5"),
+        (100_001, "v1", "risk points must be between 0 and 100000"),
+        (1, "", "the idempotency key must not be empty"),
+        (1, "r" * 254, "the idempotency key is 254 characters long; at most 253 fit"),
+    ],
+)
+def test_a_release_the_ledger_could_not_store_is_refused_and_changes_nothing(
+    points: int, key: str, error: str
+) -> None:
+    budget = risk_budget()
+    before = budget.status.model_dump()
+    with pytest.raises(InvalidCharge, match=error):
+        ship(budget, release(key, points))
+    assert budget.status.model_dump() == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"account": "user:" + "a" * 300}, "the account is 305 characters long; at most 253"),
+        ({"key": ""}, "the idempotency key must not be empty"),
+        ({"key": "k" * 254}, "the idempotency key is 254 characters"),
+        ({"ref": "x" * 513}, "the object's description is 513 characters; at most 512"),
+        ({"cost": Decimal(-1)}, "the amount -1 is not between 0 and"),
+        ({"cost": Decimal("0.5")}, "the cost 0.5 is not a whole number of points"),
+        ({"cost": Decimal("1.001")}, "has more than 2 decimals"),
+        ({"cost": Decimal(10**28 + 1)}, "is not between 0 and 999999999999999.99"),
+    ],
+)
+def test_an_issuance_the_ledger_could_not_store_is_refused_and_changes_nothing(
+    overrides: dict[str, Any], error: str
+) -> None:
+    budget = trust_budget()
+    charge(budget, "first")
+    stored = budget.status.to_wire()
+    arguments: dict[str, Any] = {
+        "account": "user:alice",
+        "cost": Decimal(1),
+        "key": "uid-2",
+        "ref": "CertificateSigningRequest/2",
+    }
+    with pytest.raises(InvalidCharge, match=error):
+        admit_trust(budget.status, budget.spec, now=NOW, ttl=TTL, **(arguments | overrides))
+    assert budget.status.to_wire() == stored
+    type(budget.status).model_validate(stored)  # what is stored reads back
 
 
 def test_a_changed_spec_applies_to_existing_accounts_without_a_refill() -> None:

@@ -16,18 +16,27 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from budgetops.admission.classify import Classified, Identity, Refused, classify
+from budgetops.admission.classify import (
+    Classified,
+    Identity,
+    Refused,
+    RiskCharge,
+    TrustCharge,
+    classify,
+)
 from budgetops.admission.review import AdmissionRequest, AdmissionReview, response
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_errors
 from budgetops.engine.clock import Clock
-from budgetops.engine.decisions import Decision, admit_risk, admit_trust
-from budgetops.engine.ledger import confirm
+from budgetops.engine.decisions import RESERVING_REASONS, Decision, admit_risk, admit_trust
+from budgetops.engine.ledger import InvalidCharge, cancel, confirm
+from budgetops.engine.rollover import summarize_risk
 from budgetops.observability.events import EventRecorder, LogEvents
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout, NotFound
@@ -43,6 +52,9 @@ ANSWER_MARGIN = 0.5
 
 SHUTDOWN_GRACE = DEFAULT_TIMEOUT
 """Seconds a stopping server waits for admissions in flight to be answered."""
+
+TAKE_BACK_SECONDS = 5.0
+"""How long taking back a refused request's reservations may wait for each budget."""
 
 RETRY_MESSAGE = (
     "BudgetOps could not charge this request before the API server's deadline; the request "
@@ -125,27 +137,26 @@ class Admission:
         self, request: AdmissionRequest, *, timeout: float = DEFAULT_TIMEOUT
     ) -> dict[str, Any]:
         """The AdmissionReview answer for one request; raises ChargeTimeout past `timeout`."""
+        deadline = time.monotonic() + max(timeout - ANSWER_MARGIN, 0.1)
         try:
             charges = classify(self.store.list(with_status=False), request, self.identity)
+            decisions = await self._charge(charges, request, deadline)
         except Refused as refusal:
             self.metrics.admissions.labels("", "denied", "Refused").inc()
             return response(request.uid, allowed=False, message=str(refusal), code=400)
-        deadline = time.monotonic() + max(timeout - ANSWER_MARGIN, 0.1)
-        decisions = await self._charge(charges, request, deadline)
         denied = [d.message for d in decisions if not d.allowed]
         warnings = [w for d in decisions for w in d.warnings]
         if denied:
             return response(request.uid, allowed=False, message=" ".join(denied))
         return response(request.uid, allowed=True, warnings=warnings)
 
-    async def _charge(
-        self, charges: Classified, request: AdmissionRequest, deadline: float
-    ) -> list[Decision]:
+    def _steps(self, charges: Classified, request: AdmissionRequest) -> list[_Step]:
+        """One step per budget the request owes: TrustBudgets first, then RiskBudgets."""
         now = self.clock()
-        decisions = []
+        steps = []
         for trust in charges.trust:
 
-            def charge_trust(budget: Budget, c: Any = trust) -> Decision:
+            def charge_trust(budget: Budget, settle: bool, c: TrustCharge = trust) -> Decision:
                 assert isinstance(budget, TrustBudget)
                 decision = admit_trust(
                     budget.status,
@@ -160,14 +171,14 @@ class Admission:
                     dry_run=request.dry_run,
                     break_glass=c.break_glass,
                 )
-                if c.settle_now and decision.cost > 0:
+                if settle and decision.cost > 0:
                     confirm(budget.status, key=c.key, now=now)
                 return decision
 
-            decisions.append(await self._update(trust.budget, charge_trust, deadline))
+            steps.append(_Step(trust.budget, trust.key, charge_trust, trust.settle_now, now))
         for risk in charges.risk:
 
-            def charge_risk(budget: Budget, c: Any = risk) -> Decision:
+            def charge_risk(budget: Budget, _: bool, c: RiskCharge = risk) -> Decision:
                 assert isinstance(budget, RiskBudget)
                 return admit_risk(
                     budget.status,
@@ -178,7 +189,48 @@ class Admission:
                     dry_run=request.dry_run,
                 )
 
-            decisions.append(await self._update(risk.budget, charge_risk, deadline))
+            steps.append(_Step(risk.budget, risk.release.key, charge_risk, False, now))
+        return steps
+
+    async def _charge(
+        self, charges: Classified, request: AdmissionRequest, deadline: float
+    ) -> list[Decision]:
+        """Charge every budget the request owes, or none: a request is admitted only if each
+        admits it, and when one refuses (or fails), what the others reserved is taken back.
+
+        Budgets are charged one after the other, each in its own compare-and-swap: there is
+        no transaction across objects. A charge that must settle at once (a TokenRequest)
+        settles in the last budget's write, and in the others' only once all admitted.
+        """
+        steps = self._steps(charges, request)
+        decisions: list[Decision] = []
+        taken: list[_Step] = []
+        try:
+            for index, step in enumerate(steps):
+                settle = step.settle_now and index == len(steps) - 1
+                try:
+                    decision = await self._update(step.budget, step.change(settle), deadline)
+                except NotFound:  # deleted since classification: it governs nothing now
+                    decision = _gone(step.budget)
+                except InvalidCharge as error:
+                    raise Refused(f"BudgetOps cannot charge this request: {error}.") from error
+                decisions.append(decision)
+                if not decision.allowed:
+                    break
+                if decision.reason in RESERVING_REASONS:
+                    taken.append(step)
+            else:
+                await self._settle([s for s in taken if s.settle_now and s is not steps[-1]])
+                for step, decision in zip(steps, decisions, strict=True):
+                    if decision.reason == "BreakGlass":
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, self._announce_break_glass, step.budget, decision
+                        )
+                return decisions
+        except BaseException:
+            await asyncio.shield(self._take_back(taken))
+            raise
+        await self._take_back(taken)
         return decisions
 
     async def _update(
@@ -194,10 +246,44 @@ class Admission:
         )
         verdict = "allowed" if decision.allowed else "denied"
         self.metrics.admissions.labels(key.kind, verdict, decision.reason).inc()
-        if decision.reason == "BreakGlass":
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self._announce_break_glass, key, decision)
         return decision
+
+    async def _take_back(self, steps: list[_Step]) -> None:
+        """Cancel the reservations of a request that was not admitted after all. Each gets
+        its own short deadline: the request's may be spent. One that cannot be cancelled is
+        logged; in a cluster the reconciler refunds it when its object never appears."""
+        for step in steps:
+
+            def undo(budget: Budget, key: str = step.key, now: datetime = step.now) -> bool:
+                assert isinstance(budget, TrustBudget | RiskBudget)
+                taken = cancel(budget.status, key=key, now=now) is not None
+                if taken and isinstance(budget, RiskBudget):
+                    summarize_risk(budget.status, budget.spec)
+                return taken
+
+            try:
+                await self.store.update_status_async(
+                    step.budget, undo, timeout=TAKE_BACK_SECONDS, needs_write=bool
+                )
+            except Exception as error:
+                log.warning(
+                    "could not take back %s's reservation %s of a refused request: %s",
+                    step.budget,
+                    step.key,
+                    error,
+                )
+
+    async def _settle(self, steps: list[_Step]) -> None:
+        """Confirm what must settle at once, once every budget admitted the request."""
+        for step in steps:
+
+            def settle(budget: Budget, key: str = step.key, now: datetime = step.now) -> bool:
+                assert isinstance(budget, TrustBudget)
+                return confirm(budget.status, key=key, now=now)
+
+            await self.store.update_status_async(
+                step.budget, settle, timeout=TAKE_BACK_SECONDS, needs_write=bool
+            )
 
     def _announce_break_glass(self, key: BudgetKey, decision: Decision) -> None:
         """Every break-glass use is an Event too: people watch Events, not status lists."""
@@ -206,3 +292,27 @@ class Admission:
         except NotFound:
             return
         self.events.emit(budget, type="Warning", reason="BreakGlass", message=decision.warnings[0])
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One budget's part of a request: where, under which key, and how it is charged."""
+
+    budget: BudgetKey
+    key: str
+    charge: Callable[[Budget, bool], Decision]
+    """charge(budget, settle): decide and reserve; with `settle`, confirm at once too."""
+    settle_now: bool
+    now: datetime
+
+    def change(self, settle: bool) -> Callable[[Budget], Decision]:
+        return lambda budget: self.charge(budget, settle)
+
+
+def _gone(key: BudgetKey) -> Decision:
+    return Decision(
+        True,
+        "Gone",
+        Decimal(0),
+        warnings=(f"{key} was deleted while this request was decided; it charged nothing",),
+    )

@@ -7,6 +7,7 @@ reads at a denial or in kubectl's warnings: calm, exact, and saying what happens
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -14,7 +15,12 @@ from typing import Literal
 
 from budgetops.apis.common import Unit, format_duration, format_time
 from budgetops.apis.ledger import Witness
-from budgetops.apis.riskbudget import ChangeClass, RiskBudgetSpec, RiskBudgetStatus
+from budgetops.apis.riskbudget import (
+    MAX_RISK_POINTS,
+    ChangeClass,
+    RiskBudgetSpec,
+    RiskBudgetStatus,
+)
 from budgetops.apis.trustbudget import (
     BREAK_GLASS_USES_KEPT,
     BreakGlassUse,
@@ -37,10 +43,18 @@ Reason = Literal[
     "BandFrozen",
     "UnknownsExceeded",
     "Uncovered",
+    "Warned",
     "BreakGlass",
+    "Gone",
 ]
 
-WRITING_REASONS: frozenset[Reason] = frozenset({"Charged", "Uncovered", "BreakGlass"})
+RESERVING_REASONS: frozenset[Reason] = frozenset({"Charged", "Uncovered", "Warned"})
+"""Decisions that left a reservation under the request's key. `Warned`: a warn-mode budget
+admitted what enforcing it would refuse, and charged it as if it had been let through
+(what is left of the balance at most): shadow mode counts. `Gone`: the budget was deleted
+before it could be charged."""
+
+WRITING_REASONS: frozenset[Reason] = RESERVING_REASONS | {"BreakGlass"}
 
 
 @dataclass(frozen=True)
@@ -105,22 +119,27 @@ def admit_trust(
     """Decide one issuance against `account` and reserve `cost` under `key` if allowed.
 
     A break-glass ask matters only when the balance cannot cover the cost; otherwise the
-    request is charged as usual.
+    request is charged as usual. Raises InvalidCharge (nothing changed) for inputs the
+    ledger could not store.
     """
+    ledger.check_charge(account=account, key=key, amount=cost, ref=ref, witness=witness)
+    unit = spec.unit
+    if unit == "points" and cost != cost.to_integral_value():
+        raise ledger.InvalidCharge(f"the cost {cost} is not a whole number of points")
     trust_account(status, spec, key=account, now=now)
     target = status.accounts[account]
-    unit = spec.unit
-    charge = ledger.reserve(
+    reserve = functools.partial(
+        ledger.reserve,
         status,
         account=account,
         key=key,
-        amount=cost,
         now=now,
         ttl=ttl,
         ref=ref,
         witness=witness,
         dry_run=dry_run,
     )
+    charge = reserve(amount=cost)
     if charge.status == "duplicate":
         return Decision(
             True,
@@ -153,9 +172,14 @@ def admit_trust(
                 " In an emergency, this budget's break-glass subjects may annotate the request "
                 f"budgetops.dev/break-glass=<reason> (certificates valid at most {limit})."
             )
-        if spec.enforcement == "warn":
-            return Decision(True, "Exhausted", ZERO, warnings=(f"{message} (warn only)",))
-        return Decision(False, "Exhausted", ZERO, message=message)
+        if spec.enforcement != "warn":
+            return Decision(False, "Exhausted", ZERO, message=message)
+        left = target.balance
+        charged = reserve(amount=left)
+        note = f"{message} (warn only; {show(cost - left, unit)} {unit} uncovered)"
+        if dry_run:
+            return Decision(True, "DryRun", ZERO, warnings=(f"{note} (dry run, not charged)",))
+        return Decision(True, "Warned", charged.amount, warnings=(note,))
     receipt = (
         f"Trust budget {account}: cost {show(cost, unit)}, remaining {show(charge.balance, unit)} "
         f"of {show(target.allocation, unit)}, resets {_resets(target.resets_at)}"
@@ -253,10 +277,43 @@ def _risk_state(status: RiskBudgetStatus) -> str:
     )
 
 
-def _deny_or_warn(spec: RiskBudgetSpec, reason: Reason, message: str) -> Decision:
-    if spec.enforcement == "warn":
-        return Decision(True, reason, Decimal(0), warnings=(f"{message} (warn only)",))
-    return Decision(False, reason, Decimal(0), message=message)
+def _refusal(
+    status: RiskBudgetStatus,
+    spec: RiskBudgetSpec,
+    release: Release,
+    *,
+    now: datetime,
+    warnings: list[str],
+) -> tuple[Reason, str] | None:
+    """Why enforcing this budget refuses the release (None: it may ship); an unknowns
+    check that only warns adds its line to `warnings`."""
+    service = spec.service_id
+    allowed_classes = spec.bands.allows(status.band)
+    if release.change_class not in allowed_classes:
+        return (
+            "BandFrozen",
+            f"Risk budget {service} is {status.band}: {_risk_state(status)}. "
+            f"In {status.band} only {', '.join(allowed_classes) or 'no'} changes may ship; "
+            f"this release is {release.change_class}.",
+        )
+    if spec.unknowns is not None and release.unknowns is not None:
+        check = check_unknowns(spec.unknowns, release.unknowns, now=now)
+        details = "; ".join(v.describe() for v in check.violations)
+        if check.result == "fail":
+            return (
+                "UnknownsExceeded",
+                f"Release {release.key} has too many unknowns for {service}: {details}.",
+            )
+        if check.result == "warn":
+            warnings.append(f"Release {release.key} exceeds the unknowns budget: {details}")
+    balance = status.accounts[service].balance
+    if release.points > balance and release.change_class not in spec.bands.exhausted:
+        return (
+            "Exhausted",
+            f"Risk budget {service} cannot cover this release: it needs {release.points} RP"
+            f" and {show(balance, 'points')} remain; {_risk_state(status)}.",
+        )
+    return None
 
 
 def admit_risk(
@@ -268,9 +325,22 @@ def admit_risk(
     ttl: timedelta,
     dry_run: bool = False,
 ) -> Decision:
-    """Decide one release against the service's current window and reserve its points."""
-    roll_risk_window(status, spec, now=now)
+    """Decide one release against the service's current window and reserve its points.
+
+    A warn-mode budget admits what enforcing it would refuse, and charges it as if it had
+    been let through: shadow mode must show what the releases consumed. Raises
+    InvalidCharge (nothing changed) for inputs the ledger could not store.
+    """
     service = spec.service_id
+    if not 0 <= release.points <= MAX_RISK_POINTS:
+        raise ledger.InvalidCharge(
+            f"risk points must be between 0 and {MAX_RISK_POINTS}, not {release.points}"
+        )
+    points = Decimal(release.points)
+    ledger.check_charge(
+        account=service, key=release.key, amount=points, ref=release.ref, witness=release.witness
+    )
+    roll_risk_window(status, spec, now=now)
     account = status.accounts[service]
     if ledger.is_known(status, release.key):
         return Decision(
@@ -280,39 +350,17 @@ def admit_risk(
             warnings=(f"Risk budget {service}: release {release.key} was already charged",),
         )
     warnings: list[str] = []
-    allowed_classes = spec.bands.allows(status.band)
-    if release.change_class not in allowed_classes:
-        return _deny_or_warn(
-            spec,
-            "BandFrozen",
-            f"Risk budget {service} is {status.band}: {_risk_state(status)}. "
-            f"In {status.band} only {', '.join(allowed_classes) or 'no'} changes may ship; "
-            f"this release is {release.change_class}.",
-        )
-    if spec.unknowns is not None and release.unknowns is not None:
-        check = check_unknowns(spec.unknowns, release.unknowns, now=now)
-        details = "; ".join(v.describe() for v in check.violations)
-        if check.result == "fail":
-            return _deny_or_warn(
-                spec,
-                "UnknownsExceeded",
-                f"Release {release.key} has too many unknowns for {service}: {details}.",
-            )
-        if check.result == "warn":
-            warnings.append(f"Release {release.key} exceeds the unknowns budget: {details}")
-    points = Decimal(release.points)
+    refusal = _refusal(status, spec, release, now=now, warnings=warnings)
     reason: Reason = "Charged"
+    if refusal is not None:
+        if spec.enforcement != "warn":
+            return Decision(False, refusal[0], Decimal(0), message=refusal[1])
+        warnings.append(f"{refusal[1]} (warn only)")
+        reason = "Warned"
     if points > account.balance:
-        if release.change_class not in spec.bands.exhausted:
-            return _deny_or_warn(
-                spec,
-                "Exhausted",
-                f"Risk budget {service} cannot cover this release: it needs {release.points} RP"
-                f" and {show(account.balance, 'points')} remain; {_risk_state(status)}.",
-            )
         uncovered = points - account.balance
         points = account.balance
-        reason = "Uncovered"
+        reason = "Uncovered" if reason == "Charged" else reason
         warnings.append(
             f"Risk budget {service}: {release.change_class} admitted past the budget; "
             f"{show(uncovered, 'points')} RP uncovered"
