@@ -33,7 +33,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def start(self, allocation: int) -> None:
         self.ledger = Ledger()
         self.now = T0
-        self.charged: dict[str, int] = {}
+        self.charged: dict[str, datetime] = {}
+        """Keys charged, and when they last moved (reserved or settled)."""
         for name in ACCOUNTS:
             ledger.open_account(
                 self.ledger,
@@ -67,12 +68,12 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.ledger.accounts[account].balance == before
         else:
             assert charge.charged
-            self.charged[key] = self.charged.get(key, 0) + 1
+            self.charged[key] = self.now
         return key
 
     @rule(key=keys)
     def replay(self, key: str) -> None:
-        """The same uid admitted again is never charged a second time."""
+        """The same uid admitted again is never charged a second time within its window."""
         charge = ledger.reserve(
             self.ledger,
             account=ACCOUNTS[0],
@@ -86,17 +87,21 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(key=keys)
     def confirm(self, key: str) -> None:
-        ledger.confirm(self.ledger, key=key, now=self.now)
+        if ledger.confirm(self.ledger, key=key, now=self.now):
+            self.charged[key] = self.now
 
     @rule(key=keys)
     def refund(self, key: str) -> None:
-        ledger.refund(self.ledger, key=key, now=self.now)
+        if ledger.find_reservation(self.ledger, key) is not None:
+            ledger.refund(self.ledger, key=key, now=self.now)
+            self.charged[key] = self.now
 
     @rule(minutes=st.integers(min_value=1, max_value=10))
     def expire(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
         for key in ledger.expired_reservations(self.ledger, now=self.now):
             assert ledger.refund(self.ledger, key=key, now=self.now) > 0
+            self.charged[key] = self.now
 
     @rule(
         target=leases,
@@ -156,6 +161,14 @@ class LedgerMachine(RuleBasedStateMachine):
             resets_at=self.now + timedelta(hours=1),
             carry_over=carry,
         )
+        # A key may be forgotten once the window it last moved in has closed for every
+        # account; one still reserved never is.
+        oldest = min(a.window_start for a in self.ledger.accounts.values())
+        self.charged = {
+            key: at
+            for key, at in self.charged.items()
+            if at >= oldest or ledger.find_reservation(self.ledger, key) is not None
+        }
 
     @rule(account=st.sampled_from(ACCOUNTS), allocation=st.integers(min_value=0, max_value=200))
     def resize(self, account: str, allocation: int) -> None:

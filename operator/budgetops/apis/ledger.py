@@ -9,6 +9,7 @@ One shape serves every kind so that one engine can charge them all:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -16,7 +17,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     StringConstraints,
     WithJsonSchema,
 )
@@ -24,8 +24,15 @@ from pydantic.alias_generators import to_camel
 
 from budgetops.apis.common import Amount, Model, Timestamp
 
-SETTLED_KEYS_KEPT = 256
-"""Idempotency keys remembered after settling; uids are re-sent within seconds, not days."""
+SETTLED_KEYS_MAX = 4096
+"""Settled idempotency keys a ledger holds at most. Each is kept until the window it was
+settled in has closed, so a key is never charged twice within its window; a budget that
+would need more in one window refuses new charges until its next reset rather than
+forget one (split its accounts across budgets, or reset more often)."""
+
+BEFORE_WINDOWS = datetime(1970, 1, 1, tzinfo=UTC)
+"""When a key read from an older status (a bare list) is taken to have settled: before
+any window, so the next reset lets it go."""
 
 ENTRIES_KEPT = 50
 """Recent ledger entries kept in status for people; the full audit goes to Events and logs."""
@@ -125,13 +132,22 @@ class Entry:
 
 
 SettledKeys = Annotated[
-    dict[str, None],
-    BeforeValidator(lambda keys: dict.fromkeys(keys) if isinstance(keys, list) else keys),
-    PlainSerializer(list, return_type=list[str], when_used="json"),
-    WithJsonSchema({"type": "array", "items": {"type": "string"}, "maxItems": SETTLED_KEYS_KEPT}),
+    dict[Name, Timestamp],
+    BeforeValidator(
+        lambda keys: dict.fromkeys(keys, BEFORE_WINDOWS) if isinstance(keys, list) else keys
+    ),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "description": (
+                "Settled idempotency keys and when each settled, kept until that window "
+                "closes. Written only by BudgetOps, through its models."
+            ),
+        }
+    ),
 ]
-"""Recently settled idempotency keys, oldest first: a list on the wire, an ordered dict here
-so that membership is one hash lookup."""
+"""Settled idempotency keys and when they settled: membership is one hash lookup."""
 
 
 Accounts = Annotated[
@@ -161,8 +177,10 @@ class Ledger(Model):
     settled: SettledKeys = Field(default_factory=dict)
     entries: list[Entry] = Field(default_factory=list, max_length=ENTRIES_KEPT)
 
-    def remember_settled(self, key: str) -> None:
-        """Add `key`, forgetting the oldest beyond SETTLED_KEYS_KEPT."""
-        self.settled[key] = None
-        while len(self.settled) > SETTLED_KEYS_KEPT:
-            del self.settled[next(iter(self.settled))]
+    def remember_settled(self, key: str, at: datetime) -> None:
+        """Remember `key` as settled at `at`, for the rest of that window."""
+        self.settled[key] = at
+
+    def forget_settled_before(self, instant: datetime) -> None:
+        """Let go of keys settled before `instant`: their windows have closed."""
+        self.settled = {key: at for key, at in self.settled.items() if at >= instant}

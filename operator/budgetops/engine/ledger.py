@@ -21,6 +21,7 @@ from budgetops.apis.ledger import (
     ENTRIES_KEPT,
     KEY_MAX,
     REF_MAX,
+    SETTLED_KEYS_MAX,
     Account,
     Entry,
     EntryAction,
@@ -67,6 +68,16 @@ def _check_text(value: str, what: str, limit: int) -> None:
         raise InvalidCharge(f"the {what} must not be empty")
     if len(value) > limit:
         raise InvalidCharge(f"the {what} is {len(value)} characters long; at most {limit} fit")
+
+
+def _check_room(ledger: Ledger) -> None:
+    """Refuse a new charge the ledger could not keep idempotent for the rest of its window."""
+    if len(ledger.settled) >= SETTLED_KEYS_MAX:
+        raise InvalidCharge(
+            f"this budget already keeps {len(ledger.settled)} settled charges in this window, "
+            f"the most it can remember ({SETTLED_KEYS_MAX}); it takes new ones after its "
+            "next reset"
+        )
 
 
 def check_charge(
@@ -166,6 +177,7 @@ def reserve(
     target = _account(ledger, account)
     if is_known(ledger, key):
         return Charge("duplicate", ZERO, target.balance)
+    _check_room(ledger)
     if amount > target.balance:
         return Charge("insufficient", ZERO, target.balance)
     if dry_run:
@@ -207,7 +219,7 @@ def _settle_reservation(
         # Refunded, or spent in a window that has since closed (and was counted there):
         # either way the current window gets it back.
         account.balance += held.amount
-    ledger.remember_settled(key)
+    ledger.remember_settled(key, now)
     _record(
         ledger, at=now, account=name, action=action, amount=held.amount, key=key, ref=held.object
     )
@@ -270,6 +282,7 @@ def lease(
     target = _account(ledger, account)
     if lease_id in target.leases or lease_id in ledger.settled:
         return Charge("duplicate", ZERO, target.balance)
+    _check_room(ledger)
     if amount > target.balance:
         return Charge("insufficient", ZERO, target.balance)
     target.balance -= amount
@@ -305,7 +318,7 @@ def spend_lease(
     hold.amount -= spent
     target.leased_out -= spent
     target.spent += spent
-    ledger.remember_settled(report_key)
+    ledger.remember_settled(report_key, now)
     _record(ledger, at=now, account=account, action="lease-spend", amount=spent, key=report_key)
     return spent
 
@@ -318,7 +331,7 @@ def return_lease(ledger: Ledger, *, account: str, lease_id: str, now: datetime) 
         return ZERO
     target.leased_out -= hold.amount
     target.balance += hold.amount
-    ledger.remember_settled(lease_id)
+    ledger.remember_settled(lease_id, now)
     _record(
         ledger, at=now, account=account, action="lease-return", amount=hold.amount, key=lease_id
     )
@@ -353,6 +366,7 @@ def reset(
     target.balance = new_allocation - held
     target.window_start = window_start
     target.resets_at = resets_at
+    ledger.forget_settled_before(min(a.window_start for a in ledger.accounts.values()))
     _record(ledger, at=window_start, account=account, action="reset", amount=new_allocation)
 
 
