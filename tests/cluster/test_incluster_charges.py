@@ -18,6 +18,7 @@ from budgetops.apis.resources import TrustBudget
 from budgetops.engine.clock import system_clock
 from budgetops.store import BudgetKey
 from budgetops.store.kube import KubeStore
+from tests.unit.test_admission import request
 from tests.waiting import eventually
 
 USER = "both-budgets"
@@ -59,25 +60,7 @@ def store(budget_crds: Any) -> Iterator[KubeStore]:
 
 
 def csr(uid: str) -> bytes:
-    request = {
-        "uid": f"req-{uid}",
-        "kind": {
-            "group": "certificates.k8s.io",
-            "version": "v1",
-            "kind": "CertificateSigningRequest",
-        },
-        "resource": {
-            "group": "certificates.k8s.io",
-            "version": "v1",
-            "resource": "certificatesigningrequests",
-        },
-        "operation": "CREATE",
-        "name": uid,
-        "userInfo": {"username": USER, "groups": ["pair-team"]},
-        "object": {"metadata": {"name": uid, "uid": uid}},
-    }
-    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
-    return json.dumps(review).encode()
+    return json.dumps(request(user=USER, groups=("pair-team",), uid=uid)).encode()
 
 
 def test_a_request_the_second_budget_refuses_is_charged_in_neither(store: KubeStore) -> None:

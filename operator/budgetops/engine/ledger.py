@@ -200,9 +200,10 @@ def find_reservation(ledger: Ledger, key: str) -> str | None:
 
 
 def _settle_reservation(
-    ledger: Ledger, *, key: str, now: datetime, action: Literal["confirm", "refund"]
+    ledger: Ledger, *, key: str, now: datetime, action: Literal["confirm", "refund", "cancel"]
 ) -> Decimal | None:
-    """Close the reservation under `key` into spent (confirm) or back to balance (refund).
+    """Close the reservation under `key` into spent (confirm) or back to balance (refund,
+    cancel); only a cancelled key is not remembered as settled.
 
     Returns the amount, or None when nothing is reserved under `key` (a held amount can be
     zero: an emergency release admitted on an empty budget).
@@ -219,9 +220,11 @@ def _settle_reservation(
         # Refunded, or spent in a window that has since closed (and was counted there):
         # either way the current window gets it back.
         account.balance += held.amount
-    ledger.remember_settled(key, now)
+    if action != "cancel":
+        ledger.remember_settled(key, now)
+    entry: EntryAction = "confirm" if action == "confirm" else "refund"
     _record(
-        ledger, at=now, account=name, action=action, amount=held.amount, key=key, ref=held.object
+        ledger, at=now, account=name, action=entry, amount=held.amount, key=key, ref=held.object
     )
     return held.amount
 
@@ -242,17 +245,7 @@ def cancel(ledger: Ledger, *, key: str, now: datetime) -> Decimal | None:
     refused it): the amount returns to the balance and, unlike a refund, the key is not
     remembered, so the same request asked again is charged like a new one. Returns the
     amount, or None when nothing is reserved under `key`."""
-    name = find_reservation(ledger, key)
-    if name is None:
-        return None
-    account = ledger.accounts[name]
-    held = account.reservations.pop(key)
-    account.reserved -= held.amount
-    account.balance += held.amount
-    _record(
-        ledger, at=now, account=name, action="refund", amount=held.amount, key=key, ref=held.object
-    )
-    return held.amount
+    return _settle_reservation(ledger, key=key, now=now, action="cancel")
 
 
 def expired_reservations(ledger: Ledger, *, now: datetime) -> list[str]:
