@@ -3,20 +3,31 @@
 Every input anyone on the port can send gets an answer: an unknown path a 404, a body over
 the limit a 413, a missing length a 411; what is inside a body is `Admission.review`'s
 business.
+
+Bounded against slow and stalled callers: headers must arrive within `HEADER_TIMEOUT` of
+their first byte, a body within the request's deadline (at most `BODY_TIMEOUT`), an idle
+keep-alive connection is closed after `KEEPALIVE_TIMEOUT`, and open connections are capped
+below the file-descriptor limit, the oldest idle one shed first. accept() failures from
+descriptor exhaustion are logged at most once per `FLOOD_LOG_SECONDS` with a count.
+A compressed body is a 415: the API server never compresses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import resource
 import ssl
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from budgetops.admission.webhook import (
@@ -46,24 +57,186 @@ def _json(answer: Answer) -> web.Response:
     return web.json_response(answer.body, status=answer.status)
 
 
-def _application(admission: Admission, ready: Callable[[], bool]) -> web.Application:
+def _unread(answer: Answer) -> web.Response:
+    response = _json(answer)
+    response.force_close()  # the body was not read: the connection cannot be reused
+    return response
+
+
+HEADER_TIMEOUT = 10.0  # from a request's first byte to its last header
+BODY_TIMEOUT = 30.0  # the most a body may take, whatever the deadline in the URL
+KEEPALIVE_TIMEOUT = 60.0  # an idle keep-alive connection is closed after this
+MAX_CONNECTIONS = 4096  # and never more than the descriptor limit less FD_RESERVE
+FD_RESERVE = 64  # descriptors kept for the store, logs, certificates, the executor
+FLOOD_LOG_SECONDS = 10.0
+LINGERING_TIME = 2.0  # how long an unread body is drained before the connection is closed
+MAX_LINE = 8190
+MAX_FIELD = 8190
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long callers may take and how many may be connected; injectable for tests."""
+
+    header_timeout: float = HEADER_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
+    flood_log_seconds: float = FLOOD_LOG_SECONDS
+
+    def connection_cap(self) -> int:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft - FD_RESERVE))
+
+
+class _Connection(RequestHandler):
+    """aiohttp's handler, watched: when its head started arriving, whether it is being
+    answered, when it was last active."""
+
+    def __init__(self, guard: _Guard, server: web.Server, **kwargs: Any) -> None:
+        super().__init__(server, **kwargs)
+        self.guard = guard
+        self.busy = False
+        self.head_since: float | None = None
+        self.active = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.guard.opened(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.guard.connections.pop(self, None)
+        super().connection_lost(exc)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp logs a malformed request (a bad Content-Length, an oversized header) with
+        a traceback, after answering it with a 400: one line is enough."""
+        error = kw.get("exc_info")
+        log.debug("bad request: %s", error if isinstance(error, BaseException) else args[:1])
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy and self.head_since is None:
+            self.head_since = self.guard.now()
+        super().data_received(data)
+
+
+class _Guard:
+    """Every open connection; sheds the oldest idle ones past the cap and closes heads that
+    take longer than `header_timeout`."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.cap = limits.connection_cap()
+        self.connections: dict[_Connection, None] = {}  # in order of last activity
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._flood_logged: dict[str, float] = {}
+        self._flood_suppressed: dict[str, int] = {}
+        self.shed = 0
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        loop.set_exception_handler(self._exception)
+        self._sweep()
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
+    def opened(self, connection: _Connection) -> None:
+        connection.active = self.now()
+        self.connections[connection] = None
+        while len(self.connections) > self.cap:
+            idle = next((c for c in self.connections if not c.busy and c is not connection), None)
+            victim = idle if idle is not None else connection
+            self.connections.pop(victim, None)
+            self.shed += 1
+            # closed on the next turn: a transport closed inside connection_made confuses
+            # the selector transport that is still setting itself up
+            assert self._loop is not None
+            self._loop.call_soon(victim.force_close)
+            if victim is connection:
+                break
+            self._flood("shed idle connections: %d open is the cap", self.cap)
+
+    def touched(self, connection: _Connection, busy: bool) -> None:
+        connection.busy = busy
+        connection.head_since = None
+        connection.active = self.now()
+        if connection in self.connections:  # to the back: the oldest idle stay in front
+            del self.connections[connection]
+            self.connections[connection] = None
+
+    def _sweep(self) -> None:
+        now = self.now()
+        late = [
+            c
+            for c in self.connections
+            if not c.busy
+            and c.head_since is not None
+            and now - c.head_since > self.limits.header_timeout
+        ]
+        for connection in late:
+            self.connections.pop(connection, None)
+            connection.force_close()
+        assert self._loop is not None
+        self._sweeper = self._loop.call_later(min(1.0, self.limits.header_timeout / 4), self._sweep)
+
+    def _flood(self, message: str, *args: object) -> None:
+        now = self.now()
+        if now - self._flood_logged.get(message, -float("inf")) < self.limits.flood_log_seconds:
+            self._flood_suppressed[message] = self._flood_suppressed.get(message, 0) + 1
+            return
+        suppressed = self._flood_suppressed.pop(message, 0)
+        self._flood_logged[message] = now
+        log.warning(message + " (%d more like it suppressed)", *args, suppressed)
+
+    def _exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+            self._flood(
+                "accept() failed: %s; answering the %d connections already open",
+                error.strerror,
+                len(self.connections),
+            )
+            return
+        loop.default_exception_handler(context)
+
+
+def _application(
+    admission: Admission, ready: Callable[[], bool], limits: Limits = Limits()
+) -> web.Application:
     async def validate(request: web.Request) -> web.StreamResponse:
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            return _unread(problem(415, f"Content-Encoding {encoding!r} is not supported"))
         length = request.content_length
         if length is None:
-            return _json(problem(411, "a Content-Length header is required"))
+            return _unread(problem(411, "a Content-Length header is required"))
         if length > MAX_BODY:
-            response = _json(problem(413, f"the body is larger than {MAX_BODY} bytes"))
-            response.force_close()  # the body was not read: the connection cannot be reused
-            return response
+            return _unread(problem(413, f"the body is larger than {MAX_BODY} bytes"))
+        deadline = _timeout(request.query.get("timeout"))
         try:
-            body = await request.read()
+            async with asyncio.timeout(min(deadline, limits.body_timeout)):
+                body = await request.read()
+        except TimeoutError:
+            log.debug("%s sent its body too slowly", request.remote)
+            return _unread(problem(408, "the body did not arrive in time"))
         except ConnectionResetError:  # the caller hung up: nobody is left to answer
             log.debug("%s hung up before sending its whole body", request.remote)
             return _json(problem(400, "the body ended early"))
-        return _json(await admission.review(body, timeout=_timeout(request.query.get("timeout"))))
+        return _json(await admission.review(body, timeout=deadline))
 
     async def metrics(_: web.Request) -> web.StreamResponse:
-        payload = generate_latest(admission.metrics.registry)
+        # collectors read and parse budgets from the store: not on the admission loop
+        loop = asyncio.get_running_loop()
+        payload = await loop.run_in_executor(None, generate_latest, admission.metrics.registry)
         return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.StreamResponse:
@@ -76,7 +249,20 @@ def _application(admission: Admission, ready: Callable[[], bool]) -> web.Applica
     async def elsewhere(request: web.Request) -> web.StreamResponse:
         return _json(problem(404, f"no such path {request.path_qs}; POST /validate"))
 
-    app = web.Application(client_max_size=MAX_BODY)
+    @web.middleware
+    async def watched(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        connection = request.protocol
+        if not isinstance(connection, _Connection):
+            return await handler(request)
+        connection.guard.touched(connection, busy=True)
+        try:
+            return await handler(request)
+        finally:
+            connection.guard.touched(connection, busy=False)
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[watched])
     app.router.add_post("/validate", validate)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
@@ -88,14 +274,28 @@ def _application(admission: Admission, ready: Callable[[], bool]) -> web.Applica
 TLS_CHECK_SECONDS = 10.0
 
 
+class _Site(web.TCPSite):
+    """aiohttp's TCP site, serving watched connections."""
+
+    factory: Callable[[], _Connection]
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        self._server = await asyncio.get_running_loop().create_server(
+            self.factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog
+        )
+
+
 class WebhookServer:
     """The webhook's event loop in a daemon thread, and the certificate watcher that lives
     and dies with it."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, limits: Limits = Limits()) -> None:
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
         )
+        self.limits = limits
+        self.guard = _Guard(limits)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopped = threading.Event()
         self.port = 0
@@ -116,8 +316,28 @@ class WebhookServer:
 
     async def _listen(self, host: str, port: int, context: ssl.SSLContext | None) -> int:
         await self._runner.setup()
+        loop = asyncio.get_running_loop()
+        self.guard.install(loop)
+        web_server = self._runner.server
+        assert web_server is not None
+        guard, limits = self.guard, self.limits
+
+        def connection() -> _Connection:
+            return _Connection(
+                guard,
+                web_server,
+                loop=loop,
+                access_log=None,
+                keepalive_timeout=limits.keepalive_timeout,
+                max_line_size=MAX_LINE,
+                max_field_size=MAX_FIELD,
+                auto_decompress=False,
+                lingering_time=LINGERING_TIME,  # a Content-Encoding is refused, never decoded
+            )
+
         # a deep backlog: the default resets bursts of new connections
-        site = web.TCPSite(self._runner, host, port, ssl_context=context, backlog=256)
+        site = _Site(self._runner, host, port, ssl_context=context, backlog=256)
+        site.factory = connection
         await site.start()
         bound: int = self._runner.addresses[0][1]
         return bound
@@ -135,6 +355,7 @@ class WebhookServer:
         loop.close()
 
     async def _stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.guard.stop()
         await self._runner.cleanup()
         await loop.shutdown_default_executor()
 
@@ -168,6 +389,7 @@ def serve(
     port: int,
     tls: tuple[str, str] | None,
     tls_check_seconds: float = TLS_CHECK_SECONDS,
+    limits: Limits = Limits(),
 ) -> WebhookServer:
     """A running server (in a daemon thread); plain HTTP only on a loopback address.
     Port 0 picks a free port, which `server.port` then holds."""
@@ -177,7 +399,7 @@ def serve(
             "or listen on 127.0.0.1"
         )
 
-    server = WebhookServer(_application(admission, admission.store.ready))
+    server = WebhookServer(_application(admission, admission.store.ready, limits), limits)
     context = None
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

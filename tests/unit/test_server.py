@@ -1,0 +1,215 @@
+"""The webhook server's limits: slow and stalled callers, descriptor floods, encodings, and
+/metrics off the admission loop."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from budgetops.admission.classify import Identity
+from budgetops.admission.server import Limits, WebhookServer, serve
+from budgetops.admission.webhook import Admission
+from budgetops.store import SQLiteStore
+
+NOW = datetime(2026, 1, 1, 15, 30, tzinfo=UTC)
+FAST = Limits(header_timeout=0.3, body_timeout=0.3, keepalive_timeout=5.0)
+
+
+def admitting(path: Path) -> Admission:
+    store = SQLiteStore(path / "ledger.sqlite3")
+    return Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
+
+
+@pytest.fixture
+def admission(tmp_path: Path) -> Admission:
+    return admitting(tmp_path)
+
+
+@pytest.fixture
+def server(admission: Admission) -> Iterator[WebhookServer]:
+    running = serve(admission, host="127.0.0.1", port=0, tls=None, limits=FAST)
+    yield running
+    running.close()
+
+
+def ask(
+    port: int,
+    method: str = "GET",
+    *,
+    path: str = "/healthz",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        reply = connection.getresponse()
+        return reply.status, reply.read()
+    finally:
+        connection.close()
+
+
+def raw(port: int, data: bytes, timeout: float = 3.0, whole: bool = True) -> bytes:
+    """Send `data` as is; what the server answers until it closes (or its first bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(data)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+            if not whole:
+                break
+        return received
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "x-nonsense"])
+def test_a_compressed_body_is_a_415_not_a_500(server: WebhookServer, encoding: str) -> None:
+    status, body = ask(
+        server.port,
+        "POST",
+        path="/validate",
+        body=b'{"plain": true}',
+        headers={"Content-Encoding": encoding},
+    )
+    assert status == 415
+    assert encoding in json.loads(body)["error"]
+
+
+def test_a_chunked_body_or_a_bad_length_is_a_4xx(server: WebhookServer) -> None:
+    chunked = raw(
+        server.port,
+        b"POST /validate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\n\r\n",
+    )
+    assert chunked.startswith(b"HTTP/1.1 411"), chunked
+    assert b'"error"' in chunked
+    for length in (b"abc", b"-1", b"1, 2"):
+        answer = raw(
+            server.port, b"POST /validate HTTP/1.1\r\nContent-Length: " + length + b"\r\n\r\n{}"
+        )
+        assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer
+    assert ask(server.port)[0] == 200
+
+
+def test_a_slow_head_is_closed_after_the_header_timeout(server: WebhookServer) -> None:
+    started = time.monotonic()
+    answer = raw(server.port, b"POST /validate HTTP/1.1\r\nHost: x\r\n", timeout=5.0)
+    assert answer == b""
+    assert time.monotonic() - started < 2.0
+    assert ask(server.port)[0] == 200
+
+
+def test_a_slow_body_is_a_408_within_the_body_timeout(server: WebhookServer) -> None:
+    started = time.monotonic()
+    answer = raw(
+        server.port,
+        b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+        5.0,
+        whole=False,
+    )
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert time.monotonic() - started < 2.0
+
+
+class Blocking:
+    """A collector that holds a scrape until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def collect(self) -> Iterable[Metric]:
+        self.entered.set()
+        self.release.wait(10)
+        yield GaugeMetricFamily("budgetops_test_blocking", "holds a scrape", value=1)
+
+
+def test_a_slow_metrics_scrape_does_not_hold_admissions(
+    admission: Admission, server: WebhookServer
+) -> None:
+    blocking = Blocking()
+    admission.metrics.registry.register(blocking)
+    scraped: list[tuple[int, bytes]] = []
+    scrape = threading.Thread(target=lambda: scraped.append(ask(server.port, path="/metrics")))
+    scrape.start()
+    try:
+        assert blocking.entered.wait(5)
+        started = time.monotonic()
+        status, _ = ask(server.port, "POST", path="/validate", body=b"{}", timeout=2.0)
+        assert status == 400  # answered by the review, while the scrape is still held
+        assert ask(server.port, timeout=2.0)[0] == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        blocking.release.set()
+        scrape.join(10)
+    assert scraped[0][0] == 200
+    assert b"budgetops_test_blocking" in scraped[0][1]
+
+
+CHILD = """
+import logging, resource, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from budgetops.admission.classify import Identity
+from budgetops.admission.server import Limits, serve
+from budgetops.admission.webhook import Admission
+from budgetops.store import SQLiteStore
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+store = SQLiteStore(Path(sys.argv[1]) / "ledger.sqlite3")
+now = datetime(2026, 1, 1, tzinfo=UTC)
+admission = Admission(store, clock=lambda: now, identity=Identity(), ttl=timedelta(minutes=5))
+limits = Limits(header_timeout=60, keepalive_timeout=60, flood_log_seconds=60)
+server = serve(admission, host="127.0.0.1", port=0, tls=None, limits=limits)
+print(server.port, flush=True)
+sys.stdin.read()
+server.close()
+"""
+
+
+def test_stalled_connections_past_the_descriptor_limit_leave_requests_answered(
+    tmp_path: Path,
+) -> None:
+    """300 stalled connections against a server limited to 256 descriptors: the oldest idle
+    are shed, a normal request is answered at once, and the log stays a few lines."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stalled: list[socket.socket] = []
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        for n in range(300):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if n % 2:
+                connection.sendall(b"POST /validate HTTP/1.1\r\nHost: x\r\n")  # a head, stalled
+            stalled.append(connection)
+        started = time.monotonic()
+        assert ask(port, timeout=5.0)[0] == 200
+        status, _ = ask(port, "POST", path="/validate", body=b"{}", timeout=5.0)
+        assert status == 400
+        assert time.monotonic() - started < 4.0  # asyncio retries a failed accept() after 1 s
+    finally:
+        for connection in stalled:
+            connection.close()
+        _, log = child.communicate("", timeout=20)
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert "Traceback" not in log
+    assert len(lines) <= 5, log
+    assert any("shed idle connections" in line for line in lines), log
