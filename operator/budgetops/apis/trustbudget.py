@@ -27,6 +27,24 @@ from budgetops.apis.notifications import Notifications
 TEMPLATE_VARIABLES = frozenset({"username", "group", "namespace", "name"})
 TEMPLATE_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 """`${name}` in an account key template; group 1 is the name."""
+_VARIABLE_VALUES = {"namespace": "[^/:]+", "name": "[^/:]+"}
+"""What each variable can render to: Kubernetes names hold neither `/` nor `:`, while a
+username (`system:serviceaccount:ns:name`) or a group (`system:masters`) may hold anything."""
+
+
+def account_key_pattern(template: str) -> re.Pattern[str]:
+    """The account keys `template` renders to: its literal parts exactly, each `${var}` one
+    or more characters (see _VARIABLE_VALUES). Pure."""
+    parts: list[str] = []
+    end = 0
+    for match in TEMPLATE_VARIABLE.finditer(template):
+        parts.append(re.escape(template[end : match.start()]))
+        parts.append(f"(?:{_VARIABLE_VALUES.get(match.group(1), '.+')})")
+        end = match.end()
+    parts.append(re.escape(template[end:]))
+    return re.compile("".join(parts), re.DOTALL)
+
+
 _SERVICE_ACCOUNT = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/([a-z0-9]([-.a-z0-9]*[a-z0-9])?|\*)$"
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
@@ -196,6 +214,10 @@ class TrustBudgetSpec(Model):
                     raise ValueError(f"{path} must be a whole number of points (unit is points)")
         return self
 
+    def renders(self, account: str) -> bool:
+        """Whether `account` is a key the account key template can render to."""
+        return account_key_pattern(self.account_key).fullmatch(account) is not None
+
     def cost_for(self, *, group: str, resource: str, subresource: str) -> Decimal:
         """The cost of one admission of this resource (an override, else the default)."""
         for override in self.cost_overrides:
@@ -253,4 +275,5 @@ __all__ = [
     "Subjects",
     "TrustBudgetSpec",
     "TrustBudgetStatus",
+    "account_key_pattern",
 ]

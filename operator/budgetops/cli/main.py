@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from budgetops.apis.common import format_time, parse_amount, parse_duration
+from budgetops.apis.common import format_duration, format_time, parse_amount, parse_duration
 from budgetops.apis.resources import Budget, ManifestError, RiskBudget, TrustBudget
-from budgetops.apis.riskbudget import ChangeClass
+from budgetops.apis.riskbudget import MAX_RISK_POINTS, ChangeClass
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
 from budgetops.engine.ledger import confirm
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
-from budgetops.store import BudgetKey, NotFound, SQLiteStore
+from budgetops.store import BudgetKey, ChargeTimeout, NotFound, SQLiteStore
+from budgetops.store.sqlite import LedgerError, explain
 
 from .embedded import serve_embedded
 from .incluster import add_arguments as add_run_arguments
@@ -30,6 +32,8 @@ from .manifests import crd_files, load
 
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
+MAX_TTL = timedelta(days=7)
+"""Longest --ttl: a reservation is meant to be confirmed or refunded within minutes."""
 
 EXIT_DENIED = 1
 EXIT_INVALID = 2
@@ -37,6 +41,44 @@ EXIT_INVALID = 2
 
 def _db_path(value: str | None) -> Path:
     return Path(value or os.environ.get("BUDGETOPS_DB") or DEFAULT_DB)
+
+
+def _ttl(value: str) -> str:
+    """argparse type of --ttl: a duration up to MAX_TTL (kept as given)."""
+    try:
+        ttl = parse_duration(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    except OverflowError:  # more days than timedelta holds
+        ttl = MAX_TTL * 2
+    if ttl > MAX_TTL:
+        raise argparse.ArgumentTypeError(f"{value} is longer than {format_duration(MAX_TTL)}")
+    return value
+
+
+def _points(value: str) -> int:
+    """argparse type of --points: a whole number from 0 to MAX_RISK_POINTS, as annotated."""
+    try:
+        points = int(value)
+    except ValueError:
+        points = -1
+    if not 0 <= points <= MAX_RISK_POINTS:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a whole number from 0 to {MAX_RISK_POINTS}"
+        )
+    return points
+
+
+def _listen(value: str) -> str:
+    """argparse type of --listen: `host:port` (`[::1]:8443`, `:8443`), `localhost` as
+    127.0.0.1, given on as `host:port` with the host unbracketed."""
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not host:port (e.g. 127.0.0.1:8443, [::1]:8443, 0.0.0.0:8443)"
+        )
+    host = host.removeprefix("[").removesuffix("]")
+    return f"{'127.0.0.1' if host.lower() == 'localhost' else host}:{int(port)}"
 
 
 def cmd_crds(args: argparse.Namespace, out: TextIO) -> int:
@@ -81,7 +123,7 @@ def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
     budgets = _load_or_report(args.filename, out)
     if budgets is None:
         return EXIT_INVALID
-    store = SQLiteStore(_db_path(args.db))
+    store = SQLiteStore(_db_path(args.db), check_writes=True)
     for budget in budgets:
         stored = store.apply(budget)
         out.write(f"{_describe(stored)} applied (generation {stored.metadata.generation})\n")
@@ -110,12 +152,17 @@ def _confirm_now(
 
 def cmd_charge(args: argparse.Namespace, out: TextIO) -> int:
     """Charge one issuance to an account of a TrustBudget."""
-    store = SQLiteStore(_db_path(args.db))
-    key = BudgetKey("TrustBudget", args.budget)
     ttl = parse_duration(args.ttl)
+    store = SQLiteStore(_db_path(args.db), mode="rw", check_writes=True)
+    key = BudgetKey("TrustBudget", args.budget)
 
     def charge(budget: Budget) -> Decision:
         assert isinstance(budget, TrustBudget)
+        if not budget.spec.renders(args.account):
+            raise ValueError(
+                f"--account {args.account!r} is not an account of {key}: its accounts are "
+                f"named {budget.spec.account_key}"
+            )
         cost = parse_amount(args.cost) if args.cost else budget.spec.cost
         now = system_clock()
         decision = admit_trust(
@@ -137,7 +184,7 @@ def cmd_charge(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_consume(args: argparse.Namespace, out: TextIO) -> int:
     """Charge one release's risk points to a RiskBudget."""
-    store = SQLiteStore(_db_path(args.db))
+    store = SQLiteStore(_db_path(args.db), mode="rw", check_writes=True)
     key = BudgetKey("RiskBudget", args.budget, args.namespace)
     change_class: ChangeClass = args.change_class
     release = Release(
@@ -185,10 +232,14 @@ def _status_lines(budget: Budget) -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    """Balances, bands and leases in the embedded ledger."""
-    store = SQLiteStore(_db_path(args.db))
+    """Balances, bands and leases in the embedded ledger (read only: works on a ledger the
+    user may only read, and creates none)."""
+    store = SQLiteStore(_db_path(args.db), mode="ro")
     now = system_clock()
-    for budget in store.list():
+    budgets = store.list()
+    if not budgets:
+        out.write(f"no budgets in {store.path} (load them with `budgetops apply -f`)\n")
+    for budget in budgets:
         # Shown as of now, as the next charge would see it; nothing is written back.
         if isinstance(budget, RiskBudget):
             roll_risk_window(budget.status, budget.spec, now=now)
@@ -242,7 +293,12 @@ def parser() -> argparse.ArgumentParser:
     consume = verbs.add_parser("consume", help="charge one release to a RiskBudget")
     consume.add_argument("budget", help="RiskBudget name")
     consume.add_argument("-n", "--namespace", default="default")
-    consume.add_argument("--points", type=int, required=True)
+    consume.add_argument(
+        "--points",
+        type=_points,
+        required=True,
+        help=f"risk points, 0 to {MAX_RISK_POINTS}",
+    )
     consume.add_argument("--release-id", required=True)
     consume.add_argument(
         "--change-class",
@@ -256,7 +312,8 @@ def parser() -> argparse.ArgumentParser:
         verb.add_argument(
             "--ttl",
             default=DEFAULT_TTL,
-            help="how long the charge stays reserved before it must be confirmed",
+            type=_ttl,
+            help="how long the charge stays reserved before it must be confirmed (at most 7d)",
         )
 
     status = verbs.add_parser("status", help="balances and bands in the embedded ledger")
@@ -267,7 +324,9 @@ def parser() -> argparse.ArgumentParser:
     in_cluster = verbs.add_parser("run", help="serve the admission webhook in a cluster")
     add_run_arguments(in_cluster)
     for verb in (webhook, in_cluster):
-        verb.add_argument("--listen", default="127.0.0.1:8443", help="host:port")
+        verb.add_argument(
+            "--listen", default="127.0.0.1:8443", type=_listen, help="host:port (or localhost:port)"
+        )
         verb.add_argument("--tls-cert-file", help="serving certificate (required off loopback)")
         verb.add_argument("--tls-key-file", help="its private key")
         verb.add_argument(
@@ -278,7 +337,8 @@ def parser() -> argparse.ArgumentParser:
         verb.add_argument(
             "--ttl",
             default=DEFAULT_TTL,
-            help="how long a charge stays reserved before it must be confirmed",
+            type=_ttl,
+            help="how long a charge stays reserved before it must be confirmed (at most 7d)",
         )
 
     for verb in (charge, consume, status, webhook):
@@ -290,15 +350,47 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the `budgetops` console script."""
     args = parser().parse_args(argv)
     stream = out or sys.stdout
+    ledger = _db_path(args.db) if hasattr(args, "db") else None
     try:
         code: int = args.run(args, stream)
     except NotFound as error:
         stream.write(f"not found: {error.args[0]} (load it with `budgetops apply -f`)\n")
         return EXIT_INVALID
+    except LedgerError as error:
+        stream.write(f"error: {error}\n")
+        return EXIT_INVALID
     except ValueError as error:
-        stream.write(f"invalid: {error}\n")
+        stream.write(f"invalid: {_first_line(error)}\n")
+        return EXIT_INVALID
+    except OverflowError as error:  # a date or duration past what datetime can hold
+        stream.write(f"invalid: a date or duration is out of range ({error})\n")
+        return EXIT_INVALID
+    except ChargeTimeout as error:
+        stream.write(f"error: {error}\n")
+        return EXIT_INVALID
+    except (sqlite3.Error, OSError) as error:
+        if ledger is not None and _about(ledger, error):
+            stream.write(f"error: {explain(ledger, error)}\n")
+        else:
+            stream.write(f"error: {error}\n")
         return EXIT_INVALID
     return code
+
+
+def _first_line(error: ValueError) -> str:
+    """The message, on one line (pydantic's errors span several)."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ({' '.join(lines[1].split())})"
+
+
+def _about(ledger: Path, error: sqlite3.Error | OSError) -> bool:
+    """Whether `error` concerns the ledger file (or its folder, its -wal or -shm file)."""
+    if isinstance(error, sqlite3.Error):
+        return True
+    if error.filename is None:
+        return False
+    named = Path(os.fsdecode(error.filename))
+    return named in ledger.parents or str(named).startswith(str(ledger))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,26 @@ from budgetops.apis.crds import crd_documents
 from budgetops.apis.resources import Budget, ManifestError, parse_manifests
 
 SUFFIXES = (".yaml", ".yml", ".json")
+MAX_DEPTH = 64
+"""Nesting a manifest may have; a budget needs a dozen levels at most. PyYAML composes
+nodes recursively, so a document nested thousands deep would exhaust Python's stack."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses documents nested deeper than MAX_DEPTH."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                message = f"nested more than {MAX_DEPTH} levels deep"
+                raise yaml.composer.ComposerError(None, None, message, mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def manifest_files(path: Path) -> list[Path]:
@@ -27,9 +47,14 @@ def documents(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """Every non-empty YAML document, named `file#index` for error messages."""
     for file in manifest_files(path):
         try:
-            loaded = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            why = error.strerror if isinstance(error, OSError) else f"not UTF-8 text ({error})"
+            raise ManifestError(str(file), [f"cannot be read: {why}"]) from error
+        try:
+            loaded = list(yaml.load_all(text, Loader=_Loader))
         except yaml.YAMLError as error:
-            raise ManifestError(str(file), [f"not valid YAML: {error}"]) from error
+            raise ManifestError(str(file), [f"not valid YAML: {_one_line(error)}"]) from error
         for index, document in enumerate(loaded):
             if document is None:
                 continue
@@ -39,10 +64,30 @@ def documents(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
             yield source, document
 
 
+def _one_line(error: yaml.YAMLError) -> str:
+    """`line 3, column 7: found ...` rather than PyYAML's several lines with a snippet."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        return where + " ".join(f"{error.context or ''} {error.problem or ''}".split())
+    return " ".join(str(error).split())
+
+
 def load(paths: list[Path]) -> list[Budget]:
-    """Every budget in `paths`; all field errors are collected before failing."""
-    found = [doc for path in paths for doc in documents(path)]
-    return parse_manifests(found)
+    """Every budget in `paths`; all field errors are collected before failing. Finding none
+    is an error too, as for `kubectl apply` ("no objects passed to apply")."""
+    try:
+        found = [doc for path in paths for doc in documents(path)]
+    except ManifestError as error:
+        raise ManifestError("manifests", [str(error)]) from error
+    if not found:
+        names = ", ".join(str(path) for path in paths)
+        raise ManifestError("manifests", [f"{names}: no budgets found (no YAML or JSON documents)"])
+    try:
+        return parse_manifests(found)
+    except OverflowError as error:  # a duration or date beyond what Python can represent
+        names = ", ".join(dict.fromkeys(source for source, _ in found))
+        raise ManifestError("manifests", [f"{names}: a value is out of range: {error}"]) from error
 
 
 CRD_HEADER = (

@@ -7,12 +7,19 @@ overwriting each other. WAL lets readers go on meanwhile.
 A server moves the WAL into the database file from a background thread (`checkpoint_every`).
 Left to SQLite, that copy and its fsync run inside whichever commit crosses the WAL's size
 threshold: measured on the webhook, one admission in a hundred waited 17 to 19 ms for it.
+
+A store opened with `mode="ro"` only reads: it creates nothing, works on a ledger the user
+may not write, and leaves no `-shm` file behind there (see `_uri`). A file that cannot serve
+as a ledger (missing where it must exist, a folder, read-only for a writer, not a SQLite
+database, a budget that no longer reads back) raises LedgerError, whose message names the
+file and what to do; `explain` words any other sqlite3.Error or OSError the same way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -20,9 +27,12 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
-from budgetops.apis.resources import RESOURCES, Budget, Kind
+from pydantic import ValidationError
+
+from budgetops.apis.resources import RESOURCES, Budget, Kind, field_errors
 from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 from budgetops.store.commit import Apply, Committed, GroupCommit
 
@@ -51,6 +61,57 @@ SAFETY_NET_PAGES = 10_000
 this many pages (about 40 MB): only if the background thread falls far behind."""
 
 log = logging.getLogger("budgetops.sqlite")
+
+Mode = Literal["rwc", "rw", "ro"]
+"""As SQLite's `mode=`: read, write and create the file; read and write one that exists;
+only read one that exists."""
+
+
+class LedgerError(Exception):
+    """The ledger file cannot be used as asked; the message names it and says what to do."""
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def _uri(path: Path, mode: Mode) -> str:
+    """The URI SQLite opens. A reader of a ledger it may not write (or in a folder it may not
+    write) with no WAL file beside it opens it `immutable`: SQLite would otherwise need a
+    `-shm` file, which it cannot create in a read-only folder, and which it would leave
+    read-only beside a read-only file, breaking writes once the file is made writable again.
+    Without a WAL file, the database file holds every committed write."""
+    uri = f"file:{quote(str(path.absolute()))}?mode={mode}"
+    if mode != "ro" or Path(f"{path}-wal").exists():
+        return uri
+    if _writable(path) and _writable(path.absolute().parent):
+        return uri
+    return f"{uri}&immutable=1"
+
+
+def explain(path: Path, error: sqlite3.Error | OSError) -> str:
+    """One line on what went wrong with the ledger at `path` and what to do about it."""
+    text = str(error)
+    if path.is_dir():
+        return f"{path} is a folder: give --db (or BUDGETOPS_DB) the path of a ledger file"
+    if isinstance(error, PermissionError) or "readonly" in text:
+        return (
+            f"the ledger {path} is read-only ({text}): `budgetops status` can read it; to "
+            "write to it, make the file and its folder writable, or point --db at a copy"
+        )
+    if isinstance(error, sqlite3.OperationalError) and "locked" in text:
+        return f"the ledger {path} stayed locked by another process ({text}); try again"
+    if isinstance(error, sqlite3.OperationalError) and "unable to open" in text:
+        return (
+            f"cannot open the ledger {path} ({text}): check that its folder exists and that "
+            "you may read (and, to write, write) the file and its folder"
+        )
+    if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
+        return (
+            f"{path} is not a readable ledger ({text}): restore it from a backup, or point "
+            "--db at another file"
+        )
+    return f"the ledger {path}: {text}"
 
 
 def _new_version() -> int:
@@ -94,11 +155,19 @@ class SQLiteStore(Committed):
         busy_timeout_ms: int = 10_000,
         group_commit: bool = False,
         checkpoint_every: float | None = None,
+        mode: Mode = "rwc",
+        check_writes: bool = False,
     ) -> None:
         """`checkpoint_every`: seconds between background WAL checkpoints, for a process that
-        serves requests; None leaves them to SQLite, inside commits (fine for the CLI)."""
+        serves requests; None leaves them to SQLite, inside commits (fine for the CLI).
+        `mode`: see Mode; only "rwc" creates the file (and its folder). `check_writes`: read
+        every status back before writing it, so that no change (a bug, a bad input the
+        engine let through) leaves a budget the next reader cannot decode; it costs a
+        decode per write, which a command line can afford and a server need not."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.mode: Mode = mode
+        self._check_writes = check_writes
+        self._prepare()
         self._busy_timeout_ms = busy_timeout_ms
         self._autocheckpoint = 1000 if checkpoint_every is None else SAFETY_NET_PAGES
         self._closed = threading.Event()
@@ -108,8 +177,12 @@ class SQLiteStore(Committed):
         self._decoded_lock = threading.Lock()
         self._writer = threading.Lock()
         self.commits = GroupCommit(self._attempt, enabled=group_commit)
-        with self._transaction() as db:
-            db.execute(_SCHEMA)
+        if mode == "ro":
+            self._check_schema(self._connection())
+        else:
+            with self._transaction() as db:
+                self._check_schema(db)
+                db.execute(_SCHEMA)
         if checkpoint_every is not None:
             threading.Thread(
                 target=_checkpoint,
@@ -118,14 +191,54 @@ class SQLiteStore(Committed):
                 daemon=True,
             ).start()
 
+    def _prepare(self) -> None:
+        """Refuse, before SQLite touches anything, a file that cannot serve in this mode."""
+        path = self.path
+        if path.is_dir():
+            raise LedgerError(explain(path, IsADirectoryError(path)))
+        if not path.exists():
+            if self.mode != "rwc":
+                raise LedgerError(
+                    f"there is no ledger at {path}: load budgets into one with "
+                    f"`budgetops apply -f <manifests> --db {path}`"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if self.mode == "ro":
+            return
+        if path.exists() and not _writable(path):
+            raise LedgerError(explain(path, PermissionError("the file is read-only")))
+        if not _writable(path.absolute().parent):
+            raise LedgerError(
+                explain(path, PermissionError("its folder is read-only, and SQLite writes there"))
+            )
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        """A SQLite file other than a ledger is never read as one, nor written into."""
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if "budgets" in tables or (not tables and self.mode != "ro"):
+            return
+        raise LedgerError(
+            f"{self.path} is not a BudgetOps ledger (a SQLite file without a budgets table): "
+            "point --db at a ledger, or at a new file for `budgetops apply`"
+        )
+
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, isolation_level=None, timeout=0)
-            connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute(f"PRAGMA wal_autocheckpoint = {self._autocheckpoint}")
+            connection = sqlite3.connect(
+                _uri(self.path, self.mode), isolation_level=None, timeout=0, uri=True
+            )
+            try:
+                connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+                if self.mode != "ro":
+                    connection.execute("PRAGMA journal_mode = WAL")
+                    connection.execute("PRAGMA synchronous = NORMAL")
+                    connection.execute(f"PRAGMA wal_autocheckpoint = {self._autocheckpoint}")
+            except BaseException:
+                connection.close()
+                raise
             self._local.connection = connection
         return connection
 
@@ -154,15 +267,37 @@ class SQLiteStore(Committed):
             connection.close()
             self._local.connection = None
 
-    @staticmethod
-    def _decode(kind: str, obj: str, status: str) -> Budget:
-        document: dict[str, Any] = json.loads(obj)
-        document["status"] = json.loads(status)
-        return RESOURCES[kind].model.model_validate(document)  # type: ignore[index]
+    def _decode(self, kind: str, obj: str, status: str) -> Budget:
+        try:
+            document: dict[str, Any] = json.loads(obj)
+            document["status"] = json.loads(status)
+            return RESOURCES[kind].model.model_validate(document)  # type: ignore[index]
+        except (ValueError, KeyError, TypeError) as error:
+            raise LedgerError(self._unreadable(kind, obj, error)) from error
 
-    @staticmethod
-    def _encode_status(budget: Budget) -> str:
-        return budget.status.model_dump_json(by_alias=True, exclude_none=True)
+    def _unreadable(self, kind: str, obj: str, error: Exception) -> str:
+        try:
+            metadata = json.loads(obj)["metadata"]
+            name = f"{kind}/{metadata.get('namespace') or ''}/{metadata['name']}"
+        except (ValueError, KeyError, TypeError):
+            name = f"a {kind}"
+        why = field_errors(error)[0] if isinstance(error, ValidationError) else str(error)
+        return (
+            f"the ledger {self.path} holds {name.replace('//', '/')}, which does not read "
+            f"back ({why}): restore the ledger from a backup"
+        )
+
+    def _encode_status(self, budget: Budget) -> str:
+        encoded = budget.status.model_dump_json(by_alias=True, exclude_none=True)
+        if self._check_writes:
+            try:
+                type(budget.status).model_validate_json(encoded)
+            except ValidationError as error:
+                raise ValueError(
+                    f"{BudgetKey.of(budget)}: the change would leave a status that does not "
+                    f"read back ({field_errors(error)[0]}); nothing was written"
+                ) from error
+        return encoded
 
     def apply(self, budget: Budget) -> Budget:
         key = BudgetKey.of(budget)
