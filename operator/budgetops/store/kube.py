@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +29,13 @@ from budgetops.store.rest import REQUEST_TIMEOUT, request_json
 
 log = logging.getLogger("budgetops.store")
 
-WATCH_SECONDS = 240
+WATCH_SECONDS = 60
+"""Server-side length of one watch. Each watch that ends on time, each event and each
+bookmark is word from the API server: readiness asks that one came recently."""
+
+READ_SLACK = 15.0
+"""Seconds a watch's read may wait beyond its server-side length before the client gives
+up on it: a half-open connection then fails instead of blocking forever."""
 
 
 def _newer(candidate: str, current: str) -> bool:
@@ -50,20 +57,39 @@ def _key_of(document: dict[str, Any]) -> BudgetKey:
     return BudgetKey(document["kind"], meta["name"], meta.get("namespace") or "")
 
 
-class BudgetCache:
-    """Every budget, kept current by one list-then-watch loop per kind."""
+class _Expired(Exception):
+    """The watch's resourceVersion is gone (410): only a new list can go on from here."""
 
-    def __init__(self, api: client.CustomObjectsApi) -> None:
+
+class BudgetCache:
+    """Every budget, kept current by one informer per kind: list once, then watch, resuming
+    each watch from the last resourceVersion seen (bookmarks included). A re-list happens
+    only at start and when the API server says that version is gone (410); it wakes the
+    listeners of every budget it found changed, added or removed."""
+
+    def __init__(
+        self,
+        api: client.CustomObjectsApi,
+        *,
+        watch_seconds: int = WATCH_SECONDS,
+        read_slack: float = READ_SLACK,
+    ) -> None:
         self.api = api
+        self.watch_seconds = watch_seconds
+        self.read_slack = read_slack
         self._lock = threading.Lock()
         self._raw: dict[BudgetKey, dict[str, Any]] = {}
         self._parsed: dict[BudgetKey, tuple[str, Budget]] = {}
         self._specs: dict[BudgetKey, tuple[tuple[str, int], Budget]] = {}
         self._synced = {kind: threading.Event() for kind in RESOURCES}
+        self._heard = dict.fromkeys(RESOURCES, -math.inf)
         self._stop = threading.Event()
+        self._watches: dict[Kind, watch.Watch] = {}
         self._threads: list[threading.Thread] = []
         self.listeners: list[Callable[[BudgetKey], None]] = []
         """Called (on a watch thread) with the key of every budget that changed."""
+        self.lists = 0
+        """LISTs made so far: one per kind at start, then one per 410."""
 
     def start(self, *, timeout: float = 30.0) -> None:
         for kind in RESOURCES:
@@ -77,67 +103,139 @@ class BudgetCache:
             if not synced.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError(f"could not list {kind} objects in {timeout:.0f}s")
 
-    def stop(self) -> None:
+    def stop(self, *, timeout: float = 5.0) -> None:
+        """End every watch (its connection is shut, so no thread stays blocked in a read)
+        and wait a bounded time for the watch threads."""
         self._stop.set()
+        with self._lock:
+            watches = list(self._watches.values())
+        for running in watches:
+            running.stop()  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def fresh_watch(self) -> bool:
+        """Whether every kind's watch heard from the API server within a watch's length and
+        its read slack: an event, a bookmark, or a watch that ended on time. A watch stuck
+        on a half-open connection, or one that cannot reconnect, makes this False."""
+        limit = self.watch_seconds + self.read_slack
+        now = time.monotonic()
+        return all(now - heard <= limit for heard in self._heard.values())
+
+    def _hear(self, kind: Kind) -> None:
+        self._heard[kind] = time.monotonic()
 
     def _run(self, kind: Kind) -> None:
         plural = RESOURCES[kind].plural
         backoff = 0.5
+        version: str | None = None
         while not self._stop.is_set():
             try:
-                listing = _document(self.api.list_cluster_custom_object(GROUP, VERSION, plural))
-                self._replace(kind, listing["items"])
-                self._synced[kind].set()
-                version = listing["metadata"]["resourceVersion"]
-                self._follow(kind, plural, version)
-            except (HTTPError, OSError) as error:  # the API server went away or restarts
+                if version is None:
+                    version = self._list(kind, plural)
+                version = self._follow(kind, plural, version)
+            except _Expired:
+                log.info("watching %s: version expired; listing again", plural)
+                version = None
+                continue
+            except (HTTPError, OSError, ApiException) as error:  # gone away, restarting, slow
                 if self._stop.is_set():  # stopped meanwhile: nobody is waiting for this watch
                     return
-                log.warning("watching %s: %s; listing again in %.1fs", plural, error, backoff)
+                log.warning("watching %s: %s; resuming in %.1fs", plural, error, backoff)
             except Exception:
                 log.exception("watching %s failed; listing again in %.1fs", plural, backoff)
+                version = None
             else:
                 backoff = 0.5
                 continue
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 30.0)
 
-    def _follow(self, kind: Kind, plural: str, version: str) -> None:
-        """Apply watch events until the server ends the watch or the version expires (410)."""
-        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-            self.api.list_cluster_custom_object,
-            GROUP,
-            VERSION,
-            plural,
-            resource_version=version,
-            timeout_seconds=WATCH_SECONDS,
-            allow_watch_bookmarks=True,
+    def _list(self, kind: Kind, plural: str) -> str:
+        """List every object of `kind` into the cache; the version to watch from."""
+        self.lists += 1
+        listing = _document(
+            self.api.list_cluster_custom_object(
+                GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT
+            )
         )
-        for event in stream:
-            if self._stop.is_set():
-                return
-            document = event["raw_object"]
-            if event["type"] == "ERROR":
-                if document.get("code") == 410:
-                    return  # expired: list again
-                raise RuntimeError(f"watch error on {plural}: {document.get('message')}")
-            if event["type"] == "BOOKMARK":
-                continue
-            document.setdefault("kind", kind)
-            if event["type"] == "DELETED":
-                self.forget(_key_of(document))
-            else:
-                self.put(document)
+        for key in self._replace(kind, listing["items"]):
+            self._tell(key)
+        self._hear(kind)
+        self._synced[kind].set()
+        version: str = listing["metadata"]["resourceVersion"]
+        return version
 
-    def _replace(self, kind: Kind, items: list[dict[str, Any]]) -> None:
+    def _follow(self, kind: Kind, plural: str, version: str) -> str:
+        """Apply watch events from `version` until the server ends the watch on time; the
+        last version seen (a bookmark's too), to resume from. Raises _Expired on 410."""
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
         with self._lock:
-            for key in [k for k in self._raw if k.kind == kind]:
-                del self._raw[key]
-                self._parsed.pop(key, None)
-                self._specs.pop(key, None)
-            for document in items:
+            self._watches[kind] = stream
+        try:
+            events = stream.stream(  # type: ignore[no-untyped-call]
+                self.api.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                plural,
+                resource_version=version,
+                timeout_seconds=self.watch_seconds,
+                allow_watch_bookmarks=True,
+                _request_timeout=(REQUEST_TIMEOUT, self.watch_seconds + self.read_slack),
+            )
+            for event in events:
+                if self._stop.is_set():
+                    return version
+                self._hear(kind)
+                document = event["raw_object"]
+                version = document.get("metadata", {}).get("resourceVersion") or version
+                if event["type"] == "BOOKMARK":
+                    continue
                 document.setdefault("kind", kind)
-                self._raw[_key_of(document)] = document
+                if event["type"] == "DELETED":
+                    self.forget(_key_of(document))
+                else:
+                    self.put(document)
+        except ApiException as error:
+            if error.status == 410:
+                raise _Expired from error
+            raise
+        finally:
+            with self._lock:
+                self._watches.pop(kind, None)
+        self._hear(kind)  # the watch ended on time: the API server is there
+        return version
+
+    def _replace(self, kind: Kind, items: list[dict[str, Any]]) -> list[BudgetKey]:
+        """Hold exactly `items` for `kind`, keeping what was parsed of unchanged objects;
+        the keys that were added, changed or removed."""
+        listed = {}
+        for document in items:
+            document.setdefault("kind", kind)
+            listed[_key_of(document)] = document
+        moved = []
+        with self._lock:
+            for key in [k for k in self._raw if k.kind == kind and k not in listed]:
+                self._drop(key)
+                moved.append(key)
+            for key, document in listed.items():
+                held = self._raw.get(key)
+                version = document["metadata"].get("resourceVersion")
+                if held is None or held["metadata"].get("resourceVersion") != version:
+                    moved.append(key)
+                self._raw[key] = document
+        return sorted(moved)
+
+    def _drop(self, key: BudgetKey) -> None:
+        """Forget `key` (the lock held)."""
+        self._raw.pop(key, None)
+        self._parsed.pop(key, None)
+        self._specs.pop(key, None)
+
+    def _tell(self, key: BudgetKey) -> None:
+        for listener in self.listeners:
+            listener(key)
 
     def put(self, document: dict[str, Any]) -> None:
         """Keep `document` unless the cache already holds a newer version of it."""
@@ -150,14 +248,15 @@ class BudgetCache:
                 return
             self._raw[key] = document
         if version != before:  # the watch's echo of our own write is no news
-            for listener in self.listeners:
-                listener(key)
+            self._tell(key)
 
     def forget(self, key: BudgetKey) -> None:
+        """Drop `key`; its listeners hear of it if it was held (a deleted budget)."""
         with self._lock:
-            self._raw.pop(key, None)
-            self._parsed.pop(key, None)
-            self._specs.pop(key, None)
+            held = key in self._raw
+            self._drop(key)
+        if held:
+            self._tell(key)
 
     def fresh(self, key: BudgetKey) -> Budget | None:
         """A private copy of the cached budget, to change: parsed anew from the stored
@@ -273,7 +372,11 @@ class KubeStore(Committed):
         return [budget for budget in found if budget is not None]
 
     def ready(self) -> bool:
-        """Every cached budget can be parsed."""
+        """Every kind's watch heard from the API server lately, and every cached budget
+        parses."""
+        if not self.cache.fresh_watch():
+            log.warning("not ready: a budget watch has not heard from the API server lately")
+            return False
         try:
             self.list()
         except Exception:
