@@ -4,9 +4,12 @@ and leaves the ledger as readable as it was."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,40 @@ def test_an_absurd_ttl_is_refused_without_a_traceback(db: str) -> None:
     assert done.returncode == EXIT_INVALID
     assert "Traceback" not in done.stderr
     assert "--ttl" in done.stderr
+
+
+def test_a_read_only_ledger_can_be_read_and_says_why_it_cannot_be_written(db: str) -> None:
+    """As a user who may not write the file or its folder: root may write anything, so a
+    root test run drops to `nobody` for these commands."""
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    folder = Path(tempfile.mkdtemp())
+    ledger = folder / "ledger.sqlite3"
+    shutil.copy(db, ledger)
+    ledger.chmod(0o444)
+    folder.chmod(0o555)
+    as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    prefix = as_user if os.geteuid() == 0 else []
+    try:
+
+        def budgetops(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [*prefix, sys.executable, "-m", "budgetops.cli.main", *args]
+            return subprocess.run(
+                [*command, "--db", str(ledger)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        read = budgetops("status")
+        assert (read.returncode, read.stderr) == (0, "")
+        assert "TrustBudget/developer-certificates" in read.stdout
+        write = budgetops(*CHARGE, "--id", "x")
+        assert write.returncode == EXIT_INVALID
+        assert "is read-only" in write.stdout + write.stderr
+        assert "Traceback" not in write.stderr
+        assert sorted(p.name for p in folder.iterdir()) == ["ledger.sqlite3"], "nothing left"
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
