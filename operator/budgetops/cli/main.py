@@ -353,6 +353,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     ledger = _db_path(args.db) if hasattr(args, "db") else None
     try:
         code: int = args.run(args, stream)
+    except BrokenPipeError:  # `budgetops status | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except NotFound as error:
         stream.write(f"not found: {error.args[0]} (load it with `budgetops apply -f`)\n")
         return EXIT_INVALID
