@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
-from budgetops.apis.common import format_duration, parse_amount, parse_duration
+from budgetops.apis.common import (
+    _DURATION_PATTERN,
+    format_duration,
+    parse_amount,
+    parse_duration,
+)
 from budgetops.apis.resources import ManifestError, TrustBudget, parse_manifest
 from budgetops.cli.manifests import crd_files
 from tests.conftest import EXAMPLES, ROOT
@@ -177,3 +186,33 @@ def test_chart_crds_match_the_models() -> None:
     """`budgetops crds -o charts/budgetops/crds` keeps the chart's copy in step."""
     chart = {p.name: p.read_text() for p in (ROOT / "charts/budgetops/crds").glob("*.yaml")}
     assert chart == crd_files()
+
+
+@pytest.mark.parametrize(
+    "text", ["99999999999999d", "10000d", "100000h", "24h\n", "\u0663d", "1d1d", ""]
+)
+def test_durations_past_the_pattern_are_refused_calmly(text: str) -> None:
+    """An interval of 10**14 days escaped validation as an OverflowError, and a trailing
+    newline or an Arabic-Indic digit passed here while the API server's pattern refused it."""
+    with pytest.raises(ManifestError) as raised:
+        parse_manifest(minimal_trust(resetInterval=text))
+    assert any("spec.resetInterval" in line for line in raised.value.errors)
+
+
+@given(
+    st.tuples(
+        st.integers(0, 9999),
+        st.integers(0, 99999),
+        st.integers(0, 999999),
+        st.integers(0, 10**8 - 1),
+    ).filter(any)
+)
+def test_every_duration_the_pattern_allows_is_written_back_in_it(parts: tuple[int, ...]) -> None:
+    """What is read is written in a form that is read again, even past 9999 days in total;
+    and the largest interval still leaves room for a window's end date."""
+    text = "".join(f"{n}{unit}" for n, unit in zip(parts, "dhms", strict=True) if n)
+    value = parse_duration(text)
+    again = format_duration(value)
+    assert re.fullmatch(_DURATION_PATTERN, again), again
+    assert parse_duration(again) == value
+    assert datetime(2026, 12, 3, tzinfo=UTC) + 10 * value < datetime.max.replace(tzinfo=UTC)

@@ -38,8 +38,10 @@ MAX_AMOUNT = Decimal(10**AMOUNT_DIGITS) - Decimal("0.01")
 
 _AMOUNT_PATTERN = rf"^0*[0-9]{{1,{AMOUNT_DIGITS}}}(\.[0-9]{{1,2}})?$"
 _MONEY = re.compile(_AMOUNT_PATTERN)
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_DURATION_PATTERN = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+_DURATION_PATTERN = r"^([0-9]{1,4}d)?([0-9]{1,5}h)?([0-9]{1,6}m)?([0-9]{1,8}s)?$"
+"""At most 9999d 99999h 999999m 99999999s (about 44 years): the digits are bounded so that
+no duration a manifest may hold overflows the date arithmetic of windows and expiries."""
+_DURATION = re.compile(_DURATION_PATTERN)
 
 
 class Model(BaseModel):
@@ -90,7 +92,7 @@ def parse_amount(value: object) -> Decimal:
 def _amount(text: str) -> Decimal:
     """Cached: a status spells the same few balances hundreds of times, and every read of a
     budget parses them all (Decimals are immutable, so sharing one is safe)."""
-    if not _MONEY.match(text):
+    if not _MONEY.fullmatch(text):
         shown = text if len(text) <= 40 else f"{text[:37]}..."
         raise ValueError(
             f"{shown!r} is not an amount: use a non-negative number with at most 2 decimals "
@@ -160,10 +162,10 @@ def parse_duration(value: object) -> timedelta:
         return value
     if not isinstance(value, str) or not value:
         raise ValueError("a duration is a string such as 30s, 15m, 24h or 7d")
-    match = _DURATION.match(value)
+    match = _DURATION.fullmatch(value)
     if not match or not any(match.groups()):
         raise ValueError(f"{value!r} is not a duration: use forms such as 30s, 15m, 24h or 7d")
-    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    days, hours, minutes, seconds = (int((part or "0").rstrip("dhms")) for part in match.groups())
     delta = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
     if delta <= timedelta(0):
         raise ValueError("a duration must be longer than zero")
@@ -174,12 +176,15 @@ def format_duration(value: timedelta) -> str:
     """A spelling that `parse_duration` reads back to the same value.
 
     Days are used from two days on, so the common `24h` and `36h` stay as people write them.
+    Each unit takes at most what the pattern lets it hold and leaves the rest to smaller ones,
+    so every duration `parse_duration` accepts is written in a form it accepts again.
     """
     seconds = int(value.total_seconds())
-    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    units = (("d", 86400, 9999), ("h", 3600, 99999), ("m", 60, 999999), ("s", 1, 99999999))
     parts = []
-    for unit, size in units if seconds >= 2 * 86400 else units[1:]:
-        count, seconds = divmod(seconds, size)
+    for unit, size, most in units if seconds >= 2 * 86400 else units[1:]:
+        count = min(seconds // size, most)
+        seconds -= count * size
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"
