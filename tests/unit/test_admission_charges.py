@@ -181,3 +181,34 @@ def test_a_release_id_too_long_to_store_is_refused_through_the_webhook(tmp_path:
     assert isinstance(budget, RiskBudget)
     assert budget.status.consumed == 0
     assert store.ready()
+
+
+class FailingSettle(SQLiteStore):
+    """The team budget (charged first, by name) cannot be written a second time: its settle
+    fails."""
+
+    writes: dict[BudgetKey, int]
+
+    async def update_status_async(self, key: BudgetKey, change: Any, **kwargs: Any) -> Any:
+        self.writes[key] = self.writes.get(key, 0) + 1
+        if key == PER_TEAM and self.writes[key] == 2:
+            raise OSError("disk I/O error")
+        return await super().update_status_async(key, change, **kwargs)
+
+
+def test_a_settle_that_fails_after_all_admitted_keeps_the_request_admitted(
+    tmp_path: Path,
+) -> None:
+    """Before, the failed settle became a 500 while the team budget stayed spent: a request
+    refused (or, with failurePolicy Ignore, let through) and charged all the same."""
+    store = FailingSettle(tmp_path / "ledger.sqlite3")
+    store.writes = {}
+    tokens = [{"resource": "serviceaccounts", "subresource": "token"}]
+    store.apply(named(trust_budget(match=tokens, initialBalance=5), "per-user"))
+    store.apply(per_team(match=tokens, initialBalance=1))
+    assert review(admitting(store), token_request())["allowed"]
+    mine = account(store, PER_USER, "user:system:serviceaccount:ci:builder")
+    assert (mine.spent, mine.reserved) == (1, 0)
+    team = account(store, PER_TEAM, "group:developers")
+    assert (team.spent, team.reserved) == (0, 1)  # confirmed by the reconciler at expiry
+    assert team.reservations[token_request()["request"]["uid"]].witness is None

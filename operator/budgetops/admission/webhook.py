@@ -274,16 +274,29 @@ class Admission:
                 )
 
     async def _settle(self, steps: list[_Step]) -> None:
-        """Confirm what must settle at once, once every budget admitted the request."""
+        """Confirm what must settle at once, once every budget admitted the request.
+
+        The request is admitted by then, so a settle that fails is logged, not raised: its
+        reservation has no witness, and the reconciler confirms it when it expires.
+        """
         for step in steps:
 
             def settle(budget: Budget, key: str = step.key, now: datetime = step.now) -> bool:
                 assert isinstance(budget, TrustBudget)
                 return confirm(budget.status, key=key, now=now)
 
-            await self.store.update_status_async(
-                step.budget, settle, timeout=TAKE_BACK_SECONDS, needs_write=bool
-            )
+            try:
+                await self.store.update_status_async(
+                    step.budget, settle, timeout=TAKE_BACK_SECONDS, needs_write=bool
+                )
+            except Exception as error:
+                log.warning(
+                    "could not settle %s's charge %s at once; it is confirmed when its "
+                    "reservation expires: %s",
+                    step.budget,
+                    step.key,
+                    error,
+                )
 
     def _announce_break_glass(self, key: BudgetKey, decision: Decision) -> None:
         """Every break-glass use is an Event too: people watch Events, not status lists."""
