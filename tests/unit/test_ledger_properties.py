@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -16,7 +17,7 @@ from hypothesis.stateful import (
 )
 
 from budgetops.apis.ledger import Ledger
-from budgetops.engine import ledger
+from budgetops.engine import leases, ledger
 
 T0 = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
 ACCOUNTS = ("user:alice", "user:bob")
@@ -27,7 +28,7 @@ class LedgerMachine(RuleBasedStateMachine):
     """Random reserve / confirm / refund / lease / spend / return / reset / resize sequences."""
 
     keys = Bundle("keys")
-    leases = Bundle("leases")
+    held = Bundle("leases")
 
     @initialize(allocation=st.integers(min_value=1, max_value=200))
     def start(self, allocation: int) -> None:
@@ -102,49 +103,46 @@ class LedgerMachine(RuleBasedStateMachine):
         for key in ledger.expired_reservations(self.ledger, now=self.now):
             assert ledger.refund(self.ledger, key=key, now=self.now) > 0
             self.charged[key] = self.now
+        leases.expire(self.ledger, now=self.now)
 
     @rule(
-        target=leases,
+        target=held,
         account=st.sampled_from(ACCOUNTS),
         lease_id=st.text("xyz", min_size=1, max_size=2),
         amount=amounts,
     )
     def lease(self, account: str, lease_id: str, amount: Decimal) -> tuple[str, str]:
-        ledger.lease(
-            self.ledger,
-            account=account,
-            lease_id=lease_id,
-            amount=amount,
-            now=self.now,
-            expires_at=self.now + timedelta(hours=1),
-        )
+        if amount > 0:
+            leases.grant(
+                self.ledger,
+                account=account,
+                lease_id=lease_id,
+                requested=amount,
+                now=self.now,
+                ttl=timedelta(hours=1),
+            )
         return (account, lease_id)
 
-    @rule(lease=leases, request=st.sampled_from(["r1", "r2", "r3"]), amount=amounts)
-    def spend(self, lease: tuple[str, str], request: str, amount: Decimal) -> None:
+    @rule(lease=held, seq=st.integers(1, 4), amount=amounts)
+    def spend(self, lease: tuple[str, str], seq: int, amount: Decimal) -> None:
         account, lease_id = lease
-        first = ledger.spend_lease(
-            self.ledger,
-            account=account,
-            lease_id=lease_id,
-            request_id=request,
-            amount=amount,
-            now=self.now,
-        )
-        again = ledger.spend_lease(
-            self.ledger,
-            account=account,
-            lease_id=lease_id,
-            request_id=request,
-            amount=amount,
-            now=self.now,
-        )
-        assert again == 0, "a usage report is counted once however often it is sent"
-        assert first <= amount
+        usage = [leases.Usage(f"r{seq}", seq, amount)]
+        with contextlib.suppress(leases.UnknownLease):
+            first = leases.report(
+                self.ledger, account=account, lease_id=lease_id, usages=usage, now=self.now
+            )
+            again = leases.report(
+                self.ledger, account=account, lease_id=lease_id, usages=usage, now=self.now
+            )
+            assert again.spent == 0, "a usage report is counted once however often it is sent"
+            assert first.spent <= amount
 
-    @rule(lease=leases)
+    @rule(lease=held)
     def give_back(self, lease: tuple[str, str]) -> None:
-        ledger.return_lease(self.ledger, account=lease[0], lease_id=lease[1], now=self.now)
+        with contextlib.suppress(leases.UnknownLease):
+            leases.close(
+                self.ledger, account=lease[0], lease_id=lease[1], now=self.now, state="released"
+            )
 
     @rule(
         account=st.sampled_from(ACCOUNTS),

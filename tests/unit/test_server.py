@@ -210,6 +210,6 @@ def test_stalled_connections_past_the_descriptor_limit_leave_requests_answered(
             connection.close()
         _, log = child.communicate("", timeout=20)
     lines = [line for line in log.splitlines() if line.strip()]
-    assert "Traceback" not in log
+    assert "Traceback" not in log, log
     assert len(lines) <= 5, log
     assert any("shed idle connections" in line for line in lines), log

@@ -38,7 +38,14 @@ ENTRIES_KEPT = 50
 """Recent ledger entries kept in status for people; the full audit goes to Events and logs."""
 
 EntryAction = Literal[
-    "reserve", "confirm", "refund", "lease", "lease-spend", "lease-return", "reset", "break-glass"
+    "reserve",
+    "confirm",
+    "refund",
+    "lease",
+    "lease-spend",
+    "lease-return",
+    "reset",
+    "break-glass",
 ]
 
 # The records below are created and changed on every charge, so they are plain slotted
@@ -89,15 +96,44 @@ class Reservation:
     witness: Witness | None = None
 
 
+LeaseState = Literal["active", "released", "expired", "revoked"]
+
+REPORTS_AHEAD_MAX = 1024
+"""How far past its contiguous mark a lease counts numbered reports: the set of those counted
+above the mark never holds more, so a lease's idempotency state stays bounded."""
+
+RECENT_REQUESTS_KEPT = 64
+"""Unnumbered reports (from runtimes that send no `seq`) are recognised by request id among
+a lease's most recent ones only."""
+
+
 @dataclass(slots=True)
 class LeaseHold:
-    """The part of an account lent to a BudgetLease and not yet reported as spent."""
+    """A slice of an account lent to a holder, and what the holder reported spending of it.
+
+    While active, `amount` is what is still lent (`granted - spent`). Closed (released,
+    expired, revoked), `amount` is zero and `returned` is what went back to the balance: late
+    reports are still counted against that, once each, until the hold is forgotten.
+    """
 
     __pydantic_config__ = _RECORD
 
     amount: Amount
     expires_at: Timestamp
     holder: Name = ""
+    agent: Name = ""
+    granted: Amount = Decimal(0)
+    spent: Amount = Decimal(0)
+    created_at: Timestamp | None = None
+    state: LeaseState = "active"
+    closed_at: Timestamp | None = None
+    returned: Amount = Decimal(0)
+    reported_through: int = 0
+    """Every numbered report up to this one was counted."""
+    counted_above: list[int] = field(default_factory=list)
+    """Numbered reports above `reported_through` that were counted, ascending."""
+    recent_requests: list[Name] = field(default_factory=list)
+    """Request ids of the latest unnumbered reports, newest last."""
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from budgetops.apis.agents import Agents, SpentBy
 from budgetops.apis.common import (
     Amount,
     Condition,
@@ -257,6 +258,8 @@ class TrustBudgetStatus(Ledger):
     )
     exhausted_accounts: int = 0
     lowest_balance: Amount | None = None
+    agents: Agents = Field(default_factory=dict)
+    spent_by: SpentBy = Field(default_factory=SpentBy)
 
 
 __all__ = [

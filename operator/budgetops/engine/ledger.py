@@ -25,7 +25,6 @@ from budgetops.apis.ledger import (
     Account,
     Entry,
     EntryAction,
-    LeaseHold,
     Ledger,
     Reservation,
     Witness,
@@ -130,7 +129,7 @@ def _account(ledger: Ledger, key: str) -> Account:
         raise UnknownAccount(key) from None
 
 
-def _record(
+def record(
     ledger: Ledger,
     *,
     at: datetime,
@@ -187,7 +186,7 @@ def reserve(
     target.reservations[key] = Reservation(
         amount=amount, created_at=now, expires_at=now + ttl, object=ref, witness=witness
     )
-    _record(ledger, at=now, account=account, action="reserve", amount=amount, key=key, ref=ref)
+    record(ledger, at=now, account=account, action="reserve", amount=amount, key=key, ref=ref)
     return Charge("reserved", amount, target.balance)
 
 
@@ -223,9 +222,7 @@ def _settle_reservation(
     if action != "cancel":
         ledger.remember_settled(key, now)
     entry: EntryAction = "confirm" if action == "confirm" else "refund"
-    _record(
-        ledger, at=now, account=name, action=entry, amount=held.amount, key=key, ref=held.object
-    )
+    record(ledger, at=now, account=name, action=entry, amount=held.amount, key=key, ref=held.object)
     return held.amount
 
 
@@ -259,78 +256,6 @@ def expired_reservations(ledger: Ledger, *, now: datetime) -> list[str]:
     return [key for _, key in sorted(found)]
 
 
-def lease(
-    ledger: Ledger,
-    *,
-    account: str,
-    lease_id: str,
-    amount: Decimal,
-    now: datetime,
-    expires_at: datetime,
-    holder: str = "",
-) -> Charge:
-    """Lend `amount` to a lease; granting the same lease id twice grants once."""
-    check_charge(account=account, key=lease_id, amount=amount)
-    _check_text(holder or "-", "holder", KEY_MAX)
-    target = _account(ledger, account)
-    if lease_id in target.leases or lease_id in ledger.settled:
-        return Charge("duplicate", ZERO, target.balance)
-    _check_room(ledger)
-    if amount > target.balance:
-        return Charge("insufficient", ZERO, target.balance)
-    target.balance -= amount
-    target.leased_out += amount
-    target.leases[lease_id] = LeaseHold(amount=amount, expires_at=expires_at, holder=holder)
-    _record(
-        ledger, at=now, account=account, action="lease", amount=amount, key=lease_id, ref=holder
-    )
-    return Charge("reserved", amount, target.balance)
-
-
-def spend_lease(
-    ledger: Ledger,
-    *,
-    account: str,
-    lease_id: str,
-    request_id: str,
-    amount: Decimal,
-    now: datetime,
-) -> Decimal:
-    """A holder reports spending: that part of the lease becomes spent, once per request id.
-
-    A report larger than what is left of the lease spends only what is left: the holder
-    overran its slice locally, and the parent must not pay more than it lent.
-    """
-    report_key = f"{lease_id}/{request_id}"
-    check_charge(account=account, key=report_key, amount=amount)
-    target = _account(ledger, account)
-    hold = target.leases.get(lease_id)
-    if hold is None or report_key in ledger.settled:
-        return ZERO
-    spent = min(amount, hold.amount)
-    hold.amount -= spent
-    target.leased_out -= spent
-    target.spent += spent
-    ledger.remember_settled(report_key, now)
-    _record(ledger, at=now, account=account, action="lease-spend", amount=spent, key=report_key)
-    return spent
-
-
-def return_lease(ledger: Ledger, *, account: str, lease_id: str, now: datetime) -> Decimal:
-    """Release or expiry: what the holder did not spend returns to the balance."""
-    target = _account(ledger, account)
-    hold = target.leases.pop(lease_id, None)
-    if hold is None:
-        return ZERO
-    target.leased_out -= hold.amount
-    target.balance += hold.amount
-    ledger.remember_settled(lease_id, now)
-    _record(
-        ledger, at=now, account=account, action="lease-return", amount=hold.amount, key=lease_id
-    )
-    return hold.amount
-
-
 def reset(
     ledger: Ledger,
     *,
@@ -360,7 +285,7 @@ def reset(
     target.window_start = window_start
     target.resets_at = resets_at
     ledger.forget_settled_before(min(a.window_start for a in ledger.accounts.values()))
-    _record(ledger, at=window_start, account=account, action="reset", amount=new_allocation)
+    record(ledger, at=window_start, account=account, action="reset", amount=new_allocation)
 
 
 def resize(ledger: Ledger, *, account: str, allocation: Decimal) -> None:

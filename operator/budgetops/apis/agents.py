@@ -1,0 +1,69 @@
+"""Agents: who may borrow from a USD TrustBudget through the lease API, and with which token.
+
+An agent is one account of the budget (named by its id), one identity token and one provider
+key. The record lives in the budget's status beside the account, so that rotating or revoking
+the token and closing the agent's leases are one compare-and-swap.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field, WithJsonSchema
+
+from budgetops.apis.common import Amount, Model, SecretKeyRef, Timestamp
+
+AGENT_ID_PATTERN = r"^agent_[a-z0-9]{6,32}$"
+BUDGET_ID_PATTERN = r"^budget-[a-z0-9]{6,32}$"
+PROVIDER_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+PERMISSION_PATTERN = r"^[a-z][a-z0-9_-]{0,31}:[a-z][a-z0-9_-]{0,31}$"
+
+
+class Agent(Model):
+    """One agent: its budget id, its current token, and its provider."""
+
+    budget_id: str = Field(pattern=BUDGET_ID_PATTERN)
+    token_id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9]+$")
+    issued_at: Timestamp
+    expires_at: Timestamp | None = None
+    revoked_at: Timestamp | None = None
+    provider: str = Field(pattern=PROVIDER_PATTERN)
+    provider_model: str = Field(default="", max_length=128)
+    provider_key: SecretKeyRef
+    project: str = Field(default="", max_length=63)
+    permissions: list[Annotated[str, Field(pattern=PERMISSION_PATTERN)]] = Field(
+        default_factory=lambda: ["llm:call"], max_length=16
+    )
+
+
+Agents = Annotated[
+    dict[Annotated[str, Field(pattern=AGENT_ID_PATTERN)], Agent],
+    Field(max_length=1024),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "description": (
+                "Agents of this budget by id: budget id, current token id, provider and the "
+                "Secret key holding the provider's key. Written by `budgetops agent`."
+            ),
+        }
+    ),
+]
+"""A budget's agents; opaque to the CRD schema, like its accounts."""
+
+
+TOTALS_KEPT = 64
+"""Distinct providers, and projects, a budget totals by name; the rest are added up under
+OTHER, so a runtime naming a new provider per report cannot grow a status without bound."""
+OTHER = "(other)"
+
+
+class SpentBy(Model):
+    """What the budget's agents reported spending through leases since the budget was
+    created: informative totals that never refuse anything."""
+
+    total: Amount = Decimal(0)
+    providers: dict[str, Amount] = Field(default_factory=dict, max_length=TOTALS_KEPT + 1)
+    projects: dict[str, Amount] = Field(default_factory=dict, max_length=TOTALS_KEPT + 1)
