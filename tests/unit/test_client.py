@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from budgetops.client import (
     BudgetClient,
@@ -27,6 +30,7 @@ from budgetops.client import (
 )
 
 NOW = 1_764_757_845.0
+PROVIDER_KEY = "sk-test-provider-key"
 
 
 def _part(value: dict[str, object]) -> str:
@@ -56,6 +60,7 @@ class Plane:
         self.bad_seqs: set[int] = set()
         self.deny_refresh = False
         self.revoked = False
+        self.empty = False
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -85,12 +90,15 @@ class Plane:
         body = await self._body(request)
         if body["ic_token"] != TOKEN:
             return _error(401, "INVALID_TOKEN", "bad signature")
+        if self.empty:
+            return _error(403, "BUDGET_EXCEEDED", "budget-abc123 has nothing left")
         lease_id = self._lease()
         self.log.append(f"handshake {lease_id}")
+        salt = b"s" * 16
         return _json(
             {
-                "ip_token": "AES256:aXY=:Y2lwaGVy:dGFn",
-                "key_salt": base64.b64encode(b"s" * 16).decode(),
+                "ip_token": _seal(PROVIDER_KEY, salt, lease_id),
+                "key_salt": base64.b64encode(salt).decode(),
                 "budget_granted": self.grant,
                 "budget_remaining": Decimal("90.00"),
                 "lease_id": lease_id,
@@ -146,6 +154,15 @@ class Plane:
 
     def costs(self, lease_id: str) -> list[Decimal]:
         return [cost for _, cost in sorted(self.counted[lease_id].items())]
+
+
+def _seal(plain: str, salt: bytes, lease_id: str) -> str:
+    """The provider key sealed as docs/lease-api.md says."""
+    hkdf = HKDF(algorithm=SHA256(), length=32, salt=salt, info=b"budgetops.dev/provider-key/v1")
+    iv = b"i" * 12
+    sealed = AESGCM(hkdf.derive(TOKEN.encode())).encrypt(iv, plain.encode(), lease_id.encode())
+    parts = (iv, sealed[:-16], sealed[-16:])
+    return "AES256:" + ":".join(base64.b64encode(part).decode() for part in parts)
 
 
 def _json(body: dict[str, object]) -> web.Response:
@@ -381,6 +398,28 @@ def test_a_refused_token_makes_every_later_call_fail(tmp_path: Path) -> None:
             with pytest.raises(InvalidToken):
                 await budget.flush()
         assert [json.loads(line)["seq"] for line in queue.read_text().splitlines()] == [1, 2]
+
+    scenario(test)
+
+
+def test_the_provider_key_is_opened_only_when_asked_for() -> None:
+    pytest.importorskip("budgetops.crypto.sealing")
+
+    async def test(plane: Plane, url: str) -> None:
+        async with client(url) as budget:
+            assert PROVIDER_KEY not in repr(vars(budget))
+            assert budget.provider_key() == PROVIDER_KEY
+
+    scenario(test)
+
+
+def test_a_handshake_finding_nothing_left_is_budget_exhausted() -> None:
+    async def test(plane: Plane, url: str) -> None:
+        plane.empty = True
+        budget = client(url)
+        with pytest.raises(BudgetExhausted, match="nothing left"):
+            await budget.start()
+        await budget.close()
 
     scenario(test)
 
