@@ -289,16 +289,20 @@ def test_a_spend_holds_its_estimate_until_the_call_is_recorded() -> None:
 
 def test_an_approved_refresh_moves_to_the_new_lease_and_releases_the_old_once_acked() -> None:
     async def test(plane: Plane, url: str) -> None:
-        async with client(url, refresh_threshold=Decimal("0.50")) as budget:
+        options = {"refresh_threshold": Decimal("0.50"), "retries": 0}
+        async with client(url, **options) as budget:
             first = budget.lease_id
+            plane.failing_reports = 10**6
             record(budget, "9.60")
             await until(lambda: budget.lease_id != first)
+            second = budget.lease_id
             assert budget.remaining == Decimal("10.00")
             record(budget, "0.10")
             await budget.flush()
-            second = budget.lease_id
-            assert plane.log[1:] == [
-                f"refresh {first} -> {second}",
+            assert plane.log[1:] == [f"refresh {first} -> {second}"]  # not released: not acked
+            plane.failing_reports = 0
+            await budget.flush()
+            assert plane.log[2:] == [
                 f"report {first} [1]",
                 f"report {second} [1]",
                 f"release {first}",

@@ -350,7 +350,7 @@ class BudgetClient:
         self._available = lease.remaining - self._held
 
     def _refresh_soon(self) -> None:
-        if self._refresh_task is None and self._failure is None:
+        if self._refresh_task is None and self._failure is None and not self._closed:
             self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
 
     async def _refresh(self) -> None:
