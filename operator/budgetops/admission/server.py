@@ -135,6 +135,7 @@ class _Guard:
         self._flood_logged: dict[str, float] = {}
         self._flood_suppressed: dict[str, int] = {}
         self.shed = 0
+        self.stopping = False
 
     def now(self) -> float:
         assert self._loop is not None
@@ -146,6 +147,7 @@ class _Guard:
         self._sweep()
 
     def stop(self) -> None:
+        self.stopping = True
         if self._sweeper is not None:
             self._sweeper.cancel()
 
@@ -206,11 +208,19 @@ class _Guard:
                 len(self.connections),
             )
             return
+        if self.stopping and isinstance(error, ValueError) and "file descriptor" in str(error):
+            # asyncio retries accept() 1 s after EMFILE; stopped within that second, the
+            # retry finds the listening socket closed. Nothing is lost: we stopped serving.
+            log.debug("an accept() retry found the listening socket closed")
+            return
         loop.default_exception_handler(context)
 
 
 def _application(
-    admission: Admission, ready: Callable[[], bool], limits: Limits = Limits()
+    admission: Admission,
+    ready: Callable[[], bool],
+    limits: Limits = Limits(),
+    mounted: dict[str, web.Application] | None = None,
 ) -> web.Application:
     async def validate(request: web.Request) -> web.StreamResponse:
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -267,6 +277,8 @@ def _application(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    for prefix, sub in (mounted or {}).items():
+        app.add_subapp(prefix, sub)
     app.router.add_route("*", "/{path:.*}", elsewhere)
     return app
 
@@ -390,16 +402,19 @@ def serve(
     tls: tuple[str, str] | None,
     tls_check_seconds: float = TLS_CHECK_SECONDS,
     limits: Limits = Limits(),
+    mounted: dict[str, web.Application] | None = None,
 ) -> WebhookServer:
     """A running server (in a daemon thread); plain HTTP only on a loopback address.
-    Port 0 picks a free port, which `server.port` then holds."""
+    Port 0 picks a free port, which `server.port` then holds. `mounted` adds applications
+    under path prefixes (the lease API at /api/v1), behind the same TLS and limits."""
     if tls is None and not ip_address(host).is_loopback:
         raise ValueError(
             f"refusing plain HTTP on {host}: give --tls-cert-file and --tls-key-file, "
             "or listen on 127.0.0.1"
         )
 
-    server = WebhookServer(_application(admission, admission.store.ready, limits), limits)
+    app = _application(admission, admission.store.ready, limits, mounted)
+    server = WebhookServer(app, limits)
     context = None
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
