@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
@@ -12,8 +13,10 @@ from budgetops.handlers.embedded import LedgerWatch, embedded_reconciler, keep_l
 from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
 from budgetops.store import SQLiteStore
+from budgetops.store.secrets import FileSecrets
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 
+from .agents import secrets_dir
 from .serving import log_to_stderr, serve_until_stopped
 
 
@@ -35,6 +38,7 @@ def serve_embedded(path: str, args: argparse.Namespace, out: TextIO) -> int:
             registry=registry,
             events=events,
             until=keep_ledger(reconciler, LedgerWatch(store)),
+            secrets=FileSecrets(secrets_dir(Path(path), args.secrets_dir)),
         )
     finally:
         store.close()

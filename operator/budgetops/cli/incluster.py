@@ -65,7 +65,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     registry.register(EventsCollector(events))
     try:
         if not args.reconcile:
-            return serve_until_stopped(store, args, out, registry=registry, events=events)
+            return serve_until_stopped(
+                store, args, out, registry=registry, events=events, secrets=KubeSecrets(api)
+            )
         notifier = Notifier(secrets=KubeSecrets(api), registry=registry, clock=system_clock)
         notifier.start()
         stack.callback(notifier.stop)
@@ -84,7 +86,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             run_operator(scheduler, api, peering=args.peering, stop=stop)
 
         return serve_until_stopped(
-            store, args, out, registry=registry, events=events, until=reconcile
+            store,
+            args,
+            out,
+            registry=registry,
+            events=events,
+            until=reconcile,
+            secrets=KubeSecrets(api),
         )
     finally:
         stack.close()

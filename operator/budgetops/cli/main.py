@@ -19,6 +19,7 @@ from typing import TextIO
 from budgetops.apis.common import format_duration, format_time, parse_amount, parse_duration
 from budgetops.apis.resources import Budget, ManifestError, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, ChangeClass
+from budgetops.crypto.tokens import DEFAULT_ISSUER
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
 from budgetops.engine.ledger import confirm
@@ -26,6 +27,8 @@ from budgetops.engine.rollover import bring_current_trust, roll_risk_window, sum
 from budgetops.store import BudgetKey, ChargeTimeout, NotFound, SQLiteStore
 from budgetops.store.sqlite import LedgerError, explain
 
+from .agents import COMMANDS as AGENT_COMMANDS
+from .agents import add_parser as add_agent_parser
 from .embedded import serve_embedded
 from .incluster import add_arguments as add_run_arguments
 from .manifests import crd_files, load
@@ -341,9 +344,26 @@ def parser() -> argparse.ArgumentParser:
             help="how long a charge stays reserved before it must be confirmed (at most 7d)",
         )
 
+    db_help = f"ledger file (default $BUDGETOPS_DB or {DEFAULT_DB})"
+    add_agent_parser(verbs, db_help=db_help).set_defaults(run=cmd_agent)
     for verb in (charge, consume, status, webhook):
         verb.add_argument("--db", help=f"ledger file (default $BUDGETOPS_DB or {DEFAULT_DB})")
+    webhook.add_argument(
+        "--secrets-dir", help="agent signing and provider key files (default: <ledger>.secrets)"
+    )
+    for verb in (webhook, in_cluster):
+        verb.add_argument(
+            "--issuer", default=DEFAULT_ISSUER, help="the issuer agent tokens must carry"
+        )
+        verb.add_argument(
+            "--lease-ttl", default="1h", type=_ttl, help="how long a lease lasts (at most 7d)"
+        )
     return top
+
+
+def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
+    """`budgetops agent ...` on the embedded ledger."""
+    return AGENT_COMMANDS[args.action](args, out, _db_path(args.db))
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -17,6 +17,9 @@ from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
 from budgetops.apis.common import parse_duration
 from budgetops.engine.clock import system_clock
+from budgetops.leaseapi.app import PREFIX as LEASE_PREFIX
+from budgetops.leaseapi.app import lease_app
+from budgetops.leaseapi.service import LeaseRecords, LeaseService, LeaseSettings, SecretSource
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore
@@ -37,6 +40,8 @@ def serve_until_stopped(
     registry: CollectorRegistry | None = None,
     events: EventRecorder | None = None,
     until: Callable[[threading.Event], None] | None = None,
+    secrets: SecretSource | None = None,
+    records: LeaseRecords | None = None,
 ) -> int:
     """Run the webhook over `store` until SIGTERM or Ctrl-C, running `until(stop)` meanwhile
     if given (it must return once `stop` is set)."""
@@ -52,8 +57,22 @@ def serve_until_stopped(
         metrics=AdmissionMetrics(registry or CollectorRegistry()),
         events=events,
     )
-    server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls)
-    out.write(f"serving POST {'https' if tls else 'http'}://{args.listen}/validate\n")
+    mounted = {}
+    if secrets is not None:
+        settings = LeaseSettings(
+            issuer=args.issuer,
+            ttl=parse_duration(args.lease_ttl),
+            namespace=getattr(args, "namespace", ""),
+        )
+        service = LeaseService(
+            store, secrets, clock=system_clock, settings=settings, records=records
+        )
+        mounted[LEASE_PREFIX] = lease_app(service)
+    server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls, mounted=mounted)
+    scheme = "https" if tls else "http"
+    out.write(f"serving POST {scheme}://{args.listen}/validate\n")
+    if mounted:
+        out.write(f"serving the lease API at {scheme}://{args.listen}{LEASE_PREFIX}\n")
     out.flush()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

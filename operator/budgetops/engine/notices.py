@@ -24,6 +24,7 @@ NoticeReason = Literal[
     "Recovered",
     "ReservationRefunded",
     "ReservationUnverified",
+    "LeasesExpired",
 ]
 
 

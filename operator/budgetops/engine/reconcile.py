@@ -19,7 +19,7 @@ from budgetops.apis.common import Condition, format_duration, format_time
 from budgetops.apis.ledger import Account, Ledger, Reservation
 from budgetops.apis.riskbudget import Band, RiskBudgetSpec, RiskBudgetStatus
 from budgetops.apis.trustbudget import AlertKind, TrustBudgetSpec, TrustBudgetStatus
-from budgetops.engine import ledger
+from budgetops.engine import leases, ledger
 from budgetops.engine.alerts import UsageSamples, account_alerts
 from budgetops.engine.bands import BAND_ORDER, percent_used
 from budgetops.engine.conditions import is_true, set_condition
@@ -88,8 +88,8 @@ def awaiting_witness(status: Ledger) -> list[str]:
 
 def next_due(status: Ledger) -> datetime | None:
     """The earliest instant at which something in this status falls due by itself: an
-    account's reset (a RiskBudget's window end is its account's `resetsAt`) or a
-    reservation's expiry."""
+    account's reset (a RiskBudget's window end is its account's `resetsAt`), a
+    reservation's expiry, or a lease's expiry (or the end of a closed one's memory)."""
     instants = [
         moment
         for account in status.accounts.values()
@@ -99,6 +99,9 @@ def next_due(status: Ledger) -> datetime | None:
         )
         if moment is not None
     ]
+    lease_due = leases.next_due(status)
+    if lease_due is not None:
+        instants.append(lease_due)
     return min(instants, default=None)
 
 
@@ -278,6 +281,7 @@ def reconcile_trust(
         now=now,
         outcome=outcome,
     )
+    _expire_leases(status, spec, budget=budget, now=now, outcome=outcome)
     summarize_trust(status)
     _alert_accounts(
         status, spec, budget=budget, now=now, samples=samples, reset=set(reset), outcome=outcome
@@ -286,6 +290,32 @@ def reconcile_trust(
     outcome.changed |= _trust_conditions(status, now=now, generation=generation)
     _mark_ready(status, outcome, f"{len(status.accounts)} accounts", now, generation)
     return outcome
+
+
+def _expire_leases(
+    status: TrustBudgetStatus,
+    spec: TrustBudgetSpec,
+    *,
+    budget: str,
+    now: datetime,
+    outcome: Outcome,
+) -> None:
+    """Return what expired leases still lend; forget leases closed longer than their ttl."""
+    held = sum(len(a.leases) for a in status.accounts.values())
+    expired = leases.expire(status, now=now)
+    if expired or held != sum(len(a.leases) for a in status.accounts.values()):
+        outcome.changed = True
+    if expired:
+        returned = sum((amount for _, _, amount in expired), Decimal(0))
+        outcome.notices.append(
+            Notice(
+                budget,
+                "LeasesExpired",
+                f"{len(expired)} leases expired; {show(returned, spec.unit)} {spec.unit} "
+                f"returned to {_some(sorted({name for name, _, _ in expired}))}",
+                at=now,
+            )
+        )
 
 
 def _alert_accounts(

@@ -1,4 +1,4 @@
-"""Secret values for notification channels, read from the API server when a message is sent.
+"""Secret values (notification channels, agent signing and provider keys), read when used.
 
 Read at each send rather than cached, so a rotated webhook URL or SMTP password applies to
 the next message without a restart; notifications are few, so the reads are too.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+from pathlib import Path
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -35,3 +37,37 @@ class KubeSecrets:
             return base64.b64decode(encoded, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise LookupError(f"{where} key {key} is not base64-encoded UTF-8 text") from None
+
+
+class FileSecrets:
+    """Secrets as files, `<root>/<name>/<key>`: the layout of a mounted Secret volume, and
+    where the embedded ledger keeps its agent signing key and provider keys."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, name: str, key: str) -> Path:
+        for part in (name, key):
+            if not part or "/" in part or part in (".", ".."):
+                raise LookupError(f"{part!r} cannot name a secret file")
+        return self.root / name / key
+
+    def read(self, namespace: str, name: str, key: str) -> str:
+        """`namespace` is ignored: the embedded ledger has one."""
+        where = self.path(name, key)
+        try:
+            return where.read_text()
+        except FileNotFoundError:
+            raise LookupError(f"secret {name} has no key {key} (no file {where})") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise LookupError(f"secret file {where} could not be read: {error}") from None
+
+    def write(self, name: str, key: str, value: str) -> None:
+        """Create or replace a key, readable by the owner only."""
+        where = self.path(name, key)
+        where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = where.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(value)
+        temporary.replace(where)

@@ -1,0 +1,198 @@
+"""`budgetops agent create|rotate|revoke|list`: agents of a USD TrustBudget and their tokens.
+
+On the embedded ledger, the signing key and the provider keys are files in the secrets
+folder beside it (`<ledger>.secrets/<name>/<key>`, the layout of a mounted Secret), which
+`budgetops serve` reads. Each change is one write of the budget's status: a rotation or
+revocation closes the agent's leases in the same write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from budgetops.apis.agents import Agent
+from budgetops.apis.common import SecretKeyRef, format_time, parse_duration
+from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.crypto import tokens
+from budgetops.engine import agents
+from budgetops.engine.clock import system_clock
+from budgetops.leaseapi.service import SIGNING_KEY_FIELD, SIGNING_KEY_SECRET
+from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store.secrets import FileSecrets
+
+T = TypeVar("T")
+
+
+def secrets_dir(ledger: Path, given: str | None) -> Path:
+    return Path(given) if given else ledger.with_name(ledger.name + ".secrets")
+
+
+def signing_key(store: FileSecrets) -> bytes:
+    """The key agent tokens are signed with, made on first use."""
+    try:
+        return bytes.fromhex(store.read("", SIGNING_KEY_SECRET, SIGNING_KEY_FIELD).strip())
+    except LookupError:
+        key = secrets.token_bytes(32)
+        store.write(SIGNING_KEY_SECRET, SIGNING_KEY_FIELD, key.hex())
+        return key
+
+
+def _secret_ref(value: str) -> SecretKeyRef:
+    name, _, key = value.partition("/")
+    if not name or not key:
+        raise ValueError(f"--provider-key-secret {value!r}: write it as NAME/KEY")
+    return SecretKeyRef(name=name, key=key)
+
+
+def _token(agent_id: str, agent: Agent, key: bytes, issuer: str) -> str:
+    claims = tokens.AgentClaims(
+        agent_id=agent_id,
+        budget_id=agent.budget_id,
+        issued_at=int(agent.issued_at.timestamp()),
+        expires_at=int(agent.expires_at.timestamp()) if agent.expires_at else None,
+        issuer=issuer,
+        permissions=tuple(agent.permissions),
+        token_id=agent.token_id,
+    )
+    return tokens.issue(claims, key=key)
+
+
+def _expiry(now: datetime, given: str | None) -> datetime | None:
+    return now + parse_duration(given) if given else None
+
+
+def cmd_create(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    files = FileSecrets(secrets_dir(ledger, args.secrets_dir))
+    ref = _secret_ref(args.provider_key_secret)
+    files.read("", ref.name, ref.key)  # a handshake needs it: refuse an agent without one
+    key = signing_key(files)
+    now = system_clock().replace(microsecond=0)
+    agent_id = tokens.new_agent_id()
+    agent = Agent(
+        budget_id=tokens.new_budget_id(),
+        token_id=tokens.new_token_id(),
+        issued_at=now,
+        expires_at=_expiry(now, args.expires_in),
+        provider=args.provider,
+        provider_model=args.model or "",
+        provider_key=ref,
+        project=args.project or "",
+    )
+
+    def add(budget: Budget) -> None:
+        assert isinstance(budget, TrustBudget)
+        agents.add_agent(budget.status, budget.spec, agent_id=agent_id, agent=agent, now=now)
+
+    _change(ledger, args.budget, add)
+    out.write(f"agent: {agent_id}\nbudget_id: {agent.budget_id}\n")
+    out.write(f"token: {_token(agent_id, agent, key, args.issuer)}\n")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    key = signing_key(FileSecrets(secrets_dir(ledger, args.secrets_dir)))
+    now = system_clock().replace(microsecond=0)
+    token_id = tokens.new_token_id()
+    expires_at = _expiry(now, args.expires_in)
+
+    def rotate(budget: Budget) -> tuple[int, Agent]:
+        assert isinstance(budget, TrustBudget)
+        closed = agents.rotate(
+            budget.status,
+            agent_id=args.agent,
+            token_id=token_id,
+            issued_at=now,
+            expires_at=expires_at,
+            now=now,
+        )
+        return closed, budget.status.agents[args.agent]
+
+    closed, agent = _change(ledger, args.budget, rotate)
+    out.write(f"agent: {args.agent}: {closed} leases closed; the old token is refused\n")
+    out.write(f"token: {_token(args.agent, agent, key, args.issuer)}\n")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    now = system_clock()
+
+    def revoke(budget: Budget) -> int:
+        assert isinstance(budget, TrustBudget)
+        return agents.revoke(budget.status, agent_id=args.agent, now=now)
+
+    closed = _change(ledger, args.budget, revoke)
+    out.write(f"agent: {args.agent} revoked: {closed} leases closed, its token is refused\n")
+    return 0
+
+
+def _change(ledger: Path, budget: str, change: Callable[[Budget], T]) -> T:
+    store = SQLiteStore(ledger, mode="rw", check_writes=True)
+    try:
+        return store.update_status(BudgetKey("TrustBudget", budget), change)
+    except agents.UnknownAgent as error:
+        raise ValueError(f"no agent {error.args[0]} in TrustBudget {budget}") from None
+    finally:
+        store.close()
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    store = SQLiteStore(ledger, mode="ro")
+    try:
+        budget = store.get(BudgetKey("TrustBudget", args.budget))
+    finally:
+        store.close()
+    assert isinstance(budget, TrustBudget)
+    for agent_id, agent in sorted(budget.status.agents.items()):
+        account = budget.status.accounts.get(agent_id)
+        open_leases = [
+            h for h in (account.leases if account else {}).values() if h.state == "active"
+        ]
+        state = "revoked" if agent.revoked_at else "active"
+        money = f"{account.balance:.2f} of {account.allocation:.2f} USD left" if account else ""
+        out.write(
+            f"{agent_id}  {state}  {agent.provider}  {money}  {len(open_leases)} open leases"
+            f"  token issued {format_time(agent.issued_at)}\n"
+        )
+    return 0
+
+
+COMMANDS = {"create": cmd_create, "rotate": cmd_rotate, "revoke": cmd_revoke, "list": cmd_list}
+
+
+def add_parser(
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser], *, db_help: str
+) -> argparse.ArgumentParser:
+    """`budgetops agent ...`; its `run` is set by the caller, which knows the ledger."""
+    agent = verbs.add_parser("agent", help="agents of a USD TrustBudget and their tokens")
+    actions = agent.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="add an agent and print its identity token")
+    create.add_argument("--provider", required=True, help="provider id, e.g. openai")
+    create.add_argument(
+        "--provider-key-secret",
+        required=True,
+        help="NAME/KEY of the Secret (a file under the secrets folder) holding the API key",
+    )
+    create.add_argument("--model", help="the provider model runtimes use by default")
+    create.add_argument("--project", help="project the agent's spending is totalled under")
+    rotate = actions.add_parser("rotate", help="issue a new token; the old one and its leases end")
+    revoke = actions.add_parser("revoke", help="refuse the agent's token and close its leases")
+    listing = actions.add_parser("list", help="the budget's agents")
+    for action in (rotate, revoke):
+        action.add_argument("agent", help="agent id (agent_...)")
+    for action in (create, rotate):
+        action.add_argument("--expires-in", help="token lifetime, e.g. 90d (default: long-lived)")
+        action.add_argument(
+            "--issuer", default=tokens.DEFAULT_ISSUER, help="the issuer the lease API expects"
+        )
+    for action in (create, rotate, revoke, listing):
+        action.add_argument("--budget", required=True, help="the USD TrustBudget")
+        action.add_argument("--db", help=db_help)
+        action.add_argument(
+            "--secrets-dir", help="where key files live (default: <ledger>.secrets)"
+        )
+    return agent

@@ -1,0 +1,200 @@
+"""The lease API's OpenAPI 3.1 document, generated from the request models it validates with,
+so the published description cannot drift from what the server accepts."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from budgetops.apis.leaseprotocol import (
+    LEASE_ID_PATTERN,
+    HandshakeRequest,
+    RefreshRequest,
+    ReleaseRequest,
+    ReportRequest,
+    UsageRecord,
+)
+
+ERRORS: dict[str, tuple[int, str]] = {
+    "INVALID_REQUEST": (400, "malformed JSON, or a field missing, mistyped or out of range"),
+    "INVALID_TOKEN": (401, "no token, a bad one, expired, rotated or revoked"),
+    "BUDGET_EXCEEDED": (403, "nothing left in the agent's budget to lease"),
+    "LEASE_FORBIDDEN": (403, "another agent's lease, or another budget_id"),
+    "LEASE_NOT_FOUND": (404, "no such lease, or closed longer ago than its ttl"),
+    "NOT_FOUND": (404, "no such path"),
+    "METHOD_NOT_ALLOWED": (405, "the path answers another method"),
+    "REPORT_OUT_OF_ORDER": (409, "a record too far past what was counted"),
+    "TOO_MANY_LEASES": (409, "the agent holds as many leases as an account may"),
+    "PAYLOAD_TOO_LARGE": (413, "a body over 1 MiB"),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "not application/json, or compressed"),
+    "INTERNAL": (500, "an unexpected failure; details only in the server's log"),
+    "HANDSHAKE_FAILED": (503, "the agent's provider key cannot be read"),
+    "UNAVAILABLE": (503, "the budget could not be written in time; retry"),
+}
+"""Every error code the lease API answers with, its HTTP status and when."""
+
+_MONEY = {"type": "number", "multipleOf": 0.01}
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_SEALED = r"^AES256:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$"
+_RESPONSES: dict[str, dict[str, Any]] = {
+    "Handshake": _object(
+        ["ip_token", "key_salt", "budget_granted", "budget_remaining", "lease_id", "provider"],
+        ip_token={
+            "type": "string",
+            "pattern": r"^AES256:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$",
+        },
+        key_salt={"type": "string", "contentEncoding": "base64"},
+        budget_granted=_MONEY,
+        budget_remaining=_MONEY,
+        lease_id={"type": "string", "pattern": LEASE_ID_PATTERN},
+        provider={"type": "string"},
+        provider_model={"type": "string"},
+        expires_at=_TIME,
+    ),
+    "Report": _object(
+        ["lease_id", "accepted", "duplicates", "spent", "remaining"],
+        lease_id={"type": "string"},
+        accepted={"type": "integer"},
+        duplicates={"type": "integer"},
+        spent=_MONEY,
+        remaining=_MONEY,
+        uncovered=_MONEY,
+    ),
+    "Refresh": _object(
+        ["status", "budget_remaining", "total_allocated", "total_spent"],
+        status={"enum": ["approved", "denied"]},
+        reason={"enum": ["total_budget_exhausted"]},
+        budget_granted=_MONEY,
+        budget_remaining=_MONEY,
+        lease_id={"type": "string"},
+        total_allocated=_MONEY,
+        total_spent=_MONEY,
+        expires_at=_TIME,
+    ),
+    "Release": _object(
+        ["lease_id", "status", "returned", "spent", "budget_remaining"],
+        lease_id={"type": "string"},
+        status={"enum": ["released", "expired", "revoked"]},
+        returned=_MONEY,
+        spent=_MONEY,
+        budget_remaining=_MONEY,
+    ),
+    "Lease": _object(
+        ["lease_id", "agent_id", "budget_id", "status", "granted", "spent", "remaining"],
+        lease_id={"type": "string"},
+        agent_id={"type": "string"},
+        budget_id={"type": "string"},
+        status={"enum": ["active", "released", "expired", "revoked"]},
+        granted=_MONEY,
+        spent=_MONEY,
+        remaining=_MONEY,
+        reported_through={"type": "integer"},
+        created_at=_TIME,
+        expires_at=_TIME,
+    ),
+    "Error": _object(
+        ["error"],
+        error=_object(
+            ["code", "message"],
+            code={"enum": sorted(ERRORS)},
+            message={"type": "string"},
+        ),
+    ),
+}
+
+
+def _operation(
+    summary: str, request: str | None, response: str, codes: list[str], *, token: bool = True
+) -> dict[str, Any]:
+    statuses: dict[str, Any] = {
+        "200": {"description": "OK", "content": _json(response)},
+    }
+    for code in [*codes, "INVALID_REQUEST", "INTERNAL", "UNAVAILABLE"]:
+        status = str(ERRORS[code][0])
+        entry = statuses.setdefault(status, {"description": "", "content": _json("Error")})
+        entry["description"] = ", ".join(filter(None, [entry["description"], code]))
+    operation: dict[str, Any] = {"summary": summary, "responses": statuses}
+    if request is not None:
+        operation["requestBody"] = {"required": True, "content": _json(request)}
+    if token:
+        operation["security"] = [{"agentToken": []}]
+    return operation
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document served at /api/v1/openapi.json."""
+    schemas: dict[str, Any] = dict(_RESPONSES)
+    for model in (HandshakeRequest, ReportRequest, RefreshRequest, ReleaseRequest, UsageRecord):
+        schema = _schema(model)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    auth = ["INVALID_TOKEN", "LEASE_FORBIDDEN", "LEASE_NOT_FOUND"]
+    lease_path = {
+        "name": "lease_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": LEASE_ID_PATTERN},
+    }
+    lease_get = _operation("One lease as the ledger has it", None, "Lease", auth)
+    lease_get["parameters"] = [lease_path]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "BudgetOps lease API", "version": "v1"},
+        "servers": [{"url": "/api/v1"}],
+        "paths": {
+            "/auth/handshake": {
+                "post": _operation(
+                    "Borrow a lease and the sealed provider key",
+                    "HandshakeRequest",
+                    "Handshake",
+                    ["INVALID_TOKEN", "BUDGET_EXCEEDED", "HANDSHAKE_FAILED", "TOO_MANY_LEASES"],
+                    token=False,
+                )
+            },
+            "/budget/report": {
+                "post": _operation(
+                    "Report usage (one record or a batch), counted once",
+                    "ReportRequest",
+                    "Report",
+                    [*auth, "REPORT_OUT_OF_ORDER", "PAYLOAD_TOO_LARGE"],
+                )
+            },
+            "/budget/refresh": {
+                "post": _operation(
+                    "Ask for a new lease when the current one runs low",
+                    "RefreshRequest",
+                    "Refresh",
+                    [*auth, "TOO_MANY_LEASES"],
+                )
+            },
+            "/budget/release": {
+                "post": _operation(
+                    "Close a lease; the unspent rest returns", "ReleaseRequest", "Release", auth
+                )
+            },
+            "/budget/leases/{lease_id}": {"get": lease_get},
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "agentToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }

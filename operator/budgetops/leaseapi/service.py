@@ -1,0 +1,433 @@
+"""What each lease API call does, over any BudgetStore: verify, charge in one write, answer.
+
+Every movement of money happens inside one compare-and-swap of the agent's TrustBudget,
+and the token is checked against the agent's record inside that same write, so a report
+racing a revocation is either counted before it or refused after it. An answer is sent only
+once its write is stored: an acknowledged dollar is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
+
+from budgetops.apis.agents import Agent
+from budgetops.apis.common import format_time
+from budgetops.apis.leaseprotocol import (
+    HandshakeRequest,
+    RefreshRequest,
+    ReleaseRequest,
+    ReportRequest,
+)
+from budgetops.apis.ledger import LeaseHold
+from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.crypto import sealing, tokens
+from budgetops.engine import agents, leases
+from budgetops.engine.clock import Clock
+from budgetops.engine.ledger import InvalidCharge
+from budgetops.engine.rollover import summarize_trust, trust_account
+from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout, NotFound
+
+log = logging.getLogger("budgetops.leaseapi")
+
+T = TypeVar("T")
+
+SIGNING_KEY_SECRET = "budgetops-agent-signing-key"
+SIGNING_KEY_FIELD = "key"
+SIGNING_KEY_SECONDS = 10.0
+"""How long a read signing key is used before it is read again: a rotated key applies
+within this, and reports do not each cost a Secret read."""
+WRITE_SECONDS = 5.0
+
+
+class ApiError(Exception):
+    """An answer other than 200: its HTTP status, protocol code and a message to show."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class SecretSource(Protocol):
+    def read(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret; LookupError (naming it, never its value) when it cannot."""
+        ...
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    issuer: str = tokens.DEFAULT_ISSUER
+    ttl: timedelta = timedelta(hours=1)
+    namespace: str = "budgetops-system"
+    """Where the signing key and provider key Secrets live."""
+
+
+class LeaseRecords(Protocol):
+    """Where leases are recorded besides the ledger (BudgetLease objects in a cluster)."""
+
+    def opened(self, budget: BudgetKey, agent: str, lease_id: str, hold: LeaseHold) -> None: ...
+
+    def closed(self, budget: BudgetKey, lease_id: str, hold: LeaseHold) -> None: ...
+
+
+class NoRecords:
+    """The embedded ledger: the lease in the budget's status is the whole record."""
+
+    def opened(self, budget: BudgetKey, agent: str, lease_id: str, hold: LeaseHold) -> None:
+        return None
+
+    def closed(self, budget: BudgetKey, lease_id: str, hold: LeaseHold) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Lent:
+    """What a grant did to the agent's account; `hold` is None when nothing was left."""
+
+    lease_id: str
+    granted: Decimal
+    hold: LeaseHold | None
+    totals: dict[str, Decimal]
+
+
+def invalid_token(message: str) -> ApiError:
+    return ApiError(401, "INVALID_TOKEN", message)
+
+
+def lease_view(lease_id: str, agent_id: str, agent: Agent, hold: LeaseHold) -> dict[str, Any]:
+    return {
+        "lease_id": lease_id,
+        "agent_id": agent_id,
+        "budget_id": agent.budget_id,
+        "status": hold.state,
+        "granted": hold.granted,
+        "spent": hold.spent,
+        "remaining": hold.amount,
+        "reported_through": hold.reported_through,
+        "created_at": format_time(hold.created_at) if hold.created_at else None,
+        "expires_at": format_time(hold.expires_at),
+    }
+
+
+class LeaseService:
+    """The lease API's operations; the HTTP layer (`leaseapi.app`) only parses and routes."""
+
+    def __init__(
+        self,
+        store: BudgetStore,
+        secrets: SecretSource,
+        *,
+        clock: Clock,
+        settings: LeaseSettings = LeaseSettings(),
+        records: LeaseRecords | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.secrets = secrets
+        self.clock = clock
+        self.settings = settings
+        self.records: LeaseRecords = records or NoRecords()
+        self.monotonic = monotonic
+        self._key: tuple[float, bytes] | None = None
+        self._budgets: dict[str, BudgetKey] = {}
+
+    # Identity ---------------------------------------------------------------------------
+
+    def signing_key(self) -> bytes:
+        cached = self._key
+        if cached is not None and self.monotonic() - cached[0] < SIGNING_KEY_SECONDS:
+            return cached[1]
+        try:
+            text = self.secrets.read(self.settings.namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
+        except LookupError as error:
+            log.error("cannot read the agent signing key: %s", error)
+            raise ApiError(
+                503, "UNAVAILABLE", "the agent signing key cannot be read; retry later"
+            ) from None
+        key = bytes.fromhex(text.strip())
+        self._key = (self.monotonic(), key)
+        return key
+
+    def verify(self, token: str) -> tokens.AgentClaims:
+        try:
+            return tokens.verify(
+                token, key=self.signing_key(), issuer=self.settings.issuer, now=self.clock()
+            )
+        except tokens.InvalidToken as error:
+            raise invalid_token(str(error)) from None
+
+    def budget_of(self, agent_id: str) -> BudgetKey:
+        """The TrustBudget an agent belongs to (remembered; looked up again if it moved)."""
+        known = self._budgets.get(agent_id)
+        if known is not None:
+            return known
+        for budget in self.store.list("TrustBudget"):
+            assert isinstance(budget, TrustBudget)
+            if agent_id in budget.status.agents:
+                key = self._budgets[agent_id] = BudgetKey.of(budget)
+                return key
+        raise invalid_token(f"{agent_id} is not an agent of any budget (deleted?)")
+
+    async def _change(
+        self,
+        claims: tokens.AgentClaims,
+        change: Callable[[TrustBudget, Agent], T],
+        *,
+        needs_write: Callable[[T], bool],
+    ) -> tuple[BudgetKey, T]:
+        """Run `change` in one write of the agent's budget, after checking the token there."""
+        key = self.budget_of(claims.agent_id)
+
+        def checked(budget: Budget) -> T:
+            assert isinstance(budget, TrustBudget)
+            try:
+                agent = agents.authorize(
+                    budget.status,
+                    agent_id=claims.agent_id,
+                    budget_id=claims.budget_id,
+                    token_id=claims.token_id,
+                )
+            except agents.NotAuthorized as error:
+                raise invalid_token(str(error)) from None
+            return change(budget, agent)
+
+        try:
+            result = await self.store.update_status_async(
+                key, checked, timeout=WRITE_SECONDS, needs_write=needs_write
+            )
+        except NotFound:
+            self._budgets.pop(claims.agent_id, None)
+            raise invalid_token(f"{claims.agent_id}'s budget {key} no longer exists") from None
+        except ChargeTimeout:
+            raise ApiError(
+                503, "UNAVAILABLE", f"{key} could not be written in time; retry"
+            ) from None
+        except InvalidCharge as error:
+            raise ApiError(400, "INVALID_REQUEST", str(error)) from None
+        except leases.UnknownLease as error:
+            raise self._not_yours(str(error.args[0])) from None
+        except leases.TooManyLeases as error:
+            raise ApiError(409, "TOO_MANY_LEASES", str(error)) from None
+        return key, result
+
+    def _grant(self, budget: TrustBudget, agent_id: str, requested: Decimal, holder: str) -> Lent:
+        """Roll the account (an admin's new allocation applies here) and lend from it."""
+        now = self.clock()
+        trust_account(budget.status, budget.spec, key=agent_id, now=now)
+        lease_id = f"lease_{uuid.uuid4()}"
+        granted = leases.grant(
+            budget.status,
+            account=agent_id,
+            lease_id=lease_id,
+            requested=requested,
+            now=now,
+            ttl=self.settings.ttl,
+            holder=holder,
+            agent=agent_id,
+        )
+        summarize_trust(budget.status)
+        account = budget.status.accounts[agent_id]
+        totals = {
+            "budget_remaining": account.balance,
+            "total_allocated": account.allocation,
+            "total_spent": account.spent,
+        }
+        return Lent(lease_id, granted, account.leases.get(lease_id), totals)
+
+    # Operations -------------------------------------------------------------------------
+
+    async def handshake(self, request: HandshakeRequest) -> dict[str, Any]:
+        claims = self.verify(request.ic_token)
+        key = self.budget_of(claims.agent_id)
+        provider_key = self._provider_key(key, claims.agent_id)
+        holder = request.runtime_id or claims.agent_id
+
+        def lend(budget: TrustBudget, agent: Agent) -> tuple[Lent, Agent]:
+            return self._grant(budget, claims.agent_id, request.requested_budget, holder), agent
+
+        key, (lent, agent) = await self._change(
+            claims, lend, needs_write=lambda result: result[0].granted > 0
+        )
+        hold, totals, lease_id = lent.hold, lent.totals, lent.lease_id
+        if hold is None:
+            raise ApiError(
+                403,
+                "BUDGET_EXCEEDED",
+                f"{claims.agent_id}'s budget is exhausted: {totals['total_spent']:.2f} of "
+                f"{totals['total_allocated']:.2f} USD spent; nothing can be leased",
+            )
+        self.records.opened(key, claims.agent_id, lease_id, hold)
+        sealed = sealing.seal(provider_key, identity_token=request.ic_token, lease_id=lease_id)
+        answer: dict[str, Any] = {
+            "ip_token": sealed.text,
+            "key_salt": sealed.salt_b64,
+            "budget_granted": lent.granted,
+            "budget_remaining": totals["budget_remaining"],
+            "lease_id": lease_id,
+            "provider": agent.provider,
+            "expires_at": format_time(hold.expires_at),
+        }
+        if agent.provider_model:
+            answer["provider_model"] = agent.provider_model
+        return answer
+
+    def _provider_key(self, key: BudgetKey, agent_id: str) -> str:
+        """Read before anything is charged, so a missing Secret lends nothing."""
+        budget = self.store.get(key)
+        assert isinstance(budget, TrustBudget)
+        agent = budget.status.agents.get(agent_id)
+        if agent is None:
+            raise invalid_token(f"{agent_id} is not an agent of {key} any more")
+        ref = agent.provider_key
+        try:
+            return self.secrets.read(self.settings.namespace, ref.name, ref.key)
+        except LookupError as error:
+            log.error("handshake of %s: the provider key cannot be read: %s", agent_id, error)
+            raise ApiError(
+                503,
+                "HANDSHAKE_FAILED",
+                f"the provider key of {agent_id} cannot be read; ask an administrator to "
+                f"check Secret {ref.name} (key {ref.key})",
+            ) from None
+
+    def _not_yours(self, lease_id: str) -> ApiError:
+        for budget in self.store.list("TrustBudget"):
+            assert isinstance(budget, TrustBudget)
+            for account in budget.status.accounts.values():
+                if lease_id in account.leases:
+                    return ApiError(403, "LEASE_FORBIDDEN", f"{lease_id} belongs to another agent")
+        return ApiError(
+            404, "LEASE_NOT_FOUND", f"no lease {lease_id} (never granted, or closed long ago)"
+        )
+
+    async def report(self, token: str, request: ReportRequest) -> dict[str, Any]:
+        claims = self.verify(token)
+        usages = [leases.Usage(r.request_id, r.seq, r.cost_usd) for r in request.reports]
+
+        def count(budget: TrustBudget, agent: Agent) -> leases.Counted:
+            try:
+                counted = leases.report(
+                    budget.status,
+                    account=claims.agent_id,
+                    lease_id=request.lease_id,
+                    usages=usages,
+                    now=self.clock(),
+                )
+            except leases.OutOfOrder as error:
+                raise ApiError(409, "REPORT_OUT_OF_ORDER", str(error)) from None
+            if counted.accepted:
+                self._tally(budget, agent, request, counted)
+                summarize_trust(budget.status)
+            return counted
+
+        _, counted = await self._change(claims, count, needs_write=lambda c: c.accepted > 0)
+        answer: dict[str, Any] = {
+            "lease_id": request.lease_id,
+            "accepted": counted.accepted,
+            "duplicates": counted.duplicates,
+            "spent": counted.hold.spent,
+            "remaining": counted.hold.amount,
+        }
+        if counted.uncovered:
+            answer["uncovered"] = counted.uncovered
+        return answer
+
+    @staticmethod
+    def _tally(
+        budget: TrustBudget, agent: Agent, request: ReportRequest, counted: leases.Counted
+    ) -> None:
+        """Informative totals by provider and project: reported cost up to what was counted
+        (a record past the lease's grant is not money the budget paid)."""
+        left = counted.spent
+        for record in request.reports:
+            amount = min(record.cost_usd, left)
+            left -= amount
+            agents.tally(
+                budget.status.spent_by,
+                provider=record.provider,
+                project=agent.project,
+                amount=amount,
+            )
+
+    async def refresh(self, token: str, request: RefreshRequest) -> dict[str, Any]:
+        claims = self.verify(token)
+        if request.budget_id != claims.budget_id:
+            raise ApiError(403, "LEASE_FORBIDDEN", "budget_id is not the token's budget")
+
+        def lend(budget: TrustBudget, _: Agent) -> Lent:
+            current = leases.find_lease(
+                budget.status, account=claims.agent_id, lease_id=request.lease_id
+            )
+            return self._grant(budget, claims.agent_id, request.requested_budget, current.holder)
+
+        key, lent = await self._change(claims, lend, needs_write=lambda lent: lent.granted > 0)
+        hold, totals = lent.hold, lent.totals
+        if hold is None:
+            return {"status": "denied", "reason": "total_budget_exhausted", **totals}
+        self.records.opened(key, claims.agent_id, lent.lease_id, hold)
+        return {
+            "status": "approved",
+            "budget_granted": lent.granted,
+            "lease_id": lent.lease_id,
+            "expires_at": format_time(hold.expires_at),
+            **totals,
+        }
+
+    async def release(self, token: str, request: ReleaseRequest) -> dict[str, Any]:
+        claims = self.verify(token)
+
+        def give_back(budget: TrustBudget, _: Agent) -> tuple[bool, Decimal, LeaseHold, Decimal]:
+            hold = leases.find_lease(
+                budget.status, account=claims.agent_id, lease_id=request.lease_id
+            )
+            was_open = hold.state == "active"
+            returned = leases.close(
+                budget.status,
+                account=claims.agent_id,
+                lease_id=request.lease_id,
+                now=self.clock(),
+                state="released",
+            )
+            summarize_trust(budget.status)
+            return was_open, returned, hold, budget.status.accounts[claims.agent_id].balance
+
+        key, (_, returned, hold, balance) = await self._change(
+            claims, give_back, needs_write=lambda result: result[0]
+        )
+        self.records.closed(key, request.lease_id, hold)
+        return {
+            "lease_id": request.lease_id,
+            "status": hold.state,
+            "returned": returned,
+            "spent": hold.spent,
+            "budget_remaining": balance,
+        }
+
+    async def lease(self, token: str, lease_id: str) -> dict[str, Any]:
+        claims = self.verify(token)
+        key = self.budget_of(claims.agent_id)
+        try:
+            budget = self.store.get(key)
+        except NotFound:
+            raise invalid_token(f"{claims.agent_id}'s budget no longer exists") from None
+        assert isinstance(budget, TrustBudget)
+        try:
+            agent = agents.authorize(
+                budget.status,
+                agent_id=claims.agent_id,
+                budget_id=claims.budget_id,
+                token_id=claims.token_id,
+            )
+        except agents.NotAuthorized as error:
+            raise invalid_token(str(error)) from None
+        try:
+            hold = leases.find_lease(budget.status, account=claims.agent_id, lease_id=lease_id)
+        except leases.UnknownLease:
+            raise self._not_yours(lease_id) from None
+        return lease_view(lease_id, claims.agent_id, agent, hold)
