@@ -60,6 +60,32 @@ class Clock:
         self.now += delta
 
 
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any, str]:
+    """One lease API call: (status, parsed JSON with Decimal money, raw text)."""
+    sent = {"Content-Type": "application/json"}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    sent |= headers or {}
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, PREFIX + path, body=data, headers=sent)
+        reply = connection.getresponse()
+        text = reply.read().decode()
+    finally:
+        connection.close()
+    return reply.status, json.loads(text, parse_float=Decimal), text
+
+
 @dataclass
 class LeaseApi:
     db: Path
@@ -67,30 +93,8 @@ class LeaseApi:
     store: SQLiteStore
     clock: Clock
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        token: str | None = None,
-        headers: dict[str, str] | None = None,
-        raw: bytes | None = None,
-    ) -> tuple[int, Any, str]:
-        """(status, parsed JSON with Decimal money, raw text)."""
-        sent = {"Content-Type": "application/json"}
-        if token is not None:
-            sent["Authorization"] = f"Bearer {token}"
-        sent |= headers or {}
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request(method, PREFIX + path, body=data, headers=sent)
-            reply = connection.getresponse()
-            text = reply.read().decode()
-        finally:
-            connection.close()
-        return reply.status, json.loads(text, parse_float=Decimal), text
+    def call(self, method: str, path: str, body: Any = None, **how: Any) -> tuple[int, Any, str]:
+        return call(self.port, method, path, body, **how)
 
     def budget(self) -> TrustBudget:
         budget = self.store.get(BudgetKey("TrustBudget", BUDGET))
@@ -110,7 +114,7 @@ def lease_api(tmp_path: Path, *, ttl: timedelta = timedelta(hours=1)) -> Iterato
         code, text = cli("apply", "-f", example, "--db", str(db))
         assert code == 0, text
     secrets = FileSecrets(db.with_name(db.name + ".secrets"))
-    secrets.write("openai", "api-key", PROVIDER_KEY)
+    secrets.write("", "openai", "api-key", PROVIDER_KEY)
     store = SQLiteStore(db, group_commit=True)
     clock = Clock()
     service = LeaseService(store, secrets, clock=clock, settings=LeaseSettings(ttl=ttl))

@@ -2,15 +2,19 @@
 
 On the embedded ledger, the signing key and the provider keys are files in the secrets
 folder beside it (`<ledger>.secrets/<name>/<key>`, the layout of a mounted Secret), which
-`budgetops serve` reads. Each change is one write of the budget's status: a rotation or
-revocation closes the agent's leases in the same write.
+`budgetops serve` reads. With `--kubeconfig`, the budget is read and written through the
+API server (the same compare-and-swap store as the webhook) and the keys are Secrets in
+`--namespace`. Each change is one write of the budget's status: a rotation or revocation
+closes the agent's leases in the same write.
 """
 
 from __future__ import annotations
 
 import argparse
-import secrets
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -21,8 +25,8 @@ from budgetops.apis.resources import Budget, TrustBudget
 from budgetops.crypto import tokens
 from budgetops.engine import agents
 from budgetops.engine.clock import system_clock
-from budgetops.leaseapi.service import SIGNING_KEY_FIELD, SIGNING_KEY_SECRET
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.leaseapi.service import SecretStore, signing_key
+from budgetops.store import BudgetKey, BudgetStore, SQLiteStore
 from budgetops.store.secrets import FileSecrets
 
 T = TypeVar("T")
@@ -32,14 +36,34 @@ def secrets_dir(ledger: Path, given: str | None) -> Path:
     return Path(given) if given else ledger.with_name(ledger.name + ".secrets")
 
 
-def signing_key(store: FileSecrets) -> bytes:
-    """The key agent tokens are signed with, made on first use."""
+@dataclass
+class Where:
+    """The budget store and the Secrets the command works on."""
+
+    store: BudgetStore
+    secrets: SecretStore
+    namespace: str
+
+
+@contextlib.contextmanager
+def where(args: argparse.Namespace, ledger: Path, *, writes: bool = True) -> Iterator[Where]:
+    if args.kubeconfig:
+        from budgetops.cli.incluster import api_client
+        from budgetops.store.kube import KubeStore
+        from budgetops.store.secrets import KubeSecrets
+
+        api = api_client(args.kubeconfig)
+        store = KubeStore(api).start()
+        try:
+            yield Where(store, KubeSecrets(api), args.namespace)
+        finally:
+            store.stop()
+        return
+    sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
     try:
-        return bytes.fromhex(store.read("", SIGNING_KEY_SECRET, SIGNING_KEY_FIELD).strip())
-    except LookupError:
-        key = secrets.token_bytes(32)
-        store.write(SIGNING_KEY_SECRET, SIGNING_KEY_FIELD, key.hex())
-        return key
+        yield Where(sqlite, FileSecrets(secrets_dir(ledger, args.secrets_dir)), "")
+    finally:
+        sqlite.close()
 
 
 def _secret_ref(value: str) -> SecretKeyRef:
@@ -67,10 +91,7 @@ def _expiry(now: datetime, given: str | None) -> datetime | None:
 
 
 def cmd_create(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
-    files = FileSecrets(secrets_dir(ledger, args.secrets_dir))
     ref = _secret_ref(args.provider_key_secret)
-    files.read("", ref.name, ref.key)  # a handshake needs it: refuse an agent without one
-    key = signing_key(files)
     now = system_clock().replace(microsecond=0)
     agent_id = tokens.new_agent_id()
     agent = Agent(
@@ -85,17 +106,20 @@ def cmd_create(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     )
 
     def add(budget: Budget) -> None:
-        assert isinstance(budget, TrustBudget)
+        if not isinstance(budget, TrustBudget):
+            raise ValueError("agents belong to TrustBudgets")
         agents.add_agent(budget.status, budget.spec, agent_id=agent_id, agent=agent, now=now)
 
-    _change(ledger, args.budget, add)
+    with where(args, ledger) as here:
+        here.secrets.read(here.namespace, ref.name, ref.key)  # a handshake needs it
+        key = signing_key(here.secrets, here.namespace)
+        _change(here, args.budget, add)
     out.write(f"agent: {agent_id}\nbudget_id: {agent.budget_id}\n")
     out.write(f"token: {_token(agent_id, agent, key, args.issuer)}\n")
     return 0
 
 
 def cmd_rotate(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
-    key = signing_key(FileSecrets(secrets_dir(ledger, args.secrets_dir)))
     now = system_clock().replace(microsecond=0)
     token_id = tokens.new_token_id()
     expires_at = _expiry(now, args.expires_in)
@@ -112,7 +136,9 @@ def cmd_rotate(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
         )
         return closed, budget.status.agents[args.agent]
 
-    closed, agent = _change(ledger, args.budget, rotate)
+    with where(args, ledger) as here:
+        key = signing_key(here.secrets, here.namespace)
+        closed, agent = _change(here, args.budget, rotate)
     out.write(f"agent: {args.agent}: {closed} leases closed; the old token is refused\n")
     out.write(f"token: {_token(args.agent, agent, key, args.issuer)}\n")
     return 0
@@ -125,27 +151,22 @@ def cmd_revoke(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
         assert isinstance(budget, TrustBudget)
         return agents.revoke(budget.status, agent_id=args.agent, now=now)
 
-    closed = _change(ledger, args.budget, revoke)
+    with where(args, ledger) as here:
+        closed = _change(here, args.budget, revoke)
     out.write(f"agent: {args.agent} revoked: {closed} leases closed, its token is refused\n")
     return 0
 
 
-def _change(ledger: Path, budget: str, change: Callable[[Budget], T]) -> T:
-    store = SQLiteStore(ledger, mode="rw", check_writes=True)
+def _change(here: Where, budget: str, change: Callable[[Budget], T]) -> T:
     try:
-        return store.update_status(BudgetKey("TrustBudget", budget), change)
+        return here.store.update_status(BudgetKey("TrustBudget", budget), change)
     except agents.UnknownAgent as error:
         raise ValueError(f"no agent {error.args[0]} in TrustBudget {budget}") from None
-    finally:
-        store.close()
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
-    store = SQLiteStore(ledger, mode="ro")
-    try:
-        budget = store.get(BudgetKey("TrustBudget", args.budget))
-    finally:
-        store.close()
+    with where(args, ledger, writes=False) as here:
+        budget = here.store.get(BudgetKey("TrustBudget", args.budget))
     assert isinstance(budget, TrustBudget)
     for agent_id, agent in sorted(budget.status.agents.items()):
         account = budget.status.accounts.get(agent_id)
@@ -192,6 +213,12 @@ def add_parser(
     for action in (create, rotate, revoke, listing):
         action.add_argument("--budget", required=True, help="the USD TrustBudget")
         action.add_argument("--db", help=db_help)
+        action.add_argument("--kubeconfig", help="work on the cluster's budgets instead")
+        action.add_argument(
+            "--namespace",
+            default=os.environ.get("POD_NAMESPACE", "budgetops-system"),
+            help="with --kubeconfig: where the signing key and provider key Secrets live",
+        )
         action.add_argument(
             "--secrets-dir", help="where key files live (default: <ledger>.secrets)"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import threading
 from datetime import timedelta
@@ -15,8 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from budgetops.apis.common import parse_duration
 from budgetops.engine.clock import Clock, system_clock
+from budgetops.handlers.leases import LeaseMirror
 from budgetops.handlers.operator import keep_budgets, run_operator
 from budgetops.handlers.reconciler import Announcer, Reconciler, Timing
+from budgetops.leaseapi.service import signing_key
 from budgetops.notify import Notifier
 from budgetops.observability.events import EventRecorder, QueuedEvents
 from budgetops.observability.metrics import (
@@ -27,11 +30,14 @@ from budgetops.observability.metrics import (
 )
 from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
+from budgetops.store.leaseobjects import KubeLeaseObjects
 from budgetops.store.objects import KubeObjects
 from budgetops.store.rest import refresh_credentials_at_most_every
 from budgetops.store.secrets import KubeSecrets
 
 from .serving import log_to_stderr, serve_until_stopped
+
+log = logging.getLogger("budgetops.run")
 
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:
@@ -63,12 +69,17 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     registry.register(BudgetCollector(store))
     events = QueuedEvents(KubeEvents(api), busy=store.commits.busy)
     registry.register(EventsCollector(events))
+    secrets = KubeSecrets(api)
+    try:
+        signing_key(secrets, args.namespace)  # agents' tokens need it; made once per cluster
+    except LookupError as error:
+        log.warning("the lease API cannot sign or verify agent tokens yet: %s", error)
     try:
         if not args.reconcile:
             return serve_until_stopped(
-                store, args, out, registry=registry, events=events, secrets=KubeSecrets(api)
+                store, args, out, registry=registry, events=events, secrets=secrets
             )
-        notifier = Notifier(secrets=KubeSecrets(api), registry=registry, clock=system_clock)
+        notifier = Notifier(secrets=secrets, registry=registry, clock=system_clock)
         notifier.start()
         stack.callback(notifier.stop)
         reconciler = kube_reconciler(
@@ -92,7 +103,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             registry=registry,
             events=events,
             until=reconcile,
-            secrets=KubeSecrets(api),
+            secrets=secrets,
         )
     finally:
         stack.close()
@@ -121,6 +132,7 @@ def kube_reconciler(
         operator_namespace=namespace,
         timing=Timing(poll=poll),
         versions=store.cache.version,
+        leases=LeaseMirror(KubeLeaseObjects(api), namespace=namespace, clock=clock),
     )
 
 

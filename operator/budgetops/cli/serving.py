@@ -19,7 +19,7 @@ from budgetops.apis.common import parse_duration
 from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.app import PREFIX as LEASE_PREFIX
 from budgetops.leaseapi.app import lease_app
-from budgetops.leaseapi.service import LeaseRecords, LeaseService, LeaseSettings, SecretSource
+from budgetops.leaseapi.service import LeaseService, LeaseSettings, SecretSource
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore
@@ -41,7 +41,6 @@ def serve_until_stopped(
     events: EventRecorder | None = None,
     until: Callable[[threading.Event], None] | None = None,
     secrets: SecretSource | None = None,
-    records: LeaseRecords | None = None,
 ) -> int:
     """Run the webhook over `store` until SIGTERM or Ctrl-C, running `until(stop)` meanwhile
     if given (it must return once `stop` is set)."""
@@ -64,9 +63,7 @@ def serve_until_stopped(
             ttl=parse_duration(args.lease_ttl),
             namespace=getattr(args, "namespace", ""),
         )
-        service = LeaseService(
-            store, secrets, clock=system_clock, settings=settings, records=records
-        )
+        service = LeaseService(store, secrets, clock=system_clock, settings=settings)
         mounted[LEASE_PREFIX] = lease_app(service)
     server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls, mounted=mounted)
     scheme = "https" if tls else "http"

@@ -26,6 +26,7 @@ from budgetops.engine.reconcile import (
     reconcile_risk,
     reconcile_trust,
 )
+from budgetops.handlers.leases import LeaseMirror
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import ReconcileMetrics
 from budgetops.store.base import BudgetKey, BudgetStore, NotFound
@@ -82,6 +83,8 @@ class Reconciler:
     with nothing due yet, costs a lookup instead of a parse. The watch reports each of the
     reconciler's own writes, which would otherwise make every budget due twice, and idle
     looks at ten thousand unchanged budgets would otherwise parse each every `idle`."""
+    leases: LeaseMirror | None = None
+    """Where BudgetLease objects are kept in step with the ledger's leases (in a cluster)."""
     left: dict[BudgetKey, tuple[str, datetime | None]] = field(default_factory=dict)
     """Per budget: the resourceVersion this reconciler left it at, and when something in it
     next falls due by itself (None: nothing does)."""
@@ -137,6 +140,8 @@ class Reconciler:
             return None
         assert isinstance(kept, TrustBudget | RiskBudget)
         self._tell(kept, outcome)  # the budget the outcome was decided on, spec included
+        if self.leases is not None and isinstance(kept, TrustBudget):
+            self.leases.sync(kept)
         due = self._due(kept, now)
         if kept.metadata.resource_version is not None:
             self.left[key] = (kept.metadata.resource_version, due)
@@ -156,6 +161,9 @@ class Reconciler:
             dues.append(next_sample_due(budget.status, budget.spec, samples))
             if any("RapidDepletion" in raised for raised in budget.status.alerting.values()):
                 dues.append(now + self.timing.idle)
+            held_back = self.leases.due(budget) if self.leases is not None else None
+            if held_back is not None:
+                dues.append(now + held_back)
         return min((due for due in dues if due is not None), default=None)
 
     def _wait(self, due: datetime | None, now: datetime) -> timedelta:

@@ -60,30 +60,30 @@ class SecretSource(Protocol):
         ...
 
 
+class SecretStore(SecretSource, Protocol):
+    def write(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Create a Secret key (LookupError when it cannot)."""
+        ...
+
+
+def signing_key(secrets: SecretStore, namespace: str) -> bytes:
+    """The key agent tokens are signed with, made (32 random bytes) the first time."""
+    try:
+        text = secrets.read(namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
+    except LookupError:
+        secrets.write(
+            namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD, tokens.new_signing_key().hex()
+        )
+        text = secrets.read(namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
+    return bytes.fromhex(text.strip())
+
+
 @dataclass(frozen=True)
 class LeaseSettings:
     issuer: str = tokens.DEFAULT_ISSUER
     ttl: timedelta = timedelta(hours=1)
     namespace: str = "budgetops-system"
     """Where the signing key and provider key Secrets live."""
-
-
-class LeaseRecords(Protocol):
-    """Where leases are recorded besides the ledger (BudgetLease objects in a cluster)."""
-
-    def opened(self, budget: BudgetKey, agent: str, lease_id: str, hold: LeaseHold) -> None: ...
-
-    def closed(self, budget: BudgetKey, lease_id: str, hold: LeaseHold) -> None: ...
-
-
-class NoRecords:
-    """The embedded ledger: the lease in the budget's status is the whole record."""
-
-    def opened(self, budget: BudgetKey, agent: str, lease_id: str, hold: LeaseHold) -> None:
-        return None
-
-    def closed(self, budget: BudgetKey, lease_id: str, hold: LeaseHold) -> None:
-        return None
 
 
 @dataclass(frozen=True)
@@ -125,14 +125,12 @@ class LeaseService:
         *,
         clock: Clock,
         settings: LeaseSettings = LeaseSettings(),
-        records: LeaseRecords | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.secrets = secrets
         self.clock = clock
         self.settings = settings
-        self.records: LeaseRecords = records or NoRecords()
         self.monotonic = monotonic
         self._key: tuple[float, bytes] | None = None
         self._budgets: dict[str, BudgetKey] = {}
@@ -251,7 +249,7 @@ class LeaseService:
         def lend(budget: TrustBudget, agent: Agent) -> tuple[Lent, Agent]:
             return self._grant(budget, claims.agent_id, request.requested_budget, holder), agent
 
-        key, (lent, agent) = await self._change(
+        _, (lent, agent) = await self._change(
             claims, lend, needs_write=lambda result: result[0].granted > 0
         )
         hold, totals, lease_id = lent.hold, lent.totals, lent.lease_id
@@ -262,7 +260,6 @@ class LeaseService:
                 f"{claims.agent_id}'s budget is exhausted: {totals['total_spent']:.2f} of "
                 f"{totals['total_allocated']:.2f} USD spent; nothing can be leased",
             )
-        self.records.opened(key, claims.agent_id, lease_id, hold)
         sealed = sealing.seal(provider_key, identity_token=request.ic_token, lease_id=lease_id)
         answer: dict[str, Any] = {
             "ip_token": sealed.text,
@@ -366,11 +363,10 @@ class LeaseService:
             )
             return self._grant(budget, claims.agent_id, request.requested_budget, current.holder)
 
-        key, lent = await self._change(claims, lend, needs_write=lambda lent: lent.granted > 0)
+        _, lent = await self._change(claims, lend, needs_write=lambda lent: lent.granted > 0)
         hold, totals = lent.hold, lent.totals
         if hold is None:
             return {"status": "denied", "reason": "total_budget_exhausted", **totals}
-        self.records.opened(key, claims.agent_id, lent.lease_id, hold)
         return {
             "status": "approved",
             "budget_granted": lent.granted,
@@ -397,10 +393,9 @@ class LeaseService:
             summarize_trust(budget.status)
             return was_open, returned, hold, budget.status.accounts[claims.agent_id].balance
 
-        key, (_, returned, hold, balance) = await self._change(
+        _, (_, returned, hold, balance) = await self._change(
             claims, give_back, needs_write=lambda result: result[0]
         )
-        self.records.closed(key, request.lease_id, hold)
         return {
             "lease_id": request.lease_id,
             "status": hold.state,

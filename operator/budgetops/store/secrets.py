@@ -38,6 +38,22 @@ class KubeSecrets:
         except (binascii.Error, UnicodeDecodeError):
             raise LookupError(f"{where} key {key} is not base64-encoded UTF-8 text") from None
 
+    def write(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Create the Secret with one key; one that exists already is left as it is (another
+        replica made it first), so read it back rather than trusting `value`."""
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            string_data={key: value},
+            type="Opaque",
+        )
+        try:
+            self.api.create_namespaced_secret(namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise LookupError(
+                    f"secret {namespace}/{name} could not be created: {error.status} {error.reason}"
+                ) from None
+
 
 class FileSecrets:
     """Secrets as files, `<root>/<name>/<key>`: the layout of a mounted Secret volume, and
@@ -62,8 +78,8 @@ class FileSecrets:
         except (OSError, UnicodeDecodeError) as error:
             raise LookupError(f"secret file {where} could not be read: {error}") from None
 
-    def write(self, name: str, key: str, value: str) -> None:
-        """Create or replace a key, readable by the owner only."""
+    def write(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Create or replace a key, readable by the owner only (`namespace` is ignored)."""
         where = self.path(name, key)
         where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary = where.with_suffix(".tmp")

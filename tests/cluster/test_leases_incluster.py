@@ -1,0 +1,154 @@
+"""Leases in a cluster, against the real API server: an agent created with the CLI, its
+provider key in a Secret, the lease API over the in-cluster store, BudgetLease objects kept
+by the reconciler, and a revoked agent refused."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from prometheus_client import CollectorRegistry
+
+from budgetops.admission.classify import Identity
+from budgetops.admission.server import serve
+from budgetops.admission.webhook import Admission
+from budgetops.apis.resources import TrustBudget, parse_manifest
+from budgetops.cli.incluster import kube_reconciler
+from budgetops.crypto import sealing
+from budgetops.engine.clock import system_clock
+from budgetops.handlers.reconciler import Reconciler
+from budgetops.leaseapi.app import PREFIX, lease_app
+from budgetops.leaseapi.service import LeaseService, LeaseSettings
+from budgetops.observability.events import LogEvents
+from budgetops.store import BudgetKey
+from budgetops.store.kube import KubeStore
+from budgetops.store.secrets import KubeSecrets
+from tests.conftest import EXAMPLES
+from tests.leases import call
+from tests.waiting import eventually
+
+NAMESPACE = "default"
+KEY = BudgetKey("TrustBudget", "agent-llm-spend")
+GROUP, VERSION, PLURAL = "budgetops.dev", "v1alpha1", "budgetleases"
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    port: int
+    store: KubeStore
+    reconciler: Reconciler
+    custom: client.CustomObjectsApi
+
+    def agent(self, *argv: str) -> dict[str, str]:
+        """`budgetops agent ...` as a user runs it, against the API server."""
+        done = subprocess.run(
+            [sys.executable, "-m", "budgetops.cli.main", "agent", *argv, "--budget", KEY.name,
+             "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+
+    def leases(self) -> dict[str, Any]:
+        """BudgetLease objects by lease id, once the reconciler has seen the budget."""
+        eventually(lambda: self.store.cache.version(KEY) is not None)
+        self.reconciler.reconcile(KEY)
+        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+        return {i["metadata"]["annotations"]["budgetops.dev/lease-id"]: i for i in listed["items"]}
+
+    def spent(self, agent: str) -> Any:
+        budget = self.custom.get_cluster_custom_object(GROUP, VERSION, "trustbudgets", KEY.name)
+        return budget["status"]["accounts"][agent]
+
+
+@pytest.fixture
+def cluster(budget_crds: Any) -> Iterator[Cluster]:
+    kubeconfig = str(budget_crds.kubeconfig)
+    api = config.new_client_from_config(kubeconfig)
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    store = KubeStore(api).start()
+    budget = parse_manifest(yaml.safe_load((EXAMPLES / "trustbudget-llm-spend.yaml").read_text()))
+    assert isinstance(budget, TrustBudget)
+    store.apply(budget)
+    core.create_namespaced_secret(
+        NAMESPACE,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="openai"), string_data={"api-key": "sk-cluster"}
+        ),
+    )
+    settings = LeaseSettings(namespace=NAMESPACE, ttl=timedelta(minutes=30))
+    service = LeaseService(store, KubeSecrets(api), clock=system_clock, settings=settings)
+    admission = Admission(store, clock=system_clock, identity=Identity(), ttl=timedelta(minutes=5))
+    server = serve(
+        admission, host="127.0.0.1", port=0, tls=None, mounted={PREFIX: lease_app(service)}
+    )
+    reconciler = kube_reconciler(api, store, LogEvents(), CollectorRegistry(), namespace=NAMESPACE)
+    try:
+        yield Cluster(kubeconfig, server.port, store, reconciler, custom)
+    finally:
+        server.close()
+        store.delete(KEY)
+        for name in ("openai", "budgetops-agent-signing-key"):
+            core.delete_namespaced_secret(name, NAMESPACE)
+        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+        store.stop()
+        api.close()
+
+
+def test_an_agent_borrows_reports_and_releases_and_the_objects_record_it(
+    cluster: Cluster,
+) -> None:
+    made = cluster.agent(
+        "create", "--provider", "openai", "--provider-key-secret", "openai/api-key"
+    )
+    agent, token = made["agent"], made["token"]
+    hello = {"ic_token": token, "requested_budget": 10, "runtime_version": "1.0.0",
+             "runtime_id": "gateway-1"}  # fmt: skip
+    eventually(lambda: agent in cluster.store.get(KEY).status.agents)  # type: ignore[union-attr]
+    status, body, text = call(cluster.port, "POST", "/auth/handshake", hello)
+    assert status == 200, text
+    lease_id = body["lease_id"]
+    key = sealing.open_sealed(
+        body["ip_token"],
+        identity_token=token,
+        lease_id=lease_id,
+        salt=base64.b64decode(body["key_salt"]),
+    )
+    assert key == "sk-cluster"
+    records = [{"request_id": f"r{n}", "seq": n, "tokens": 10, "cost_usd": 1, "model": "gpt-4",
+                "provider": "openai", "timestamp": 1} for n in (1, 2, 3)]  # fmt: skip
+    for _ in range(2):  # the replay is counted once
+        status, _, text = call(
+            cluster.port, "POST", "/budget/report",
+            {"lease_id": lease_id, "reports": records}, token=token,
+        )  # fmt: skip
+        assert status == 200, text
+    account = cluster.spent(agent)
+    assert (Decimal(account["spent"]), Decimal(account["leasedOut"])) == (3, 7)
+    recorded = cluster.leases()[lease_id]
+    assert recorded["spec"]["budgetRef"] == {
+        "kind": "TrustBudget", "name": KEY.name, "account": agent,
+    }  # fmt: skip
+    assert recorded["spec"]["holder"]["id"] == "gateway-1"
+    assert (recorded["status"]["phase"], recorded["status"]["spent"]) == ("Active", "3")
+    status, _, text = call(
+        cluster.port, "POST", "/budget/release", {"lease_id": lease_id}, token=token
+    )
+    assert status == 200, text
+    assert cluster.leases()[lease_id]["status"]["phase"] == "Released"
+    assert Decimal(cluster.spent(agent)["balance"]) == 97
+
+    cluster.agent("revoke", agent)
+    status, body, _ = call(cluster.port, "POST", "/auth/handshake", hello)
+    assert (status, body["error"]["code"]) == (401, "INVALID_TOKEN")
+    assert "revoked" in body["error"]["message"]
