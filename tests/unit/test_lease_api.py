@@ -13,9 +13,11 @@ from typing import Any
 
 import jwt
 import pytest
+from prometheus_client import CollectorRegistry
 
 from budgetops.crypto import sealing
 from budgetops.leaseapi.openapi import ERRORS
+from budgetops.observability.metrics import BudgetCollector
 from tests.leases import PROVIDER_KEY, LeaseApi, cli, create_agent, handshake, lease_api
 
 LEASE_ID = re.compile(r"^lease_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -92,6 +94,13 @@ def test_reports_are_counted_once_and_move_the_lease_to_spent(
         Decimal("8.85"),
         90,
     )
+    registry = CollectorRegistry()
+    registry.register(BudgetCollector(api.store))
+    where = {"kind": "TrustBudget", "namespace": "", "name": "agent-llm-spend"}
+    provider = where | {"provider": "openai"}
+    assert registry.get_sample_value("budgetops_lease_spent_by_provider_total", provider) == 1.15
+    assert registry.get_sample_value("budgetops_leases_active", where) == 1
+    assert registry.get_sample_value("budgetops_leases_lent", where) == 8.85
     totals = api.budget().status.spent_by
     assert (totals.total, totals.providers, totals.projects) == (
         Decimal("1.15"),

@@ -167,6 +167,23 @@ class BudgetCollector(Collector):
             f"Consumption of the {TOP_ACCOUNTS} most consumed accounts of each TrustBudget.",
             labels=[*labels, "account"],
         )
+        active_leases = GaugeMetricFamily(
+            "budgetops_leases_active", "Leases open now.", labels=labels
+        )
+        lent = GaugeMetricFamily(
+            "budgetops_leases_lent", "What the open leases still lend.", labels=labels
+        )
+        # Informative budgets: never enforced, only counted (sum() over budgets is the master).
+        by_provider = CounterMetricFamily(
+            "budgetops_lease_spent_by_provider",
+            "Spending reported through leases, by provider (informative).",
+            labels=[*labels, "provider"],
+        )
+        by_project = CounterMetricFamily(
+            "budgetops_lease_spent_by_project",
+            "Spending reported through leases, by the agents' project (informative).",
+            labels=[*labels, "project"],
+        )
         for budget in self.store.list():
             if not isinstance(budget, TrustBudget | RiskBudget):
                 continue
@@ -183,4 +200,13 @@ class BudgetCollector(Collector):
                 exhausted.add_metric(key, budget.status.exhausted_accounts)
                 for name in heapq.nlargest(TOP_ACCOUNTS, used, key=used.__getitem__):
                     top.add_metric([*key, name], float(used[name]))
+                holds = [h for a in accounts.values() for h in a.leases.values()]
+                active_leases.add_metric(key, sum(1 for h in holds if h.state == "active"))
+                lent.add_metric(key, float(sum(a.leased_out for a in accounts.values())))
+                totals = budget.status.spent_by
+                for provider, amount in totals.providers.items():
+                    by_provider.add_metric([*key, provider], float(amount))
+                for project, amount in totals.projects.items():
+                    by_project.add_metric([*key, project], float(amount))
         yield from (allocation, consumed, pending, band, exhausted, top)
+        yield from (active_leases, lent, by_provider, by_project)
