@@ -52,6 +52,8 @@ def test_chart_renders_and_rejects_unknown_values(binaries: Any) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
         "ValidatingWebhookConfiguration",
@@ -97,9 +99,8 @@ def test_chart_renders_and_rejects_unknown_values(binaries: Any) -> None:
     assert policy.returncode != 0
 
 
-def test_helm_install_grants_status_writes_to_the_operator(
-    control_plane: Any, binaries: Any
-) -> None:
+def test_helm_install_grants_status_writes_to_the_operator(budget_crds: Any, binaries: Any) -> None:
+    control_plane = budget_crds  # with the session's peering, which the install must keep
     kubeconfig = str(control_plane.kubeconfig)
     helm(
         binaries,
@@ -131,6 +132,9 @@ def test_helm_install_grants_status_writes_to_the_operator(
         ("patch", "clusterkopfpeerings.kopf.dev", "", "yes"),
         ("get", "secrets", "", "yes"),
         ("list", "secrets", "", "no"),
+        ("create", "budgetleases.budgetops.dev", "", "yes"),
+        ("patch", "budgetleases.budgetops.dev", "status", "yes"),
+        ("update", "budgetleases.budgetops.dev", "", "no"),
     ):
         answer = control_plane.kubectl(
             "auth",
@@ -143,6 +147,12 @@ def test_helm_install_grants_status_writes_to_the_operator(
             check=False,
         ).stdout.strip()
         assert answer == expected, f"{verb} {resource} {subresource}: {answer}"
+    # The agent signing key is created in the release's namespace, and only there.
+    for namespace, expected in (("budgetops", "yes"), ("default", "no")):
+        answer = control_plane.kubectl(
+            "auth", "can-i", "create", "secrets", "-n", namespace, "--as", operator, check=False
+        ).stdout.strip()
+        assert answer == expected, f"create secrets -n {namespace}: {answer}"
     crds = control_plane.kubectl("get", "crd", "-o", "name").stdout
     assert "trustbudgets.budgetops.dev" in crds
     assert (
