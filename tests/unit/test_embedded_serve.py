@@ -17,6 +17,9 @@ import pytest
 from budgetops.apis.resources import TrustBudget
 from budgetops.handlers.embedded import LedgerWatch
 from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store.secrets import FileSecrets
+from tests.conftest import EXAMPLES
+from tests.leases import BUDGET, PROVIDER_KEY, call, create_agent
 from tests.ports import free_port
 from tests.unit.test_admission import request
 from tests.waiting import eventually
@@ -130,3 +133,47 @@ def test_the_ledger_watch_hears_what_another_process_wrote(tmp_path: Path) -> No
     finally:
         served_store.close()
         other.close()
+
+
+def test_serve_answers_the_lease_api_and_expires_its_leases(tmp_path: Path) -> None:
+    """The console command as users run it: an agent created with the CLI borrows through
+    `serve`, and the embedded reconciler returns the lease when it expires."""
+    db = tmp_path / "ledger.sqlite3"
+    budgetops("apply", "-f", str(EXAMPLES / "trustbudget-llm-spend.yaml"), db=db)
+    FileSecrets(db.with_name(db.name + ".secrets")).write("", "openai", "api-key", PROVIDER_KEY)
+    agent, token = create_agent(db)
+    port = free_port()
+    command = ["serve", "--db", str(db), "--lease-ttl", "2s", "--listen", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "budgetops.cli.main", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        lines = [server.stdout.readline() for _ in range(3)]
+        assert lines[2].startswith(f"serving the lease API at http://127.0.0.1:{port}/api/v1")
+        hello = {"ic_token": token, "requested_budget": 10, "runtime_version": "0.1.0"}
+        status, body, text = call(port, "POST", "/auth/handshake", hello)
+        assert status == 200, text
+
+        def account() -> Any:
+            store = SQLiteStore(db)
+            try:
+                budget = store.get(BudgetKey("TrustBudget", BUDGET))
+            finally:
+                store.close()
+            assert isinstance(budget, TrustBudget)
+            return budget.status.accounts[agent]
+
+        assert account().leased_out == 10
+        eventually(lambda: account().leased_out == 0, within=10)
+        assert account().leases[body["lease_id"]].state == "expired"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=30)
+    assert server.returncode == 0, log
+    assert "Traceback" not in log
+    assert PROVIDER_KEY not in log
+    assert token not in log

@@ -390,3 +390,15 @@ def test_the_openapi_document_names_every_route_and_error_code(api: LeaseApi) ->
     documented = Path(__file__).parents[2] / "docs" / "lease-api.md"
     for code in ERRORS:
         assert f"`{code}`" in documented.read_text(), code
+
+
+def test_an_unreadable_signing_key_is_a_retryable_answer(
+    api: LeaseApi, agent: tuple[str, str]
+) -> None:
+    agent_id, token = agent
+    path = api.db.with_name(api.db.name + ".secrets") / "budgetops-agent-signing-key" / "key"
+    path.write_text("not hex")
+    status, body, _ = handshake(api, token)
+    assert (status, body["error"]["code"]) == (503, "UNAVAILABLE")
+    assert "signing key cannot be read" in body["error"]["message"]
+    assert api.account(agent_id).leased_out == 0

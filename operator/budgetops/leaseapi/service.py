@@ -8,6 +8,7 @@ once its write is stored: an acknowledged dollar is never lost.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -137,26 +138,29 @@ class LeaseService:
 
     # Identity ---------------------------------------------------------------------------
 
-    def signing_key(self) -> bytes:
+    async def signing_key(self) -> bytes:
+        """The signing key, read again (off the event loop) every SIGNING_KEY_SECONDS."""
         cached = self._key
         if cached is not None and self.monotonic() - cached[0] < SIGNING_KEY_SECONDS:
             return cached[1]
+        key = await asyncio.to_thread(self._read_signing_key)
+        self._key = (self.monotonic(), key)
+        return key
+
+    def _read_signing_key(self) -> bytes:
         try:
             text = self.secrets.read(self.settings.namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
-        except LookupError as error:
+            return bytes.fromhex(text.strip())
+        except (LookupError, ValueError) as error:
             log.error("cannot read the agent signing key: %s", error)
             raise ApiError(
                 503, "UNAVAILABLE", "the agent signing key cannot be read; retry later"
             ) from None
-        key = bytes.fromhex(text.strip())
-        self._key = (self.monotonic(), key)
-        return key
 
-    def verify(self, token: str) -> tokens.AgentClaims:
+    async def verify(self, token: str) -> tokens.AgentClaims:
+        key = await self.signing_key()
         try:
-            return tokens.verify(
-                token, key=self.signing_key(), issuer=self.settings.issuer, now=self.clock()
-            )
+            return tokens.verify(token, key=key, issuer=self.settings.issuer, now=self.clock())
         except tokens.InvalidToken as error:
             raise invalid_token(str(error)) from None
 
@@ -241,9 +245,9 @@ class LeaseService:
     # Operations -------------------------------------------------------------------------
 
     async def handshake(self, request: HandshakeRequest) -> dict[str, Any]:
-        claims = self.verify(request.ic_token)
+        claims = await self.verify(request.ic_token)
         key = self.budget_of(claims.agent_id)
-        provider_key = self._provider_key(key, claims.agent_id)
+        provider_key = await asyncio.to_thread(self._provider_key, key, claims.agent_id)
         holder = request.runtime_id or claims.agent_id
 
         def lend(budget: TrustBudget, agent: Agent) -> tuple[Lent, Agent]:
@@ -304,7 +308,7 @@ class LeaseService:
         )
 
     async def report(self, token: str, request: ReportRequest) -> dict[str, Any]:
-        claims = self.verify(token)
+        claims = await self.verify(token)
         usages = [leases.Usage(r.request_id, r.seq, r.cost_usd) for r in request.reports]
 
         def count(budget: TrustBudget, agent: Agent) -> leases.Counted:
@@ -353,7 +357,7 @@ class LeaseService:
             )
 
     async def refresh(self, token: str, request: RefreshRequest) -> dict[str, Any]:
-        claims = self.verify(token)
+        claims = await self.verify(token)
         if request.budget_id != claims.budget_id:
             raise ApiError(403, "LEASE_FORBIDDEN", "budget_id is not the token's budget")
 
@@ -376,7 +380,7 @@ class LeaseService:
         }
 
     async def release(self, token: str, request: ReleaseRequest) -> dict[str, Any]:
-        claims = self.verify(token)
+        claims = await self.verify(token)
 
         def give_back(budget: TrustBudget, _: Agent) -> tuple[bool, Decimal, LeaseHold, Decimal]:
             hold = leases.find_lease(
@@ -405,7 +409,7 @@ class LeaseService:
         }
 
     async def lease(self, token: str, lease_id: str) -> dict[str, Any]:
-        claims = self.verify(token)
+        claims = await self.verify(token)
         key = self.budget_of(claims.agent_id)
         try:
             budget = self.store.get(key)
