@@ -402,3 +402,19 @@ def test_an_unreadable_signing_key_is_a_retryable_answer(
     assert (status, body["error"]["code"]) == (503, "UNAVAILABLE")
     assert "signing key cannot be read" in body["error"]["message"]
     assert api.account(agent_id).leased_out == 0
+
+
+def test_a_full_batch_arrives_whole_and_counts_every_record(
+    api: LeaseApi, agent: tuple[str, str]
+) -> None:
+    """A body larger than one read (here ~170 kB) was once read only in part."""
+    agent_id, token = agent
+    lease_id = handshake(api, token, 100)[1]["lease_id"]
+    batch = report(lease_id, *((n, 0.01) for n in range(1, 1001)))
+    status, body, text = api.call("POST", "/budget/report", batch, token=token)
+    assert status == 200, text[:300]
+    assert (body["accepted"], api.account(agent_id).spent) == (1000, 10)
+    too_many = report(lease_id, *((n, 0.01) for n in range(1, 1002)))
+    status, body, _ = api.call("POST", "/budget/report", too_many, token=token)
+    assert status == 400
+    assert "at most 1000" in body["error"]["message"]

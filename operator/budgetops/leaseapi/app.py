@@ -7,6 +7,7 @@ nothing a client sends makes a handler raise.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,8 @@ from budgetops.leaseapi.wire import BODY_MAX, dumps, error_body, parse
 log = logging.getLogger("budgetops.leaseapi")
 
 PREFIX = "/api/v1"
+BODY_SECONDS = 30.0
+"""A body must arrive within this, so a slow sender cannot hold a connection open."""
 _LEASE_ID = re.compile(LEASE_ID_PATTERN)
 
 Handler = Callable[[web.Request], Awaitable[dict[str, Any]]]
@@ -49,10 +52,19 @@ async def _body(request: web.Request) -> bytes:
         )
     if (request.content_length or 0) > BODY_MAX:
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the body is larger than {BODY_MAX} bytes")
-    body = await request.content.read(BODY_MAX + 1)
-    if len(body) > BODY_MAX:
-        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the body is larger than {BODY_MAX} bytes")
-    return body
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            while chunk := await request.content.read(65536):
+                size += len(chunk)
+                if size > BODY_MAX:
+                    raise ApiError(
+                        413, "PAYLOAD_TOO_LARGE", f"the body is larger than {BODY_MAX} bytes"
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "REQUEST_TIMEOUT", "the body did not arrive in time") from None
+    return b"".join(chunks)
 
 
 def _token(request: web.Request) -> str:

@@ -25,6 +25,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "LEASE_NOT_FOUND": (404, "no such lease, or closed longer ago than its ttl"),
     "NOT_FOUND": (404, "no such path"),
     "METHOD_NOT_ALLOWED": (405, "the path answers another method"),
+    "REQUEST_TIMEOUT": (408, "the body did not arrive within 30 s"),
     "REPORT_OUT_OF_ORDER": (409, "a record too far past what was counted"),
     "TOO_MANY_LEASES": (409, "the agent holds as many leases as an account may"),
     "PAYLOAD_TOO_LARGE": (413, "a body over 1 MiB"),
@@ -173,7 +174,7 @@ def document() -> dict[str, Any]:
                     "Report usage (one record or a batch), counted once",
                     "ReportRequest",
                     "Report",
-                    [*auth, "REPORT_OUT_OF_ORDER", "PAYLOAD_TOO_LARGE"],
+                    [*auth, "REPORT_OUT_OF_ORDER", "PAYLOAD_TOO_LARGE", "REQUEST_TIMEOUT"],
                 )
             },
             "/budget/refresh": {
