@@ -66,6 +66,12 @@ def test_a_handshake_lends_and_seals_the_provider_key_for_that_lease(
         sealing.open_sealed(
             body["ip_token"], identity_token=token, lease_id=f"lease_{'0' * 8}-x", salt=salt
         )
+    prefix, iv, sealed, tag = body["ip_token"].split(":")
+    flipped = bytearray(base64.b64decode(sealed))
+    flipped[0] ^= 1
+    tampered = ":".join((prefix, iv, base64.b64encode(bytes(flipped)).decode(), tag))
+    with pytest.raises(sealing.SealError, match="tag does not match"):
+        sealing.open_sealed(tampered, identity_token=token, lease_id=body["lease_id"], salt=salt)
     again = handshake(api, token)[1]
     assert again["ip_token"].split(":")[1] != body["ip_token"].split(":")[1]  # a fresh IV
     account = api.account(agent_id)
