@@ -217,7 +217,9 @@ async def sdk(port: int, token: str, seconds: float) -> list[tuple[str, float, f
 # 3: handshakes, open loop --------------------------------------------------------------
 
 
-def open_loop(port: int, seconds: float, call: Callable[[int, http.client.HTTPConnection], None]):
+def open_loop(
+    port: int, seconds: float, call: Callable[[int, http.client.HTTPConnection], None]
+) -> list[float]:
     """Latencies (s) of `call` at RATE/s, a new connection each, from the scheduled start."""
     total = int(RATE * seconds)
     latencies: list[float] = [0.0] * total
@@ -380,14 +382,17 @@ def revocation(folder: Path) -> list[tuple[str, float]]:
     start = time.perf_counter()
     closed = 0
     for key, agent_id in keys:
-        closed += store.update_status(
-            key,
-            lambda b, a=agent_id: agents.revoke(b.status, agent_id=a, now=system_clock()),  # type: ignore[attr-defined]
-        )
+
+        def revoke(b: Budget, agent_id: str = agent_id) -> int:
+            assert isinstance(b, TrustBudget)
+            return agents.revoke(b.status, agent_id=agent_id, now=system_clock())
+
+        closed += store.update_status(key, revoke)
     revoked = time.perf_counter() - start
     assert closed == 10 * leases.LEASES_KEPT, closed
     for key, agent_id in keys:
         final = store.get(key)
+        assert isinstance(final, TrustBudget)
         assert audit(final.status) == [], audit(final.status)
         account = final.status.accounts[agent_id]
         assert account.leased_out == 0
