@@ -390,6 +390,8 @@ class BudgetClient:
             self._refresh_task = None
         self._adopt(fresh)
         self._wake.set()
+        if self._available < self.config.refresh_threshold:
+            self._refresh_soon()  # granted less than the threshold: ask again, until denied
 
     def _refuse(self, error: InvalidToken) -> None:
         if not isinstance(self._failure, InvalidToken):
