@@ -30,7 +30,7 @@ class SealError(ValueError):
 
 @dataclass(frozen=True)
 class Sealed:
-    text: str
+    text: str  # "AES256:{iv_b64}:{ciphertext_b64}:{tag_b64}", standard base64
     salt: bytes
 
     @property
@@ -54,6 +54,8 @@ def seal(
     """Fresh salt and IV unless given (only tests give them)."""
     salt = os.urandom(SALT_BYTES) if salt is None else salt
     iv = os.urandom(IV_BYTES) if iv is None else iv
+    if len(iv) != IV_BYTES:
+        raise ValueError(f"the IV must be {IV_BYTES} bytes: open_sealed takes no other")
     sealed = AESGCM(derive_key(identity_token, salt)).encrypt(
         iv, secret.encode(), lease_id.encode()
     )
@@ -63,7 +65,7 @@ def seal(
 
 
 def open_sealed(text: str, *, identity_token: str, lease_id: str, salt: bytes) -> str:
-    parts = text.split(":") if isinstance(text, str) else []
+    parts = text.split(":")
     if len(parts) != 4:
         raise SealError("a sealed key has four parts: AES256:{iv}:{ciphertext}:{tag}")
     if parts[0] != PREFIX:
@@ -77,9 +79,12 @@ def open_sealed(text: str, *, identity_token: str, lease_id: str, salt: bytes) -
     if len(tag) != TAG_BYTES:
         raise SealError(f"the tag is {len(tag)} bytes, not {TAG_BYTES}")
     try:
-        plain = AESGCM(derive_key(identity_token, salt)).decrypt(
-            iv, ciphertext + tag, lease_id.encode()
-        )
+        aead = AESGCM(derive_key(identity_token, salt))
+        associated = lease_id.encode()
+    except UnicodeEncodeError:
+        raise SealError("the identity token or the lease id is not UTF-8 text") from None
+    try:
+        plain = aead.decrypt(iv, ciphertext + tag, associated)
     except InvalidTag:
         raise SealError(
             "the sealed key does not open: the tag does not match "

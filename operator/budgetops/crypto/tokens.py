@@ -8,7 +8,6 @@ InvalidToken whose message is safe to show: it never quotes the token or the key
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import secrets
 import uuid
@@ -20,10 +19,22 @@ import jwt
 
 AGENT_ID = re.compile(r"^agent_[a-z0-9]{6,32}$")
 BUDGET_ID = re.compile(r"^budget-[a-z0-9]{6,32}$")
-TOKEN_ID = re.compile(r"^[a-z0-9]{1,64}$")
 DEFAULT_ISSUER = "budgetops.dev"
 TOKEN_MAX = 4096
+TOKEN_ID_MAX = 64
 ALGORITHM = "HS256"
+_CLAIMS = (
+    "agent_id",
+    "budget_id",
+    "issued_at",
+    "expires_at",
+    "issuer",
+    "permissions",
+    "token_id",
+)
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9]{1,20}$")
+# What malformed base64, JSON or headers raise, whichever pyjwt version wraps which.
+_MALFORMED = (jwt.PyJWTError, ValueError, TypeError, RecursionError)
 
 
 class InvalidToken(ValueError):
@@ -69,29 +80,38 @@ def new_signing_key() -> bytes:
 
 
 def _format_problems(payload: dict[str, Any]) -> str | None:
-    """What is wrong with the claims' types and id formats, or None."""
+    """What is wrong with the claims' presence, types and id formats, or None."""
+    missing = [name for name in _CLAIMS if name not in payload]
+    if missing:
+        return f"the token has no {missing[0]} claim"
     for name, pattern, shape in (
         ("agent_id", AGENT_ID, "agent_<6-32 of a-z0-9>"),
         ("budget_id", BUDGET_ID, "budget-<6-32 of a-z0-9>"),
-        ("token_id", TOKEN_ID, "1-64 of a-z0-9"),
     ):
-        value = payload.get(name)
+        value = payload[name]
         if not isinstance(value, str):
-            return f"the token has no {name}"
+            return f"{name} must be a string"
         if not pattern.fullmatch(value):
             return f"{name} {value[:40]!r} is not of the form {shape}"
-    issued = payload.get("issued_at")
-    if isinstance(issued, bool) or not isinstance(issued, int):
+    token_id = payload["token_id"]
+    if not isinstance(token_id, str) or not 0 < len(token_id) <= TOKEN_ID_MAX:
+        return f"token_id must be a string of 1 to {TOKEN_ID_MAX} characters"
+    if not _is_int(payload["issued_at"]):
         return "issued_at must be Unix seconds (an integer)"
-    expires = payload.get("expires_at", "missing")
-    if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)):
+    expires = payload["expires_at"]
+    if expires is not None and not _is_int(expires):
         return "expires_at must be Unix seconds (an integer) or null"
-    if not isinstance(payload.get("issuer"), str):
-        return "the token has no issuer"
-    permissions = payload.get("permissions")
+    if not isinstance(payload["issuer"], str):
+        return "issuer must be a string"
+    permissions = payload["permissions"]
     if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
         return "permissions must be a list of strings"
     return None
+
+
+def _is_int(value: object) -> bool:
+    """JSON true would otherwise pass as the integer 1."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def issue(claims: AgentClaims, *, key: bytes) -> str:
@@ -108,41 +128,43 @@ def _when(seconds: int) -> str:
 
 def verify(token: str, *, key: bytes, issuer: str, now: datetime) -> AgentClaims:
     """The claims of a token signed with `key`, issued by `issuer` and not expired at `now`."""
-    if not isinstance(token, str) or not token:
+    if not token:
         raise InvalidToken("the token is empty")
     if len(token.encode("utf-8", "replace")) > TOKEN_MAX:
         raise InvalidToken(f"the token is longer than {TOKEN_MAX} bytes")
     try:
         header = jwt.get_unverified_header(token)
-    except (jwt.PyJWTError, ValueError, TypeError, json.JSONDecodeError):
+    except _MALFORMED:
         raise InvalidToken("the token is not a JWT") from None
     algorithm = header.get("alg")
     if algorithm != ALGORITHM:
-        shown = algorithm if isinstance(algorithm, str) else type(algorithm).__name__
-        raise InvalidToken(f"the token is signed with {shown[:20]}; only {ALGORITHM} is accepted")
+        raise InvalidToken(
+            f"the token is signed with {_shown(algorithm)}; only {ALGORITHM} is accepted"
+        )
     try:
         payload = jwt.decode(
             token,
             key,
             algorithms=[ALGORITHM],
+            # These claims are not the registered exp/iat/iss ones: pyjwt checks none of them.
             options={
                 "verify_exp": False,
                 "verify_iat": False,
                 "verify_nbf": False,
                 "verify_aud": False,
                 "verify_iss": False,
+                "verify_sub": False,
+                "verify_jti": False,
             },
         )
     except jwt.InvalidSignatureError:
         raise InvalidToken("the token's signature does not match") from None
-    except (jwt.PyJWTError, ValueError, TypeError):
+    except _MALFORMED:
         raise InvalidToken("the token is not a JWT") from None
-    if not isinstance(payload, dict):
-        raise InvalidToken("the token's claims are not an object")
     problem = _format_problems(payload)
     if problem is not None:
         raise InvalidToken(problem)
-    if not hmac.compare_digest(payload["issuer"].encode(), issuer.encode()):
+    if payload["issuer"] != issuer:
         raise InvalidToken(f"the token was issued by {payload['issuer'][:60]!r}, not {issuer!r}")
     expires = payload["expires_at"]
     if expires is not None:
@@ -162,6 +184,15 @@ def verify(token: str, *, key: bytes, issuer: str, now: datetime) -> AgentClaims
         permissions=tuple(payload["permissions"]),
         token_id=payload["token_id"],
     )
+
+
+def _shown(algorithm: object) -> str:
+    """A header's alg as a message may show it: plain when it is a name, quoted otherwise."""
+    if algorithm is None:
+        return "no algorithm"
+    if isinstance(algorithm, str):
+        return algorithm if _PLAIN_NAME.fullmatch(algorithm) else repr(algorithm[:20])
+    return f"a JSON {type(algorithm).__name__}"
 
 
 def same_token_id(a: str, b: str) -> bool:
