@@ -46,19 +46,24 @@ def budgetops(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def serve(db: Path, port: int, *options: str) -> subprocess.Popen[str]:
+    """`budgetops serve` in its own process, as users start it."""
+    command = ["serve", "--db", str(db), *options, "--listen", f"127.0.0.1:{port}"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "budgetops.cli.main", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     db = tmp_path / "ledger.sqlite3"
     (tmp_path / "certs.yaml").write_text(MANIFEST, encoding="utf-8")
     budgetops("apply", "-f", str(tmp_path / "certs.yaml"), db=db)
     port = free_port()
-    command = ["serve", "--db", str(db), "--ttl", "1s", "--listen", f"127.0.0.1:{port}"]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "budgetops.cli.main", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = serve(db, port, "--ttl", "1s")
     try:
         assert server.stdout is not None
         assert server.stdout.readline().startswith("ledger:")
@@ -143,13 +148,7 @@ def test_serve_answers_the_lease_api_and_expires_its_leases(tmp_path: Path) -> N
     FileSecrets(db.with_name(db.name + ".secrets")).write("", "openai", "api-key", PROVIDER_KEY)
     agent, token = create_agent(db)
     port = free_port()
-    command = ["serve", "--db", str(db), "--lease-ttl", "2s", "--listen", f"127.0.0.1:{port}"]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "budgetops.cli.main", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = serve(db, port, "--lease-ttl", "2s")
     try:
         assert server.stdout is not None
         lines = [server.stdout.readline() for _ in range(3)]

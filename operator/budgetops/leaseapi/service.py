@@ -101,6 +101,19 @@ def invalid_token(message: str) -> ApiError:
     return ApiError(401, "INVALID_TOKEN", message)
 
 
+def _authorized(budget: TrustBudget, claims: tokens.AgentClaims) -> Agent:
+    """The agent the token speaks for, checked against its record in `budget`."""
+    try:
+        return agents.authorize(
+            budget.status,
+            agent_id=claims.agent_id,
+            budget_id=claims.budget_id,
+            token_id=claims.token_id,
+        )
+    except agents.NotAuthorized as error:
+        raise invalid_token(str(error)) from None
+
+
 def lease_view(lease_id: str, agent_id: str, agent: Agent, hold: LeaseHold) -> dict[str, Any]:
     return {
         "lease_id": lease_id,
@@ -188,16 +201,7 @@ class LeaseService:
 
         def checked(budget: Budget) -> T:
             assert isinstance(budget, TrustBudget)
-            try:
-                agent = agents.authorize(
-                    budget.status,
-                    agent_id=claims.agent_id,
-                    budget_id=claims.budget_id,
-                    token_id=claims.token_id,
-                )
-            except agents.NotAuthorized as error:
-                raise invalid_token(str(error)) from None
-            return change(budget, agent)
+            return change(budget, _authorized(budget, claims))
 
         try:
             result = await self.store.update_status_async(
@@ -416,15 +420,7 @@ class LeaseService:
         except NotFound:
             raise invalid_token(f"{claims.agent_id}'s budget no longer exists") from None
         assert isinstance(budget, TrustBudget)
-        try:
-            agent = agents.authorize(
-                budget.status,
-                agent_id=claims.agent_id,
-                budget_id=claims.budget_id,
-                token_id=claims.token_id,
-            )
-        except agents.NotAuthorized as error:
-            raise invalid_token(str(error)) from None
+        agent = _authorized(budget, claims)
         try:
             hold = leases.find_lease(budget.status, account=claims.agent_id, lease_id=lease_id)
         except leases.UnknownLease:
