@@ -311,3 +311,9 @@ def test_any_secret_round_trips_and_opens_independently(
     sealed = seal(secret, identity_token=token, lease_id=lease_id, salt=salt)
     assert open_sealed(sealed.text, identity_token=token, lease_id=lease_id, salt=salt) == secret
     assert independent_open(sealed.text, token=token, lease_id=lease_id, salt=salt) == secret
+
+
+@pytest.mark.parametrize("iv_length", [8, 16])
+def test_seal_refuses_an_iv_open_sealed_would_refuse(iv_length: int) -> None:
+    with pytest.raises(ValueError, match=r"the IV must be 12 bytes"):
+        seal(SECRET, identity_token=TOKEN, lease_id=LEASE, salt=SALT, iv=bytes(iv_length))
