@@ -168,9 +168,9 @@ def test_an_expiry_beyond_any_date_is_refused() -> None:
         ({"agent_id": "agent_abcdef\n"}, r"agent_id 'agent_abcdef\\n' is not of the form"),
         ({"budget_id": "budget_abcdef"}, "budget_id 'budget_abcdef' is not of the form budget-"),
         ({"agent_id": 7}, "^agent_id must be a string$"),
-        ({"token_id": ""}, "^token_id must be a string of 1 to 64 characters$"),
-        ({"token_id": "a" * 65}, "token_id must be a string of 1 to 64"),
-        ({"token_id": 12}, "token_id must be a string of 1 to 64"),
+        ({"token_id": ""}, "^token_id must be 1 to 64 characters of a-z0-9$"),
+        ({"token_id": "a" * 65}, "token_id must be 1 to 64 characters"),
+        ({"token_id": 12}, "token_id must be 1 to 64 characters"),
         ({"issued_at": True}, r"^issued_at must be Unix seconds \(an integer\)$"),
         ({"issued_at": 1.5}, "issued_at must be Unix seconds"),
         ({"issued_at": "1767225600"}, "issued_at must be Unix seconds"),
@@ -890,3 +890,16 @@ def test_new_signing_key() -> None:
 def test_same_token_id_cases(a: str, b: str, same: bool) -> None:
     assert same_token_id(a, b) is same
     assert same_token_id(b, a) is same
+
+
+def test_a_token_id_the_agent_record_could_not_hold_is_refused() -> None:
+    """A signed token_id of "\\ud800" passed verify, then crashed the constant-time compare
+    with the agent's record (a 500 instead of a 401)."""
+    claims = tokens.AgentClaims(
+        agent_id="agent_abc123", budget_id="budget-abc123", issued_at=1, expires_at=None,
+        issuer=tokens.DEFAULT_ISSUER, permissions=("llm:call",), token_id="abc",
+    )  # fmt: skip
+    key = b"k" * 32
+    forged = jwt.encode(claims.to_payload() | {"token_id": "\ud800"}, key, algorithm="HS256")
+    with pytest.raises(tokens.InvalidToken, match="token_id must be 1 to 64 characters"):
+        tokens.verify(forged, key=key, issuer=tokens.DEFAULT_ISSUER, now=datetime.now(UTC))

@@ -22,6 +22,8 @@ BUDGET_ID = re.compile(r"^budget-[a-z0-9]{6,32}$")
 DEFAULT_ISSUER = "budgetops.dev"
 TOKEN_MAX = 4096
 TOKEN_ID_MAX = 64
+TOKEN_ID = re.compile(rf"^[a-z0-9]{{1,{TOKEN_ID_MAX}}}$")
+"""What an agent record may hold (apis.agents), so a verified token_id always compares."""
 ALGORITHM = "HS256"
 _CLAIMS = (
     "agent_id",
@@ -94,8 +96,8 @@ def _format_problems(payload: dict[str, Any]) -> str | None:
         if not pattern.fullmatch(value):
             return f"{name} {value[:40]!r} is not of the form {shape}"
     token_id = payload["token_id"]
-    if not isinstance(token_id, str) or not 0 < len(token_id) <= TOKEN_ID_MAX:
-        return f"token_id must be a string of 1 to {TOKEN_ID_MAX} characters"
+    if not isinstance(token_id, str) or not TOKEN_ID.fullmatch(token_id):
+        return f"token_id must be 1 to {TOKEN_ID_MAX} characters of a-z0-9"
     if not _is_int(payload["issued_at"]):
         return "issued_at must be Unix seconds (an integer)"
     expires = payload["expires_at"]
