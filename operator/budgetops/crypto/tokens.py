@@ -7,7 +7,6 @@ InvalidToken whose message is safe to show: it never quotes the token or the key
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
 import uuid
@@ -195,7 +194,3 @@ def _shown(algorithm: object) -> str:
     if isinstance(algorithm, str):
         return algorithm if _PLAIN_NAME.fullmatch(algorithm) else repr(algorithm[:20])
     return f"a JSON {type(algorithm).__name__}"
-
-
-def same_token_id(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())

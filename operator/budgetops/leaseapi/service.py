@@ -67,16 +67,19 @@ class SecretStore(SecretSource, Protocol):
         ...
 
 
+def read_signing_key(secrets: SecretSource, namespace: str) -> bytes:
+    """The key agent tokens are signed with; LookupError, or ValueError when it is not hex."""
+    return bytes.fromhex(secrets.read(namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD).strip())
+
+
 def signing_key(secrets: SecretStore, namespace: str) -> bytes:
-    """The key agent tokens are signed with, made (32 random bytes) the first time."""
+    """The signing key, made (32 random bytes) the first time."""
     try:
-        text = secrets.read(namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
+        return read_signing_key(secrets, namespace)
     except LookupError:
-        secrets.write(
-            namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD, tokens.new_signing_key().hex()
-        )
-        text = secrets.read(namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
-    return bytes.fromhex(text.strip())
+        fresh = tokens.new_signing_key().hex()
+        secrets.write(namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD, fresh)
+        return read_signing_key(secrets, namespace)
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,7 @@ class LeaseService:
 
     def _read_signing_key(self) -> bytes:
         try:
-            text = self.secrets.read(self.settings.namespace, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
-            return bytes.fromhex(text.strip())
+            return read_signing_key(self.secrets, self.settings.namespace)
         except (LookupError, ValueError) as error:
             log.error("cannot read the agent signing key: %s", error)
             raise ApiError(
