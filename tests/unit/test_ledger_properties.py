@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -17,7 +18,7 @@ from hypothesis.stateful import (
 )
 
 from budgetops.apis.ledger import Ledger
-from budgetops.engine import leases, ledger
+from budgetops.engine import audit, leases, ledger
 
 T0 = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
 ACCOUNTS = ("user:alice", "user:bob")
@@ -35,6 +36,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger = Ledger()
         self.now = T0
         self.charged: dict[str, datetime] = {}
+        self.log: list[str] = []
         """Keys charged, and when they last moved (reserved or settled)."""
         for name in ACCOUNTS:
             ledger.open_account(
@@ -170,11 +172,29 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(account=st.sampled_from(ACCOUNTS), allocation=st.integers(min_value=0, max_value=200))
     def resize(self, account: str, allocation: int) -> None:
-        ledger.resize(self.ledger, account=account, allocation=Decimal(allocation))
+        ledger.resize(self.ledger, account=account, allocation=Decimal(allocation), at=self.now)
 
     @invariant()
     def books_balance(self) -> None:
         assert ledger.audit(self.ledger) == []
+
+    @invariant()
+    def audit_trail_follows_every_balance(self) -> None:
+        """Sealed after each step, the records form one chain that ends at the head, and
+        each account's latest record states its balance now: the log alone answers what
+        every balance is."""
+        self.log += [
+            json.dumps(r) for r in audit.seal(self.ledger, budget="b", uid="", now=None, sign=None)
+        ]
+        report = audit.verify_chain(self.log, heads={"b": self.ledger.audit_head})
+        assert report.problems == []
+        latest = {}
+        for line in self.log:
+            record = json.loads(line)
+            if "balance" in record:
+                latest[record["account"]] = Decimal(record["balance"])
+        for name, balance in latest.items():
+            assert self.ledger.accounts[name].balance == balance
 
     @invariant()
     def never_overspent(self) -> None:

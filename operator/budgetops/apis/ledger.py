@@ -11,17 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 
+from budgetops.apis.audit import AuditHead
 from budgetops.apis.common import Amount, Model, Timestamp
 
 SETTLED_KEYS_MAX = 4096
@@ -35,7 +37,7 @@ BEFORE_WINDOWS = datetime(1970, 1, 1, tzinfo=UTC)
 any window, so the next reset lets it go."""
 
 ENTRIES_KEPT = 50
-"""Recent ledger entries kept in status for people; the full audit goes to Events and logs."""
+"""Recent ledger entries kept in status for people; the full record is the audit trail."""
 
 EntryAction = Literal[
     "reserve",
@@ -46,6 +48,7 @@ EntryAction = Literal[
     "lease-return",
     "reset",
     "break-glass",
+    "deny",
 ]
 
 # The records below are created and changed on every charge, so they are plain slotted
@@ -165,6 +168,8 @@ class Entry:
     amount: Amount
     key: Name = ""
     object: Ref = ""
+    verdict: Annotated[str, StringConstraints(max_length=71)] = ""
+    """The digest of the signed verdict on this decision, when one was made."""
 
 
 SettledKeys = Annotated[
@@ -212,6 +217,18 @@ class Ledger(Model):
     accounts: Accounts = Field(default_factory=dict)
     settled: SettledKeys = Field(default_factory=dict)
     entries: list[Entry] = Field(default_factory=list, max_length=ENTRIES_KEPT)
+    audit_head: AuditHead = Field(default_factory=AuditHead)
+    _audit: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+    """Audit records of this change, not yet chained: the store seals them into the chain
+    in the write that stores the change, and publishes them once that write succeeded."""
+
+    def queue_audit(self, record: dict[str, Any]) -> None:
+        """Queue one audit record of the change being made (see `_audit`)."""
+        self._audit.append(record)
+
+    def queued_audit(self) -> list[dict[str, Any]]:
+        """The audit records queued by the change being made, oldest first."""
+        return self._audit
 
     def remember_settled(self, key: str, at: datetime) -> None:
         """Remember `key` as settled at `at`, for the rest of that window."""

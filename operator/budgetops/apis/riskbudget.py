@@ -203,6 +203,11 @@ class RiskBudgetSpec(Model):
     earned_capacity: EarnedCapacity = Field(default_factory=EarnedCapacity)
     notifications: Notifications = Field(default_factory=Notifications)
     enforcement: Enforcement = "enforce"
+    environment: str = Field(
+        default="",
+        max_length=63,
+        description="Named in this budget's signed verdicts; the namespace when empty",
+    )
 
     @model_validator(mode="after")
     def _sized(self) -> Self:

@@ -192,6 +192,11 @@ class TrustBudgetSpec(Model):
     break_glass: BreakGlass | None = None
     cert_manager: CertManager = Field(default_factory=CertManager)
     notifications: Notifications = Field(default_factory=Notifications)
+    environment: str = Field(
+        default="",
+        max_length=63,
+        description="Named in this budget's signed verdicts (production, staging, ...)",
+    )
 
     @field_validator("account_key")
     @classmethod

@@ -29,6 +29,7 @@ from budgetops.apis.ledger import (
     Reservation,
     Witness,
 )
+from budgetops.engine.audit import note
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
@@ -139,10 +140,13 @@ def record(
     key: str = "",
     ref: str = "",
 ) -> None:
+    """Keep a movement among the recent entries, and queue its audit record."""
     ledger.entries.append(
         Entry(at=at, account=account, action=action, amount=amount, key=key, object=ref)
     )
     del ledger.entries[:-ENTRIES_KEPT]
+    if action != "deny":
+        note(ledger, at=at, action=action, account=account, amount=amount, key=key, ref=ref)
 
 
 def is_known(ledger: Ledger, key: str) -> bool:
@@ -288,12 +292,13 @@ def reset(
     record(ledger, at=window_start, account=account, action="reset", amount=new_allocation)
 
 
-def resize(ledger: Ledger, *, account: str, allocation: Decimal) -> None:
+def resize(ledger: Ledger, *, account: str, allocation: Decimal, at: datetime) -> None:
     """Apply a changed allocation mid-window; it never drops below what is already committed."""
     target = _account(ledger, account)
     committed = target.spent + target.reserved + target.leased_out
     target.allocation = max(allocation, committed)
     target.balance = target.allocation - committed
+    note(ledger, at=at, action="adjust", account=account, amount=target.allocation)
 
 
 def audit(ledger: Ledger) -> list[str]:

@@ -68,7 +68,7 @@ def trust_account(
     if (account.resets_at is None) != (interval is None):
         account.window_start, account.resets_at = start, end
     if account.allocation != spec.initial_balance:
-        ledger.resize(status, account=key, allocation=spec.initial_balance)
+        ledger.resize(status, account=key, allocation=spec.initial_balance, at=now)
 
 
 def summarize_trust(status: TrustBudgetStatus) -> None:

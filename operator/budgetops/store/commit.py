@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from budgetops.apis.resources import Budget
+from budgetops.store.audit import queued
 from budgetops.store.base import BudgetKey, ChargeTimeout
 
 T = TypeVar("T")
@@ -300,12 +301,15 @@ class GroupCommit:
         for waiter in pending:
             if _past_cutoff(key, waiter, now):
                 continue
+            before = queued(budget)
             try:
                 result = waiter.change(budget)
             except Exception as error:
                 decided.append(_Decided(waiter, error=error))
                 continue
-            decided.append(_Decided(waiter, result, writes=waiter.needs_write(result)))
+            # A change that queued audit records (a denial is one) must be stored with them.
+            writes = waiter.needs_write(result) or queued(budget) > before
+            decided.append(_Decided(waiter, result, writes=writes))
         return decided
 
     def commit(self, key: BudgetKey, batch: list[Waiter]) -> None:

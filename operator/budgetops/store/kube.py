@@ -23,6 +23,7 @@ from urllib3.exceptions import HTTPError
 
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, Kind
+from budgetops.store.audit import AuditTrail
 from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 from budgetops.store.commit import Apply, Committed, GroupCommit
 from budgetops.store.rest import REQUEST_TIMEOUT, request_json
@@ -319,8 +320,15 @@ class KubeStore(Committed):
     as (or read at, if not written).
     """
 
-    def __init__(self, api_client: client.ApiClient, *, group_commit: bool = True) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        group_commit: bool = True,
+        trail: AuditTrail | None = None,
+    ) -> None:
         self.api = client.CustomObjectsApi(api_client)
+        self.trail = trail or AuditTrail()
         self.cache = BudgetCache(self.api)
         self.commits = GroupCommit(self._attempt, enabled=group_commit)
         self.stats = self.commits.stats
@@ -436,7 +444,13 @@ class KubeStore(Committed):
         API server that does not answer makes it a ChargeTimeout: a retriable refusal."""
         try:
             budget = self._snapshot(key, fresh=fresh)
-            return not apply(budget) or self._write(key, budget)
+            if not apply(budget):
+                return True
+            sealed = self.trail.seal(key, budget)
+            if not self._write(key, budget):
+                return False
+            self.trail.publish(sealed)
+            return True
         except HTTPError as error:  # no answer in time, or no connection
             raise ChargeTimeout(f"{key}: the API server did not answer ({error})") from error
 

@@ -33,6 +33,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from budgetops.apis.resources import RESOURCES, Budget, Kind, field_errors
+from budgetops.store.audit import AuditTrail, Record, line, verdicts_in
 from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 from budgetops.store.commit import Apply, Committed, GroupCommit
 
@@ -48,6 +49,30 @@ CREATE TABLE IF NOT EXISTS budgets (
     PRIMARY KEY (kind, namespace, name)
 )
 """
+
+_AUDIT_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS audit (
+    budget TEXT    NOT NULL,
+    seq    INTEGER NOT NULL,
+    record TEXT    NOT NULL,
+    PRIMARY KEY (budget, seq)
+)
+""",
+    """
+CREATE TABLE IF NOT EXISTS verdicts (
+    digest   TEXT NOT NULL PRIMARY KEY,
+    budget   TEXT NOT NULL,
+    at       TEXT NOT NULL,
+    object   TEXT NOT NULL,
+    envelope TEXT NOT NULL
+)
+""",
+)
+"""The audit chain of every budget, in full, and the latest signed verdicts (VERDICTS_KEPT)."""
+
+VERDICTS_KEPT = 10_000
+"""Envelopes the embedded ledger keeps to fetch by digest; the audit table keeps them all."""
 
 _KEY = "kind = ? AND namespace = ? AND name = ?"
 
@@ -124,6 +149,25 @@ def _params(key: BudgetKey) -> tuple[str, str, str]:
     return (key.kind, key.namespace, key.name)
 
 
+def _keep(db: sqlite3.Connection, sealed: list[Record]) -> None:
+    """Store sealed audit records and their verdicts in the transaction of their write."""
+    if not sealed:
+        return
+    db.executemany(
+        "INSERT INTO audit VALUES (?, ?, ?)", [(r["budget"], r["seq"], line(r)) for r in sealed]
+    )
+    found = verdicts_in(sealed)
+    if found:
+        db.executemany(
+            "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
+            [(v.digest, v.budget, v.at, v.object, json.dumps(v.envelope)) for v in found],
+        )
+        db.execute(
+            "DELETE FROM verdicts WHERE rowid <= (SELECT max(rowid) FROM verdicts) - ?",
+            (VERDICTS_KEPT,),
+        )
+
+
 def _checkpoint(store: weakref.ref[SQLiteStore], every: float, closed: threading.Event) -> None:
     """Every `every` seconds, copy what the WAL holds into the database file, until the store
     is closed or gone. PASSIVE never waits for readers or writers: what it cannot copy now
@@ -157,13 +201,16 @@ class SQLiteStore(Committed):
         checkpoint_every: float | None = None,
         mode: Mode = "rwc",
         check_writes: bool = False,
+        trail: AuditTrail | None = None,
     ) -> None:
         """`checkpoint_every`: seconds between background WAL checkpoints, for a process that
         serves requests; None leaves them to SQLite, inside commits (fine for the CLI).
         `mode`: see Mode; only "rwc" creates the file (and its folder). `check_writes`: read
         every status back before writing it, so that no change (a bug, a bad input the
         engine let through) leaves a budget the next reader cannot decode; it costs a
-        decode per write, which a command line can afford and a server need not."""
+        decode per write, which a command line can afford and a server need not. `trail`
+        seals each write's audit records into the budget's chain (stored in the `audit`
+        table of the same transaction) and publishes them to its sinks once committed."""
         self.path = Path(path)
         self.mode: Mode = mode
         self._check_writes = check_writes
@@ -177,12 +224,15 @@ class SQLiteStore(Committed):
         self._decoded_lock = threading.Lock()
         self._writer = threading.Lock()
         self.commits = GroupCommit(self._attempt, enabled=group_commit)
+        self.trail = trail or AuditTrail()
         if mode == "ro":
             self._check_schema(self._connection())
         else:
             with self._transaction() as db:
                 self._check_schema(db)
                 db.execute(_SCHEMA)
+                for table in _AUDIT_SCHEMA:
+                    db.execute(table)
         if checkpoint_every is not None:
             threading.Thread(
                 target=_checkpoint,
@@ -386,6 +436,31 @@ class SQLiteStore(Committed):
         with self._decoded_lock:
             self._decoded.pop(key, None)
 
+    def audit_lines(self) -> tuple[str, ...]:
+        """The audit trail of every budget as JSON Lines, each chain in order (none from a
+        ledger made before the trail existed)."""
+        try:
+            rows = self._connection().execute("SELECT record FROM audit ORDER BY budget, seq")
+            return tuple(record for (record,) in rows)
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return ()
+            raise
+
+    def verdict(self, digest: str) -> dict[str, Any] | None:
+        """The envelope of a verdict the ledger still keeps (VERDICTS_KEPT), by digest."""
+        try:
+            row = (
+                self._connection()
+                .execute("SELECT envelope FROM verdicts WHERE digest = ?", (digest,))
+                .fetchone()
+            )
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return None
+            raise
+        return None if row is None else dict(json.loads(row[0]))
+
     def versions(self) -> dict[BudgetKey, int]:
         """Every budget's row version, read without its spec or status: cheap enough to
         poll every second, which is how a server notices what other processes wrote."""
@@ -420,15 +495,18 @@ class SQLiteStore(Committed):
                     budget = self._decode(key.kind, obj, status)
                 if not apply(budget):
                     return True
+                sealed = self.trail.seal(key, budget)
                 version = _new_version()
                 db.execute(
                     f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
                     (self._encode_status(budget), version, *_params(key)),
                 )
+                _keep(db, sealed)
         except sqlite3.OperationalError as error:
             if "locked" in str(error):
                 raise ChargeTimeout(f"{key}: the ledger stayed locked; try again") from error
             raise
         with self._decoded_lock:
             self._decoded[key] = (version, budget)
+        self.trail.publish(sealed)
         return True

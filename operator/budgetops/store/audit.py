@@ -1,0 +1,153 @@
+"""Where sealed audit records go once the write that holds their chain head succeeded.
+
+A store seals a batch's records into the budget's chain just before it writes the status
+(`AuditTrail.seal`), and publishes them once that write succeeded: to stdout as JSON Lines
+for a cluster's log pipeline, to an optional file, and (the embedded store) into its SQLite
+file inside the same transaction. A sink that fails is logged and never fails the charge:
+the chain head in the status shows any record that went missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from budgetops.apis.ledger import Ledger
+from budgetops.apis.resources import Budget
+from budgetops.engine import audit
+from budgetops.store.base import BudgetKey
+
+log = logging.getLogger("budgetops.audit")
+
+Record = dict[str, Any]
+
+
+class Sink(Protocol):
+    """Takes sealed records, oldest first, after their write succeeded."""
+
+    def publish(self, records: Sequence[Record]) -> None: ...
+
+
+def line(record: Record) -> str:
+    """One record as one JSON line (the hash does not depend on this spelling)."""
+    return _LINE.encode(record) + "\n"
+
+
+_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+class StreamSink:
+    """JSON Lines to a text stream (stdout in a pod); one write per batch, so the lines of
+    concurrent batches never interleave mid-line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def publish(self, records: Sequence[Record]) -> None:
+        text = "".join(line(record) for record in records)
+        with self._lock:
+            self.stream.write(text)
+            self.stream.flush()
+
+
+class FileSink(StreamSink):
+    """JSON Lines appended to a file, opened once; flushed per batch, not fsynced: the chain
+    head in the status, not the file, is what a lost tail shows against."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path.open("a", encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """How checkpoints are signed, `sign(payload_type, payload)`, and dated."""
+
+    sign: audit.Sign
+    clock: Callable[[], datetime]
+
+
+class AuditTrail:
+    """Seals records into each budget's chain and hands them to the sinks.
+
+    `checkpoints` signs and dates checkpoints; without it the chain has none (which the
+    tests of other parts use, and which `budgetops verify` reports).
+    """
+
+    def __init__(
+        self, *, checkpoints: Checkpoints | None = None, sinks: Sequence[Sink] = ()
+    ) -> None:
+        self.checkpoints = checkpoints
+        self.sinks = list(sinks)
+
+    def seal(self, key: BudgetKey, budget: Budget) -> list[Record]:
+        status = budget.status
+        if not isinstance(status, Ledger) or not status.queued_audit():
+            return []
+        signing = self.checkpoints
+        return audit.seal(
+            status,
+            budget=str(key),
+            uid=budget.metadata.uid or "",
+            now=signing.clock() if signing else None,
+            sign=signing.sign if signing else None,
+        )
+
+    def publish(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        for sink in self.sinks:
+            try:
+                sink.publish(records)
+            except Exception as error:
+                log.error(
+                    "audit records %s-%s of %s did not reach %s: %s",
+                    records[0]["seq"],
+                    records[-1]["seq"],
+                    records[0]["budget"],
+                    type(sink).__name__,
+                    error,
+                )
+
+
+def queued(budget: object) -> int:
+    """How many audit records a change has queued on `budget` so far (none on anything
+    without a ledger: group commit serves other objects too)."""
+    status = getattr(budget, "status", None)
+    return len(status.queued_audit()) if isinstance(status, Ledger) else 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A signed verdict as a store keeps it to be fetched: by digest, budget or object."""
+
+    digest: str
+    budget: str
+    at: str
+    object: str
+    envelope: dict[str, Any]
+
+
+def verdicts_in(records: Sequence[Record]) -> list[Verdict]:
+    """The signed verdicts among sealed records (decision records that carry an envelope)."""
+    found = []
+    for record in records:
+        detail = record.get("detail") or {}
+        if record["action"] == "decision" and "envelope" in detail:
+            found.append(
+                Verdict(
+                    digest=detail["verdict"],
+                    budget=record["budget"],
+                    at=record["at"],
+                    object=record.get("object", ""),
+                    envelope=detail["envelope"],
+                )
+            )
+    return found
