@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from budgetops.admission.attest import Attestor, subject_of
 from budgetops.admission.classify import (
     Classified,
     Identity,
@@ -34,9 +35,16 @@ from budgetops.admission.classify import (
 from budgetops.admission.review import AdmissionRequest, AdmissionReview, response
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_errors
 from budgetops.engine.clock import Clock
-from budgetops.engine.decisions import RESERVING_REASONS, Decision, admit_risk, admit_trust
+from budgetops.engine.decisions import (
+    RESERVING_REASONS,
+    Decision,
+    Reason,
+    admit_risk,
+    admit_trust,
+)
 from budgetops.engine.ledger import InvalidCharge, cancel, confirm
 from budgetops.engine.rollover import summarize_risk
+from budgetops.engine.verdicts import Subject
 from budgetops.observability.events import EventRecorder, LogEvents
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout, NotFound
@@ -60,6 +68,16 @@ RETRY_MESSAGE = (
     "BudgetOps could not charge this request before the API server's deadline; the request "
     "was not admitted. Please try again."
 )
+
+TRUST_VERDICTS: frozenset[Reason] = frozenset({"Exhausted", "Warned", "BreakGlass"})
+"""TrustBudget decisions that get a verdict: denials, and what passed an exhausted budget
+(break-glass, or a warn-mode budget that would have refused). Charges are audited as
+movements."""
+
+UNATTESTED: frozenset[Reason] = frozenset({"AlreadyCharged", "DryRun", "Gone"})
+"""RiskBudget decisions without a verdict: a replay (its first decision has one), a dry run
+(it records nothing; its denials carry the denial's reason, so the request's flag is
+checked too) and a deleted budget."""
 
 log = logging.getLogger("budgetops.webhook")
 
@@ -90,8 +108,10 @@ class Admission:
         ttl: timedelta,
         metrics: AdmissionMetrics | None = None,
         events: EventRecorder | None = None,
+        attestor: Attestor | None = None,
     ) -> None:
         self.store = store
+        self.attestor = attestor or Attestor()
         self.clock = clock
         self.identity = identity
         self.ttl = ttl
@@ -173,14 +193,25 @@ class Admission:
                 )
                 if settle and decision.cost > 0:
                     confirm(budget.status, key=c.key, now=now)
+                if not request.dry_run and decision.reason in TRUST_VERDICTS:
+                    self.attestor.trust(
+                        budget,
+                        charge=c,
+                        decision=decision,
+                        subject=subject_of(request),
+                        now=now,
+                    )
                 return decision
 
             steps.append(_Step(trust.budget, trust.key, charge_trust, trust.settle_now, now))
         for risk in charges.risk:
+            subject = subject_of(request, risk.release.key)
 
-            def charge_risk(budget: Budget, _: bool, c: RiskCharge = risk) -> Decision:
+            def charge_risk(
+                budget: Budget, _: bool, c: RiskCharge = risk, subject: Subject = subject
+            ) -> Decision:
                 assert isinstance(budget, RiskBudget)
-                return admit_risk(
+                decision = admit_risk(
                     budget.status,
                     budget.spec,
                     release=c.release,
@@ -188,6 +219,11 @@ class Admission:
                     ttl=self.ttl,
                     dry_run=request.dry_run,
                 )
+                if not request.dry_run and decision.reason not in UNATTESTED:
+                    self.attestor.risk(
+                        budget, release=c.release, decision=decision, subject=subject, now=now
+                    )
+                return decision
 
             steps.append(_Step(risk.budget, risk.release.key, charge_risk, False, now))
         return steps

@@ -17,14 +17,18 @@ from budgetops.store.secrets import FileSecrets
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 
 from .agents import secrets_dir
-from .serving import log_to_stderr, serve_until_stopped
+from .serving import attestation, log_to_stderr, serve_until_stopped
 
 
 def serve_embedded(path: str, args: argparse.Namespace, out: TextIO) -> int:
     """Serve admission on the ledger at `path`; settle, reset and roll windows meanwhile."""
     log_to_stderr()
+    secrets = FileSecrets(secrets_dir(Path(path), args.secrets_dir))
+    attestor, trail = attestation(secrets, "", [], args.audit_file)
     # Concurrent webhook requests share transactions: one status write per batch.
-    store = SQLiteStore(path, group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS)
+    store = SQLiteStore(
+        path, group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS, trail=trail
+    )
     registry = CollectorRegistry()
     registry.register(StoreCollector(store.commits.stats))
     registry.register(BudgetCollector(store))
@@ -38,7 +42,8 @@ def serve_embedded(path: str, args: argparse.Namespace, out: TextIO) -> int:
             registry=registry,
             events=events,
             until=keep_ledger(reconciler, LedgerWatch(store)),
-            secrets=FileSecrets(secrets_dir(Path(path), args.secrets_dir)),
+            secrets=secrets,
+            attestor=attestor,
         )
     finally:
         store.close()

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
 import threading
 from datetime import timedelta
 from typing import TextIO
@@ -28,14 +29,16 @@ from budgetops.observability.metrics import (
     ReconcileMetrics,
     StoreCollector,
 )
+from budgetops.store.audit import StreamSink
 from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
 from budgetops.store.leaseobjects import KubeLeaseObjects
 from budgetops.store.objects import KubeObjects
 from budgetops.store.rest import refresh_credentials_at_most_every
 from budgetops.store.secrets import KubeSecrets
+from budgetops.store.verdictmaps import VerdictMaps
 
-from .serving import log_to_stderr, serve_until_stopped
+from .serving import attestation, log_to_stderr, serve_until_stopped
 
 log = logging.getLogger("budgetops.run")
 
@@ -61,15 +64,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook in a cluster and, unless told not to, reconcile."""
     log_to_stderr()
     api = api_client(args.kubeconfig)
-    store = KubeStore(api).start()
+    secrets = KubeSecrets(api)
+    verdict_maps = VerdictMaps(api, args.namespace)
+    attestor, trail = attestation(
+        secrets, args.namespace, [StreamSink(sys.stdout), verdict_maps], args.audit_file
+    )
+    store = KubeStore(api, trail=trail).start()
     stack = contextlib.ExitStack()
     stack.callback(store.stop)
+    stack.callback(verdict_maps.stop)
     registry = CollectorRegistry()
     registry.register(StoreCollector(store.stats))
     registry.register(BudgetCollector(store))
     events = QueuedEvents(KubeEvents(api), busy=store.commits.busy)
     registry.register(EventsCollector(events))
-    secrets = KubeSecrets(api)
     try:
         signing_key(secrets, args.namespace)  # agents' tokens need it; made once per cluster
     except LookupError as error:
@@ -77,7 +85,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         if not args.reconcile:
             return serve_until_stopped(
-                store, args, out, registry=registry, events=events, secrets=secrets
+                store,
+                args,
+                out,
+                registry=registry,
+                events=events,
+                secrets=secrets,
+                attestor=attestor,
             )
         notifier = Notifier(secrets=secrets, registry=registry, clock=system_clock)
         notifier.start()
@@ -104,6 +118,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             events=events,
             until=reconcile,
             secrets=secrets,
+            attestor=attestor,
         )
     finally:
         stack.close()

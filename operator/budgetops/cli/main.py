@@ -29,6 +29,7 @@ from budgetops.store.sqlite import LedgerError, explain
 
 from .agents import COMMANDS as AGENT_COMMANDS
 from .agents import add_parser as add_agent_parser
+from .attestation import add_parsers as add_attestation_parsers
 from .embedded import serve_embedded
 from .incluster import add_arguments as add_run_arguments
 from .manifests import crd_files, load
@@ -346,6 +347,8 @@ def parser() -> argparse.ArgumentParser:
 
     db_help = f"ledger file (default $BUDGETOPS_DB or {DEFAULT_DB})"
     add_agent_parser(verbs, db_help=db_help).set_defaults(run=cmd_agent)
+    for verb in add_attestation_parsers(verbs, db_help=db_help):
+        verb.set_defaults(run=cmd_attestation)
     for verb in (charge, consume, status, webhook):
         verb.add_argument("--db", help=f"ledger file (default $BUDGETOPS_DB or {DEFAULT_DB})")
     webhook.add_argument(
@@ -353,12 +356,23 @@ def parser() -> argparse.ArgumentParser:
     )
     for verb in (webhook, in_cluster):
         verb.add_argument(
+            "--audit-file",
+            help="also append the audit trail, as JSON Lines, to this file (run: besides "
+            "stdout; serve: besides the ledger's audit table)",
+        )
+        verb.add_argument(
             "--issuer", default=DEFAULT_ISSUER, help="the issuer agent tokens must carry"
         )
         verb.add_argument(
             "--lease-ttl", default="1h", type=_ttl, help="how long a lease lasts (at most 7d)"
         )
     return top
+
+
+def cmd_attestation(args: argparse.Namespace, out: TextIO) -> int:
+    """`budgetops verify|verdict|audit|keys` on the embedded ledger or the cluster."""
+    code: int = args.attestation(args, out, _db_path(args.db))
+    return code
 
 
 def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:

@@ -8,14 +8,17 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
+from budgetops.admission.attest import Attestor
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
 from budgetops.apis.common import parse_duration
+from budgetops.crypto import dsse
 from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.app import PREFIX as LEASE_PREFIX
 from budgetops.leaseapi.app import lease_app
@@ -23,6 +26,10 @@ from budgetops.leaseapi.service import LeaseService, LeaseSettings, SecretSource
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore
+from budgetops.store.audit import AuditTrail, Checkpoints, FileSink, Sink
+from budgetops.store.keyring import KeyFiles, verdict_keyring
+
+log = logging.getLogger("budgetops.serve")
 
 
 def log_to_stderr() -> None:
@@ -30,6 +37,34 @@ def log_to_stderr() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def first_key_name() -> str:
+    """The name of a keyring's first key: when it was made."""
+    return f"key-{system_clock():%Y%m%d%H%M%S}"
+
+
+def attestation(
+    secrets: KeyFiles, namespace: str, sinks: list[Sink], audit_file: str | None
+) -> tuple[Attestor, AuditTrail]:
+    """The signer of verdicts and the audit trail of a server, from its keyring (made now if
+    there is none): one key signs verdicts and the trail's checkpoints. A keyring that
+    cannot be read or made leaves decisions audited but unsigned, loudly: admission must
+    not stop for it."""
+    if audit_file:
+        sinks = [*sinks, FileSink(Path(audit_file))]
+    try:
+        keyring = verdict_keyring(secrets, namespace, first_key=first_key_name())
+    except (LookupError, ValueError) as error:
+        log.error("verdicts and audit checkpoints are NOT signed: %s", error)
+        return Attestor(), AuditTrail(sinks=sinks)
+    log.info("signing verdicts with key %s", keyring.active.keyid)
+
+    def sign(payload_type: str, payload: bytes) -> dict[str, Any]:
+        return dsse.sign(payload, keyring.active, payload_type=payload_type).to_json()
+
+    trail = AuditTrail(checkpoints=Checkpoints(sign, system_clock), sinks=sinks)
+    return Attestor(keyring), trail
 
 
 def serve_until_stopped(
@@ -41,6 +76,7 @@ def serve_until_stopped(
     events: EventRecorder | None = None,
     until: Callable[[threading.Event], None] | None = None,
     secrets: SecretSource | None = None,
+    attestor: Attestor | None = None,
 ) -> int:
     """Run the webhook over `store` until SIGTERM or Ctrl-C, running `until(stop)` meanwhile
     if given (it must return once `stop` is set)."""
@@ -55,6 +91,7 @@ def serve_until_stopped(
         ttl=parse_duration(args.ttl),
         metrics=AdmissionMetrics(registry or CollectorRegistry()),
         events=events,
+        attestor=attestor,
     )
     mounted = {}
     if secrets is not None:

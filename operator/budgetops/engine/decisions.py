@@ -8,7 +8,7 @@ reads at a denial or in kubectl's warnings: calm, exact, and saying what happens
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -17,6 +17,7 @@ from budgetops.apis.common import Unit, format_duration, format_time
 from budgetops.apis.ledger import Witness
 from budgetops.apis.riskbudget import (
     MAX_RISK_POINTS,
+    Band,
     ChangeClass,
     RiskBudgetSpec,
     RiskBudgetStatus,
@@ -33,7 +34,7 @@ from budgetops.engine.rollover import (
     summarize_risk,
     trust_account,
 )
-from budgetops.engine.unknowns import UnknownCounts, check_unknowns
+from budgetops.engine.unknowns import UnknownCounts, UnknownsCheck, check_unknowns
 
 Reason = Literal[
     "Charged",
@@ -58,6 +59,15 @@ WRITING_REASONS: frozenset[Reason] = RESERVING_REASONS | {"BreakGlass"}
 
 
 @dataclass(frozen=True)
+class Seen:
+    """The account as a decision found it: its balance, the band, the unknowns check."""
+
+    balance: Decimal
+    band: Band | None = None
+    check: UnknownsCheck | None = None
+
+
+@dataclass(frozen=True)
 class Decision:
     """Allowed or not, what was charged, the denial message and the lines kubectl shows."""
 
@@ -66,6 +76,8 @@ class Decision:
     cost: Decimal
     message: str = ""
     warnings: tuple[str, ...] = ()
+    seen: Seen | None = None
+    """What the decision saw before it charged (what a verdict attests)."""
 
     @property
     def changes_ledger(self) -> bool:
@@ -128,6 +140,7 @@ def admit_trust(
         raise ledger.InvalidCharge(f"the cost {cost} is not a whole number of points")
     trust_account(status, spec, key=account, now=now)
     target = status.accounts[account]
+    seen = Seen(target.balance)
     reserve = functools.partial(
         ledger.reserve,
         status,
@@ -164,7 +177,7 @@ def admit_trust(
                 dry_run=dry_run,
             )
             if decision.allowed or spec.enforcement != "warn":
-                return decision
+                return replace(decision, seen=seen)
             message = decision.message
         elif spec.break_glass is not None:
             limit = format_duration(spec.break_glass.max_certificate_ttl)
@@ -173,20 +186,20 @@ def admit_trust(
                 f"budgetops.dev/break-glass=<reason> (certificates valid at most {limit})."
             )
         if spec.enforcement != "warn":
-            return Decision(False, "Exhausted", ZERO, message=message)
+            return Decision(False, "Exhausted", ZERO, message=message, seen=seen)
         left = target.balance
         charged = reserve(amount=left)
         note = f"{message} (warn only; {show(cost - left, unit)} {unit} uncovered)"
         if dry_run:
             return Decision(True, "DryRun", ZERO, warnings=(f"{note} (dry run, not charged)",))
-        return Decision(True, "Warned", charged.amount, warnings=(note,))
+        return Decision(True, "Warned", charged.amount, warnings=(note,), seen=seen)
     receipt = (
         f"Trust budget {account}: cost {show(cost, unit)}, remaining {show(charge.balance, unit)} "
         f"of {show(target.allocation, unit)}, resets {_resets(target.resets_at)}"
     )
     if dry_run:
         return Decision(True, "DryRun", ZERO, warnings=(f"{receipt} (dry run, not charged)",))
-    return Decision(True, "Charged", cost, warnings=(receipt,))
+    return Decision(True, "Charged", cost, warnings=(receipt,), seen=seen)
 
 
 def _break_glass_refusal(
@@ -282,7 +295,7 @@ def _refusal(
     spec: RiskBudgetSpec,
     release: Release,
     *,
-    now: datetime,
+    check: UnknownsCheck | None,
     warnings: list[str],
 ) -> tuple[Reason, str] | None:
     """Why enforcing this budget refuses the release (None: it may ship); an unknowns
@@ -296,8 +309,7 @@ def _refusal(
             f"In {status.band} only {', '.join(allowed_classes) or 'no'} changes may ship; "
             f"this release is {release.change_class}.",
         )
-    if spec.unknowns is not None and release.unknowns is not None:
-        check = check_unknowns(spec.unknowns, release.unknowns, now=now)
+    if check is not None:
         details = "; ".join(v.describe() for v in check.violations)
         if check.result == "fail":
             return (
@@ -350,11 +362,15 @@ def admit_risk(
             warnings=(f"Risk budget {service}: release {release.key} was already charged",),
         )
     warnings: list[str] = []
-    refusal = _refusal(status, spec, release, now=now, warnings=warnings)
+    check = None
+    if spec.unknowns is not None and release.unknowns is not None:
+        check = check_unknowns(spec.unknowns, release.unknowns, now=now)
+    seen = Seen(account.balance, status.band, check)
+    refusal = _refusal(status, spec, release, check=check, warnings=warnings)
     reason: Reason = "Charged"
     if refusal is not None:
         if spec.enforcement != "warn":
-            return Decision(False, refusal[0], Decimal(0), message=refusal[1])
+            return Decision(False, refusal[0], Decimal(0), message=refusal[1], seen=seen)
         warnings.append(f"{refusal[1]} (warn only)")
         reason = "Warned"
     if points > account.balance:
@@ -366,7 +382,9 @@ def admit_risk(
             f"{show(uncovered, 'points')} RP uncovered"
         )
     if dry_run:
-        return Decision(True, "DryRun", Decimal(0), warnings=(*warnings, "dry run, not charged"))
+        return Decision(
+            True, "DryRun", Decimal(0), warnings=(*warnings, "dry run, not charged"), seen=seen
+        )
     ledger.reserve(
         status,
         account=service,
@@ -383,4 +401,4 @@ def admit_risk(
         f"Risk budget {service}: {release.points} RP ({release.change_class}), "
         f"now {_risk_state(status)}; band {status.band}",
     )
-    return Decision(True, reason, points, warnings=tuple(warnings))
+    return Decision(True, reason, points, warnings=tuple(warnings), seen=seen)

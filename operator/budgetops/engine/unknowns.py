@@ -25,6 +25,14 @@ class UnknownCounts:
     def total(self) -> int:
         return sum(self.by_reason.values())
 
+    def to_predicate(self) -> dict[str, Any]:
+        """The `actualCounts` block of a budget check."""
+        return {
+            "total": self.total,
+            "cumulativeUncertainty": format_amount(self.cumulative_uncertainty),
+            "byReason": dict(sorted(self.by_reason.items())),
+        }
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -34,6 +42,17 @@ class Violation:
     limit: Decimal
     actual: Decimal
     reason: str | None = None
+
+    def to_predicate(self) -> dict[str, Any]:
+        """The violation as a verdict lists it."""
+        found: dict[str, Any] = {
+            "type": self.type,
+            "limit": format_amount(self.limit),
+            "actual": format_amount(self.actual),
+        }
+        if self.reason:
+            found["reason"] = self.reason
+        return found
 
     def describe(self) -> str:
         what = {
@@ -57,23 +76,11 @@ class UnknownsCheck:
         """The `budgetCheck` block of a verdict: config, counts, result, hash, violations."""
         return {
             "config": unknowns_config(config),
-            "actualCounts": {
-                "total": counts.total,
-                "cumulativeUncertainty": format_amount(counts.cumulative_uncertainty),
-                "byReason": dict(sorted(counts.by_reason.items())),
-            },
+            "actualCounts": counts.to_predicate(),
             "result": self.result,
             "configHash": self.config_hash,
             "evaluatedAt": format_time(self.evaluated_at),
-            "violations": [
-                {
-                    "type": v.type,
-                    "limit": format_amount(v.limit),
-                    "actual": format_amount(v.actual),
-                    **({"reason": v.reason} if v.reason else {}),
-                }
-                for v in self.violations
-            ],
+            "violations": [v.to_predicate() for v in self.violations],
         }
 
 

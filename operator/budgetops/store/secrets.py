@@ -38,6 +38,45 @@ class KubeSecrets:
         except (binascii.Error, UnicodeDecodeError):
             raise LookupError(f"{where} key {key} is not base64-encoded UTF-8 text") from None
 
+    def read_all(self, namespace: str, name: str) -> dict[str, bytes]:
+        """Every key of a Secret, decoded (a keyring: several keys, rotated over time)."""
+        where = f"secret {namespace}/{name}"
+        try:
+            secret = self.api.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                raise LookupError(f"{where} not found") from None
+            raise LookupError(f"{where} could not be read: {error.status} {error.reason}") from None
+        try:
+            return {
+                key: base64.b64decode(value, validate=True)
+                for key, value in (secret.data or {}).items()
+            }
+        except binascii.Error:
+            raise LookupError(f"{where} holds a key that is not base64") from None
+
+    def write_all(
+        self, namespace: str, name: str, files: dict[str, bytes], *, replace: bool = False
+    ) -> None:
+        """Create the Secret with these keys; with `replace`, replace one that exists (a
+        rotation), else leave it as it is (another replica made it first: read it back)."""
+        data = {key: base64.b64encode(value).decode() for key, value in files.items()}
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=data, type="Opaque"
+        )
+        try:
+            try:
+                self.api.create_namespaced_secret(namespace, body)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+                if replace:
+                    self.api.replace_namespaced_secret(name, namespace, body)
+        except ApiException as error:
+            raise LookupError(
+                f"secret {namespace}/{name} could not be written: {error.status} {error.reason}"
+            ) from None
+
     def write(self, namespace: str, name: str, key: str, value: str) -> None:
         """Create the Secret with one key; one that exists already is left as it is (another
         replica made it first), so read it back rather than trusting `value`."""
@@ -87,3 +126,29 @@ class FileSecrets:
         with os.fdopen(fd, "w") as file:
             file.write(value)
         temporary.replace(where)
+
+    def read_all(self, namespace: str, name: str) -> dict[str, bytes]:
+        """Every file of a secret folder (`namespace` is ignored)."""
+        folder = self.path(name, "x").parent
+        if not folder.is_dir():
+            raise LookupError(f"secret {name} not found (no folder {folder})")
+        try:
+            return {
+                entry.name: entry.read_bytes()
+                for entry in sorted(folder.iterdir())
+                if entry.is_file() and not entry.name.startswith(".")
+            }
+        except OSError as error:
+            raise LookupError(f"secret folder {folder} could not be read: {error}") from None
+
+    def write_all(
+        self, namespace: str, name: str, files: dict[str, bytes], *, replace: bool = False
+    ) -> None:
+        """Write a secret folder's files; with `replace`, drop files not among them
+        (`namespace` is ignored; one process makes an embedded ledger's keys)."""
+        for key, value in files.items():
+            self.write(namespace, name, key, value.decode())
+        folder = self.path(name, "x").parent
+        for entry in folder.iterdir() if replace else ():
+            if entry.is_file() and entry.name not in files and not entry.name.startswith("."):
+                entry.unlink()

@@ -1,0 +1,409 @@
+"""`budgetops verdict`, `verify`, `audit` and `keys`: decisions proved after the fact.
+
+Each works on the embedded ledger (its verdicts table, its audit table and the keyring in
+its secrets folder) or, with `--kubeconfig`, on the cluster (the verdict ConfigMaps and the
+keyring Secret in `--namespace`; the audit trail is the operator's stdout, which `verify
+--audit FILE` reads from a file or `-`).
+
+Exit codes a script can rely on: 0 verified, 1 a signature or chain does not hold, 2 bad
+input or nothing found, 3 the signature holds but the budget's configuration has changed
+since (drift), or the budget is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from budgetops.apis.common import format_time
+from budgetops.apis.ledger import Entry
+from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.crypto import dsse
+from budgetops.engine import audit
+from budgetops.engine.canonical import config_hash
+from budgetops.engine.clock import system_clock
+from budgetops.engine.verdicts import (
+    RISK_PREDICATE,
+    TRUST_PREDICATE,
+    risk_config,
+    trust_config,
+    verdict_digest,
+)
+from budgetops.store import BudgetKey, BudgetStore, NotFound, SQLiteStore
+from budgetops.store.keyring import KeyFiles, read_keyring, rotate_keyring, verdict_keyring
+from budgetops.store.secrets import FileSecrets
+
+from .agents import secrets_dir
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_DRIFT = 3
+
+
+@dataclass
+class Place:
+    """Where the command reads: budgets, the keyring, and stored envelopes."""
+
+    store: BudgetStore
+    keys: KeyFiles
+    namespace: str
+    envelope: Callable[[str, str], dict[str, Any] | None]
+    """envelope(budget, digest): a stored envelope, or None."""
+    audit_lines: Callable[[], tuple[str, ...]] | None = None
+
+
+@contextlib.contextmanager
+def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> Iterator[Place]:
+    if args.kubeconfig:
+        from budgetops.cli.incluster import api_client
+        from budgetops.store.kube import KubeStore
+        from budgetops.store.secrets import KubeSecrets
+        from budgetops.store.verdictmaps import VerdictMaps
+
+        api = api_client(args.kubeconfig)
+        store = KubeStore(api).start()
+        maps = VerdictMaps(api, args.namespace)
+        try:
+            yield Place(
+                store,
+                KubeSecrets(api),
+                args.namespace,
+                lambda budget, digest: maps.read(budget)[1].get(digest),
+            )
+        finally:
+            store.stop()
+        return
+    sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro")
+    try:
+        yield Place(
+            sqlite,
+            FileSecrets(secrets_dir(ledger, args.secrets_dir)),
+            "",
+            lambda _, digest: sqlite.verdict(digest),
+            sqlite.audit_lines,
+        )
+    finally:
+        sqlite.close()
+
+
+def verify_keys(args: argparse.Namespace, where: Place) -> list[dsse.VerifyKey]:
+    """`--public-key` files if given, else every key id of the keyring."""
+    if args.public_key:
+        return [dsse.VerifyKey.from_pem(Path(path).read_bytes()) for path in args.public_key]
+    try:
+        return list(read_keyring(where.keys, where.namespace).verifiers.values())
+    except LookupError as error:
+        raise ValueError(
+            f"no verdict keyring to verify with ({error}); give --public-key"
+        ) from None
+
+
+def envelope_check(keys: list[dsse.VerifyKey]) -> audit.Check:
+    """How the chain verifier checks a checkpoint's or verdict's envelope."""
+
+    def check(document: Any, payload: bytes | None) -> str | None:
+        try:
+            envelope = dsse.Envelope.from_json(document)
+            dsse.verify(envelope, keys)
+        except (dsse.InvalidEnvelope, dsse.BadSignature) as error:
+            return str(error)
+        if payload is not None and envelope.payload != payload:
+            return "it signs another chain head than the record states"
+        return None
+
+    return check
+
+
+@dataclass(frozen=True)
+class VerdictCheck:
+    """A verdict whose signature holds, and whether its budget still applies its config."""
+
+    digest: str
+    keyid: str
+    statement: dict[str, Any]
+    budget: BudgetKey
+    attested: str
+    current: str | None
+    """The config hash of the budget as it is now; None when it no longer exists."""
+
+    @property
+    def drifted(self) -> bool:
+        return self.current != self.attested
+
+
+def budget_of(predicate: dict[str, Any]) -> BudgetKey:
+    described = predicate.get("budget")
+    if not isinstance(described, dict) or described.get("kind") not in (
+        "RiskBudget",
+        "TrustBudget",
+    ):
+        raise ValueError("the verdict names no RiskBudget or TrustBudget")
+    return BudgetKey(described["kind"], str(described["name"]), str(described.get("namespace", "")))
+
+
+def current_hash(budget: Budget) -> str:
+    if isinstance(budget, RiskBudget):
+        return config_hash(risk_config(budget.spec))
+    if isinstance(budget, TrustBudget):
+        return config_hash(trust_config(budget.spec))
+    raise ValueError(f"{budget.kind} has no verdicts")
+
+
+def check_verdict(document: Any, keys: list[dsse.VerifyKey], store: BudgetStore) -> VerdictCheck:
+    """Verify an envelope's signature, read its statement, and recompute its config hash
+    from the budget as stored now. Raises InvalidEnvelope, BadSignature or ValueError."""
+    envelope = dsse.Envelope.from_json(document)
+    keyid = dsse.verify(envelope, keys, payload_type=dsse.PAYLOAD_TYPE)
+    try:
+        statement = json.loads(envelope.payload)
+        predicate = statement["predicate"]
+        attested = predicate["budgetCheck"]["configHash"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("the envelope's payload is not a BudgetOps verdict statement") from None
+    if statement.get("predicateType") not in (RISK_PREDICATE, TRUST_PREDICATE):
+        raise ValueError(f"predicateType {statement.get('predicateType')!r} is not a verdict")
+    key = budget_of(predicate)
+    try:
+        current: str | None = current_hash(store.get(key))
+    except NotFound:
+        current = None
+    digest = verdict_digest(envelope.payload)
+    return VerdictCheck(digest, keyid, statement, key, attested, current)
+
+
+def _read_json(source: str) -> Any:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{source} is not JSON: {error}") from None
+
+
+def _verify_envelope(args: argparse.Namespace, where: Place, out: TextIO) -> int:
+    keys = verify_keys(args, where)
+    try:
+        found = check_verdict(_read_json(args.envelope), keys, where.store)
+    except (dsse.InvalidEnvelope, dsse.BadSignature) as error:
+        out.write(f"NOT VERIFIED: {error}\n")
+        return EXIT_FAILED
+    predicate = found.statement["predicate"]
+    decision = predicate.get("decision", {})
+    verdict = "allowed" if decision.get("allowed") else "denied"
+    out.write(
+        f"verified: {found.digest} signed by {found.keyid}\n"
+        f"  {predicate.get('subject', {}).get('kind', '?')} "
+        f"{predicate.get('subject', {}).get('namespace', '')}/"
+        f"{predicate.get('subject', {}).get('name', '?')}: {verdict} ({decision.get('reason')}) "
+        f"by {found.budget} at {predicate['budgetCheck'].get('evaluatedAt')}\n"
+    )
+    if found.current is None:
+        out.write(f"  drift: {found.budget} no longer exists\n")
+        return EXIT_DRIFT
+    if found.drifted:
+        out.write(
+            f"  drift: the configuration changed since: attested {found.attested}, "
+            f"now {found.current}\n"
+        )
+        return EXIT_DRIFT
+    out.write(f"  configuration unchanged ({found.attested})\n")
+    return 0
+
+
+def _heads(store: BudgetStore) -> dict[str, Any]:
+    return {
+        str(BudgetKey.of(budget)): budget.status.audit_head
+        for budget in store.list()
+        if isinstance(budget, RiskBudget | TrustBudget)
+    }
+
+
+def _verify_audit(args: argparse.Namespace, where: Place, out: TextIO) -> int:
+    if args.audit == "db":
+        if where.audit_lines is None:
+            raise ValueError("--audit db reads the embedded ledger; in a cluster give a file")
+        lines: list[str] | tuple[str, ...] = where.audit_lines()
+    elif args.audit == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        lines = Path(args.audit).read_text().splitlines()
+    heads = _heads(where.store)
+    if args.budget:
+        heads = {name: head for name, head in heads.items() if name in args.budget}
+    report = audit.verify_chain(
+        lines,
+        heads=heads,
+        check=envelope_check(verify_keys(args, where)),
+        budgets=args.budget,
+        partial=args.partial,
+    )
+    for name, counts in report.summary().items():
+        out.write(
+            f"{name}: {counts['records']} records through {counts['lastSeq']}, "
+            f"{counts['checkpoints']} signed checkpoints\n"
+        )
+    for problem in report.problems:
+        out.write(f"BROKEN: {problem}\n")
+    if report.ok:
+        out.write(
+            f"audit trail verified: {sum(c.records for c in report.chains.values())} records\n"
+        )
+        return 0
+    return EXIT_FAILED
+
+
+def cmd_verify(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    """Check an envelope (signature, config drift) or an audit log (chain, checkpoints)."""
+    if not args.envelope and not args.audit:
+        raise ValueError("give an envelope file (or -), or --audit FILE|-|db")
+    with place(args, ledger) as where:
+        code = _verify_envelope(args, where, out) if args.envelope else 0
+        if args.audit:
+            code = max(code, _verify_audit(args, where, out))
+        return code
+
+
+def _workload(args: argparse.Namespace) -> str:
+    """The entry's object for `Kind/name` in `--namespace`: as admission describes it."""
+    kind, _, name = args.workload.partition("/")
+    if not kind or not name:
+        raise ValueError(f"{args.workload!r}: name the workload as KIND/NAME, e.g. deployment/api")
+    where = f" {args.workload_namespace}/" if args.workload_namespace else "/"
+    return f"{kind.lower()}{where}{name}"
+
+
+def latest_verdict(budgets: list[Budget], target: str) -> tuple[BudgetKey, Entry] | None:
+    """The newest entry with a verdict whose object is `target` (kind compared in any case)."""
+    found = [
+        (entry.at, BudgetKey.of(budget), entry)
+        for budget in budgets
+        if isinstance(budget, RiskBudget | TrustBudget)
+        for entry in budget.status.entries
+        if entry.verdict and _same_object(entry.object, target)
+    ]
+    if not found:
+        return None
+    _, key, entry = max(found, key=lambda item: item[0])
+    return key, entry
+
+
+def _same_object(described: str, target: str) -> bool:
+    kind, _, rest = described.partition(" ") if " " in described else described.partition("/")
+    want_kind, _, want_rest = target.partition(" ") if " " in target else target.partition("/")
+    return kind.lower() == want_kind and rest == want_rest
+
+
+def cmd_verdict(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    """The latest verdict on a workload: its digest, and its envelope if still kept."""
+    target = _workload(args)
+    with place(args, ledger) as where:
+        found = latest_verdict(where.store.list(), target)
+        if found is None:
+            out.write(f"no verdict on {args.workload} in the budgets' recent entries\n")
+            return EXIT_INVALID
+        key, entry = found
+        envelope = where.envelope(str(key), entry.verdict)
+    if args.output == "json":
+        if envelope is None:
+            out.write(f"the envelope of {entry.verdict} is no longer kept\n")
+            return EXIT_INVALID
+        out.write(json.dumps(envelope, indent=2) + "\n")
+        return 0
+    out.write(
+        f"{entry.verdict}\n  {entry.object}: {entry.action} by {key} at {format_time(entry.at)}\n"
+    )
+    if envelope is None:
+        out.write("  envelope: no longer kept (it is in the audit trail)\n")
+    else:
+        payload = base64.b64decode(envelope["payload"])
+        predicate = json.loads(payload)["predicate"]
+        out.write(
+            f"  decision: {predicate['decision']['reason']}, "
+            f"check {predicate['budgetCheck']['result']}, "
+            f"config {predicate['budgetCheck']['configHash']}\n"
+            f"  fetch and verify: budgetops verdict {args.workload} -o json | budgetops verify -\n"
+        )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    """Print the embedded ledger's audit trail as JSON Lines (for jq, or verify)."""
+    with place(args, ledger) as where:
+        if where.audit_lines is None:
+            raise ValueError("in a cluster the audit trail is the operator's stdout (kubectl logs)")
+        for line in where.audit_lines():
+            out.write(line if line.endswith("\n") else line + "\n")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    """List the verdict keyring, or rotate it (a new key signs; old ones still verify)."""
+    with place(args, ledger, writes=args.action == "rotate") as where:
+        if args.action == "rotate":
+            name = args.name or f"key-{system_clock():%Y%m%d%H%M%S}"
+            try:
+                ring = rotate_keyring(
+                    where.keys, where.namespace, name=name, algorithm=args.algorithm
+                )
+            except LookupError:
+                ring = verdict_keyring(where.keys, where.namespace, first_key=name)
+            out.write(
+                f"signing with {ring.active.keyid} ({ring.active.algorithm}); "
+                "restart the servers to sign with it\n"
+            )
+        else:
+            ring = read_keyring(where.keys, where.namespace)
+        for keyid, key in sorted(ring.verifiers.items()):
+            role = "signs" if keyid == ring.active.keyid else "verifies"
+            out.write(f"{keyid} {key.algorithm} {role}\n")
+        if args.action == "export":
+            for key in ring.verifiers.values():
+                out.write(key.to_pem().decode())
+    return 0
+
+
+def add_parsers(
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser], *, db_help: str
+) -> list[argparse.ArgumentParser]:
+    """`verify`, `verdict`, `audit`, `keys`; their `run` is set by the caller."""
+    verify = verbs.add_parser("verify", help="verify a verdict envelope or an audit trail")
+    verify.add_argument("envelope", nargs="?", help="a DSSE envelope (JSON file, or - for stdin)")
+    verify.add_argument("--audit", help="an audit log to check: a JSON Lines file, -, or db")
+    verify.add_argument("--budget", action="append", help="with --audit: check only this chain")
+    verify.add_argument(
+        "--partial",
+        action="store_true",
+        help="with --audit: the log may begin mid-chain (one pod's logs since it started)",
+    )
+    verify.add_argument("--public-key", action="append", help="PEM public key(s) to verify with")
+    verify.set_defaults(attestation=cmd_verify)
+    verdict = verbs.add_parser("verdict", help="the latest verdict on a workload")
+    verdict.add_argument("workload", help="KIND/NAME, e.g. deployment/api")
+    verdict.add_argument("-n", "--workload-namespace", default="", help="the workload's namespace")
+    verdict.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    verdict.set_defaults(attestation=cmd_verdict)
+    trail = verbs.add_parser("audit", help="the embedded ledger's audit trail as JSON Lines")
+    trail.set_defaults(attestation=cmd_audit)
+    keys = verbs.add_parser("keys", help="the verdict signing keyring")
+    keys.add_argument("action", choices=("list", "rotate", "export"))
+    keys.add_argument("--name", help="rotate: the new key's name (default key-<time>)")
+    keys.add_argument("--algorithm", choices=("ed25519", "ecdsa-p256"), default="ed25519")
+    keys.set_defaults(attestation=cmd_keys)
+    made = [verify, verdict, trail, keys]
+    for verb in made:
+        verb.add_argument("--db", help=db_help)
+        verb.add_argument("--kubeconfig", help="work on the cluster instead")
+        verb.add_argument(
+            "--namespace",
+            default=os.environ.get("POD_NAMESPACE", "budgetops-system"),
+            help="with --kubeconfig: the operator's namespace (keyring, verdict ConfigMaps)",
+        )
+        verb.add_argument("--secrets-dir", help="where key files live (default: <ledger>.secrets)")
+    return made

@@ -1,0 +1,250 @@
+"""The audit chain: sealed in order, checkpointed with a signature, and every kind of
+tampering found and reported with its line."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from budgetops.apis.ledger import Ledger
+from budgetops.cli.attestation import envelope_check
+from budgetops.crypto import dsse
+from budgetops.engine import audit, ledger
+from budgetops.engine.canonical import canonical_json, config_hash
+from budgetops.engine.verdicts import risk_config
+
+from .test_decisions import risk_budget
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+BUDGET = "TrustBudget/certs"
+KEY = dsse.SigningKey.from_pem(dsse.Keyring.new("k1")["k1.pem"])
+
+
+def sign_with(key: dsse.SigningKey) -> audit.Sign:
+    def sign(payload_type: str, payload: bytes) -> dict[str, Any]:
+        return dsse.sign(payload, key, payload_type=payload_type).to_json()
+
+    return sign
+
+
+def chain(
+    batches: int = 3, per_batch: int = 4, key: dsse.SigningKey = KEY
+) -> tuple[Ledger, list[str]]:
+    """A ledger and its log: `batches` sealed batches of reservations, an hour apart (so each
+    batch is checkpointed), the second carrying a signed verdict."""
+    book = Ledger()
+    ledger.open_account(book, key="a", allocation=Decimal(1000), window_start=T0, resets_at=None)
+    lines = []
+    for batch in range(batches):
+        now = T0 + timedelta(hours=batch)
+        for n in range(per_batch):
+            ledger.reserve(
+                book,
+                account="a",
+                key=f"k{batch}-{n}",
+                amount=Decimal(1),
+                now=now,
+                ttl=timedelta(minutes=5),
+            )
+        if batch == 1:
+            envelope = dsse.sign(b'{"verdict":1}', key).to_json()
+            audit.note(
+                book,
+                at=now,
+                action="decision",
+                account="a",
+                detail={"envelope": envelope, "verdict": "x"},
+            )
+        sealed = audit.seal(book, budget=BUDGET, uid="u1", now=now, sign=sign_with(key))
+        lines += [json.dumps(record) for record in sealed]
+    return book, lines
+
+
+def check(lines: list[str], book: Ledger | None = None) -> audit.ChainReport:
+    heads = {BUDGET: book.audit_head} if book is not None else None
+    return audit.verify_chain(lines, heads=heads, check=envelope_check([KEY.public]))
+
+
+def messages(report: audit.ChainReport) -> list[str]:
+    return [str(problem) for problem in report.problems]
+
+
+def test_an_untouched_chain_verifies_against_its_head() -> None:
+    book, lines = chain()
+    report = check(["a log line", *lines, ""], book)
+    assert report.ok, messages(report)
+    assert report.summary() == {BUDGET: {"records": 16, "lastSeq": 16, "checkpoints": 3}}
+    assert book.audit_head.seq == 16
+    assert book.audit_head.checkpoint_seq == 16
+    assert report.other_lines == 2
+
+
+def test_an_edited_record_is_found_at_its_line() -> None:
+    book, lines = chain()
+    record = json.loads(lines[2])
+    record["amount"] = "0"
+    lines[2] = json.dumps(record)
+    assert messages(check(lines, book)) == [
+        f"line 3: {BUDGET}: record 3 was changed: its hash does not match"
+    ]
+
+
+def test_an_edit_with_its_hash_recomputed_breaks_the_next_link() -> None:
+    book, lines = chain()
+    record = json.loads(lines[2])
+    record["amount"] = "0"
+    record["hash"] = audit.digest(record)
+    lines[2] = json.dumps(record)
+    assert messages(check(lines, book)) == [
+        f"line 4: {BUDGET}: record 4 does not follow the record before it (its prev hash differs)"
+    ]
+
+
+def test_a_deleted_record_is_found_where_it_is_missing() -> None:
+    book, lines = chain()
+    del lines[6]
+    assert messages(check(lines, book)) == [
+        f"line 7: {BUDGET}: record 8 follows record 6: record 7 missing or out of order"
+    ]
+
+
+def test_reordered_records_are_found() -> None:
+    book, lines = chain()
+    lines[3], lines[4] = lines[4], lines[3]
+    found = messages(check(lines, book))
+    assert (
+        found[0] == f"line 4: {BUDGET}: record 5 follows record 3: record 4 missing or out of order"
+    )
+    assert f"line 5: {BUDGET}: record 4 comes after record 5: out of order or repeated" in found
+
+
+def test_records_missing_at_the_end_show_against_the_head() -> None:
+    book, lines = chain()
+    assert messages(check(lines[:-3], book)) == [
+        f"line 13: {BUDGET}: the log ends at record 13, and the budget's head is record 16: "
+        "records 14-16 are missing"
+    ]
+    assert check(lines[:-3]).ok  # without the head, a cut tail is a shorter valid chain
+
+
+def test_a_flipped_byte_in_a_signed_verdict_is_found() -> None:
+    book, lines = chain()
+    index = next(i for i, line in enumerate(lines) if '"decision"' in line)
+    record = json.loads(lines[index])
+    envelope = record["detail"]["envelope"]
+    payload = bytearray(base64.b64decode(envelope["payload"]))
+    payload[2] ^= 1
+    envelope["payload"] = base64.b64encode(bytes(payload)).decode()
+    record["hash"] = audit.digest(record)  # a forger recomputes the hash, and the link breaks
+    lines[index] = json.dumps(record)
+    found = messages(check(lines, book))
+    assert found[0].startswith(
+        f"line {index + 1}: {BUDGET}: record {index + 1}: the verdict's signature does not hold"
+    )
+    assert len(found) == 2  # and the next record no longer follows it
+
+
+def test_a_checkpoint_signed_by_another_key_is_found() -> None:
+    other = dsse.SigningKey.generate()
+    book, lines = chain(key=other)
+    found = messages(check(lines, book))
+    assert found[0].startswith(
+        f"line 5: {BUDGET}: record 5: the checkpoint's signature does not hold: "
+        "no signature by a known key"
+    )
+
+
+def test_a_checkpoint_moved_to_another_head_is_found() -> None:
+    """A valid signature over another point of the chain does not vouch for this one."""
+    book, lines = chain()
+    first, second = [i for i, line in enumerate(lines) if '"checkpoint"' in line][:2]
+    moved = json.loads(lines[second])
+    moved["detail"] = json.loads(lines[first])["detail"]
+    moved["hash"] = audit.digest(moved)
+    lines[second] = json.dumps(moved)
+    found = messages(check(lines, book))
+    assert found[0] == (
+        f"line {second + 1}: {BUDGET}: record {second + 1}: the checkpoint's signature does "
+        "not hold: it signs another chain head than the record states"
+    )
+
+
+def test_a_line_that_is_a_broken_record_is_reported() -> None:
+    book, lines = chain()
+    lines[0] = lines[0][:-5]
+    found = messages(check(lines, book))
+    assert found[0] == "line 1: ?: a record that is not valid JSON"
+
+
+def test_chains_of_several_budgets_interleave() -> None:
+    book_a, lines_a = chain(batches=2)
+    book_b = Ledger()
+    ledger.open_account(book_b, key="b", allocation=Decimal(5), window_start=T0, resets_at=None)
+    ledger.reserve(
+        book_b, account="b", key="x", amount=Decimal(1), now=T0, ttl=timedelta(minutes=5)
+    )
+    lines_b = [
+        json.dumps(r)
+        for r in audit.seal(book_b, budget="RiskBudget/p/q", uid="", now=None, sign=None)
+    ]
+    mixed = [lines_a[0], *lines_b, *lines_a[1:]]
+    report = audit.verify_chain(
+        mixed,
+        heads={BUDGET: book_a.audit_head, "RiskBudget/p/q": book_b.audit_head},
+        check=envelope_check([KEY.public]),
+    )
+    assert report.ok, messages(report)
+    assert set(report.summary()) == {BUDGET, "RiskBudget/p/q"}
+
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text())
+records = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), records, max_size=6))
+def test_the_record_encoder_is_canonical_json(record: dict[str, Any]) -> None:
+    assert audit.encode(record) == canonical_json(record)
+
+
+def test_config_hash_vectors_are_fixed() -> None:
+    """The same configuration hashes the same in every run and Python version: these
+    literals were computed once and must never change, or every old verdict would drift."""
+    limits = {"maxUnknownCount": 10, "maxCumulativeUncertainty": Decimal("2.50")}
+    assert canonical_json(limits) == b'{"maxCumulativeUncertainty":2.5,"maxUnknownCount":10}'
+    assert config_hash(limits) == (
+        "sha256:f20d0c0fc6beba87497c863ad40d18bf1fd63fb1ee90e84bca80ba5be10ba417"
+    )
+    unknowns = {"maxUnknownCount": 10, "maxCumulativeUncertainty": "2.5"}
+    spec = risk_budget(allocation=120, unknowns=unknowns).spec
+    assert canonical_json(risk_config(spec)) == (
+        b'{"allocation":120,"bands":{"exhausted":["security-fix","incident"],'
+        b'"green":["standard","low-risk","security-fix","incident"],'
+        b'"red":["low-risk","security-fix","incident"],'
+        b'"yellow":["standard","low-risk","security-fix","incident"]},"carryOver":false,'
+        b'"enforcement":"enforce","serviceId":"payments-api",'
+        b'"thresholds":{"exhausted":100,"red":70,"yellow":40},'
+        b'"unknowns":{"action":"warn","maxCumulativeUncertainty":2.5,"maxUnknownCount":10,'
+        b'"reasonLimits":{}},"window":{"cadence":"monthly"}}'
+    )
+    assert config_hash(risk_config(spec)) == (
+        "sha256:6fe8b3001b45ae70a7d4ec5596a691b9cb6a6fc3084bcd2205aeb0c3dd320dcd"
+    )
+
+
+@pytest.mark.parametrize("text", ["", "{}", '{"prev": 1, "hash": 2}', "[1,2]"])
+def test_odd_lines_never_crash_the_verifier(text: str) -> None:
+    report = audit.verify_chain([text])
+    assert report.chains == {} or not report.ok
