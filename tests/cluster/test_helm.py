@@ -147,12 +147,19 @@ def test_helm_install_grants_status_writes_to_the_operator(budget_crds: Any, bin
             check=False,
         ).stdout.strip()
         assert answer == expected, f"{verb} {resource} {subresource}: {answer}"
-    # The agent signing key is created in the release's namespace, and only there.
-    for namespace, expected in (("budgetops", "yes"), ("default", "no")):
+    # The keys are created, and verdicts kept, in the release's namespace, and only there.
+    for verb, resource, namespace, expected in (
+        ("create", "secrets", "budgetops", "yes"),
+        ("create", "secrets", "default", "no"),
+        ("update", "secrets", "budgetops", "no"),
+        ("update", "configmaps", "budgetops", "yes"),
+        ("create", "configmaps", "default", "no"),
+        ("delete", "configmaps", "budgetops", "no"),
+    ):
         answer = control_plane.kubectl(
-            "auth", "can-i", "create", "secrets", "-n", namespace, "--as", operator, check=False
+            "auth", "can-i", verb, resource, "-n", namespace, "--as", operator, check=False
         ).stdout.strip()
-        assert answer == expected, f"create secrets -n {namespace}: {answer}"
+        assert answer == expected, f"{verb} {resource} -n {namespace}: {answer}"
     crds = control_plane.kubectl("get", "crd", "-o", "name").stdout
     assert "trustbudgets.budgetops.dev" in crds
     assert (
