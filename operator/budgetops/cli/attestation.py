@@ -282,15 +282,15 @@ def _workload(args: argparse.Namespace) -> str:
 def latest_verdict(budgets: list[Budget], target: str) -> tuple[BudgetKey, Entry] | None:
     """The newest entry with a verdict whose object is `target` (kind compared in any case)."""
     found = [
-        (entry.at, BudgetKey.of(budget), entry)
+        ((entry.at, position), BudgetKey.of(budget), entry)
         for budget in budgets
         if isinstance(budget, RiskBudget | TrustBudget)
-        for entry in budget.status.entries
+        for position, entry in enumerate(budget.status.entries)
         if entry.verdict and _same_object(entry.object, target)
     ]
     if not found:
         return None
-    _, key, entry = max(found, key=lambda item: item[0])
+    _, key, entry = max(found, key=lambda item: item[0])  # the later entry of one second
     return key, entry
 
 
@@ -322,13 +322,15 @@ def cmd_verdict(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     if envelope is None:
         out.write("  envelope: no longer kept (it is in the audit trail)\n")
     else:
+        where = f" -n {args.workload_namespace}" if args.workload_namespace else ""
         payload = base64.b64decode(envelope["payload"])
         predicate = json.loads(payload)["predicate"]
         out.write(
             f"  decision: {predicate['decision']['reason']}, "
             f"check {predicate['budgetCheck']['result']}, "
             f"config {predicate['budgetCheck']['configHash']}\n"
-            f"  fetch and verify: budgetops verdict {args.workload} -o json | budgetops verify -\n"
+            f"  fetch and verify: budgetops verdict {args.workload}{where} -o json"
+            " | budgetops verify -\n"
         )
     return 0
 

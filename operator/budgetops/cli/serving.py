@@ -55,7 +55,7 @@ def attestation(
         sinks = [*sinks, FileSink(Path(audit_file))]
     try:
         keyring = verdict_keyring(secrets, namespace, first_key=first_key_name())
-    except (LookupError, ValueError) as error:
+    except (LookupError, ValueError, OSError) as error:
         log.error("verdicts and audit checkpoints are NOT signed: %s", error)
         return Attestor(), AuditTrail(sinks=sinks)
     log.info("signing verdicts with key %s", keyring.active.keyid)
