@@ -63,7 +63,7 @@ def chain(
                 detail={"envelope": envelope, "verdict": "x"},
             )
         sealed = audit.seal(book, budget=BUDGET, uid="u1", now=now, sign=sign_with(key))
-        lines += [json.dumps(record) for record in sealed]
+        lines += [s.line for s in sealed]
     return book, lines
 
 
@@ -191,8 +191,7 @@ def test_chains_of_several_budgets_interleave() -> None:
         book_b, account="b", key="x", amount=Decimal(1), now=T0, ttl=timedelta(minutes=5)
     )
     lines_b = [
-        json.dumps(r)
-        for r in audit.seal(book_b, budget="RiskBudget/p/q", uid="", now=None, sign=None)
+        s.line for s in audit.seal(book_b, budget="RiskBudget/p/q", uid="", now=None, sign=None)
     ]
     mixed = [lines_a[0], *lines_b, *lines_a[1:]]
     report = audit.verify_chain(
@@ -248,3 +247,13 @@ def test_config_hash_vectors_are_fixed() -> None:
 def test_odd_lines_never_crash_the_verifier(text: str) -> None:
     report = audit.verify_chain([text])
     assert report.chains == {} or not report.ok
+
+
+def test_a_published_line_reads_back_as_the_record_it_hashes() -> None:
+    """The line puts the hash after the canonical body it covers; parsed, it is the record."""
+    book, _ = chain(batches=1, per_batch=1)
+    audit.note(book, at=T0, action="adjust", account="a", amount=Decimal("1.50"))
+    (sealed,) = audit.seal(book, budget=BUDGET, uid="u1", now=None, sign=None)
+    assert json.loads(sealed.line) == sealed.record
+    assert audit.digest(sealed.record) == sealed.record["hash"]
+    assert sealed.line.endswith(f',"hash":"{sealed.record["hash"]}"}}')

@@ -322,14 +322,14 @@ def cmd_verdict(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     if envelope is None:
         out.write("  envelope: no longer kept (it is in the audit trail)\n")
     else:
-        where = f" -n {args.workload_namespace}" if args.workload_namespace else ""
+        namespace = f" -n {args.workload_namespace}" if args.workload_namespace else ""
         payload = base64.b64decode(envelope["payload"])
         predicate = json.loads(payload)["predicate"]
         out.write(
             f"  decision: {predicate['decision']['reason']}, "
             f"check {predicate['budgetCheck']['result']}, "
             f"config {predicate['budgetCheck']['configHash']}\n"
-            f"  fetch and verify: budgetops verdict {args.workload}{where} -o json"
+            f"  fetch and verify: budgetops verdict {args.workload}{namespace} -o json"
             " | budgetops verify -\n"
         )
     return 0

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from budgetops.apis.audit import GENESIS, AuditHead
 from budgetops.apis.common import format_time
 from budgetops.apis.ledger import Ledger
-from budgetops.engine.canonical import compact_json
+from budgetops.engine.canonical import compact_json, compact_text
 
 AuditAction = Literal[
     "reserve",
@@ -62,6 +62,22 @@ def digest(record: Mapping[str, Any]) -> str:
     """`sha256:` and the hex digest of a record's canonical JSON without its own hash."""
     body = {name: value for name, value in record.items() if name != "hash"}
     return "sha256:" + hashlib.sha256(encode(body)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A record chained into its budget's chain, and the JSON line it is published as (its
+    hash last, after the canonical body it covers: one encoding serves both)."""
+
+    record: dict[str, Any]
+    line: str
+
+
+def _sealed(record: dict[str, Any]) -> Sealed:
+    body = compact_text(record)
+    hashed = "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+    record["hash"] = hashed
+    return Sealed(record, f'{body[:-1]},"hash":"{hashed}"}}')
 
 
 def _amount(value: Decimal) -> str:
@@ -111,7 +127,7 @@ def _due(head: AuditHead, seq: int, now: datetime) -> bool:
 
 def seal(
     ledger: Ledger, *, budget: str, uid: str, now: datetime | None, sign: Sign | None
-) -> list[dict[str, Any]]:
+) -> list[Sealed]:
     """Chain the queued records to the ledger's head, add a checkpoint signed at `now` when
     one is due (and `sign` given), move the head, and return the sealed records (the queue
     is emptied)."""
@@ -123,24 +139,26 @@ def seal(
     sealed = []
     for body in queued:
         seq += 1
-        record = {"budget": budget, "uid": uid, "seq": seq, **body, "prev": prev}
-        prev = record["hash"] = digest(record)
-        sealed.append(record)
+        done = _sealed({"budget": budget, "uid": uid, "seq": seq, **body, "prev": prev})
+        prev = done.record["hash"]
+        sealed.append(done)
     queued.clear()
     if sign is not None and now is not None and _due(head, seq, now):
         envelope = sign(CHECKPOINT_TYPE, checkpoint_payload(budget, uid, seq, prev))
         seq += 1
-        record = {
-            "budget": budget,
-            "uid": uid,
-            "seq": seq,
-            "at": format_time(now),
-            "action": "checkpoint",
-            "detail": {"envelope": envelope},
-            "prev": prev,
-        }
-        prev = record["hash"] = digest(record)
-        sealed.append(record)
+        done = _sealed(
+            {
+                "budget": budget,
+                "uid": uid,
+                "seq": seq,
+                "at": format_time(now),
+                "action": "checkpoint",
+                "detail": {"envelope": envelope},
+                "prev": prev,
+            }
+        )
+        prev = done.record["hash"]
+        sealed.append(done)
         head.checkpoint_seq, head.checkpoint_at = seq, now
     head.seq, head.hash = seq, prev
     return sealed

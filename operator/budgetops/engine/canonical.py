@@ -57,7 +57,12 @@ def compact_json(value: Any) -> bytes:
     payloads, audit records and content digests are. Byte for byte `canonical_json` for any
     tree of mappings, sequences, str, int and the Decimals of amounts (a test holds them
     equal); a float prints as Python's shortest repr, which is deterministic too."""
-    return _COMPACT.encode(value).encode("utf-8")
+    return compact_text(value).encode("utf-8")
+
+
+def compact_text(value: Any) -> str:
+    """`compact_json` as text."""
+    return _COMPACT.encode(value)
 
 
 _COMPACT = json.JSONEncoder(

@@ -111,10 +111,16 @@ _APPLIED: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
 APPLIED_KEPT = 1024
 
 
-def applied(spec: RiskBudgetSpec | TrustBudgetSpec) -> tuple[dict[str, Any], str]:
-    """A budget's applied configuration and its hash, computed once per distinct spec: the
-    canonical encoder is exact, not fast, and a budget's spec rarely changes."""
-    key = (type(spec).__name__, spec.model_dump_json())
+def applied(budget: RiskBudget | TrustBudget) -> tuple[dict[str, Any], str]:
+    """A budget's applied configuration and its hash, computed once per spec: the canonical
+    encoder is exact, not fast, and a budget's spec rarely changes. A stored budget's spec
+    is known by its uid and generation (which every spec change raises); one never stored
+    (a test's) by its JSON."""
+    spec, meta = budget.spec, budget.metadata
+    if meta.uid and meta.generation is not None:
+        key = (budget.kind, f"{meta.namespace}/{meta.name}/{meta.uid}/{meta.generation}")
+    else:
+        key = (budget.kind, spec.model_dump_json())
     found = _APPLIED.get(key)
     if found is None:
         config = risk_config(spec) if isinstance(spec, RiskBudgetSpec) else trust_config(spec)
@@ -173,7 +179,7 @@ def risk_predicate(
 ) -> dict[str, Any]:
     """The verdict on one release: its budget check, decision and ledger movement."""
     spec, status = budget.spec, budget.status
-    config, hashed = applied(spec)
+    config, hashed = applied(budget)
     seen = decision.seen
     check = seen.check if seen is not None else None
     violations = [v.to_predicate() for v in check.violations] if check is not None else []
@@ -234,7 +240,7 @@ def trust_predicate(
 ) -> dict[str, Any]:
     """The verdict on one issuance a TrustBudget refused or let through by break-glass."""
     spec = budget.spec
-    config, hashed = applied(spec)
+    config, hashed = applied(budget)
     seen = decision.seen
     balance = seen.balance if seen is not None else budget.status.accounts[account].balance
     violations = []

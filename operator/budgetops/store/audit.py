@@ -9,7 +9,6 @@ the chain head in the status shows any record that went missing.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -21,25 +20,16 @@ from typing import Any, Protocol, TextIO
 from budgetops.apis.ledger import Ledger
 from budgetops.apis.resources import Budget
 from budgetops.engine import audit
+from budgetops.engine.audit import Sealed
 from budgetops.store.base import BudgetKey
 
 log = logging.getLogger("budgetops.audit")
-
-Record = dict[str, Any]
 
 
 class Sink(Protocol):
     """Takes sealed records, oldest first, after their write succeeded."""
 
-    def publish(self, records: Sequence[Record]) -> None: ...
-
-
-def line(record: Record) -> str:
-    """One record as one JSON line (the hash does not depend on this spelling)."""
-    return _LINE.encode(record) + "\n"
-
-
-_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+    def publish(self, records: Sequence[Sealed]) -> None: ...
 
 
 class StreamSink:
@@ -50,8 +40,8 @@ class StreamSink:
         self.stream = stream
         self._lock = threading.Lock()
 
-    def publish(self, records: Sequence[Record]) -> None:
-        text = "".join(line(record) for record in records)
+    def publish(self, records: Sequence[Sealed]) -> None:
+        text = "".join(f"{sealed.line}\n" for sealed in records)
         with self._lock:
             self.stream.write(text)
             self.stream.flush()
@@ -87,7 +77,7 @@ class AuditTrail:
         self.checkpoints = checkpoints
         self.sinks = list(sinks)
 
-    def seal(self, key: BudgetKey, budget: Budget) -> list[Record]:
+    def seal(self, key: BudgetKey, budget: Budget) -> list[Sealed]:
         status = budget.status
         if not isinstance(status, Ledger) or not status.queued_audit():
             return []
@@ -100,7 +90,7 @@ class AuditTrail:
             sign=signing.sign if signing else None,
         )
 
-    def publish(self, records: Sequence[Record]) -> None:
+    def publish(self, records: Sequence[Sealed]) -> None:
         if not records:
             return
         for sink in self.sinks:
@@ -109,9 +99,9 @@ class AuditTrail:
             except Exception as error:
                 log.error(
                     "audit records %s-%s of %s did not reach %s: %s",
-                    records[0]["seq"],
-                    records[-1]["seq"],
-                    records[0]["budget"],
+                    records[0].record["seq"],
+                    records[-1].record["seq"],
+                    records[0].record["budget"],
                     type(sink).__name__,
                     error,
                 )
@@ -135,10 +125,11 @@ class Verdict:
     envelope: dict[str, Any]
 
 
-def verdicts_in(records: Sequence[Record]) -> list[Verdict]:
+def verdicts_in(records: Sequence[Sealed]) -> list[Verdict]:
     """The signed verdicts among sealed records (decision records that carry an envelope)."""
     found = []
-    for record in records:
+    for sealed in records:
+        record = sealed.record
         detail = record.get("detail") or {}
         if record["action"] == "decision" and "envelope" in detail:
             found.append(

@@ -33,7 +33,8 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from budgetops.apis.resources import RESOURCES, Budget, Kind, field_errors
-from budgetops.store.audit import AuditTrail, Record, line, verdicts_in
+from budgetops.engine.audit import Sealed
+from budgetops.store.audit import AuditTrail, verdicts_in
 from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 from budgetops.store.commit import Apply, Committed, GroupCommit
 
@@ -149,12 +150,13 @@ def _params(key: BudgetKey) -> tuple[str, str, str]:
     return (key.kind, key.namespace, key.name)
 
 
-def _keep(db: sqlite3.Connection, sealed: list[Record]) -> None:
+def _keep(db: sqlite3.Connection, sealed: list[Sealed]) -> None:
     """Store sealed audit records and their verdicts in the transaction of their write."""
     if not sealed:
         return
     db.executemany(
-        "INSERT INTO audit VALUES (?, ?, ?)", [(r["budget"], r["seq"], line(r)) for r in sealed]
+        "INSERT INTO audit VALUES (?, ?, ?)",
+        [(s.record["budget"], s.record["seq"], s.line) for s in sealed],
     )
     found = verdicts_in(sealed)
     if found:

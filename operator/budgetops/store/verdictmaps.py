@@ -20,7 +20,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from budgetops.store.audit import Record, Verdict, verdicts_in
+from budgetops.engine.audit import Sealed
+from budgetops.store.audit import Verdict, verdicts_in
 
 log = logging.getLogger("budgetops.verdicts")
 
@@ -76,7 +77,7 @@ class VerdictMaps:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def publish(self, records: Sequence[Record]) -> None:
+    def publish(self, records: Sequence[Sealed]) -> None:
         found = verdicts_in(records)
         if not found:
             return
