@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ from budgetops.engine import agents
 from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.service import SecretStore, signing_key
 from budgetops.store import BudgetKey, BudgetStore, SQLiteStore
+from budgetops.store.audit import AuditTrail, StreamSink
 from budgetops.store.secrets import FileSecrets
 
 T = TypeVar("T")
@@ -53,7 +55,9 @@ def where(args: argparse.Namespace, ledger: Path, *, writes: bool = True) -> Ite
         from budgetops.store.secrets import KubeSecrets
 
         api = api_client(args.kubeconfig)
-        store = KubeStore(api).start()
+        # The movements a command makes (a revocation returns leases) are records of the
+        # budget's audit trail like the operator's: they go to this command's stderr.
+        store = KubeStore(api, trail=AuditTrail(sinks=[StreamSink(sys.stderr)])).start()
         try:
             yield Where(store, KubeSecrets(api), args.namespace)
         finally:
