@@ -77,11 +77,32 @@ class Attestor:
     def __init__(self, keyring: dsse.Keyring | None = None) -> None:
         self.keyring = keyring
 
-    def _sign(self, document: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    def _record(
+        self,
+        budget: RiskBudget | TrustBudget,
+        document: dict[str, Any],
+        *,
+        account: str,
+        key: str,
+        ref: str,
+        decision: Decision,
+        now: datetime,
+    ) -> None:
+        """Sign the statement (when there is a keyring) and record it with the decision."""
         payload = compact_json(document)
-        if self.keyring is None:
-            return verdict_digest(payload), None
-        return verdict_digest(payload), dsse.sign(payload, self.keyring.active).to_json()
+        envelope = None
+        if self.keyring is not None:
+            envelope = dsse.sign(payload, self.keyring.active).to_json()
+        attest(
+            budget.status,
+            at=now,
+            account=account,
+            key=key,
+            ref=ref,
+            decision=decision,
+            digest=verdict_digest(payload),
+            envelope=envelope,
+        )
 
     def risk(
         self,
@@ -96,16 +117,14 @@ class Attestor:
         predicate = risk_predicate(
             budget, release=release, decision=decision, subject=subject, now=now
         )
-        digest, envelope = self._sign(statement(subject, RISK_PREDICATE, predicate))
-        attest(
-            budget.status,
-            at=now,
+        self._record(
+            budget,
+            statement(subject, RISK_PREDICATE, predicate),
             account=budget.spec.service_id,
             key=release.key,
             ref=release.ref,
             decision=decision,
-            digest=digest,
-            envelope=envelope,
+            now=now,
         )
 
     def trust(
@@ -127,14 +146,12 @@ class Attestor:
             subject=subject,
             now=now,
         )
-        digest, envelope = self._sign(statement(subject, TRUST_PREDICATE, predicate))
-        attest(
-            budget.status,
-            at=now,
+        self._record(
+            budget,
+            statement(subject, TRUST_PREDICATE, predicate),
             account=charge.account,
             key=charge.key,
             ref=charge.ref,
             decision=decision,
-            digest=digest,
-            envelope=envelope,
+            now=now,
         )

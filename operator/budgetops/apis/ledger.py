@@ -39,7 +39,7 @@ any window, so the next reset lets it go."""
 ENTRIES_KEPT = 50
 """Recent ledger entries kept in status for people; the full record is the audit trail."""
 
-EntryAction = Literal[
+MovementAction = Literal[
     "reserve",
     "confirm",
     "refund",
@@ -47,9 +47,11 @@ EntryAction = Literal[
     "lease-spend",
     "lease-return",
     "reset",
-    "break-glass",
-    "deny",
 ]
+"""What moves points between balance, reservations, leases and spent."""
+
+EntryAction = Literal[MovementAction, "break-glass", "deny"]
+"""An entry is a movement, or a decision that moved nothing (it carries its verdict)."""
 
 # The records below are created and changed on every charge, so they are plain slotted
 # dataclasses: pydantic still validates, serializes and documents them at the boundary

@@ -23,22 +23,10 @@ from typing import Any, Literal
 
 from budgetops.apis.audit import GENESIS, AuditHead
 from budgetops.apis.common import format_time
-from budgetops.apis.ledger import Ledger
+from budgetops.apis.ledger import Ledger, MovementAction
 from budgetops.engine.canonical import compact_json, compact_text
 
-AuditAction = Literal[
-    "reserve",
-    "confirm",
-    "refund",
-    "lease",
-    "lease-spend",
-    "lease-return",
-    "reset",
-    "adjust",
-    "break-glass",
-    "decision",
-    "checkpoint",
-]
+AuditAction = Literal[MovementAction, "adjust", "decision", "checkpoint"]
 
 CHECKPOINT_EVERY = 100
 """Records between two signed checkpoints of a busy budget, at most."""

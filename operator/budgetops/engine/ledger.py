@@ -24,8 +24,8 @@ from budgetops.apis.ledger import (
     SETTLED_KEYS_MAX,
     Account,
     Entry,
-    EntryAction,
     Ledger,
+    MovementAction,
     Reservation,
     Witness,
 )
@@ -135,7 +135,7 @@ def record(
     *,
     at: datetime,
     account: str,
-    action: EntryAction,
+    action: MovementAction,
     amount: Decimal,
     key: str = "",
     ref: str = "",
@@ -145,8 +145,7 @@ def record(
         Entry(at=at, account=account, action=action, amount=amount, key=key, object=ref)
     )
     del ledger.entries[:-ENTRIES_KEPT]
-    if action != "deny":
-        note(ledger, at=at, action=action, account=account, amount=amount, key=key, ref=ref)
+    note(ledger, at=at, action=action, account=account, amount=amount, key=key, ref=ref)
 
 
 def is_known(ledger: Ledger, key: str) -> bool:
@@ -225,7 +224,7 @@ def _settle_reservation(
         account.balance += held.amount
     if action != "cancel":
         ledger.remember_settled(key, now)
-    entry: EntryAction = "confirm" if action == "confirm" else "refund"
+    entry: MovementAction = "confirm" if action == "confirm" else "refund"
     record(ledger, at=now, account=name, action=entry, amount=held.amount, key=key, ref=held.object)
     return held.amount
 

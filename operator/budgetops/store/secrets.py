@@ -22,7 +22,7 @@ class KubeSecrets:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api = client.CoreV1Api(api_client)
 
-    def read(self, namespace: str, name: str, key: str) -> str:
+    def _data(self, namespace: str, name: str) -> dict[str, str]:
         where = f"secret {namespace}/{name}"
         try:
             secret = self.api.read_namespaced_secret(name, namespace)
@@ -30,7 +30,11 @@ class KubeSecrets:
             if error.status == 404:
                 raise LookupError(f"{where} not found") from None
             raise LookupError(f"{where} could not be read: {error.status} {error.reason}") from None
-        encoded = (secret.data or {}).get(key)
+        return {key: str(value) for key, value in (secret.data or {}).items()}
+
+    def read(self, namespace: str, name: str, key: str) -> str:
+        where = f"secret {namespace}/{name}"
+        encoded = self._data(namespace, name).get(key)
         if encoded is None:
             raise LookupError(f"{where} has no key {key}")
         try:
@@ -40,20 +44,11 @@ class KubeSecrets:
 
     def read_all(self, namespace: str, name: str) -> dict[str, bytes]:
         """Every key of a Secret, decoded (a keyring: several keys, rotated over time)."""
-        where = f"secret {namespace}/{name}"
+        data = self._data(namespace, name)
         try:
-            secret = self.api.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                raise LookupError(f"{where} not found") from None
-            raise LookupError(f"{where} could not be read: {error.status} {error.reason}") from None
-        try:
-            return {
-                key: base64.b64decode(value, validate=True)
-                for key, value in (secret.data or {}).items()
-            }
+            return {key: base64.b64decode(value, validate=True) for key, value in data.items()}
         except binascii.Error:
-            raise LookupError(f"{where} holds a key that is not base64") from None
+            raise LookupError(f"secret {namespace}/{name} holds a key that is not base64") from None
 
     def write_all(
         self, namespace: str, name: str, files: dict[str, bytes], *, replace: bool = False
