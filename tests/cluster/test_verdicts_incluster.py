@@ -28,7 +28,10 @@ HOOK = "budgetops-verdicts"
 
 def budgetops(control_plane: Any, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """The CLI as a user runs it against the cluster."""
-    cluster = ("--kubeconfig", str(control_plane.kubeconfig), "--namespace", OPERATOR_NAMESPACE)
+    cluster = (
+        *("--kubeconfig", str(control_plane.kubeconfig)),
+        *("--operator-namespace", OPERATOR_NAMESPACE),
+    )
     return subprocess.run(
         [sys.executable, "-m", "budgetops.cli.main", *args, *cluster],
         input=stdin,

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,61 +34,15 @@ from budgetops.engine.verdicts import (
     trust_config,
     verdict_digest,
 )
-from budgetops.store import BudgetKey, BudgetStore, NotFound, SQLiteStore
-from budgetops.store.keyring import KeyFiles, read_keyring, rotate_keyring, verdict_keyring
-from budgetops.store.secrets import FileSecrets
+from budgetops.store import BudgetKey, BudgetStore, NotFound
+from budgetops.store.keyring import read_keyring, rotate_keyring, verdict_keyring
 
-from .agents import secrets_dir
+from .target import Place, place
+from .target import add_arguments as add_target_arguments
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_DRIFT = 3
-
-
-@dataclass
-class Place:
-    """Where the command reads: budgets, the keyring, and stored envelopes."""
-
-    store: BudgetStore
-    keys: KeyFiles
-    namespace: str
-    envelope: Callable[[str, str], dict[str, Any] | None]
-    """envelope(budget, digest): a stored envelope, or None."""
-    audit_lines: Callable[[], tuple[str, ...]] | None = None
-
-
-@contextlib.contextmanager
-def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> Iterator[Place]:
-    if args.kubeconfig:
-        from budgetops.cli.incluster import api_client
-        from budgetops.store.kube import KubeStore
-        from budgetops.store.secrets import KubeSecrets
-        from budgetops.store.verdictmaps import VerdictMaps
-
-        api = api_client(args.kubeconfig)
-        store = KubeStore(api).start()
-        maps = VerdictMaps(api, args.namespace)
-        try:
-            yield Place(
-                store,
-                KubeSecrets(api),
-                args.namespace,
-                lambda budget, digest: maps.read(budget)[1].get(digest),
-            )
-        finally:
-            store.stop()
-        return
-    sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro")
-    try:
-        yield Place(
-            sqlite,
-            FileSecrets(secrets_dir(ledger, args.secrets_dir)),
-            "",
-            lambda _, digest: sqlite.verdict(digest),
-            sqlite.audit_lines,
-        )
-    finally:
-        sqlite.close()
 
 
 def verify_keys(args: argparse.Namespace, where: Place) -> list[dsse.VerifyKey]:
@@ -275,7 +226,7 @@ def _workload(args: argparse.Namespace) -> str:
     kind, _, name = args.workload.partition("/")
     if not kind or not name:
         raise ValueError(f"{args.workload!r}: name the workload as KIND/NAME, e.g. deployment/api")
-    where = f" {args.workload_namespace}/" if args.workload_namespace else "/"
+    where = f" {args.namespace}/" if args.namespace else "/"
     return f"{kind.lower()}{where}{name}"
 
 
@@ -322,7 +273,7 @@ def cmd_verdict(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     if envelope is None:
         out.write("  envelope: no longer kept (it is in the audit trail)\n")
     else:
-        namespace = f" -n {args.workload_namespace}" if args.workload_namespace else ""
+        namespace = f" -n {args.namespace}" if args.namespace else ""
         payload = base64.b64decode(envelope["payload"])
         predicate = json.loads(payload)["predicate"]
         out.write(
@@ -388,7 +339,7 @@ def add_parsers(
     verify.set_defaults(attestation=cmd_verify)
     verdict = verbs.add_parser("verdict", help="the latest verdict on a workload")
     verdict.add_argument("workload", help="KIND/NAME, e.g. deployment/api")
-    verdict.add_argument("-n", "--workload-namespace", default="", help="the workload's namespace")
+    verdict.add_argument("-n", "--namespace", default="", help="the workload's namespace")
     verdict.add_argument("-o", "--output", choices=("text", "json"), default="text")
     verdict.set_defaults(attestation=cmd_verdict)
     trail = verbs.add_parser("audit", help="the embedded ledger's audit trail as JSON Lines")
@@ -400,12 +351,5 @@ def add_parsers(
     keys.set_defaults(attestation=cmd_keys)
     made = [verify, verdict, trail, keys]
     for verb in made:
-        verb.add_argument("--db", help=db_help)
-        verb.add_argument("--kubeconfig", help="work on the cluster instead")
-        verb.add_argument(
-            "--namespace",
-            default=os.environ.get("POD_NAMESPACE", "budgetops-system"),
-            help="with --kubeconfig: the operator's namespace (keyring, verdict ConfigMaps)",
-        )
-        verb.add_argument("--secrets-dir", help="where key files live (default: <ledger>.secrets)")
+        add_target_arguments(verb, db_help=db_help)
     return made

@@ -16,23 +16,26 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from budgetops.apis.common import format_duration, format_time, parse_amount, parse_duration
+from budgetops import __version__
+from budgetops.apis.common import format_duration, parse_amount, parse_duration
 from budgetops.apis.resources import Budget, ManifestError, RiskBudget, TrustBudget
-from budgetops.apis.riskbudget import MAX_RISK_POINTS, ChangeClass
+from budgetops.apis.riskbudget import MAX_RISK_POINTS
 from budgetops.crypto.tokens import DEFAULT_ISSUER
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
+from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import confirm
-from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
+from budgetops.engine.rollover import summarize_risk
 from budgetops.store import BudgetKey, ChargeTimeout, NotFound, SQLiteStore
 from budgetops.store.sqlite import LedgerError, explain
 
 from .agents import COMMANDS as AGENT_COMMANDS
 from .agents import add_parser as add_agent_parser
 from .attestation import add_parsers as add_attestation_parsers
+from .budgets import add_parsers as add_budget_parsers
 from .embedded import serve_embedded
 from .incluster import add_arguments as add_run_arguments
 from .manifests import crd_files, load
+from .target import EXIT_UNREACHABLE, ClusterUnreachable
 
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
@@ -186,74 +189,6 @@ def cmd_charge(args: argparse.Namespace, out: TextIO) -> int:
     return _report(store.update_status(key, charge), out)
 
 
-def cmd_consume(args: argparse.Namespace, out: TextIO) -> int:
-    """Charge one release's risk points to a RiskBudget."""
-    store = SQLiteStore(_db_path(args.db), mode="rw", check_writes=True)
-    key = BudgetKey("RiskBudget", args.budget, args.namespace)
-    change_class: ChangeClass = args.change_class
-    release = Release(
-        key=args.release_id,
-        points=args.points,
-        change_class=change_class,
-        ref=args.release_id,
-    )
-    ttl = parse_duration(args.ttl)
-
-    def consume(budget: Budget) -> Decision:
-        assert isinstance(budget, RiskBudget)
-        now = system_clock()
-        decision = admit_risk(
-            budget.status, budget.spec, release=release, now=now, ttl=ttl, dry_run=args.dry_run
-        )
-        _confirm_now(budget, decision, key=release.key, now=now)
-        return decision
-
-    return _report(store.update_status(key, consume), out)
-
-
-def _status_lines(budget: Budget) -> list[str]:
-    if isinstance(budget, TrustBudget):
-        unit = budget.spec.unit
-        lines = [f"{_describe(budget)} ({budget.spec.account_key}, {unit})"]
-        for name, account in sorted(budget.status.accounts.items()):
-            resets = format_time(account.resets_at) if account.resets_at else "never"
-            lines.append(
-                f"  {name}: balance {show(account.balance, unit)} of "
-                f"{show(account.allocation, unit)}, spent {show(account.spent, unit)}, "
-                f"reserved {show(account.reserved, unit)}, "
-                f"leased {show(account.leased_out, unit)}, resets {resets}"
-            )
-        return lines
-    if isinstance(budget, RiskBudget):
-        status = budget.status
-        window = status.window.key if status.window else "not started"
-        return [
-            f"{_describe(budget)} ({budget.spec.service_id}, window {window}): "
-            f"{status.consumed} / {status.allocation} RP ({status.percent_used}%), {status.band}"
-        ]
-    status_ = budget.status
-    return [f"{_describe(budget)}: {status_.phase}, {status_.remaining} of {status_.granted} left"]
-
-
-def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    """Balances, bands and leases in the embedded ledger (read only: works on a ledger the
-    user may only read, and creates none)."""
-    store = SQLiteStore(_db_path(args.db), mode="ro")
-    now = system_clock()
-    budgets = store.list()
-    if not budgets:
-        out.write(f"no budgets in {store.path} (load them with `budgetops apply -f`)\n")
-    for budget in budgets:
-        # Shown as of now, as the next charge would see it; nothing is written back.
-        if isinstance(budget, RiskBudget):
-            roll_risk_window(budget.status, budget.spec, now=now)
-        elif isinstance(budget, TrustBudget):
-            bring_current_trust(budget.status, budget.spec, now=now)
-        for line in _status_lines(budget):
-            out.write(f"{line}\n")
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook on the embedded ledger until interrupted."""
     path = _db_path(args.db)
@@ -261,9 +196,10 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     return serve_embedded(str(path), args, out)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "budgetops") -> argparse.ArgumentParser:
     """The command line, one sub-command per verb."""
-    top = argparse.ArgumentParser(prog="budgetops", description=__doc__.split("\n")[0])
+    top = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     verbs = top.add_subparsers(dest="command", required=True)
 
     crds = verbs.add_parser("crds", help="print the CRDs generated from the models")
@@ -294,24 +230,7 @@ def parser() -> argparse.ArgumentParser:
     charge.add_argument("--object", help="what is issued, for the audit trail")
     charge.set_defaults(run=cmd_charge)
 
-    consume = verbs.add_parser("consume", help="charge one release to a RiskBudget")
-    consume.add_argument("budget", help="RiskBudget name")
-    consume.add_argument("-n", "--namespace", default="default")
-    consume.add_argument(
-        "--points",
-        type=_points,
-        required=True,
-        help=f"risk points, 0 to {MAX_RISK_POINTS}",
-    )
-    consume.add_argument("--release-id", required=True)
-    consume.add_argument(
-        "--change-class",
-        default="standard",
-        choices=["standard", "low-risk", "security-fix", "incident"],
-    )
-    consume.set_defaults(run=cmd_consume)
-
-    for verb in (charge, consume):
+    for verb in (charge,):
         verb.add_argument("--dry-run", action="store_true", help="decide, charge nothing")
         verb.add_argument(
             "--ttl",
@@ -319,9 +238,6 @@ def parser() -> argparse.ArgumentParser:
             type=_ttl,
             help="how long the charge stays reserved before it must be confirmed (at most 7d)",
         )
-
-    status = verbs.add_parser("status", help="balances and bands in the embedded ledger")
-    status.set_defaults(run=cmd_status)
 
     webhook = verbs.add_parser("serve", help="serve the admission webhook on the embedded ledger")
     webhook.set_defaults(run=cmd_serve)
@@ -349,7 +265,9 @@ def parser() -> argparse.ArgumentParser:
     add_agent_parser(verbs, db_help=db_help).set_defaults(run=cmd_agent)
     for verb in add_attestation_parsers(verbs, db_help=db_help):
         verb.set_defaults(run=cmd_attestation)
-    for verb in (charge, consume, status, webhook):
+    for verb in add_budget_parsers(verbs, db_help=db_help):
+        verb.set_defaults(run=cmd_budgets)
+    for verb in (charge, webhook):
         verb.add_argument("--db", help=f"ledger file (default $BUDGETOPS_DB or {DEFAULT_DB})")
     webhook.add_argument(
         "--secrets-dir", help="agent signing and provider key files (default: <ledger>.secrets)"
@@ -369,6 +287,12 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def cmd_budgets(args: argparse.Namespace, out: TextIO) -> int:
+    """`budgetops status|list|consume|check|adjust|...` on the embedded ledger or a cluster."""
+    code: int = args.budgets(args, out, _db_path(args.db))
+    return code
+
+
 def cmd_attestation(args: argparse.Namespace, out: TextIO) -> int:
     """`budgetops verify|verdict|audit|keys` on the embedded ledger or the cluster."""
     code: int = args.attestation(args, out, _db_path(args.db))
@@ -380,18 +304,31 @@ def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
     return AGENT_COMMANDS[args.action](args, out, _db_path(args.db))
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Entry point of the `budgetops` console script."""
-    args = parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, *, plugin: bool = False
+) -> int:
+    """Entry point of the `budgetops` console script; with `plugin`, of `kubectl budget`,
+    which works on the current kubeconfig's cluster unless given `--db`."""
+    args = parser("kubectl budget" if plugin else "budgetops").parse_args(argv)
     stream = out or sys.stdout
+    if plugin and getattr(args, "kubeconfig", "") is None and not getattr(args, "db", None):
+        args.kubeconfig = ""  # the cluster kubectl would use
     ledger = _db_path(args.db) if hasattr(args, "db") else None
     try:
         code: int = args.run(args, stream)
+    except ClusterUnreachable as error:
+        stream.write(f"error: {error}\n")
+        return EXIT_UNREACHABLE
     except BrokenPipeError:  # `budgetops status | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except NotFound as error:
-        stream.write(f"not found: {error.args[0]} (load it with `budgetops apply -f`)\n")
+        hint = (
+            "kubectl apply -f"
+            if getattr(args, "kubeconfig", None) is not None
+            else ("budgetops apply -f")
+        )
+        stream.write(f"not found: {error.args[0]} (load it with `{hint}`)\n")
         return EXIT_INVALID
     except LedgerError as error:
         stream.write(f"error: {error}\n")
@@ -428,6 +365,11 @@ def _about(ledger: Path, error: sqlite3.Error | OSError) -> bool:
         return False
     named = Path(os.fsdecode(error.filename))
     return named in ledger.parents or str(named).startswith(str(ledger))
+
+
+def plugin() -> int:
+    """Entry point of the `kubectl-budget` console script (`kubectl budget ...`)."""
+    return main(plugin=True)
 
 
 if __name__ == "__main__":

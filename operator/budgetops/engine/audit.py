@@ -26,7 +26,7 @@ from budgetops.apis.common import format_time
 from budgetops.apis.ledger import Ledger, MovementAction
 from budgetops.engine.canonical import compact_json, compact_text
 
-AuditAction = Literal[MovementAction, "adjust", "decision", "checkpoint"]
+AuditAction = Literal[MovementAction, "adjust", "reliability", "decision", "checkpoint"]
 
 CHECKPOINT_EVERY = 100
 """Records between two signed checkpoints of a busy budget, at most."""

@@ -1,0 +1,631 @@
+"""Reading and changing budgets by hand: status, list, consume, check, adjust, history,
+report-metrics, receipts and leases, on the embedded ledger or in a cluster.
+
+Tables by default, `-o json|yaml` for scripts, colour only on a terminal. Every write is one
+`update_status` of the store, the compare-and-swap the webhook charges through. Exit codes:
+0 done, 1 denied (consume, check), 2 bad input or no such budget, 4 the cluster cannot be
+reached or has no BudgetOps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from budgetops.apis.common import format_amount, format_time, parse_amount, parse_duration
+from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.riskbudget import MAX_RISK_POINTS, Band, ChangeClass, Reliability
+from budgetops.engine import ledger
+from budgetops.engine.audit import note
+from budgetops.engine.clock import system_clock
+from budgetops.engine.decisions import Decision, Release, admit_risk, show
+from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
+from budgetops.engine.verdicts import RISK_PREDICATE, Subject, risk_predicate, statement
+from budgetops.store import BudgetKey, BudgetStore, NotFound
+
+from .target import add_arguments, place
+
+EXIT_DENIED = 1
+BAR_WIDTH = 20
+TIERS = {
+    0: "Internal",
+    1: "Customer-Facing Non-Critical",
+    2: "Customer-Facing Critical",
+    3: "Safety-Critical",
+}
+COLOURS: dict[str, str] = {
+    "Green": "32",
+    "Yellow": "33",
+    "Red": "31",
+    "Exhausted": "1;31",
+}
+
+
+def bar(used: Decimal, allocation: Decimal) -> str:
+    """`████████░░░░░░░░░░░░`: the share of the allocation used, in BAR_WIDTH cells."""
+    filled = 0 if allocation <= 0 else min(BAR_WIDTH, int(used * BAR_WIDTH / allocation))
+    return "█" * filled + "░" * (BAR_WIDTH - filled)
+
+
+def coloured(band: str, out: TextIO) -> str:
+    """A band's name, coloured only when `out` is a terminal."""
+    if not out.isatty() or band not in COLOURS:
+        return band
+    return f"\033[{COLOURS[band]}m{band}\033[0m"
+
+
+def emit(rows: list[dict[str, Any]], columns: Sequence[str], output: str, out: TextIO) -> None:
+    """Rows as a table (the given columns), or whole as JSON or YAML."""
+    if output == "json":
+        out.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    if output == "yaml":
+        out.write(yaml.safe_dump(json.loads(json.dumps(rows, default=str)), sort_keys=False))
+        return
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    out.write("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    out.write("\n")
+    for row in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _current(budget: Budget, now: datetime) -> None:
+    """Bring a budget to `now` as the next charge would see it (nothing is written)."""
+    if isinstance(budget, RiskBudget):
+        roll_risk_window(budget.status, budget.spec, now=now)
+    elif isinstance(budget, TrustBudget):
+        bring_current_trust(budget.status, budget.spec, now=now)
+
+
+def risk_row(budget: RiskBudget) -> dict[str, Any]:
+    status = budget.status
+    allocation = Decimal(status.allocation or budget.spec.base_allocation())
+    return {
+        "kind": "RiskBudget",
+        "namespace": budget.metadata.namespace or "",
+        "name": budget.metadata.name,
+        "service": budget.spec.service_id,
+        "window": status.window.key if status.window else "",
+        "consumed": status.consumed,
+        "allocated": int(allocation),
+        "remaining": int(allocation) - status.consumed,
+        "percentUsed": status.percent_used,
+        "status": status.band,
+        "resetsAt": format_time(status.window.end) if status.window else "",
+    }
+
+
+def trust_rows(budget: TrustBudget) -> list[dict[str, Any]]:
+    unit = budget.spec.unit
+    if not budget.status.accounts:
+        return [
+            {
+                "kind": "TrustBudget",
+                "namespace": "",
+                "name": budget.metadata.name,
+                "account": "(none charged yet)",
+                "balance": show(budget.spec.initial_balance, unit),
+                "allocated": show(budget.spec.initial_balance, unit),
+                "unit": unit,
+                "percentUsed": "0",
+                "status": "OK",
+                "resetsAt": "",
+            }
+        ]
+    rows = []
+    for name, account in sorted(budget.status.accounts.items()):
+        used = account.allocation - account.balance
+        low = account.balance < account.allocation * Decimal("0.2")
+        rows.append(
+            {
+                "kind": "TrustBudget",
+                "namespace": "",
+                "name": budget.metadata.name,
+                "account": name,
+                "balance": show(account.balance, unit),
+                "allocated": show(account.allocation, unit),
+                "unit": unit,
+                "percentUsed": str((used * 100 / account.allocation).quantize(Decimal("0.1")))
+                if account.allocation
+                else "0",
+                "status": "Exhausted" if account.balance <= 0 else "Low" if low else "OK",
+                "resetsAt": format_time(account.resets_at) if account.resets_at else "never",
+            }
+        )
+    return rows
+
+
+def find_risk(store: BudgetStore, service: str, namespace: str) -> RiskBudget:
+    """The one RiskBudget of `service` (in `namespace`, when given)."""
+    found = [
+        b
+        for b in store.list("RiskBudget")
+        if isinstance(b, RiskBudget)
+        and b.spec.service_id == service
+        and (not namespace or b.metadata.namespace == namespace)
+    ]
+    if not found:
+        where = f" in namespace {namespace}" if namespace else ""
+        raise NotFound(f"no RiskBudget for service {service}{where}")
+    if len(found) > 1:
+        names = ", ".join(str(BudgetKey.of(b)) for b in found)
+        raise ValueError(f"service {service} has several RiskBudgets ({names}); give -n")
+    return found[0]
+
+
+def _risk_key(args: argparse.Namespace, store: BudgetStore) -> BudgetKey:
+    if args.service:
+        return BudgetKey.of(find_risk(store, args.service, args.namespace))
+    if not args.budget:
+        raise ValueError("name the RiskBudget, or give --service")
+    return BudgetKey("RiskBudget", args.budget, args.namespace or "default")
+
+
+def _detail(budget: RiskBudget, out: TextIO) -> None:
+    """The seed's view of one service's budget."""
+    row = risk_row(budget)
+    tier = budget.spec.tier
+    out.write(f"Service: {row['service']}\nWindow: {row['window']}\n")
+    if tier is not None:
+        out.write(f"Tier: {TIERS[tier]} ({tier})\n")
+    out.write(
+        f"Status: {coloured(row['status'], out)}\n"
+        f"Budget: {row['consumed']} / {row['allocated']} RP ({row['percentUsed']}%)\n"
+        f"{bar(Decimal(row['consumed']), Decimal(row['allocated']))}\n"
+        f"Remaining: {row['remaining']} RP\nResets: {row['resetsAt']}\n"
+    )
+
+
+def summary(budget: Budget) -> list[str]:
+    """A budget in a line (a TrustBudget: a line per account), as `status` lists them."""
+    key = BudgetKey.of(budget)
+    if isinstance(budget, TrustBudget):
+        unit = budget.spec.unit
+        lines = [f"{key} ({budget.spec.account_key}, {unit})"]
+        for name, account in sorted(budget.status.accounts.items()):
+            resets = format_time(account.resets_at) if account.resets_at else "never"
+            lines.append(
+                f"  {name}: balance {show(account.balance, unit)} of "
+                f"{show(account.allocation, unit)}, spent {show(account.spent, unit)}, "
+                f"reserved {show(account.reserved, unit)}, "
+                f"leased {show(account.leased_out, unit)}, resets {resets}"
+            )
+        return lines
+    if isinstance(budget, RiskBudget):
+        status = budget.status
+        window = status.window.key if status.window else "not started"
+        return [
+            f"{key} ({budget.spec.service_id}, window {window}): "
+            f"{status.consumed} / {status.allocation} RP ({status.percent_used}%), {status.band}"
+        ]
+    lease = budget.status
+    return [f"{key}: {lease.phase}, {lease.remaining} of {lease.granted} left"]
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """One budget in detail (`BUDGET` or `--service`), or every budget, as of now."""
+    now = system_clock()
+    with place(args, path) as where:
+        if args.service or args.budget:
+            key = (
+                _risk_key(args, where.store)
+                if args.service or args.namespace
+                else BudgetKey("TrustBudget", args.budget)
+            )
+            budget = where.store.get(key)
+            _current(budget, now)
+            if isinstance(budget, RiskBudget):
+                if args.output != "table":
+                    emit([risk_row(budget)], (), args.output, out)
+                else:
+                    _detail(budget, out)
+                return 0
+            assert isinstance(budget, TrustBudget)
+            rows = trust_rows(budget)
+            if args.output == "table":
+                for row in rows:
+                    used = Decimal(row["allocated"]) - Decimal(row["balance"])
+                    out.write(
+                        f"{row['account']}: {row['balance']} of {row['allocated']} {row['unit']}"
+                        f" left, {coloured(row['status'], out)}, resets {row['resetsAt']}\n"
+                        f"  {bar(used, Decimal(row['allocated']))}\n"
+                    )
+                return 0
+            emit(rows, (), args.output, out)
+            return 0
+        budgets = where.store.list()
+        for budget in budgets:
+            _current(budget, now)  # shown as the next charge would see it; nothing is written
+        if args.output != "table":
+            emit([b.to_wire() for b in budgets], (), args.output, out)
+            return 0
+        if not budgets:
+            out.write("no budgets here (load them with `budgetops apply -f`, or kubectl apply)\n")
+        for budget in budgets:
+            for line in summary(budget):
+                out.write(f"{line}\n")
+        return 0
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Every budget's state; `--status Yellow,Red` keeps those in the given states."""
+    now = system_clock()
+    wanted = {s.strip().lower() for s in (args.status or "").split(",") if s.strip()}
+    rows: list[dict[str, Any]] = []
+    with place(args, path) as where:
+        for budget in where.store.list():
+            if args.namespace and budget.metadata.namespace not in (None, "", args.namespace):
+                continue
+            _current(budget, now)
+            if isinstance(budget, RiskBudget):
+                rows.append(risk_row(budget))
+            elif isinstance(budget, TrustBudget):
+                rows += trust_rows(budget)
+    rows = [r for r in rows if not wanted or r["status"].lower() in wanted]
+    if args.output == "table":
+        for row in rows:
+            row["status"] = coloured(row["status"], out)
+            row["used"] = (
+                f"{row['consumed']}/{row['allocated']} RP"
+                if row["kind"] == "RiskBudget"
+                else f"{row['balance']} of {row['allocated']} {row['unit']} left"
+            )
+            row["who"] = row.get("service") or row.get("account")
+            row["where"] = f"{row['kind']}/{row['namespace'] + '/' if row['namespace'] else ''}"
+            row["where"] += row["name"]
+    emit(rows, ("where", "who", "used", "percentUsed", "status", "resetsAt"), args.output, out)
+    return 0
+
+
+def _release(args: argparse.Namespace) -> Release:
+    change_class: ChangeClass = args.change_class
+    key = args.release_id or f"cli-{uuid.uuid4().hex[:12]}"
+    return Release(key=key, points=args.points, change_class=change_class, ref=args.reason or key)
+
+
+def _decided(decision: Decision, out: TextIO, *, key: str) -> int:
+    for line in decision.warnings:
+        out.write(f"{line}\n")
+    if not decision.allowed:
+        out.write(f"denied: {decision.message}\n")
+        return EXIT_DENIED
+    out.write(f"release key: {key}\n")
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Charge one release's points, confirmed at once (no object will be watched)."""
+    release = _release(args)
+    with place(args, path, writes=True) as where:
+        key = _risk_key(args, where.store)
+
+        def consume(budget: Budget) -> Decision:
+            assert isinstance(budget, RiskBudget)
+            now = system_clock()
+            decision = admit_risk(
+                budget.status,
+                budget.spec,
+                release=release,
+                now=now,
+                ttl=_ttl(args.ttl),
+                dry_run=args.dry_run,
+            )
+            if decision.cost > 0:
+                ledger.confirm(budget.status, key=release.key, now=now)
+                summarize_risk(budget.status, budget.spec)
+            return decision
+
+        decision = where.store.update_status(key, consume)
+    return _decided(decision, out, key=release.key)
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """May this release ship? Decided as admission would, charging and writing nothing."""
+    release = _release(args)
+    with place(args, path) as where:
+        budget = where.store.get(_risk_key(args, where.store))
+    assert isinstance(budget, RiskBudget)
+    now = system_clock()
+    decision = admit_risk(
+        budget.status, budget.spec, release=release, now=now, ttl=_ttl(args.ttl), dry_run=True
+    )
+    if args.output != "table":
+        subject = Subject(
+            kind="Release",
+            resource="releases",
+            namespace=budget.metadata.namespace or "",
+            name=release.key,
+            uid="",
+            digest="0" * 64,
+            release_id=release.key,
+        )
+        predicate = risk_predicate(
+            budget, release=release, decision=decision, subject=subject, now=now
+        )
+        emit([statement(subject, RISK_PREDICATE, predicate)], (), args.output, out)
+        return 0 if decision.allowed else EXIT_DENIED
+    verdict = "yes" if decision.allowed else "no"
+    out.write(f"may ship: {verdict}\n")
+    return (
+        _decided(decision, out, key=release.key) if not decision.allowed else _warned(decision, out)
+    )
+
+
+def _warned(decision: Decision, out: TextIO) -> int:
+    for line in decision.warnings:
+        out.write(f"{line}\n")
+    return 0
+
+
+def _write(
+    args: argparse.Namespace, path: Path, change: Callable[[RiskBudget, datetime], str]
+) -> tuple[BudgetKey, str]:
+    with place(args, path, writes=True) as where:
+        key = _risk_key(args, where.store)
+
+        def apply(budget: Budget) -> str:
+            assert isinstance(budget, RiskBudget)
+            now = system_clock()
+            roll_risk_window(budget.status, budget.spec, now=now)
+            return change(budget, now)
+
+        return key, where.store.update_status(key, apply)
+
+
+def cmd_adjust(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Raise or lower this window's allocation (earned capacity, an admin's decision)."""
+    if not args.reason.strip():
+        raise ValueError("--reason must say why the allocation changes")
+
+    def adjust(budget: RiskBudget, now: datetime) -> str:
+        account = budget.status.accounts[budget.spec.service_id]
+        wanted = account.allocation + args.by
+        if wanted < 0 or wanted > MAX_RISK_POINTS * 10:
+            raise ValueError(f"the allocation would be {wanted} RP")
+        ledger.resize(budget.status, account=budget.spec.service_id, allocation=wanted, at=now)
+        budget.status.queued_audit()[-1]["detail"] = {"reason": args.reason.strip()[:1024]}
+        summarize_risk(budget.status, budget.spec)
+        return f"{account.allocation} RP this window ({budget.status.band})"
+
+    key, result = _write(args, path, adjust)
+    out.write(f"{key}: allocation now {result}; it applies until the window ends\n")
+    return 0
+
+
+def cmd_report_metrics(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Report this window's reliability: it decides the next window's earned capacity."""
+
+    def report(budget: RiskBudget, now: datetime) -> str:
+        figures = Reliability(
+            mttr_hours=args.mttr_hours,
+            change_failure_rate_percent=args.change_failure_rate,
+            p1_incidents=args.p1_incidents,
+        )
+        budget.status.reliability = figures
+        note(
+            budget.status,
+            at=now,
+            action="reliability",
+            account=budget.spec.service_id,
+            detail=figures.to_wire(),
+        )
+        window = budget.status.window
+        return window.key if window else ""
+
+    key, window = _write(args, path, report)
+    out.write(
+        f"{key}: reliability for window {window} recorded; earned capacity is decided when "
+        "the window closes\n"
+    )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Closed windows (and the current one), or one window with `--window`."""
+    now = system_clock()
+    with place(args, path) as where:
+        budget = where.store.get(_risk_key(args, where.store))
+    assert isinstance(budget, RiskBudget)
+    _current(budget, now)
+    rows = [
+        {
+            "window": h.window.key,
+            "allocated": h.allocated,
+            "consumed": h.consumed,
+            "releases": h.entries,
+            "bandReached": h.band_reached,
+            "mttrHours": format_amount(h.reliability.mttr_hours)
+            if h.reliability.mttr_hours is not None
+            else "",
+            "changeFailureRate": format_amount(h.reliability.change_failure_rate_percent)
+            if h.reliability.change_failure_rate_percent is not None
+            else "",
+            "earned": h.earned_increase,
+        }
+        for h in budget.status.history
+    ]
+    current = risk_row(budget)
+    rows.append(
+        {
+            "window": current["window"],
+            "allocated": current["allocated"],
+            "consumed": current["consumed"],
+            "releases": sum(1 for e in budget.status.entries if e.action == "reserve"),
+            "bandReached": budget.status.band_reached,
+            "earned": budget.status.earned_increase,
+            "current": True,
+        }
+    )
+    if args.window:
+        rows = [r for r in rows if r["window"] == args.window]
+        if not rows:
+            raise NotFound(f"{BudgetKey.of(budget)} has no window {args.window}")
+    columns = ("window", "allocated", "consumed", "releases", "bandReached", "earned")
+    emit(rows, columns, args.output, out)
+    return 0
+
+
+def cmd_receipts(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """A budget's recent entries: what was charged, settled or refused, with verdicts."""
+    with place(args, path) as where:
+        if args.service or args.namespace:
+            key = _risk_key(args, where.store)
+        elif args.budget:
+            key = BudgetKey("TrustBudget", args.budget)
+        else:
+            raise ValueError("name the TrustBudget, or give --service (or -n with a RiskBudget)")
+        budget = where.store.get(key)
+    assert isinstance(budget, RiskBudget | TrustBudget)
+    rows = [
+        {
+            "at": format_time(e.at),
+            "account": e.account,
+            "action": e.action,
+            "amount": format_amount(e.amount),
+            "key": e.key,
+            "object": e.object,
+            "verdict": e.verdict[:19] + "…" if args.output == "table" and e.verdict else e.verdict,
+        }
+        for e in budget.status.entries
+    ]
+    emit(rows, ("at", "account", "action", "amount", "object", "verdict"), args.output, out)
+    return 0
+
+
+def cmd_leases(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Every lease: its budget and account, holder, phase, granted, spent, remaining."""
+    with place(args, path) as where:
+        found = where.leases()
+    rows = []
+    for item in found:
+        spec, status = item.get("spec", {}), item.get("status", {})
+        budget_ref = spec.get("budgetRef", {})
+        if args.budget and budget_ref.get("name") != args.budget:
+            continue
+        rows.append(
+            {
+                "name": item["metadata"]["name"],
+                "budget": budget_ref.get("name", ""),
+                "account": budget_ref.get("account", ""),
+                "holder": spec.get("holder", {}).get("id", ""),
+                "phase": status.get("phase", ""),
+                "granted": status.get("granted", ""),
+                "spent": status.get("spent", ""),
+                "remaining": status.get("remaining", ""),
+                "expiresAt": status.get("expiresAt", ""),
+            }
+        )
+    columns = ("name", "budget", "account", "holder", "phase", "granted", "spent", "remaining")
+    emit(rows, columns, args.output, out)
+    return 0
+
+
+def _ttl(value: str) -> timedelta:
+    ttl = parse_duration(value)
+    if ttl > timedelta(days=7):
+        raise ValueError(f"--ttl {value} is longer than 7d")
+    return ttl
+
+
+def _amount(value: str) -> Decimal:
+    try:
+        return parse_amount(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _points(value: str) -> int:
+    try:
+        points = int(value)
+    except ValueError:
+        points = -1
+    if not 0 <= points <= MAX_RISK_POINTS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number 0-{MAX_RISK_POINTS}")
+    return points
+
+
+def _signed_points(value: str) -> Decimal:
+    try:
+        points = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if abs(points) > MAX_RISK_POINTS:
+        raise argparse.ArgumentTypeError(f"{value!r} is beyond ±{MAX_RISK_POINTS}")
+    return Decimal(points)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, Path], int]] = {
+    "status": cmd_status,
+    "list": cmd_list,
+    "consume": cmd_consume,
+    "check": cmd_check,
+    "adjust": cmd_adjust,
+    "report-metrics": cmd_report_metrics,
+    "history": cmd_history,
+    "receipts": cmd_receipts,
+    "leases": cmd_leases,
+}
+
+BANDS: tuple[Band, ...] = ("Green", "Yellow", "Red", "Exhausted")
+
+
+def add_parsers(
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser], *, db_help: str
+) -> list[argparse.ArgumentParser]:
+    """The budget commands; each sets `budgets` to its function."""
+    made = []
+
+    def verb(name: str, text: str, *, budget: bool = True) -> argparse.ArgumentParser:
+        parser = verbs.add_parser(name, help=text)
+        if budget:
+            parser.add_argument("budget", nargs="?", help="the budget's name")
+            parser.add_argument("--service", help="a RiskBudget by its serviceId")
+        parser.add_argument("-n", "--namespace", default="", help="the budget's namespace")
+        parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+        add_arguments(parser, db_help=db_help)
+        parser.set_defaults(budgets=COMMANDS[name])
+        made.append(parser)
+        return parser
+
+    verb("status", "a budget in detail (or every budget), as of now")
+    listing = verb("list", "every budget's state", budget=False)
+    listing.add_argument("--status", help="only these states, e.g. Yellow,Red or Exhausted,Low")
+    for name, text in (
+        ("consume", "charge one release's risk points"),
+        ("check", "may this release ship? decided, nothing charged"),
+    ):
+        release = verb(name, text)
+        release.add_argument("--points", type=_points, required=True)
+        release.add_argument("--reason", default="", help="what ships, for the entry")
+        release.add_argument("--release-id", help="idempotency key (default: a new one)")
+        release.add_argument(
+            "--change-class",
+            default="standard",
+            choices=["standard", "low-risk", "security-fix", "incident"],
+        )
+        release.add_argument("--dry-run", action="store_true", help="decide, charge nothing")
+        release.add_argument(
+            "--ttl", default="5m", help="how long a charge stays reserved (at most 7d)"
+        )
+    adjust = verb("adjust", "change this window's allocation, with a reason")
+    adjust.add_argument("--by", type=_signed_points, required=True, help="points, + or -")
+    adjust.add_argument("--reason", required=True)
+    metrics = verb("report-metrics", "this window's MTTR, change-failure rate and P1 incidents")
+    metrics.add_argument("--mttr-hours", type=_amount, required=True)
+    metrics.add_argument("--change-failure-rate", type=_amount, required=True, help="percent")
+    metrics.add_argument("--p1-incidents", type=int, default=0)
+    history = verb("history", "closed windows and the current one")
+    history.add_argument("--window", help="one window: 2026-11, 2026-W48, sprint-2026-11-16")
+    verb("receipts", "a budget's recent entries, with verdict digests")
+    leases = verb("leases", "every lease of USD budgets", budget=False)
+    leases.add_argument("--budget", help="only this TrustBudget's leases")
+    return made

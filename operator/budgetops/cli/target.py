@@ -1,0 +1,185 @@
+"""Where a command works: the embedded ledger, or a cluster through its API server.
+
+`budgetops` works on the embedded ledger unless given `--kubeconfig`; `kubectl budget` (the
+same code) works on the cluster of the current kubeconfig unless given `--db`. In a cluster
+every write goes through `KubeStore`, the compare-and-swap store the webhook uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from budgetops.apis.common import GROUP, VERSION
+from budgetops.apis.resources import TrustBudget
+from budgetops.engine.leaserecords import object_name, status_of
+from budgetops.store import BudgetStore, SQLiteStore
+from budgetops.store.keyring import KeyFiles
+from budgetops.store.secrets import FileSecrets
+
+EXIT_UNREACHABLE = 4
+DEFAULT_OPERATOR_NAMESPACE = "budgetops-system"
+
+
+class ClusterUnreachable(Exception):
+    """The cluster could not be asked, or has no BudgetOps; the message says which."""
+
+
+@dataclass
+class Place:
+    """Budgets, the verdict keyring, stored envelopes and leases, wherever they live."""
+
+    store: BudgetStore
+    keys: KeyFiles
+    namespace: str
+    """The operator's namespace (its keyring and verdict ConfigMaps); empty embedded."""
+    envelope: Callable[[str, str], dict[str, Any] | None]
+    """envelope(budget, digest): a stored envelope, or None."""
+    leases: Callable[[], list[dict[str, Any]]]
+    """Every lease as a BudgetLease object would show it: metadata, spec and status."""
+    audit_lines: Callable[[], tuple[str, ...]] | None = None
+    cluster: bool = False
+
+
+def add_arguments(verb: argparse.ArgumentParser, *, db_help: str) -> None:
+    """--db, --kubeconfig, --operator-namespace, --secrets-dir."""
+    verb.add_argument("--db", help=db_help)
+    verb.add_argument(
+        "--kubeconfig", help="work on the cluster instead (kubectl budget: the default)"
+    )
+    verb.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("POD_NAMESPACE", DEFAULT_OPERATOR_NAMESPACE),
+        help="in a cluster: where BudgetOps runs (its keyring and verdict ConfigMaps)",
+    )
+    verb.add_argument("--secrets-dir", help="where key files live (default: <ledger>.secrets)")
+
+
+def _secrets_dir(ledger: Path, given: str | None) -> Path:
+    return Path(given) if given else ledger.with_name(ledger.name + ".secrets")
+
+
+def _probe(api: Any, where: str) -> None:
+    """Fail fast, and clearly, when the API server does not answer or has no BudgetOps."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        client.ApisApi(api).get_api_versions(_request_timeout=5)
+        client.CustomObjectsApi(api).list_cluster_custom_object(
+            GROUP, VERSION, "trustbudgets", limit=1, _request_timeout=5
+        )
+    except (HTTPError, OSError) as error:
+        raise ClusterUnreachable(f"cannot reach the cluster of {where}: {error}") from None
+    except ApiException as error:
+        if error.status == 404:
+            raise ClusterUnreachable(
+                f"the cluster of {where} has no BudgetOps CRDs: install them "
+                "(helm install budgetops charts/budgetops, or kubectl apply -f crds/)"
+            ) from None
+        raise ClusterUnreachable(
+            f"the cluster of {where} refused: {error.status} {error.reason}"
+        ) from None
+
+
+def _cluster_leases(api: Any) -> Callable[[], list[dict[str, Any]]]:
+    def leases() -> list[dict[str, Any]]:
+        from kubernetes import client
+
+        found = client.CustomObjectsApi(api).list_cluster_custom_object(
+            GROUP, VERSION, "budgetleases", _request_timeout=10
+        )
+        assert isinstance(found, dict)
+        return list(found.get("items", []))
+
+    return leases
+
+
+def _ledger_leases(store: SQLiteStore) -> Callable[[], list[dict[str, Any]]]:
+    """The embedded ledger's leases, shaped like the BudgetLease objects a cluster keeps."""
+
+    def leases() -> list[dict[str, Any]]:
+        shown = []
+        for budget in store.list("TrustBudget"):
+            assert isinstance(budget, TrustBudget)
+            for account, held in sorted(budget.status.accounts.items()):
+                for lease_id, hold in sorted(held.leases.items()):
+                    shown.append(
+                        {
+                            "metadata": {"name": object_name(lease_id)},
+                            "spec": {
+                                "budgetRef": {"name": budget.metadata.name, "account": account},
+                                "holder": {"id": hold.holder},
+                            },
+                            "status": status_of(hold),
+                        }
+                    )
+        return shown
+
+    return leases
+
+
+@contextlib.contextmanager
+def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> Iterator[Place]:
+    """The embedded ledger at `ledger`, or the cluster when `args.kubeconfig` is set ("" for
+    the current kubeconfig's default, as kubectl finds it)."""
+    if args.kubeconfig is not None:
+        from budgetops.cli.incluster import api_client
+        from budgetops.store.audit import AuditTrail, StreamSink
+        from budgetops.store.kube import KubeStore
+        from budgetops.store.secrets import KubeSecrets
+        from budgetops.store.verdictmaps import VerdictMaps
+
+        kubeconfig = args.kubeconfig or default_kubeconfig()
+        where = kubeconfig or "this pod's service account"
+        try:
+            api = api_client(kubeconfig)
+        except Exception as error:  # a missing or unreadable kubeconfig, no in-cluster env
+            raise ClusterUnreachable(f"cannot use the kubeconfig {where}: {error}") from None
+        _probe(api, where)
+        # A command's movements are records of the budget's audit trail like the operator's.
+        store = KubeStore(api, trail=AuditTrail(sinks=[StreamSink(sys.stderr)]))
+        store.start()
+        maps = VerdictMaps(api, args.operator_namespace)
+        try:
+            yield Place(
+                store,
+                KubeSecrets(api),
+                args.operator_namespace,
+                lambda budget, digest: maps.read(budget)[1].get(digest),
+                _cluster_leases(api),
+                cluster=True,
+            )
+        finally:
+            store.stop()
+        return
+    sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
+    try:
+        yield Place(
+            sqlite,
+            FileSecrets(_secrets_dir(ledger, args.secrets_dir)),
+            "",
+            lambda _, digest: sqlite.verdict(digest),
+            _ledger_leases(sqlite),
+            sqlite.audit_lines,
+        )
+    finally:
+        sqlite.close()
+
+
+def default_kubeconfig() -> str | None:
+    """The kubeconfig kubectl would use: $KUBECONFIG's first file, else ~/.kube/config;
+    None in a pod without either (its service account is used)."""
+    listed = os.environ.get("KUBECONFIG", "")
+    first = next((p for p in listed.split(os.pathsep) if p), "")
+    if first:
+        return first
+    home = Path.home() / ".kube" / "config"
+    return str(home) if home.exists() else None

@@ -1,0 +1,188 @@
+"""The budget commands on the embedded ledger, as `budgetops` and as `kubectl budget --db`:
+what they print, what they write, and the exit codes a script relies on."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from budgetops.apis.resources import RiskBudget
+from budgetops.cli.main import main
+from budgetops.store import BudgetKey, SQLiteStore
+from tests.conftest import EXAMPLES
+
+PAYMENTS = BudgetKey("RiskBudget", "payments-api", "payments")
+
+
+def run(*argv: str, plugin: bool = False) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out, plugin=plugin)
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = str(tmp_path / "ledger.sqlite3")
+    assert run("apply", "-f", str(EXAMPLES), "--db", path)[0] == 0
+    return path
+
+
+def payments(db: str) -> RiskBudget:
+    store = SQLiteStore(db)
+    try:
+        budget = store.get(PAYMENTS)
+    finally:
+        store.close()
+    assert isinstance(budget, RiskBudget)
+    return budget
+
+
+def test_consume_then_status_shows_the_seed_view(db: str) -> None:
+    code, out = run(
+        "consume", "--service", "payments-api", "--points", "25", "--reason", "Release v1.2.3",
+        "--release-id", "v1.2.3", "--db", db,
+    )  # fmt: skip
+    assert code == 0, out
+    assert "release key: v1.2.3" in out
+    code, out = run("status", "--service", "payments-api", "--db", db)
+    assert code == 0
+    assert out.splitlines()[:5] == [
+        "Service: payments-api",
+        f"Window: {payments(db).status.window.key}",  # type: ignore[union-attr]
+        "Tier: Customer-Facing Critical (2)",
+        "Status: Green",
+        "Budget: 25 / 120 RP (20.8%)",
+    ]
+    assert "████░░░░░░░░░░░░░░░░" in out
+    assert "Remaining: 95 RP" in out
+    assert "\033[" not in out, "no colour when the output is not a terminal"
+    again = run("consume", "payments-api", "-n", "payments", "--points", "25",
+                "--release-id", "v1.2.3", "--db", db)  # fmt: skip
+    assert "already charged" in again[1]
+    assert payments(db).status.consumed == 25
+
+
+def test_check_decides_without_charging_and_exits_1_when_it_may_not_ship(db: str) -> None:
+    code, out = run("check", "--service", "payments-api", "--points", "500", "--db", db)
+    assert code == 1
+    assert out.startswith("may ship: no\ndenied: Risk budget payments-api cannot cover")
+    code, out = run("check", "--service", "payments-api", "--points", "5", "-o", "json", "--db", db)
+    assert code == 0
+    [verdict] = json.loads(out)
+    assert verdict["predicateType"] == "https://budgetops.dev/predicates/risk-verdict/v1"
+    assert verdict["predicate"]["budgetCheck"]["result"] == "pass"
+    assert payments(db).status.consumed == 0
+    assert payments(db).status.entries == []
+
+
+def test_adjust_and_report_metrics_write_through_the_store(db: str) -> None:
+    assert (
+        run("adjust", "--service", "payments-api", "--by", "24", "--reason", " ", "--db", db)[0]
+        == 2
+    )
+    code, out = run(
+        "adjust", "--service", "payments-api", "--by", "24", "--reason", "MTTR halved", "--db", db
+    )
+    assert code == 0, out
+    assert "allocation now 144 RP" in out
+    code, out = run(
+        "report-metrics", "--service", "payments-api", "--mttr-hours", "24",
+        "--change-failure-rate", "8", "--db", db,
+    )  # fmt: skip
+    assert code == 0, out
+    status = payments(db).status
+    assert status.allocation == 144
+    assert (status.reliability.mttr_hours, status.reliability.change_failure_rate_percent) == (
+        24,
+        8,
+    )
+    store = SQLiteStore(db)
+    actions = [json.loads(line) for line in store.audit_lines()]
+    store.close()
+    assert [(r["action"], r.get("detail")) for r in actions] == [
+        ("adjust", {"reason": "MTTR halved"}),
+        ("reliability", {"mttrHours": "24", "changeFailureRatePercent": "8", "p1Incidents": 0}),
+    ]
+
+
+def test_list_filters_by_state_and_speaks_json_and_yaml(db: str) -> None:
+    run("consume", "--service", "payments-api", "--points", "100", "--db", db)
+    code, out = run("list", "--status", "Red", "-o", "json", "--db", db)
+    assert code == 0
+    assert [(r["kind"], r["status"]) for r in json.loads(out)] == [("RiskBudget", "Red")]
+    code, out = run("list", "--status", "Green", "-o", "yaml", "--db", db)
+    assert yaml.safe_load(out) == []
+    code, out = run("list", "--db", db)
+    assert out.splitlines()[0].split() == [
+        "WHERE",
+        "WHO",
+        "USED",
+        "PERCENTUSED",
+        "STATUS",
+        "RESETSAT",
+    ]
+    assert "TrustBudget/developer-certificates" in out
+
+
+def test_history_receipts_and_leases(db: str) -> None:
+    run("consume", "--service", "payments-api", "--points", "10", "--reason", "v1", "--db", db)
+    window = payments(db).status.window.key  # type: ignore[union-attr]
+    code, out = run(
+        "history", "--service", "payments-api", "--window", window, "-o", "json", "--db", db
+    )
+    assert code == 0
+    assert json.loads(out)[0]["consumed"] == 10
+    assert run("history", "--service", "payments-api", "--window", "1999-01", "--db", db)[0] == 2
+    code, out = run("receipts", "--service", "payments-api", "-o", "json", "--db", db)
+    assert [r["action"] for r in json.loads(out)] == ["reserve", "confirm"]
+    code, out = run("leases", "--db", db)
+    assert code == 0
+    assert out.split() == [
+        "NAME",
+        "BUDGET",
+        "ACCOUNT",
+        "HOLDER",
+        "PHASE",
+        "GRANTED",
+        "SPENT",
+        "REMAINING",
+    ]
+
+
+def test_mistakes_are_exit_2_with_one_line(db: str) -> None:
+    for argv, says in (
+        (("status", "--service", "nope"), "no RiskBudget for service nope"),
+        (("consume", "--points", "1"), "name the RiskBudget, or give --service"),
+        (("receipts",), "name the TrustBudget"),
+    ):
+        code, out = run(*argv, "--db", db)
+        assert code == 2, out
+        assert says in out
+        assert len(out.splitlines()) == 1
+
+
+def test_the_plugin_defaults_to_the_cluster_and_says_when_it_cannot_reach_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    code, out = run("list", plugin=True)
+    assert code == 4
+    assert out.startswith(f"error: cannot reach the cluster of {config}")
+    assert len(out.splitlines()) == 1
