@@ -1,0 +1,157 @@
+"""`kubectl budget ...` as a user runs it: the real kubectl finds the `kubectl-budget` plugin
+on PATH and the plugin works on the cluster of $KUBECONFIG; every command, its output and
+its exit code, including a clear error for a budget or a cluster that does not exist."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+NAMESPACE = "plugin-shop"
+SERVICE = "plugin-api"
+
+
+@pytest.fixture(scope="module")
+def kubectl_budget(budget_crds: Any) -> Any:
+    """Run `kubectl budget ARGS` with the plugin on PATH; returns (exit code, stdout)."""
+    control_plane = budget_crds
+    control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
+    for document in (
+        {
+            "apiVersion": "budgetops.dev/v1alpha1",
+            "kind": "RiskBudget",
+            "metadata": {"name": SERVICE, "namespace": NAMESPACE},
+            "spec": {"serviceId": SERVICE, "tier": 1},
+        },
+        {
+            "apiVersion": "budgetops.dev/v1alpha1",
+            "kind": "TrustBudget",
+            "metadata": {"name": "plugin-certs"},
+            "spec": {
+                "subjects": {"users": ["nobody-here"]},
+                "match": [
+                    {"group": "certificates.k8s.io", "resource": "certificatesigningrequests"}
+                ],
+                "initialBalance": 3,
+            },
+        },
+    ):
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps(document))
+    plugin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{plugin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(control_plane.kubeconfig),
+    }
+
+    def run(*args: str, kubeconfig: str | None = None) -> tuple[int, str]:
+        done = subprocess.run(
+            [str(control_plane.binaries.kubectl), "budget", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env if kubeconfig is None else {**env, "KUBECONFIG": kubeconfig},
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    yield run
+    control_plane.kubectl("delete", "tb", "plugin-certs", "--wait=false", check=False)
+    control_plane.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+
+
+def test_kubectl_finds_the_plugin(kubectl_budget: Any) -> None:
+    code, out = kubectl_budget("--version")
+    assert (code, out.strip()) == (0, "kubectl budget 0.1.0")
+
+
+def test_consume_status_check_and_list(kubectl_budget: Any) -> None:
+    code, out = kubectl_budget(
+        "consume", "--service", SERVICE, "--points", "90", "--reason", "Release v1.2.3",
+        "--release-id", "v1.2.3", "-n", NAMESPACE,
+    )  # fmt: skip
+    assert code == 0, out
+    assert f"Risk budget {SERVICE}: 90 RP (standard), now 90 / 200 RP (45.0%)" in out
+    code, out = kubectl_budget("status", "--service", SERVICE)
+    assert code == 0, out
+    assert "Status: Yellow" in out
+    assert "Budget: 90 / 200 RP (45.0%)\n█████████░░░░░░░░░░░\nRemaining: 110 RP" in out
+    code, out = kubectl_budget("check", "--service", SERVICE, "--points", "500")
+    assert code == 1
+    assert "may ship: no" in out
+    code, out = kubectl_budget("list", "--status", "Yellow,Red", "-o", "json")
+    assert code == 0, out
+    assert [(r["service"], r["status"]) for r in json.loads(out)] == [(SERVICE, "Yellow")]
+    code, out = kubectl_budget("list", "-o", "yaml")
+    assert {r["name"] for r in yaml.safe_load(out)} >= {SERVICE, "plugin-certs"}
+
+
+def test_adjust_report_metrics_history_receipts(kubectl_budget: Any, budget_crds: Any) -> None:
+    code, out = kubectl_budget(
+        "adjust", "--service", SERVICE, "--by", "20", "--reason", "earned capacity"
+    )
+    assert code == 0, out
+    assert "allocation now 220 RP" in out
+    code, out = kubectl_budget(
+        "report-metrics", "--service", SERVICE, "--mttr-hours", "24", "--change-failure-rate", "8"
+    )
+    assert code == 0, out
+    live = json.loads(
+        budget_crds.kubectl("get", "rb", SERVICE, "-n", NAMESPACE, "-o", "json").stdout
+    )["status"]
+    assert live["reliability"] == {
+        "mttrHours": "24",
+        "changeFailureRatePercent": "8",
+        "p1Incidents": 0,
+    }
+    assert live["allocation"] == 220
+    code, out = kubectl_budget("history", "--service", SERVICE, "-o", "json")
+    assert code == 0, out
+    [current] = json.loads(out)
+    assert current["current"] is True
+    code, out = kubectl_budget("receipts", "--service", SERVICE)
+    assert code == 0, out
+    assert "Release v1.2.3" in out.splitlines()[1]
+
+
+def test_leases_verdict_and_errors(kubectl_budget: Any, tmp_path: Path) -> None:
+    code, out = kubectl_budget("leases")
+    assert code == 0, out
+    assert out.split()[:3] == ["NAME", "BUDGET", "ACCOUNT"]
+    code, out = kubectl_budget("verdict", "deployment/none", "-n", NAMESPACE)
+    assert (code, out.strip()) == (
+        2,
+        "no verdict on deployment/none in the budgets' recent entries",
+    )
+    code, out = kubectl_budget("status", "--service", "no-such-service")
+    assert code == 2
+    assert (
+        "not found: no RiskBudget for service no-such-service (load it with `kubectl apply -f`)"
+        in out
+    )
+    code, out = kubectl_budget("status", "no-such-budget")
+    assert code == 2
+    assert "TrustBudget/no-such-budget" in out
+    unreachable = tmp_path / "kubeconfig"
+    unreachable.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    code, out = kubectl_budget("list", kubeconfig=str(unreachable))
+    assert code == 4
+    assert "cannot reach the cluster" in out
