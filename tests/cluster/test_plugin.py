@@ -155,3 +155,20 @@ def test_leases_verdict_and_errors(kubectl_budget: Any, tmp_path: Path) -> None:
     code, out = kubectl_budget("list", kubeconfig=str(unreachable))
     assert code == 4
     assert "cannot reach the cluster" in out
+
+
+def test_charge_a_trust_budget_until_denied(kubectl_budget: Any) -> None:
+    for uid in ("c1", "c2", "c3"):
+        code, out = kubectl_budget(
+            "charge", "plugin-certs", "--account", "user:nobody-here", "--id", uid
+        )
+        assert code == 0, out
+    code, out = kubectl_budget(
+        "charge", "plugin-certs", "--account", "user:nobody-here", "--id", "c4"
+    )
+    assert code == 1
+    assert "denied: Trust budget exhausted. This request requires 1 points; 0 remain." in out
+    code, out = kubectl_budget("status", "plugin-certs", "-o", "json")
+    assert [(r["account"], r["balance"], r["status"]) for r in json.loads(out)] == [
+        ("user:nobody-here", "0", "Exhausted")
+    ]

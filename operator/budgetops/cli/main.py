@@ -35,7 +35,8 @@ from .budgets import add_parsers as add_budget_parsers
 from .embedded import serve_embedded
 from .incluster import add_arguments as add_run_arguments
 from .manifests import crd_files, load
-from .target import EXIT_UNREACHABLE, ClusterUnreachable
+from .target import EXIT_UNREACHABLE, ClusterUnreachable, place
+from .target import add_arguments as add_target_arguments
 
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
@@ -160,7 +161,6 @@ def _confirm_now(
 def cmd_charge(args: argparse.Namespace, out: TextIO) -> int:
     """Charge one issuance to an account of a TrustBudget."""
     ttl = parse_duration(args.ttl)
-    store = SQLiteStore(_db_path(args.db), mode="rw", check_writes=True)
     key = BudgetKey("TrustBudget", args.budget)
 
     def charge(budget: Budget) -> Decision:
@@ -186,7 +186,8 @@ def cmd_charge(args: argparse.Namespace, out: TextIO) -> int:
         _confirm_now(budget, decision, key=args.id, now=now)
         return decision
 
-    return _report(store.update_status(key, charge), out)
+    with place(args, _db_path(args.db), writes=True) as where:
+        return _report(where.store.update_status(key, charge), out)
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
@@ -267,7 +268,8 @@ def parser(prog: str = "budgetops") -> argparse.ArgumentParser:
         verb.set_defaults(run=cmd_attestation)
     for verb in add_budget_parsers(verbs, db_help=db_help):
         verb.set_defaults(run=cmd_budgets)
-    for verb in (charge, webhook):
+    add_target_arguments(charge, db_help=db_help)
+    for verb in (webhook,):
         verb.add_argument("--db", help=f"ledger file (default $BUDGETOPS_DB or {DEFAULT_DB})")
     webhook.add_argument(
         "--secrets-dir", help="agent signing and provider key files (default: <ledger>.secrets)"
