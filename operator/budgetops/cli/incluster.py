@@ -9,13 +9,16 @@ import logging
 import os
 import sys
 import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import TextIO
 
 from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
 from budgetops.apis.common import parse_duration
+from budgetops.crypto.webhookcerts import service_names
 from budgetops.engine.clock import Clock, system_clock
 from budgetops.handlers.leases import LeaseMirror
 from budgetops.handlers.operator import keep_budgets, run_operator
@@ -37,6 +40,7 @@ from budgetops.store.objects import KubeObjects
 from budgetops.store.rest import refresh_credentials_at_most_every
 from budgetops.store.secrets import KubeSecrets
 from budgetops.store.verdictmaps import VerdictMaps
+from budgetops.store.webhooktls import WebhookTLS
 
 from .serving import attestation, log_to_stderr, serve_until_stopped
 
@@ -64,6 +68,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook in a cluster and, unless told not to, reconcile."""
     log_to_stderr()
     api = api_client(args.kubeconfig)
+    if args.tls_secret and not args.tls_cert_file:
+        bootstrap_tls(api, args)
     secrets = KubeSecrets(api)
     verdict_maps = VerdictMaps(api, args.namespace)
     attestor, trail = attestation(
@@ -124,6 +130,38 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         stack.close()
 
 
+TLS_CHECK = timedelta(hours=12)
+
+
+def bootstrap_tls(api: client.ApiClient, args: argparse.Namespace) -> None:
+    """Serve with the CA and certificate of `--tls-secret`, made or reissued as needed, and
+    look again twice a day (the server reloads the files when they change)."""
+    names = [
+        *service_names(args.tls_service, args.namespace),
+        *(args.tls_extra_name or []),
+    ]
+    tls = WebhookTLS(
+        api,
+        namespace=args.namespace,
+        secret=args.tls_secret,
+        names=names,
+        configuration=args.webhook_configuration,
+        folder=Path(args.tls_dir),
+    )
+    served = tls.ensure(system_clock())
+    args.tls_cert_file, args.tls_key_file = str(served.cert_file), str(served.key_file)
+
+    def renew() -> None:
+        while True:
+            time.sleep(TLS_CHECK.total_seconds())
+            try:
+                tls.ensure(system_clock())
+            except Exception:
+                log.exception("could not check the webhook's certificate; trying again later")
+
+    threading.Thread(target=renew, name="tls-renew", daemon=True).start()
+
+
 def kube_reconciler(
     api: client.ApiClient,
     store: KubeStore,
@@ -170,6 +208,29 @@ def add_arguments(verb: argparse.ArgumentParser) -> None:
         "--namespace",
         default=os.environ.get("POD_NAMESPACE", "budgetops-system"),
         help="where TrustBudget notification Secrets live (default: $POD_NAMESPACE)",
+    )
+    verb.add_argument(
+        "--tls-secret",
+        help="serve with the CA and certificate in this Secret of --namespace, made and "
+        "renewed by BudgetOps (instead of --tls-cert-file/--tls-key-file)",
+    )
+    verb.add_argument(
+        "--tls-service", default="budgetops", help="with --tls-secret: the webhook's Service"
+    )
+    verb.add_argument(
+        "--tls-extra-name",
+        action="append",
+        help="with --tls-secret: another DNS name or IP the certificate must serve",
+    )
+    verb.add_argument(
+        "--webhook-configuration",
+        default="budgetops",
+        help="with --tls-secret: the ValidatingWebhookConfiguration that gets the CA",
+    )
+    verb.add_argument(
+        "--tls-dir",
+        default="/tmp/budgetops-tls",
+        help="with --tls-secret: where the certificate files are written",
     )
     verb.add_argument(
         "--reconcile-poll",
