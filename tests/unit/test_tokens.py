@@ -878,3 +878,22 @@ def test_a_token_id_the_agent_record_could_not_hold_is_refused() -> None:
     forged = jwt.encode(claims.to_payload() | {"token_id": "\ud800"}, key, algorithm="HS256")
     with pytest.raises(tokens.InvalidToken, match="token_id must be 1 to 64 characters"):
         tokens.verify(forged, key=key, issuer=tokens.DEFAULT_ISSUER, now=datetime.now(UTC))
+
+
+@pytest.mark.parametrize("token", [b"eyJ", 42, None, ["a"]])
+def test_a_token_that_is_not_text_is_an_invalid_token(token: Any) -> None:
+    with pytest.raises(InvalidToken, match="the token must be text"):
+        tokens.verify(token, key=KEY, issuer=tokens.DEFAULT_ISSUER, now=NOW)
+
+
+def test_permissions_given_as_one_string_are_refused() -> None:
+    with pytest.raises(TypeError, match="not one string"):
+        replace(CLAIMS, permissions="llm:call")  # type: ignore[arg-type]
+
+
+def test_a_token_issued_in_the_future_is_refused_beyond_clock_skew() -> None:
+    ahead = int(NOW.timestamp()) + tokens.ISSUED_AHEAD_MAX
+    assert check(tokens.issue(replace(CLAIMS, issued_at=ahead), key=KEY)).issued_at == ahead
+    future = tokens.issue(replace(CLAIMS, issued_at=ahead + 1), key=KEY)
+    with pytest.raises(InvalidToken, match="issued in the future"):
+        check(future)

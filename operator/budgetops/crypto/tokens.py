@@ -24,6 +24,8 @@ TOKEN_ID_MAX = 64
 TOKEN_ID = re.compile(rf"^[a-z0-9]{{1,{TOKEN_ID_MAX}}}$")
 """What an agent record may hold (apis.agents), so a verified token_id always compares."""
 ALGORITHM = "HS256"
+ISSUED_AHEAD_MAX = 300
+"""Seconds a token's issued_at may lie ahead of this clock (clocks differ a little)."""
 _CLAIMS = (
     "agent_id",
     "budget_id",
@@ -51,6 +53,10 @@ class AgentClaims:
     issuer: str
     permissions: tuple[str, ...]
     token_id: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.permissions, str):  # a tuple of its letters is never what was meant
+            raise TypeError("permissions must be a sequence of strings, not one string")
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -129,6 +135,8 @@ def _when(seconds: int) -> str:
 
 def verify(token: str, *, key: bytes, issuer: str, now: datetime) -> AgentClaims:
     """The claims of a token signed with `key`, issued by `issuer` and not expired at `now`."""
+    if not isinstance(token, str):
+        raise InvalidToken("the token must be text")
     if not token:
         raise InvalidToken("the token is empty")
     if len(token.encode("utf-8", "replace")) > TOKEN_MAX:
@@ -176,6 +184,8 @@ def verify(token: str, *, key: bytes, issuer: str, now: datetime) -> AgentClaims
             raise InvalidToken("expires_at is out of range") from None
         if expired:
             raise InvalidToken(f"the token expired at {shown}")
+    if payload["issued_at"] > now.timestamp() + ISSUED_AHEAD_MAX:
+        raise InvalidToken("the token says it was issued in the future")
     return AgentClaims(
         agent_id=payload["agent_id"],
         budget_id=payload["budget_id"],
