@@ -159,6 +159,59 @@ def test_budget_metrics_name_at_most_five_accounts_per_trust_budget(tmp_path: Pa
     assert "budgetops_budget_consumed{" in generate_latest(registry).decode()
 
 
+def test_budget_metrics_count_the_accounts_each_alert_is_raised_for(tmp_path: Path) -> None:
+    """One series per alert and TrustBudget, counting the accounts in status.alerting, so
+    Prometheus pages on what the reconciler judged with the budget's own thresholds."""
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    key = BudgetKey.of(store.apply(trust_budget(initialBalance=10)))
+    now = [NOW]
+    reconciler = Reconciler(
+        store=store,
+        objects=None,
+        clock=lambda: now[0],
+        events=Recorded(),
+        metrics=ReconcileMetrics(CollectorRegistry()),
+        timing=Timing(idle=timedelta(hours=1)),
+    )
+
+    def spend(*spent: tuple[str, int]) -> Any:
+        def change(budget: Budget) -> None:
+            assert isinstance(budget, TrustBudget)
+            for account, times in spent:
+                for i in range(times):
+                    request = f"{account}-{now[0].isoformat()}-{i}"
+                    admit_trust(
+                        budget.status,
+                        budget.spec,
+                        account=account,
+                        cost=budget.spec.cost,
+                        key=request,
+                        ref="",
+                        now=now[0],
+                        ttl=timedelta(minutes=5),
+                    )
+
+        return change
+
+    store.update_status(key, spend(("user:carol", 1)))
+    reconciler.reconcile(key)
+    now[0] = NOW + timedelta(minutes=20)
+    # alice: 2 of 10 left (low); bob: nothing left (exhausted, and low); carol: 6 within 1h
+    store.update_status(key, spend(("user:alice", 8), ("user:bob", 10), ("user:carol", 6)))
+    reconciler.reconcile(key)
+    registry = CollectorRegistry()
+    registry.register(BudgetCollector(store))
+    where = {"kind": "TrustBudget", "namespace": "", "name": "certs"}
+    counts = {
+        alert: registry.get_sample_value(
+            "budgetops_trust_alerting_accounts", where | {"alert": alert}
+        )
+        for alert in ("Exhausted", "LowBalance", "RapidDepletion")
+    }
+    assert counts == {"Exhausted": 1, "LowBalance": 2, "RapidDepletion": 1}
+    assert registry.get_sample_value("budgetops_trust_exhausted_accounts", where) == 1
+
+
 def versioned(store: SQLiteStore, now: list[datetime], held: dict[str, str]) -> Reconciler:
     """A reconciler that believes the store holds `held["version"]` of every budget."""
     return Reconciler(

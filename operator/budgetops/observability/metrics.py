@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from budgetops.apis.resources import Budget, Kind, RiskBudget, TrustBudget
+from budgetops.apis.trustbudget import AlertKind
 from budgetops.engine.bands import BAND_ORDER
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -125,6 +126,9 @@ class ReconcileMetrics:
 TOP_ACCOUNTS = 5
 """Accounts per TrustBudget exported by name: the most consumed, never all of them."""
 
+ALERT_KINDS: tuple[AlertKind, ...] = get_args(AlertKind)
+"""Every account alert, each a series per TrustBudget (0 when no account has it raised)."""
+
 
 class BudgetLister(Protocol):
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]: ...
@@ -162,6 +166,11 @@ class BudgetCollector(Collector):
         exhausted = GaugeMetricFamily(
             "budgetops_trust_exhausted_accounts", "Accounts with nothing left.", labels=labels
         )
+        alerting = GaugeMetricFamily(
+            "budgetops_trust_alerting_accounts",
+            "Accounts with an alert raised (status.alerting), by alert: what to page on.",
+            labels=[*labels, "alert"],
+        )
         top = GaugeMetricFamily(
             "budgetops_trust_top_account_consumed",
             f"Consumption of the {TOP_ACCOUNTS} most consumed accounts of each TrustBudget.",
@@ -198,6 +207,9 @@ class BudgetCollector(Collector):
                     band.add_metric([*key, level], 1.0 if budget.status.band == level else 0.0)
             elif isinstance(budget, TrustBudget):
                 exhausted.add_metric(key, budget.status.exhausted_accounts)
+                raised = budget.status.alerting.values()
+                for alert in ALERT_KINDS:
+                    alerting.add_metric([*key, alert], sum(1 for kinds in raised if alert in kinds))
                 for name in heapq.nlargest(TOP_ACCOUNTS, used, key=used.__getitem__):
                     top.add_metric([*key, name], float(used[name]))
                 holds = [h for a in accounts.values() for h in a.leases.values()]
@@ -208,5 +220,5 @@ class BudgetCollector(Collector):
                     by_provider.add_metric([*key, provider], float(amount))
                 for project, amount in totals.projects.items():
                     by_project.add_metric([*key, project], float(amount))
-        yield from (allocation, consumed, pending, band, exhausted, top)
+        yield from (allocation, consumed, pending, band, exhausted, alerting, top)
         yield from (active_leases, lent, by_provider, by_project)
