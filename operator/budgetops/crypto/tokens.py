@@ -175,6 +175,21 @@ def verify(token: str, *, key: bytes, issuer: str, now: datetime) -> AgentClaims
         raise InvalidToken(problem)
     if payload["issuer"] != issuer:
         raise InvalidToken(f"the token was issued by {payload['issuer'][:60]!r}, not {issuer!r}")
+    _check_times(payload, now)
+    expires = payload["expires_at"]
+    return AgentClaims(
+        agent_id=payload["agent_id"],
+        budget_id=payload["budget_id"],
+        issued_at=payload["issued_at"],
+        expires_at=expires,
+        issuer=payload["issuer"],
+        permissions=tuple(payload["permissions"]),
+        token_id=payload["token_id"],
+    )
+
+
+def _check_times(payload: dict[str, Any], now: datetime) -> None:
+    """Refuse a token expired at `now`, or issued further ahead than clocks differ."""
     expires = payload["expires_at"]
     if expires is not None:
         try:
@@ -186,15 +201,6 @@ def verify(token: str, *, key: bytes, issuer: str, now: datetime) -> AgentClaims
             raise InvalidToken(f"the token expired at {shown}")
     if payload["issued_at"] > now.timestamp() + ISSUED_AHEAD_MAX:
         raise InvalidToken("the token says it was issued in the future")
-    return AgentClaims(
-        agent_id=payload["agent_id"],
-        budget_id=payload["budget_id"],
-        issued_at=payload["issued_at"],
-        expires_at=expires,
-        issuer=payload["issuer"],
-        permissions=tuple(payload["permissions"]),
-        token_id=payload["token_id"],
-    )
 
 
 def _shown(algorithm: object) -> str:
