@@ -251,3 +251,32 @@ def test_a_break_glass_use_is_an_event_on_the_budget(
     )["items"]
     assert [(e["involvedObject"]["name"], e["type"]) for e in listed] == [("glass", "Warning")]
     assert "INC-9 login outage" in listed[0]["message"]
+
+
+def test_a_budget_that_does_not_read_governs_nothing_and_stops_no_other(
+    control_plane: Any, make_store: Callable[..., KubeStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, one status BudgetOps could not read made every list fail: /readyz went 503
+    and every admission review a 500, for every budget."""
+    store = make_store()
+    good = BudgetKey.of(store.apply(hot_budget("still-enforced", 5)))
+    broken = BudgetKey.of(store.apply(hot_budget("edited-by-hand", 5)))
+    before = store.cache.version(broken)
+    control_plane.kubectl(
+        "patch", "tb", broken.name, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"accounts": {"user:hot": {"balance": "lots"}}}}),
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and store.cache.version(broken) == before:
+        time.sleep(0.05)
+    with caplog.at_level("ERROR", logger="budgetops.store"):
+        listed = {BudgetKey.of(b) for b in store.list("TrustBudget")}
+        store.list("TrustBudget")
+    assert good in listed
+    assert broken not in listed
+    assert store.ready()
+    errors = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
+    assert errors == [f"{broken} does not read ({errors[0].split('(', 1)[1]}"]
+    assert "it governs nothing until it is fixed" in errors[0]
+    assert charge(store, good, "still-works").allowed
+    control_plane.kubectl("delete", "tb", good.name, broken.name)

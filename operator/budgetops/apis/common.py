@@ -194,9 +194,22 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "maxLength": 32, "pattern": _DURATION_PATTERN}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 32,
+            "pattern": _DURATION_PATTERN,
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.matches('[1-9]')",
+                    "message": "a duration must be longer than zero, such as 30s, 15m, 24h or 7d",
+                }
+            ],
+        }
+    ),
 ]
-"""A positive duration written the Kubernetes way (`24h`), with `d` for days."""
+"""A positive duration written the Kubernetes way (`24h`), with `d` for days. The pattern
+lets every part be absent, so the CEL rule refuses what holds no non-zero digit ("", "0s")."""
 
 
 def _utc(value: datetime) -> datetime:

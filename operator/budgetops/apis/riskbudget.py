@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, WithJsonSchema, model_validator
 
 from budgetops.apis.common import (
     Amount,
@@ -130,7 +130,9 @@ class UnknownsBudget(Model):
 
     max_unknown_count: int = Field(ge=0, le=1_000_000)
     max_cumulative_uncertainty: Amount
-    reason_limits: dict[str, int] = Field(default_factory=dict)
+    reason_limits: dict[str, Annotated[int, WithJsonSchema({"type": "integer", "minimum": 0})]] = (
+        Field(default_factory=dict)
+    )
     action: UnknownsAction = "warn"
 
     @model_validator(mode="after")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from decimal import Decimal
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from budgetops.apis.agents import Agents, SpentBy
 from budgetops.apis.common import (
@@ -48,6 +48,9 @@ def account_key_pattern(template: str) -> re.Pattern[str]:
 
 _SERVICE_ACCOUNT = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/([a-z0-9]([-.a-z0-9]*[a-z0-9])?|\*)$"
 
+ServiceAccount = Annotated[str, WithJsonSchema({"type": "string", "pattern": _SERVICE_ACCOUNT})]
+"""`namespace/name` or `namespace/*`: the API server checks the pattern, the model says why."""
+
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 AlertKind = Literal["Exhausted", "LowBalance", "RapidDepletion"]
 
@@ -57,7 +60,7 @@ class SubjectSet(Model):
 
     users: list[str] = Field(default_factory=list, max_length=256)
     groups: list[str] = Field(default_factory=list, max_length=256)
-    service_accounts: list[str] = Field(default_factory=list, max_length=256)
+    service_accounts: list[ServiceAccount] = Field(default_factory=list, max_length=256)
     patterns: list[str] = Field(default_factory=list, max_length=64)
 
     @field_validator("service_accounts")
@@ -176,8 +179,28 @@ class CertManager(Model):
     requester_annotation: str = Field(default="budgetops.dev/requester", max_length=253)
 
 
+_WHOLE = "string({}).matches('^[0-9]+([.]0+)?$')"
+_KNOWN_VARIABLES = ", ".join(f"'${{{name}}}'" for name in sorted(TEMPLATE_VARIABLES))
+
+
 class TrustBudgetSpec(Model):
     """What a TrustBudget governs, what each issuance costs and when balances reset."""
+
+    model_config = cel(
+        (
+            "(has(self.unit) && self.unit == 'USD') || ("
+            f"(!has(self.cost) || {_WHOLE.format('self.cost')})"
+            f" && {_WHOLE.format('self.initialBalance')}"
+            " && (!has(self.costOverrides) || self.costOverrides.all(o, "
+            f"{_WHOLE.format('o.cost')})))",
+            "costs and initialBalance must be whole numbers of points (unit is points)",
+        ),
+        (
+            "!has(self.accountKey) || "
+            f"self.accountKey.findAll('[$][{{][^}}]*[}}]').all(v, v in [{_KNOWN_VARIABLES}])",
+            "the account key may use only ${username}, ${group}, ${namespace} and ${name}",
+        ),
+    )
 
     subjects: Subjects
     account_key: str = Field(default="user:${username}", min_length=1, max_length=253)

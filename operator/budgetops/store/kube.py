@@ -19,10 +19,11 @@ from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
 from budgetops.apis.common import GROUP, VERSION
-from budgetops.apis.resources import RESOURCES, Budget, Kind
+from budgetops.apis.resources import RESOURCES, Budget, Kind, field_errors
 from budgetops.store.audit import AuditTrail
 from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
 from budgetops.store.commit import Apply, Committed, GroupCommit
@@ -329,6 +330,8 @@ class KubeStore(Committed):
     ) -> None:
         self.api = client.CustomObjectsApi(api_client)
         self.trail = trail or AuditTrail()
+        self._reported: dict[BudgetKey, str] = {}
+        self._reported_lock = threading.Lock()
         self.cache = BudgetCache(self.api)
         self.commits = GroupCommit(self._attempt, enabled=group_commit)
         self.stats = self.commits.stats
@@ -374,10 +377,37 @@ class KubeStore(Committed):
         return RESOURCES[key.kind].model.model_validate(document)
 
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
-        """Cached budgets, shared with the cache; without status, parsed once per spec."""
+        """Cached budgets, shared with the cache; without status, parsed once per spec.
+
+        A budget that does not read (the API server accepted what the models refuse, or a
+        status nobody but BudgetOps should write was edited) is left out, with an error
+        logged once per version: it governs nothing until fixed, and every other budget
+        goes on being enforced. Reading it by key still raises, with the reason."""
         read = self.cache.get if with_status else self.cache.spec_only
-        found = (read(k) for k in self.cache.budget_keys() if kind in (None, k.kind))
-        return [budget for budget in found if budget is not None]
+        found = []
+        for key in self.cache.budget_keys():
+            if kind not in (None, key.kind):
+                continue
+            try:
+                budget = read(key)
+            except ValidationError as error:
+                self._unreadable(key, error)
+                continue
+            if budget is not None:
+                found.append(budget)
+        return found
+
+    def _unreadable(self, key: BudgetKey, error: ValidationError) -> None:
+        version = self.cache.version(key) or ""
+        with self._reported_lock:
+            if self._reported.get(key) == version:
+                return
+            self._reported[key] = version
+        log.error(
+            "%s does not read (%s); it governs nothing until it is fixed",
+            key,
+            field_errors(error)[0],
+        )
 
     def ready(self) -> bool:
         """Every kind's watch heard from the API server lately, and every cached budget
