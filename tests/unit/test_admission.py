@@ -618,3 +618,49 @@ def test_closing_a_server_twice_is_harmless(tmp_path: Path) -> None:
     server.close()
     server.close()
     assert "webhook" not in [t.name for t in threading.enumerate()]
+
+
+def test_break_glass_is_never_granted_to_a_name_a_certificate_claims(tmp_path: Path) -> None:
+    """Whoever writes a Certificate writes the requester annotation cert-manager copies onto
+    its CertificateRequest: before, naming a break-glass subject there passed an exhausted
+    budget in their name."""
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    store.apply(
+        trust_budget(
+            subjects={"users": ["ann"]},
+            initialBalance=1,
+            match=[{"group": "cert-manager.io", "resource": "certificaterequests"}],
+            breakGlass={
+                "subjects": {"users": ["ann"]},
+                "maxCertificateTTL": "1h",
+                "rateLimit": {"count": 5, "per": "24h"},
+            },
+        )
+    )
+    admission = admitting(store)
+
+    def request_as_ann(uid: str, break_glass: bool) -> dict[str, Any]:
+        annotations = {"budgetops.dev/requester": "ann"}
+        if break_glass:
+            annotations["budgetops.dev/break-glass"] = "INC-9"
+        body = request(
+            user=CERT_MANAGER,
+            groups=("system:serviceaccounts",),
+            resource=CERTIFICATE_REQUESTS,
+            kind="CertificateRequest",
+            namespace="payments",
+            uid=uid,
+            obj={
+                "metadata": {"name": uid, "uid": uid, "annotations": annotations},
+                "spec": {"duration": "30m"},
+            },
+        )
+        return asyncio.run(admission.review(json.dumps(body).encode())).body["response"]
+
+    assert request_as_ann("first", break_glass=False)["allowed"], "ann is billed as usual"
+    refused = request_as_ann("claimed", break_glass=True)
+    assert not refused["allowed"]
+    assert (
+        "Break-glass refused: it was asked through cert-manager in ann's name"
+        in (refused["status"]["message"])
+    )

@@ -199,12 +199,16 @@ def break_glass_ask(spec: TrustBudgetSpec, request: AdmissionRequest) -> BreakGl
     resource = (request.resource.group, request.resource.resource)
     rules = spec.break_glass
     user = requester(spec, request)
+    # Whoever writes a Certificate writes the requester annotation cert-manager copies: it
+    # may bill the named person, but it is no proof that they asked to break the glass.
+    on_behalf = user is not request.user_info
     return BreakGlassAsk(
         user=user.username,
         reason=reason,
-        permitted=rules is not None and in_set(rules.subjects, user),
+        permitted=not on_behalf and rules is not None and in_set(rules.subjects, user),
         ttl=certificate_ttl(request),
         certificate=resource in CERTIFICATES,
+        on_behalf=on_behalf,
     )
 
 

@@ -99,6 +99,8 @@ class BreakGlassAsk:
     permitted: bool
     ttl: timedelta | None
     certificate: bool
+    on_behalf: bool = False
+    """Asked through cert-manager in someone's name: never proof of who asked."""
 
 
 ZERO = Decimal(0)
@@ -214,6 +216,11 @@ def _break_glass_refusal(
     rules = spec.break_glass
     if rules is None:
         return "this budget has no break-glass path"
+    if ask.on_behalf:
+        return (
+            f"it was asked through cert-manager in {ask.user}'s name, which proves nothing of "
+            "who asked; break-glass subjects create their CertificateRequest themselves"
+        )
     if not ask.permitted:
         return f"{ask.user} is not among this budget's break-glass subjects"
     if rules.require_reason and not ask.reason.strip():
