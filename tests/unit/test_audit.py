@@ -257,3 +257,13 @@ def test_a_published_line_reads_back_as_the_record_it_hashes() -> None:
     assert json.loads(sealed.line) == sealed.record
     assert audit.digest(sealed.record) == sealed.record["hash"]
     assert sealed.line.endswith(f',"hash":"{sealed.record["hash"]}"}}')
+
+
+def test_records_past_the_head_show_as_a_restored_or_forged_status() -> None:
+    book, lines = chain()
+    restored = book.audit_head.model_copy(update={"seq": 12, "hash": json.loads(lines[11])["hash"]})
+    found = audit.verify_chain(lines, heads={BUDGET: restored}).problems
+    assert [str(p) for p in found] == [
+        f"line 16: {BUDGET}: the log goes on to record 16, past the budget's head (record 12): "
+        "its status was restored from before them, or they were forged"
+    ]

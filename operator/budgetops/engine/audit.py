@@ -317,3 +317,12 @@ def _against_head(report: ChainReport, budget: str, head: AuditHead) -> None:
         report.problems.append(
             Problem(chain.line, budget, f"record {chain.seq} differs from the budget's head")
         )
+    elif chain.seq > head.seq:
+        report.problems.append(
+            Problem(
+                chain.line,
+                budget,
+                f"the log goes on to record {chain.seq}, past the budget's head (record "
+                f"{head.seq}): its status was restored from before them, or they were forged",
+            )
+        )
