@@ -183,8 +183,8 @@ def test_crd_schemas_are_structural(name: str) -> None:
 
 
 def test_chart_crds_match_the_models() -> None:
-    """`budgetops crds -o charts/budgetops/crds` keeps the chart's copy in step."""
-    chart = {p.name: p.read_text() for p in (ROOT / "charts/budgetops/crds").glob("*.yaml")}
+    """`budgetops crds -o charts/budgetops/crd-files` keeps the chart's copy in step."""
+    chart = {p.name: p.read_text() for p in (ROOT / "charts/budgetops/crd-files").glob("*.yaml")}
     assert chart == crd_files()
 
 
