@@ -1,0 +1,292 @@
+"""The chart, installed for real: it installs its CRDs, routes admission to the operator,
+is upgraded, and leaves the budgets behind when uninstalled.
+
+No kubelet runs pods here, so the operator runs as a process on loopback (`budgetops run`,
+as each replica runs it) and the chart points its webhook at it (webhook.url, with the
+provided TLS mode). Everything else (CRDs, RBAC, the peering, the webhook configuration)
+is the chart's. The session's control plane already has the CRDs, applied from crds/
+outside Helm; the chart must create, upgrade and keep its own, so this module starts a
+control plane of its own (about 4 s) where nothing else exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.cluster.conftest import harness
+from tests.cluster.test_helm import CHART, helm
+from tests.conftest import EXAMPLES
+from tests.ports import free_port
+from tests.tls import Pair, loopback_server_pair
+
+RELEASE = "budgetops"
+NAMESPACE = "budgetops-e2e"
+CONFIGURATION = f"{RELEASE}-budgetops"
+OPERATOR = f"system:serviceaccount:{NAMESPACE}:budgetops"
+CRDS = {"trustbudgets.budgetops.dev", "riskbudgets.budgetops.dev", "budgetleases.budgetops.dev"}
+PEERING_CRD = "clusterkopfpeerings.kopf.dev"  # in the chart's crds/: never deleted
+# Who docs/examples/trustbudget-certificates.yaml budgets: members of "developers", one
+# account per user, 100 CSRs a day.
+DEVELOPER = ("--as=alice", "--as-group=developers")
+BALANCE = 100
+
+
+@pytest.fixture(scope="module")
+def plane(binaries: Any) -> Iterator[Any]:
+    with harness.ControlPlane(binaries) as control_plane:
+        yield control_plane
+
+
+def test_install_denies_upgrade_changes_uninstall_keeps_the_budgets(
+    plane: Any, binaries: Any, tmp_path: Path
+) -> None:
+    kubeconfig = str(plane.kubeconfig)
+    ca, serving = loopback_server_pair(tmp_path)
+    port = free_port()
+    release = [
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--set",
+        "webhook.tls.mode=provided",
+        "--set",
+        f"webhook.url=https://127.0.0.1:{port}/validate",
+        "--set",
+        f"webhook.tls.caBundle={base64.b64encode(ca.cert.read_bytes()).decode()}",
+    ]
+    # Ignore until the operator answers: the configuration exists before the process does.
+    out = helm(
+        binaries,
+        "install",
+        *release,
+        "--create-namespace",
+        "--set",
+        "webhook.failurePolicy=Ignore",
+        kubeconfig=kubeconfig,
+    )
+    try:
+        notes = out.split("NOTES:", 1)[1]
+        assert "failurePolicy is Ignore" in notes
+        assert "kept on helm uninstall" in notes
+        assert "TLS: provided" in notes
+        plane.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd", PEERING_CRD,
+            *sorted(CRDS),
+        )  # fmt: skip
+        peering = _live(plane, "clusterkopfpeering", "budgetops")
+        with _operator(plane, port, serving, tmp_path / "operator.log"):
+            context = ssl.create_default_context(cafile=str(ca.cert))
+            _wait_for(port, context, "/readyz", lambda body: True)
+            _spend_until_denied(plane, port, context)
+
+            helm(
+                binaries,
+                "upgrade",
+                *release,
+                "--set",
+                "webhook.failurePolicy=Fail",
+                "--set",
+                "webhook.timeoutSeconds=9",
+                kubeconfig=kubeconfig,
+            )
+            [hook] = _live(plane, "validatingwebhookconfiguration", CONFIGURATION)["webhooks"]
+            assert (hook["failurePolicy"], hook["timeoutSeconds"]) == ("Fail", 9)
+            again = plane.kubectl(
+                "create", *DEVELOPER, "-f", "-", input=_csrs("again", 1), check=False
+            )
+            assert "Trust budget exhausted" in again.stderr, again.stderr
+            # Upgrades leave the peering, where the leader was elected, alone.
+            now = _live(plane, "clusterkopfpeering", "budgetops")
+            assert now["metadata"]["uid"] == peering["metadata"]["uid"]
+
+            # No --wait: kopf holds its finalizer on the peering for its daemon's cancellation
+            # timeout (30 s) after the leader stopped; the rest is gone at once.
+            helm(binaries, "uninstall", RELEASE, "-n", NAMESPACE, kubeconfig=kubeconfig)
+        gone = plane.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION, check=False)
+        assert gone.returncode != 0
+        live_crds = set(plane.kubectl("get", "crd", "-o", "name").stdout.split())
+        assert {
+            f"customresourcedefinition.apiextensions.k8s.io/{name}" for name in {*CRDS, PEERING_CRD}
+        } <= live_crds
+        kept = _live(plane, "tb", "developer-certificates")  # and the balances with them
+        assert Decimal(kept["status"]["accounts"]["user:alice"]["balance"]) == 0
+    finally:
+        # Whatever failed, nothing may stay to call a webhook that is gone.
+        plane.kubectl(
+            "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found"
+        )
+        subprocess.run(
+            [
+                *(str(binaries.helm), "uninstall", RELEASE, "-n", NAMESPACE),
+                *("--ignore-not-found", "--kubeconfig", kubeconfig),
+            ],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+
+
+@contextlib.contextmanager
+def _operator(plane: Any, port: int, serving: Pair, log_path: Path) -> Iterator[None]:
+    """`budgetops run` as a replica of the release runs it, serving TLS on loopback."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "budgetops.cli.main", "run"),
+                *("--kubeconfig", str(plane.kubeconfig), "--namespace", NAMESPACE),
+                *("--listen", f"127.0.0.1:{port}", "--own-service-account", OPERATOR),
+                *("--tls-cert-file", str(serving.cert), "--tls-key-file", str(serving.key)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            yield
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert process.returncode == 0, log_path.read_text()[-4000:]
+
+
+def _spend_until_denied(plane: Any, port: int, context: ssl.SSLContext) -> None:
+    """Alice, a developer, creates CSRs: the 101st is refused through kubectl, calmly, and
+    its verdict is where NOTES.txt says."""
+    plane.kubectl("create", "clusterrole", "csr-creator", "--verb=create", "--resource=csr")
+    plane.kubectl(
+        "create", "clusterrolebinding", "developers-csr", "--clusterrole=csr-creator",
+        "--group=developers",
+    )  # fmt: skip
+    plane.kubectl("apply", "-f", str(EXAMPLES / "trustbudget-certificates.yaml"))
+    # The replica charges only the budgets its watch has seen.
+    _wait_for(port, context, "/metrics", lambda body: 'name="developer-certificates"' in body)
+    created = plane.kubectl(
+        "create", *DEVELOPER, "-f", "-", input=_csrs("dev", BALANCE + 1), check=False
+    )
+    assert created.stdout.count("created") == BALANCE, created.stderr
+    lines = created.stderr.strip().splitlines()
+    # Each admitted request carries a warning with what is left; the 101st is refused.
+    assert lines[BALANCE - 1].startswith("Warning: Trust budget user:alice: cost 1, remaining 0 of")
+    [denial] = [line for line in lines if not line.startswith("Warning: ")]
+    assert denial.startswith('Error from server (Forbidden): error when creating "STDIN": ')
+    assert 'admission webhook "charge.budgetops.dev" denied the request: ' in denial
+    assert "Trust budget exhausted. This request requires 1 points; 0 remain." in denial
+    assert "Traceback" not in created.stderr
+    account = _live(plane, "tb", "developer-certificates")["status"]["accounts"]["user:alice"]
+    spent = Decimal(account["spent"]) + Decimal(account["reserved"])  # amounts are strings
+    assert (Decimal(account["balance"]), spent) == (0, BALANCE)
+    verdict = subprocess.run(
+        [
+            *(sys.executable, "-m", "budgetops.cli.main", "verdict"),
+            *(f"certificatesigningrequest/dev-{BALANCE}", "--kubeconfig", str(plane.kubeconfig)),
+            *("--operator-namespace", NAMESPACE),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert verdict.stdout.startswith("sha256:")
+    assert "deny" in verdict.stdout
+
+
+def test_crds_go_with_the_release_when_not_kept(plane: Any, binaries: Any) -> None:
+    """An upgrade to crds.keep=false drops the annotation, and uninstall then deletes the
+    CRDs. The install adopts CRDs an earlier release of the same name and namespace kept
+    (their ownership annotations are its own), or creates them."""
+    kubeconfig = str(plane.kubeconfig)
+    release = [
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--set",
+        "reconciler.enabled=false",
+        "--set",
+        "webhook.failurePolicy=Ignore",
+        "--set",
+        "webhook.timeoutSeconds=1",
+    ]
+    helm(binaries, "install", *release, "--create-namespace", kubeconfig=kubeconfig)
+    try:
+        for name in CRDS:
+            annotations = _live(plane, "crd", name)["metadata"]["annotations"]
+            assert annotations["helm.sh/resource-policy"] == "keep", name
+        helm(binaries, "upgrade", *release, "--set", "crds.keep=false", kubeconfig=kubeconfig)
+        for name in CRDS:
+            annotations = _live(plane, "crd", name)["metadata"]["annotations"]
+            assert "helm.sh/resource-policy" not in annotations, name
+    finally:
+        helm(binaries, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=kubeconfig)
+    plane.kubectl("wait", "--for=delete", "--timeout=60s", "crd", *sorted(CRDS), check=False)
+    left = plane.kubectl("get", "crd", "-o", "name").stdout
+    assert not [name for name in CRDS if name in left], left
+    assert PEERING_CRD in left  # crds/: Helm never deletes it
+
+
+def _live(plane: Any, *what: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(plane.kubectl("get", *what, "-o", "json").stdout)
+    return found
+
+
+def _wait_for(port: int, context: ssl.SSLContext, path: str, ok: Any) -> None:
+    """Until GET `path` answers 200 with a body `ok` accepts (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            url = f"https://127.0.0.1:{port}{path}"
+            with urllib.request.urlopen(url, context=context, timeout=2) as reply:
+                if reply.status == 200 and ok(reply.read().decode()):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"the operator on port {port} never answered {path} as expected")
+
+
+def _csrs(prefix: str, count: int) -> str:
+    """A List of `count` client-certificate CSRs named `<prefix>-<n>`, created in order."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    request = base64.b64encode(pem).decode()
+    items = [
+        {
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": {"name": f"{prefix}-{n}"},
+            "spec": {
+                "request": request,
+                "signerName": "kubernetes.io/kube-apiserver-client",
+                "usages": ["client auth"],
+                "expirationSeconds": 600,
+            },
+        }
+        for n in range(count)
+    ]
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items})
