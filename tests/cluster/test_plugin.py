@@ -172,3 +172,25 @@ def test_charge_a_trust_budget_until_denied(kubectl_budget: Any) -> None:
     assert [(r["account"], r["balance"], r["status"]) for r in json.loads(out)] == [
         ("user:nobody-here", "0", "Exhausted")
     ]
+
+
+def test_verify_holds_a_log_against_the_cluster_heads(kubectl_budget: Any, tmp_path: Path) -> None:
+    """`kubectl budget verify --audit`: the budgets' heads come from the cluster, so a log
+    that lacks their records is reported, naming the chain."""
+    kubectl_budget("consume", "--service", SERVICE, "--points", "1", "-n", NAMESPACE)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, out = kubectl_budget(
+        "verify", "--audit", str(empty), "--budget", f"RiskBudget/{NAMESPACE}/{SERVICE}",
+        "--public-key", str(_public_key(tmp_path)),
+    )  # fmt: skip
+    assert code == 1, out
+    assert f"BROKEN: line 0: RiskBudget/{NAMESPACE}/{SERVICE}: the log ends at no record" in out
+
+
+def _public_key(folder: Path) -> Path:
+    from budgetops.crypto import dsse
+
+    path = folder / "key.pem"
+    path.write_bytes(dsse.SigningKey.generate().public.to_pem())
+    return path
