@@ -94,7 +94,6 @@ def test_chart_renders_every_kind_by_default(binaries: Any) -> None:
         "PodDisruptionBudget",
         "Role",
         "RoleBinding",
-        "Secret",
         "Service",
         "ServiceAccount",
         "ValidatingWebhookConfiguration",
@@ -173,9 +172,11 @@ def test_pods_are_restricted_spread_and_probed(binaries: Any) -> None:
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert mounts == {"tls": "/tls", "tmp": "/tmp"}
+    assert mounts == {"tmp": "/tmp"}, "operator TLS: the certificate is written under /tmp"
     assert "emptyDir" in volumes["tmp"]
-    assert volumes["tls"]["secret"]["secretName"] == "budgetops-webhook-tls"
+    mounted = one(render(binaries, "webhook.tls.mode=selfSigned"), "Deployment")
+    tls = {v["name"]: v for v in mounted["spec"]["template"]["spec"]["volumes"]}["tls"]
+    assert tls["secret"]["secretName"] == "budgetops-webhook-tls"
     assert container["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
     probes = {
         probe: (container[probe]["httpGet"]["path"], container[probe]["httpGet"]["scheme"])
@@ -246,8 +247,53 @@ def test_network_policy_admits_the_webhook_port_and_reaches_the_api_server(
     }
 
 
-def test_self_signed_tls_is_a_ca_and_a_certificate_for_the_service(binaries: Any) -> None:
+def test_operator_tls_is_made_renewed_and_injected_by_budgetops(binaries: Any) -> None:
+    """The default: no Secret in the release; the operator makes it, reissues the serving
+    certificate there and writes the CA into this webhook only, which RBAC scopes by name."""
     rendered = render(binaries)
+    assert "Secret" not in {doc["kind"] for doc in rendered}
+    assert "caBundle" not in hook_of(rendered)["clientConfig"], "injected by the operator"
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert {
+        "--tls-secret=budgetops-webhook-tls",
+        "--tls-service=demo-budgetops",
+        "--webhook-configuration=demo-budgetops",
+        "--tls-dir=/tmp/budgetops-tls",
+    } <= set(args)
+    assert not any(a.startswith("--tls-cert-file") for a in args)
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    scoped = [
+        rule
+        for doc in rendered
+        if doc["kind"] in ("Role", "ClusterRole")
+        for rule in doc["rules"]
+        if "resourceNames" in rule
+    ]
+    assert scoped == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": ["demo-budgetops"],
+            "verbs": ["get", "patch"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["budgetops-webhook-tls"],
+            "verbs": ["update"],
+        },
+    ]
+    assert not any(
+        "resourceNames" in rule
+        for doc in render(binaries, "webhook.tls.mode=selfSigned")
+        if doc["kind"] in ("Role", "ClusterRole")
+        for rule in doc["rules"]
+    )
+
+
+def test_self_signed_tls_is_a_ca_and_a_certificate_for_the_service(binaries: Any) -> None:
+    rendered = render(binaries, "webhook.tls.mode=selfSigned")
     secret = one(rendered, "Secret")
     assert secret["type"] == "kubernetes.io/tls"
     assert secret["metadata"]["name"] == "budgetops-webhook-tls"
@@ -377,7 +423,7 @@ def test_monitoring_is_opt_in_and_ships_the_rules_and_dashboard(binaries: Any) -
         (["replica=3"], "additional properties 'replica' not allowed"),
         (["webhook.tls.secret=x"], "additional properties 'secret' not allowed"),
         (["webhook.failurePolicy=Sometimes"], "/webhook/failurepolicy"),
-        (["webhook.tls.mode=manual"], "value must be one of 'selfsigned', 'certmanager'"),
+        (["webhook.tls.mode=manual"], "value must be one of 'operator', 'selfsigned'"),
         (["webhook.tls.mode=provided", "webhook.tls.caBundle=not-base64"], "cabundle"),
         (["webhook.url=http://127.0.0.1:8443/validate"], "/webhook/url"),
         (["webhook.extraRules[0].resources={pods}"], "missing propert"),
@@ -435,7 +481,7 @@ def test_notes_say_what_to_do_next(control_plane: Any, binaries: Any) -> None:
         "--operator-namespace ops",
         "failurePolicy is Ignore",
         "docs/admission.md",
-        "TLS: selfSigned",
+        "TLS: operator",
     ):
         assert expected in notes, expected
     assert "https://" not in notes
@@ -466,6 +512,9 @@ def test_helm_install_grants_status_writes_to_the_operator(budget_crds: Any, bin
         # the rendering test above and in test_chart_e2e.py.
         "--set",
         "reconciler.enabled=false",
+        # No pod runs to make the operator's certificate: the chart makes one here.
+        "--set",
+        "webhook.tls.mode=selfSigned",
     ]
     helm(binaries, "install", "budgetops", *install, "--create-namespace", kubeconfig=kubeconfig)
     try:
