@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.kubeconfigs import unreachable as unreachable_kubeconfig
+
 NAMESPACE = "plugin-shop"
 SERVICE = "plugin-api"
 
@@ -139,19 +141,7 @@ def test_leases_verdict_and_errors(kubectl_budget: Any, tmp_path: Path) -> None:
     code, out = kubectl_budget("status", "no-such-budget")
     assert code == 2
     assert "TrustBudget/no-such-budget" in out
-    unreachable = tmp_path / "kubeconfig"
-    unreachable.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    unreachable = unreachable_kubeconfig(tmp_path)
     code, out = kubectl_budget("list", kubeconfig=str(unreachable))
     assert code == 4
     assert "cannot reach the cluster" in out

@@ -13,9 +13,10 @@ from budgetops.cli.main import EXIT_DENIED, EXIT_INVALID, main
 from tests.conftest import EXAMPLES, ROOT
 
 
-def run(*argv: str) -> tuple[int, str]:
+def run(*argv: str, plugin: bool = False) -> tuple[int, str]:
+    """`budgetops ARGV` (or `kubectl budget ARGV`) in-process: its exit code and output."""
     out = io.StringIO()
-    code = main(list(argv), out=out)
+    code = main(list(argv), out=out, plugin=plugin)
     return code, out.getvalue()
 
 

@@ -3,7 +3,6 @@ what they print, what they write, and the exit codes a script relies on."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -11,24 +10,16 @@ import pytest
 import yaml
 
 from budgetops.apis.resources import RiskBudget
-from budgetops.cli.main import main
 from budgetops.store import BudgetKey, SQLiteStore
-from tests.conftest import EXAMPLES
+from tests.kubeconfigs import unreachable as unreachable_kubeconfig
+
+from . import test_cli
+
+run = test_cli.run
+db = test_cli.db
+"""The examples on a fresh embedded ledger (the fixture of the CLI's other tests)."""
 
 PAYMENTS = BudgetKey("RiskBudget", "payments-api", "payments")
-
-
-def run(*argv: str, plugin: bool = False) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out, plugin=plugin)
-    return code, out.getvalue()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    path = str(tmp_path / "ledger.sqlite3")
-    assert run("apply", "-f", str(EXAMPLES), "--db", path)[0] == 0
-    return path
 
 
 def payments(db: str) -> RiskBudget:
@@ -168,19 +159,7 @@ def test_mistakes_are_exit_2_with_one_line(db: str) -> None:
 def test_the_plugin_defaults_to_the_cluster_and_says_when_it_cannot_reach_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    config = unreachable_kubeconfig(tmp_path)
     monkeypatch.setenv("KUBECONFIG", str(config))
     code, out = run("list", plugin=True)
     assert code == 4

@@ -19,7 +19,6 @@ from typing import TextIO
 from budgetops import __version__
 from budgetops.apis.common import format_duration, parse_amount, parse_duration
 from budgetops.apis.resources import Budget, ManifestError, RiskBudget, TrustBudget
-from budgetops.apis.riskbudget import MAX_RISK_POINTS
 from budgetops.crypto.tokens import DEFAULT_ISSUER
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust
@@ -62,19 +61,6 @@ def _ttl(value: str) -> str:
     if ttl > MAX_TTL:
         raise argparse.ArgumentTypeError(f"{value} is longer than {format_duration(MAX_TTL)}")
     return value
-
-
-def _points(value: str) -> int:
-    """argparse type of --points: a whole number from 0 to MAX_RISK_POINTS, as annotated."""
-    try:
-        points = int(value)
-    except ValueError:
-        points = -1
-    if not 0 <= points <= MAX_RISK_POINTS:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a whole number from 0 to {MAX_RISK_POINTS}"
-        )
-    return points
 
 
 def _listen(value: str) -> str:
