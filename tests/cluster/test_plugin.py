@@ -130,7 +130,7 @@ def test_leases_verdict_and_errors(kubectl_budget: Any, tmp_path: Path) -> None:
     code, out = kubectl_budget("verdict", "deployment/none", "-n", NAMESPACE)
     assert (code, out.strip()) == (
         2,
-        "no verdict on deployment/none in the budgets' recent entries",
+        "no verdict on deployment/none in the budgets' entries or kept verdicts",
     )
     code, out = kubectl_budget("status", "--service", "no-such-service")
     assert code == 2

@@ -17,6 +17,7 @@ import pytest
 
 from budgetops.cli.serving import attestation
 from budgetops.crypto import dsse
+from budgetops.store import BudgetKey, SQLiteStore
 from budgetops.store.audit import Verdict
 from budgetops.store.keyring import VERDICT_KEYS_SECRET
 from budgetops.store.secrets import FileSecrets
@@ -214,3 +215,20 @@ def test_a_verdict_configmap_keeps_the_newest_that_fit() -> None:
     assert json.loads(big["index"])[-1][0] == f"sha256:{1005:064x}"
     assert f"sha256-{1005:064x}" in big
     assert f"sha256-{1000:064x}" not in big
+
+
+def test_a_verdict_outlasts_the_entries_a_busy_budget_rolls_over(served: Path) -> None:
+    """Before, the verdict of a workload was found only while its entry was among the
+    budget's latest 50; a busy budget rolled it over within seconds."""
+    store = SQLiteStore(served)
+    key = BudgetKey("RiskBudget", "payments-api", "payments")
+
+    def roll_over(budget: Any) -> bool:
+        budget.status.entries = []
+        return True
+
+    store.update_status(key, roll_over)
+    store.close()
+    shown = budgetops("verdict", "deployment/api", "-n", "payments", db=served)
+    assert shown.returncode == 0, shown.stdout
+    assert "Deployment payments/api: deny by RiskBudget/payments/payments-api" in shown.stdout

@@ -16,12 +16,12 @@ import argparse
 import base64
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from budgetops.apis.common import format_time
-from budgetops.apis.ledger import Entry
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.crypto import dsse
 from budgetops.engine import audit
@@ -230,19 +230,49 @@ def _workload(args: argparse.Namespace) -> str:
     return f"{kind.lower()}{where}{name}"
 
 
-def latest_verdict(budgets: list[Budget], target: str) -> tuple[BudgetKey, Entry] | None:
-    """The newest entry with a verdict whose object is `target` (kind compared in any case)."""
+@dataclass(frozen=True)
+class Found:
+    """A verdict on a workload: where it was found, and what its entry says (if any)."""
+
+    at: str
+    budget: str
+    digest: str
+    object: str
+    action: str = ""
+
+
+def latest_verdict(
+    budgets: list[Budget], kept: Sequence[tuple[str, str, str, str]], target: str
+) -> Found | None:
+    """The newest verdict whose object is `target` (kind compared in any case): among the
+    budgets' entries (which say what it did) and the verdicts the store keeps (which
+    outlast the entries a busy budget rolls over)."""
     found = [
-        ((entry.at, position), BudgetKey.of(budget), entry)
+        (
+            format_time(entry.at),
+            1,
+            position,
+            Found(
+                format_time(entry.at),
+                str(BudgetKey.of(budget)),
+                entry.verdict,
+                entry.object,
+                entry.action,
+            ),
+        )
         for budget in budgets
         if isinstance(budget, RiskBudget | TrustBudget)
         for position, entry in enumerate(budget.status.entries)
         if entry.verdict and _same_object(entry.object, target)
     ]
+    found += [
+        (at, 0, position, Found(at, budget, digest, described))
+        for position, (budget, digest, at, described) in enumerate(kept)
+        if _same_object(described, target)
+    ]
     if not found:
         return None
-    _, key, entry = max(found, key=lambda item: item[0])  # the later entry of one second
-    return key, entry
+    return max(found, key=lambda item: item[:3])[3]  # the later of one second, entry first
 
 
 def _same_object(described: str, target: str) -> bool:
@@ -255,27 +285,30 @@ def cmd_verdict(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     """The latest verdict on a workload: its digest, and its envelope if still kept."""
     target = _workload(args)
     with place(args, ledger) as where:
-        found = latest_verdict(where.store.list(), target)
+        found = latest_verdict(where.store.list(), where.verdicts(), target)
         if found is None:
-            out.write(f"no verdict on {args.workload} in the budgets' recent entries\n")
+            out.write(f"no verdict on {args.workload} in the budgets' entries or kept verdicts\n")
             return EXIT_INVALID
-        key, entry = found
-        envelope = where.envelope(str(key), entry.verdict)
+        envelope = where.envelope(found.budget, found.digest)
     if args.output == "json":
         if envelope is None:
-            out.write(f"the envelope of {entry.verdict} is no longer kept\n")
+            out.write(f"the envelope of {found.digest} is no longer kept\n")
             return EXIT_INVALID
         out.write(json.dumps(envelope, indent=2) + "\n")
         return 0
+    predicate = None
+    if envelope is not None:
+        predicate = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+    action = found.action
+    if not action and predicate is not None:
+        action = "admitted" if predicate["decision"]["allowed"] else "deny"
     out.write(
-        f"{entry.verdict}\n  {entry.object}: {entry.action} by {key} at {format_time(entry.at)}\n"
+        f"{found.digest}\n  {found.object}: {action or 'decided'} by {found.budget} at {found.at}\n"
     )
-    if envelope is None:
+    if predicate is None:
         out.write("  envelope: no longer kept (it is in the audit trail)\n")
     else:
         namespace = f" -n {args.namespace}" if args.namespace else ""
-        payload = base64.b64decode(envelope["payload"])
-        predicate = json.loads(payload)["predicate"]
         out.write(
             f"  decision: {predicate['decision']['reason']}, "
             f"check {predicate['budgetCheck']['result']}, "

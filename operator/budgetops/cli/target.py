@@ -11,7 +11,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ class Place:
     """envelope(budget, digest): a stored envelope, or None."""
     leases: Callable[[], list[dict[str, Any]]]
     """Every lease as a BudgetLease object would show it: metadata, spec and status."""
+    verdicts: Callable[[], Sequence[tuple[str, str, str, str]]] = tuple
+    """Every kept verdict as (budget, digest, at, object)."""
     audit_lines: Callable[[], tuple[str, ...]] | None = None
     cluster: bool = False
 
@@ -155,6 +157,7 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
                 args.operator_namespace,
                 lambda budget, digest: maps.read(budget)[1].get(digest),
                 _cluster_leases(api),
+                verdicts=maps.index,
                 cluster=True,
             )
         finally:
@@ -168,6 +171,7 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
             "",
             lambda _, digest: sqlite.verdict(digest),
             _ledger_leases(sqlite),
+            sqlite.verdict_index,
             sqlite.audit_lines,
         )
     finally:

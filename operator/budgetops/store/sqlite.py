@@ -449,6 +449,18 @@ class SQLiteStore(Committed):
                 return ()
             raise
 
+    def verdict_index(self) -> tuple[tuple[str, str, str, str], ...]:
+        """Every kept verdict as (budget, digest, at, object), oldest first."""
+        try:
+            rows = self._connection().execute(
+                "SELECT budget, digest, at, object FROM verdicts ORDER BY rowid"
+            )
+            return tuple((b, d, a, o) for b, d, a, o in rows)
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return ()
+            raise
+
     def verdict(self, digest: str) -> dict[str, Any] | None:
         """The envelope of a verdict the ledger still keeps (VERDICTS_KEPT), by digest."""
         try:

@@ -168,6 +168,23 @@ class VerdictMaps:
         }
         return index, envelopes
 
+    def index(self) -> list[tuple[str, str, str, str]]:
+        """Every kept verdict of every budget as (budget, digest, at, object)."""
+        found = self.api.list_namespaced_config_map(
+            self.namespace, label_selector="app.kubernetes.io/part-of=budgetops"
+        )
+        kept = []
+        for item in found.items:
+            meta = item.metadata
+            if meta is None or not str(meta.name).startswith("budgetops-verdicts-"):
+                continue
+            budget = (meta.annotations or {}).get(BUDGET_ANNOTATION)
+            if not budget:
+                continue
+            for digest, at, described in json.loads((item.data or {}).get(INDEX, "[]")):
+                kept.append((budget, digest, at, described))
+        return kept
+
     def stop(self) -> None:
         """Write what is pending and stop the thread."""
         self._stopping.set()
