@@ -28,7 +28,13 @@ from budgetops.engine.audit import note
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk, show
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
-from budgetops.engine.verdicts import RISK_PREDICATE, Subject, risk_predicate, statement
+from budgetops.engine.verdicts import (
+    RISK_PREDICATE,
+    Subject,
+    content_digest,
+    risk_predicate,
+    statement,
+)
 from budgetops.store import BudgetKey, BudgetStore, NotFound
 
 from .target import add_arguments, place
@@ -345,7 +351,13 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             namespace=budget.metadata.namespace or "",
             name=release.key,
             uid="",
-            digest="0" * 64,
+            digest=content_digest(  # what was judged: the release as declared
+                {
+                    "releaseId": release.key,
+                    "points": release.points,
+                    "changeClass": release.change_class,
+                }
+            ),
             release_id=release.key,
         )
         predicate = risk_predicate(
@@ -353,16 +365,12 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
         )
         emit([statement(subject, RISK_PREDICATE, predicate)], (), args.output, out)
         return 0 if decision.allowed else EXIT_DENIED
-    verdict = "yes" if decision.allowed else "no"
-    out.write(f"may ship: {verdict}\n")
-    return (
-        _decided(decision, out, key=release.key) if not decision.allowed else _warned(decision, out)
-    )
-
-
-def _warned(decision: Decision, out: TextIO) -> int:
+    out.write(f"may ship: {'yes' if decision.allowed else 'no'}\n")
     for line in decision.warnings:
         out.write(f"{line}\n")
+    if not decision.allowed:
+        out.write(f"denied: {decision.message}\n")
+        return EXIT_DENIED
     return 0
 
 
