@@ -327,7 +327,11 @@ def test_oversized_bodies_unknown_paths_and_health(webhook: Any) -> None:
         reply = connection.getresponse()
         reply.read()
         assert reply.status == expected, path
+    connection.request("GET", "/metrics")
+    metrics = connection.getresponse().read().decode()
     connection.close()
+    # Refused before its body is read, and still an error the error-rate alert sees.
+    assert 'budgetops_webhook_errors_total{code="413"} 1.0' in metrics
 
 
 def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:

@@ -222,22 +222,27 @@ def _application(
     limits: Limits = Limits(),
     mounted: dict[str, web.Application] | None = None,
 ) -> web.Application:
+    def refuse(answer: Answer) -> web.Response:
+        """A request refused before its body is read: counted like any other error."""
+        admission.metrics.errors.labels(str(answer.status)).inc()
+        return _unread(answer)
+
     async def validate(request: web.Request) -> web.StreamResponse:
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding != "identity":
-            return _unread(problem(415, f"Content-Encoding {encoding!r} is not supported"))
+            return refuse(problem(415, f"Content-Encoding {encoding!r} is not supported"))
         length = request.content_length
         if length is None:
-            return _unread(problem(411, "a Content-Length header is required"))
+            return refuse(problem(411, "a Content-Length header is required"))
         if length > MAX_BODY:
-            return _unread(problem(413, f"the body is larger than {MAX_BODY} bytes"))
+            return refuse(problem(413, f"the body is larger than {MAX_BODY} bytes"))
         deadline = _timeout(request.query.get("timeout"))
         try:
             async with asyncio.timeout(min(deadline, limits.body_timeout)):
                 body = await request.read()
         except TimeoutError:
             log.debug("%s sent its body too slowly", request.remote)
-            return _unread(problem(408, "the body did not arrive in time"))
+            return refuse(problem(408, "the body did not arrive in time"))
         except ConnectionResetError:  # the caller hung up: nobody is left to answer
             log.debug("%s hung up before sending its whole body", request.remote)
             return _json(problem(400, "the body ended early"))
