@@ -125,7 +125,7 @@ class CostOverride(Model):
 
 
 class RapidDepletion(Model):
-    """Alert when more than `percent` of the allocation goes within `within`."""
+    """Alert when `percent` of the allocation or more goes within `within`."""
 
     percent: Percent = 50
     within: Duration = timedelta(hours=1)
