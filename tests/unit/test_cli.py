@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from budgetops.cli.main import EXIT_DENIED, EXIT_INVALID, main
+from budgetops.cli.budgets import EXIT_DENIED
+from budgetops.cli.main import EXIT_INVALID, main
 from tests.conftest import EXAMPLES, ROOT
 
 

@@ -298,14 +298,25 @@ def _release(args: argparse.Namespace) -> Release:
     return Release(key=key, points=args.points, change_class=change_class, ref=args.reason or key)
 
 
-def _decided(decision: Decision, out: TextIO, *, key: str) -> int:
+def report(decision: Decision, out: TextIO) -> int:
+    """A charge's receipt lines, and `denied: ...` with EXIT_DENIED when it was refused."""
     for line in decision.warnings:
         out.write(f"{line}\n")
     if not decision.allowed:
         out.write(f"denied: {decision.message}\n")
         return EXIT_DENIED
-    out.write(f"release key: {key}\n")
     return 0
+
+
+def confirm_now(
+    budget: TrustBudget | RiskBudget, decision: Decision, *, key: str, now: datetime
+) -> None:
+    """A caller of the CLI issues right after charging and no watch will see the object, so
+    the reservation is confirmed in the same transaction instead of waiting to expire."""
+    if decision.cost > 0:
+        ledger.confirm(budget.status, key=key, now=now)
+        if isinstance(budget, RiskBudget):
+            summarize_risk(budget.status, budget.spec)
 
 
 def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
@@ -325,13 +336,14 @@ def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
                 ttl=_ttl(args.ttl),
                 dry_run=args.dry_run,
             )
-            if decision.cost > 0:
-                ledger.confirm(budget.status, key=release.key, now=now)
-                summarize_risk(budget.status, budget.spec)
+            confirm_now(budget, decision, key=release.key, now=now)
             return decision
 
         decision = where.store.update_status(key, consume)
-    return _decided(decision, out, key=release.key)
+    code = report(decision, out)
+    if decision.allowed:
+        out.write(f"release key: {release.key}\n")
+    return code
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
@@ -366,12 +378,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
         emit([statement(subject, RISK_PREDICATE, predicate)], (), args.output, out)
         return 0 if decision.allowed else EXIT_DENIED
     out.write(f"may ship: {'yes' if decision.allowed else 'no'}\n")
-    for line in decision.warnings:
-        out.write(f"{line}\n")
-    if not decision.allowed:
-        out.write(f"denied: {decision.message}\n")
-        return EXIT_DENIED
-    return 0
+    return report(decision, out)
 
 
 def _write(

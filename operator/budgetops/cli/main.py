@@ -12,18 +12,16 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
 from budgetops import __version__
 from budgetops.apis.common import format_duration, parse_amount, parse_duration
-from budgetops.apis.resources import Budget, ManifestError, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, ManifestError, TrustBudget
 from budgetops.crypto.tokens import DEFAULT_ISSUER
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust
-from budgetops.engine.ledger import confirm
-from budgetops.engine.rollover import summarize_risk
 from budgetops.store import BudgetKey, ChargeTimeout, NotFound, SQLiteStore
 from budgetops.store.sqlite import LedgerError, explain
 
@@ -31,6 +29,7 @@ from .agents import COMMANDS as AGENT_COMMANDS
 from .agents import add_parser as add_agent_parser
 from .attestation import add_parsers as add_attestation_parsers
 from .budgets import add_parsers as add_budget_parsers
+from .budgets import confirm_now, report
 from .embedded import serve_embedded
 from .incluster import add_arguments as add_run_arguments
 from .manifests import crd_files, load
@@ -42,7 +41,6 @@ DEFAULT_TTL = "5m"
 MAX_TTL = timedelta(days=7)
 """Longest --ttl: a reservation is meant to be confirmed or refunded within minutes."""
 
-EXIT_DENIED = 1
 EXIT_INVALID = 2
 
 
@@ -124,26 +122,6 @@ def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _report(decision: Decision, out: TextIO) -> int:
-    for line in decision.warnings:
-        out.write(f"{line}\n")
-    if not decision.allowed:
-        out.write(f"denied: {decision.message}\n")
-        return EXIT_DENIED
-    return 0
-
-
-def _confirm_now(
-    budget: TrustBudget | RiskBudget, decision: Decision, *, key: str, now: datetime
-) -> None:
-    """A caller of the CLI issues right after charging and no watch will see the object, so
-    the reservation is confirmed in the same transaction instead of waiting to expire."""
-    if decision.cost > 0:
-        confirm(budget.status, key=key, now=now)
-        if isinstance(budget, RiskBudget):
-            summarize_risk(budget.status, budget.spec)
-
-
 def cmd_charge(args: argparse.Namespace, out: TextIO) -> int:
     """Charge one issuance to an account of a TrustBudget."""
     ttl = parse_duration(args.ttl)
@@ -169,11 +147,11 @@ def cmd_charge(args: argparse.Namespace, out: TextIO) -> int:
             ttl=ttl,
             dry_run=args.dry_run,
         )
-        _confirm_now(budget, decision, key=args.id, now=now)
+        confirm_now(budget, decision, key=args.id, now=now)
         return decision
 
     with place(args, _db_path(args.db), writes=True) as where:
-        return _report(where.store.update_status(key, charge), out)
+        return report(where.store.update_status(key, charge), out)
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:

@@ -46,7 +46,6 @@ class Place:
     verdicts: Callable[[], Sequence[tuple[str, str, str, str]]] = tuple
     """Every kept verdict as (budget, digest, at, object)."""
     audit_lines: Callable[[], tuple[str, ...]] | None = None
-    cluster: bool = False
 
 
 def add_arguments(verb: argparse.ArgumentParser, *, db_help: str) -> None:
@@ -158,7 +157,6 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
                 lambda budget, digest: maps.read(budget)[1].get(digest),
                 _cluster_leases(api),
                 verdicts=maps.index,
-                cluster=True,
             )
         finally:
             store.stop()
