@@ -243,10 +243,24 @@ def test_config_hash_vectors_are_fixed() -> None:
     )
 
 
-@pytest.mark.parametrize("text", ["", "{}", '{"prev": 1, "hash": 2}', "[1,2]"])
-def test_odd_lines_never_crash_the_verifier(text: str) -> None:
+@pytest.mark.parametrize("text", ["", "{}", "[1,2]", "serving POST https://0.0.0.0:8443"])
+def test_lines_that_are_no_records_are_passed_over(text: str) -> None:
     report = audit.verify_chain([text])
-    assert report.chains == {} or not report.ok
+    assert (report.ok, report.other_lines, report.chains) == (True, 1, {})
+
+
+@pytest.mark.parametrize(
+    ("record", "says"),
+    [
+        ({"prev": 1, "hash": 2}, "its seq is not a positive integer"),
+        ({"prev": "p", "hash": "h", "seq": 1, "budget": "b", "at": "t"}, "its action is not"),
+        ({"prev": "p", "hash": "h", "seq": True}, "its seq is not a positive integer"),
+    ],
+)
+def test_a_malformed_record_is_a_problem_not_a_crash(record: dict[str, Any], says: str) -> None:
+    [problem] = audit.verify_chain([json.dumps(record)]).problems
+    assert problem.line == 1
+    assert f"not an audit record: {says}" in problem.message
 
 
 def test_a_published_line_reads_back_as_the_record_it_hashes() -> None:
