@@ -1,15 +1,16 @@
 """Types every BudgetOps resource shares: money, durations, conditions, the model base.
 
 Money is `Decimal` end to end. In manifests an amount is an integer (`cost: 1`) or a
-string with at most two decimals (`amount: "10.50"`); a YAML float is refused because
-it has already lost precision by the time we see it.
+string with at most six decimals (`amount: "10.50"`, `cost: "0.0457"`); a YAML float is
+refused because it has already lost precision by the time we see it. Every amount is read
+by `numbers.amount`, in the form the ledger writes and reads back.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -24,20 +25,22 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from budgetops.apis.numbers import PLACES, WHOLE_DIGITS, amount, money_text
+
 GROUP = "budgetops.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-AMOUNT_DIGITS = 15
-"""Whole digits an amount may have. With two decimals that is 17 significant digits, well
-inside Decimal's 28: sums over thousands of accounts and carried-over balances stay exact,
-where a 29-digit balance would be rounded by the first charge."""
+AMOUNT_DIGITS = WHOLE_DIGITS
+"""Whole digits an amount may have (see `numbers.WHOLE_DIGITS`)."""
 
-MAX_AMOUNT = Decimal(10**AMOUNT_DIGITS) - Decimal("0.01")
+AMOUNT_PLACES = PLACES
+"""Decimals an amount may have (see `numbers.PLACES`)."""
+
+MAX_AMOUNT = Decimal(10**AMOUNT_DIGITS) - Decimal(10) ** -AMOUNT_PLACES
 """The largest amount a manifest, a status or a charge may hold."""
 
-_AMOUNT_PATTERN = rf"^0*[0-9]{{1,{AMOUNT_DIGITS}}}(\.[0-9]{{1,2}})?$"
-_MONEY = re.compile(_AMOUNT_PATTERN)
+_AMOUNT_PATTERN = rf"^0*[0-9]{{1,{AMOUNT_DIGITS}}}(\.[0-9]{{1,{AMOUNT_PLACES}}})?$"
 _DURATION_PATTERN = r"^([0-9]{1,4}d)?([0-9]{1,5}h)?([0-9]{1,6}m)?([0-9]{1,8}s)?$"
 """At most 9999d 99999h 999999m 99999999s (about 44 years): the digits are bounded so that
 no duration a manifest may hold overflows the date arithmetic of windows and expiries."""
@@ -69,46 +72,27 @@ def cel(*rules: tuple[str, str]) -> ConfigDict:
 
 
 def parse_amount(value: object) -> Decimal:
-    """Read an amount the way a manifest may spell it; reject what would lose cents."""
-    if isinstance(value, Decimal):
-        text = format(value, "f")
-    elif isinstance(value, bool):
-        raise ValueError("an amount must be a number, not a boolean")
-    elif isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value.strip()
-    elif isinstance(value, float):
+    """Read an amount the way a manifest may spell it; refuse what would lose digits."""
+    if isinstance(value, float):
         raise ValueError(
             f'write the amount {value!r} as a quoted string (for example "{value:.2f}"): '
             "floating-point numbers lose cents"
         )
-    else:
-        raise ValueError(f"an amount must be an integer or a decimal string, not {value!r}")
-    return _amount(text)
+    if isinstance(value, str):
+        return _amount(value)
+    return amount(value)
 
 
 @lru_cache(maxsize=4096)
 def _amount(text: str) -> Decimal:
     """Cached: a status spells the same few balances hundreds of times, and every read of a
     budget parses them all (Decimals are immutable, so sharing one is safe)."""
-    if not _MONEY.fullmatch(text):
-        shown = text if len(text) <= 40 else f"{text[:37]}..."
-        raise ValueError(
-            f"{shown!r} is not an amount: use a non-negative number with at most 2 decimals "
-            f"and at most {AMOUNT_DIGITS} digits before the point"
-        )
-    try:
-        return Decimal(text)
-    except InvalidOperation as error:  # pragma: no cover - the pattern already excludes this
-        raise ValueError(f"{text!r} is not an amount") from error
+    return amount(text)
 
 
 def format_amount(value: Decimal) -> int | str:
-    """Whole amounts stay integers on the wire; others keep exactly two decimals."""
-    if value == value.to_integral_value():
-        return int(value)
-    return f"{value.quantize(Decimal('0.01'))}"
+    """Whole amounts stay integers on the wire; others are exact (`0.50`, `0.0457`)."""
+    return int(value) if value == value.to_integral_value() else money_text(value)
 
 
 # Amounts are int-or-string the way Kubernetes' own Quantity is: the pattern and bounds
@@ -136,8 +120,8 @@ _POSITIVE_SCHEMA: dict[str, Any] = {
     "x-kubernetes-validations": [
         {
             "rule": "type(self) == int ? self > 0 : "
-            "(self.matches('^[0-9]+(\\\\.[0-9]{1,2})?$') && double(self) > 0.0)",
-            "message": "must be a positive amount with at most 2 decimals",
+            f"(self.matches('^[0-9]+(\\\\.[0-9]{{1,{AMOUNT_PLACES}}})?$') && double(self) > 0.0)",
+            "message": f"must be a positive amount with at most {AMOUNT_PLACES} decimals",
         }
     ],
 }

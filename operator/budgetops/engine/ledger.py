@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from budgetops.apis.common import MAX_AMOUNT
+from budgetops.apis.common import AMOUNT_PLACES, MAX_AMOUNT
 from budgetops.apis.ledger import (
     ENTRIES_KEPT,
     KEY_MAX,
@@ -32,7 +32,6 @@ from budgetops.apis.ledger import (
 from budgetops.engine.audit import note
 
 ZERO = Decimal(0)
-CENT = Decimal("0.01")
 
 
 ChargeStatus = Literal["reserved", "duplicate", "insufficient"]
@@ -98,8 +97,10 @@ def check_charge(
         _check_text(witness.uid, "object's uid", KEY_MAX)
     if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
         raise InvalidCharge(f"the amount {amount} is not between 0 and {MAX_AMOUNT}")
-    if amount != amount.quantize(CENT):
-        raise InvalidCharge(f"the amount {amount} has more than 2 decimals")
+    if not -AMOUNT_PLACES <= amount.as_tuple().exponent <= 0:  # type: ignore[operator]
+        raise InvalidCharge(
+            f"the amount {amount} is not written with 0 to {AMOUNT_PLACES} decimals (as stored)"
+        )
 
 
 def open_account(

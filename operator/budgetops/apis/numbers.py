@@ -1,0 +1,113 @@
+"""Numbers from outside, read with their size bounded before any arithmetic touches them.
+
+`Decimal("1e1000000")` is finite, and formatting it builds a million-digit integer; `int()`
+takes `"١٢"`, `"1_000"`, `"+5"` and `" 5"`. Every number BudgetOps reads from a person, an
+annotation, a message or a manifest passes through here instead: ASCII digits only, a
+bounded count of digits, no exponent, and amounts normalised to the one form the ledger
+writes (no exponent, at most six decimals), so what is accepted is what is stored and read
+back.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+PLACES = 6
+"""Decimals an amount may have: sub-cent costs (an LLM call of 0.0457 USD) are exact."""
+
+WHOLE_DIGITS = 15
+"""Whole digits an amount may have. With six decimals that is 21 significant digits, inside
+Decimal's 28: sums over thousands of accounts and carried-over balances stay exact."""
+
+TEXT_MAX = 64
+"""Characters a number may be written with (leading zeros included), checked first."""
+
+_DIGITS_MAX = 40
+"""Digits a Decimal value may carry in, trailing zeros included (`0.0100` from JSON)."""
+
+_CENT = Decimal("0.01")
+_WHOLE = re.compile(r"-?[0-9]{1,18}")
+_DECIMAL = re.compile(rf"0*[0-9]{{1,{WHOLE_DIGITS}}}(\.[0-9]{{1,{PLACES}}})?")
+
+
+class NumberError(ValueError):
+    """A number that is not written or bounded as BudgetOps reads it; says what to write."""
+
+
+def _shown(value: object) -> str:
+    """The value as an error may quote it: short, and never a huge number spelled out."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a number of more than 19 digits"
+    text = value if isinstance(value, str) else str(value)
+    return repr(text if len(text) <= 40 else f"{text[:37]}...")
+
+
+def whole(value: object, *, low: int, high: int) -> int:
+    """A whole number from `low` to `high`, as an int or in ASCII digits (a `-` if `low` < 0).
+
+    Surrounding white space is ignored; `+`, `_`, inner spaces and other scripts' digits are
+    not, so every reader of a count agrees with `--cost` and the CRD patterns.
+    """
+    if isinstance(value, bool):
+        raise NumberError("must be a whole number, not a boolean")
+    if isinstance(value, int):
+        number = value if value.bit_length() <= 64 else None
+    elif isinstance(value, str) and len(value) <= TEXT_MAX and _WHOLE.fullmatch(value.strip()):
+        number = int(value.strip())
+    else:
+        number = None
+    if number is None or not low <= number <= high:
+        raise NumberError(f"must be a whole number from {low} to {high}, not {_shown(value)}")
+    return number
+
+
+def money_text(value: Decimal) -> str:
+    """A non-whole amount as people and verdicts read it: to the cent (`0.50`), with its
+    sub-cent digits when it has any (`0.0457`), never rounded. For amounts `amount` read."""
+    cents = value.quantize(_CENT)
+    return f"{cents}" if cents == value else f"{value.normalize():f}"
+
+
+def amount(value: object) -> Decimal:
+    """A non-negative amount with at most PLACES decimals and WHOLE_DIGITS whole digits.
+
+    Accepts an int, a Decimal (a JSON number read as one) or a decimal string; refuses
+    floats (they have lost digits already), exponents, signs and NaN/Infinity. The bounds
+    are checked on the digits as given, before any arithmetic. The result is in the form
+    the ledger writes and reads back: no exponent, at most PLACES decimals (`0.0100000`
+    becomes `0.01`, `1E+2` becomes `100`); a string keeps the decimals it was written with.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > TEXT_MAX or not _DECIMAL.fullmatch(text):
+            raise _refused(value)
+        return Decimal(text)
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise NumberError(f"an amount must be a number, not {_shown(value)}")
+    if isinstance(value, int):
+        if value < 0 or value.bit_length() > 64:
+            raise _refused(value)
+        value = Decimal(value)
+    if not value.is_finite() or (value.is_signed() and value):
+        raise _refused(value)
+    if not value:
+        return Decimal(0)
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    if len(digits) > _DIGITS_MAX:
+        raise _refused(value)
+    kept = len(digits)
+    while exponent < -PLACES and digits[kept - 1] == 0:
+        kept, exponent = kept - 1, exponent + 1
+    if exponent < -PLACES or kept + exponent > WHOLE_DIGITS:
+        raise _refused(value)
+    whole_zeros = (0,) * max(exponent, 0)
+    return Decimal((0, digits[:kept] + whole_zeros, min(exponent, 0)))
+
+
+def _refused(value: object) -> NumberError:
+    return NumberError(
+        f"{_shown(value)} is not an amount: use a non-negative number with at most {PLACES} "
+        f"decimals and at most {WHOLE_DIGITS} digits before the point"
+    )
