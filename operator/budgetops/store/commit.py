@@ -17,6 +17,12 @@ ResourceQuota bug the design notes cite, kubernetes#141904, where a retry overwr
 it never re-evaluated with a default "allowed"): a re-decided denial is admitted only if its
 own change admits it on the fresh state, and then its charge is in what is written.
 
+No status is written that does not read back (`check_readback`): a batch is checked once,
+after its changes ran, with the model that reads it. If it fails, the batch is run again
+checking after each change; the first change after which the status no longer reads back is
+answered InvalidCharge, and the others are decided again without it. One request that
+would make a budget unreadable (a bug, or an input the engine let through) fails alone.
+
 Every wait is bounded by its caller's deadline, and no write that includes a waiter starts
 after its cutoff, shortly before that deadline: a write that finished after its caller had
 given up would charge a request that was refused.
@@ -36,11 +42,15 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from budgetops.apis.resources import Budget
+from pydantic import BaseModel, ValidationError
+
+from budgetops.apis.ledger import Ledger
+from budgetops.apis.resources import Budget, field_errors
+from budgetops.engine.ledger import InvalidCharge
 from budgetops.store.audit import queued
 from budgetops.store.base import BudgetKey, ChargeTimeout
 
@@ -106,6 +116,48 @@ class _Decided:
     writes: bool = False
 
 
+def check_readback(
+    key: BudgetKey, budget: Budget, *, held: Mapping[str, object] | None = None
+) -> None:
+    """Raise InvalidCharge unless `budget.status`, serialized as the stores write it, reads
+    back with its own model.
+
+    `held`: settled keys the status held before the change, left out of the check. They
+    read back when the status was read, or were checked when it was written; on a busy
+    budget they are most of the status and of the time its check takes (measured in
+    docs/performance.md). A key the change added is checked; one it only re-dated holds a
+    timestamp of the engine's clock, aware by construction.
+    """
+    status = budget.status
+    if not isinstance(status, BaseModel):  # group commit serves other objects in tests
+        return
+    if held and isinstance(status, Ledger):
+        new = status.settled.keys() - held.keys()
+        status = status.model_copy(update={"settled": {k: status.settled[k] for k in new}})
+    try:
+        type(status).model_validate_json(status.model_dump_json(by_alias=True, exclude_none=True))
+    except ValidationError as error:
+        raise InvalidCharge(
+            f"{key}: this change would leave a status that does not read back "
+            f"({field_errors(error)[0]}); nothing was written"
+        ) from error
+
+
+class _Spoiled(Exception):
+    """An attempt whose status would not read back: `waiter`'s change spoiled it, or (None)
+    some change of the batch did. The attempt raises it so that nothing is written."""
+
+    def __init__(self, waiter: Waiter | None, error: InvalidCharge) -> None:
+        super().__init__(str(error))
+        self.waiter, self.error = waiter, error
+
+
+def _settled(budget: Budget) -> dict[str, object]:
+    """A copy of the settled keys a snapshot holds before its changes run (see `held`)."""
+    status = getattr(budget, "status", None)
+    return dict(status.settled) if isinstance(status, Ledger) else {}
+
+
 def _limits(now: float, timeout: float) -> tuple[float, float]:
     """(deadline, cutoff) for a waiter that may wait `timeout` seconds from `now`."""
     deadline = now + timeout
@@ -164,8 +216,11 @@ class Stats:
 class GroupCommit:
     """Batches status changes per budget and persists each batch with one `attempt`.
 
-    `clock` and `sleep` (the pause after a conflict) are the monotonic clock's by default;
-    tests hand in their own to script deadlines.
+    `whole`: check that the whole status reads back before each write, held settled keys
+    included (see `check_readback`): a command line can afford it, and it also refuses to
+    write over a status that was broken before. `clock` and `sleep` (the pause after a
+    conflict) are the monotonic clock's by default; tests hand in their own to script
+    deadlines.
     """
 
     def __init__(
@@ -173,12 +228,14 @@ class GroupCommit:
         attempt: Attempt,
         *,
         enabled: bool = True,
+        whole: bool = False,
         writers: int = WRITERS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.attempt = attempt
         self.enabled = enabled
+        self.whole = whole
         self.writers = writers
         self.clock = clock
         self.sleep = sleep
@@ -292,12 +349,18 @@ class GroupCommit:
         if more:
             self._schedule(key, lane)
 
-    def _apply(self, key: BudgetKey, pending: list[Waiter], budget: Budget) -> list[_Decided]:
+    def _apply(
+        self, key: BudgetKey, pending: list[Waiter], budget: Budget, *, careful: bool
+    ) -> list[_Decided]:
         """Run each change in order on `budget` and say what each gave, answering none but
         those past their cutoff (the attempt may have waited for a lock or a read): the
-        others are answered by `commit` once it knows whether this attempt was stored."""
+        others are answered by `commit` once it knows whether this attempt was stored.
+
+        Raises _Spoiled if what would be written does not read back: naming the change
+        after which it stopped reading back when `careful`, else none."""
         decided = []
         now = self.clock()
+        held = None if self.whole else _settled(budget)
         for waiter in pending:
             if _past_cutoff(key, waiter, now):
                 continue
@@ -310,6 +373,16 @@ class GroupCommit:
             # A change that queued audit records (a denial is one) must be stored with them.
             writes = waiter.needs_write(result) or queued(budget) > before
             decided.append(_Decided(waiter, result, writes=writes))
+            if careful:
+                try:
+                    check_readback(key, budget, held=held)
+                except InvalidCharge as error:
+                    raise _Spoiled(waiter, error) from error
+        if not careful and any(d.writes for d in decided):
+            try:
+                check_readback(key, budget, held=held)
+            except InvalidCharge as error:
+                raise _Spoiled(None, error) from error
         return decided
 
     def commit(self, key: BudgetKey, batch: list[Waiter]) -> None:
@@ -319,7 +392,7 @@ class GroupCommit:
         waiting is decided again on a fresh read, until its own cutoff: that, not a count of
         attempts, bounds the retries. If the attempt raises, each one gets the error."""
         pending = batch
-        fresh = False
+        fresh = careful = False
         conflicts = 0
         while True:
             now = self.clock()
@@ -329,13 +402,23 @@ class GroupCommit:
             decided: list[_Decided] = []
 
             def apply(
-                budget: Budget, todo: list[Waiter] = pending, found: list[_Decided] = decided
+                budget: Budget,
+                todo: list[Waiter] = pending,
+                found: list[_Decided] = decided,
+                careful: bool = careful,
             ) -> Writers:
-                found[:] = self._apply(key, todo, budget)  # the attempt runs it once at most
+                # The attempt runs it once at most.
+                found[:] = self._apply(key, todo, budget, careful=careful)
                 return [(d.waiter, d.result) for d in found if d.writes]
 
             try:
                 done = self.attempt(key, fresh, apply)
+            except _Spoiled as spoiled:  # nothing was written: find the change, or fail it
+                careful = spoiled.waiter is None
+                if spoiled.waiter is not None:
+                    spoiled.waiter.answer(error=spoiled.error)
+                    pending = [waiter for waiter in pending if waiter is not spoiled.waiter]
+                continue
             except Exception as error:  # NotFound, ChargeTimeout, a failed write: none stands
                 for waiter in pending:
                     if not waiter.done:

@@ -1,0 +1,149 @@
+"""No store writes a status that does not read back, and one change that would fails alone.
+
+The changes that spoil the status here bypass the engine's own checks on purpose: they stand
+for whatever the engine may let through next (the lease report of `0.010` did). Each store is
+driven through its real group commit: SQLite on a file, KubeStore with the API server's part
+replaced by a round trip through the wire form, as the API server stores a status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from budgetops.apis.ledger import KEY_MAX
+from budgetops.apis.resources import RESOURCES, Budget, TrustBudget
+from budgetops.engine.decisions import Decision
+from budgetops.engine.ledger import InvalidCharge, audit
+from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store.commit import GroupCommit, Waiter, check_readback
+from tests.charges import charging
+
+from .test_decisions import NOW, trust_budget
+from .test_group_commit import KEY, ScriptedStore
+
+
+def waiter(change: Callable[[Budget], Any]) -> Waiter:
+    """A waiter of five seconds; a spoiler (which answers True) writes, like a charge."""
+    deadline = time.monotonic() + 5
+    return Waiter(change, lambda r: r is True or r.changes_ledger, deadline, deadline)
+
+
+class WireStore(ScriptedStore):
+    """KubeStore's commit logic; a write keeps what the API server would hand back."""
+
+    def _write(self, key: BudgetKey, budget: Budget) -> bool:
+        self.stored = RESOURCES[key.kind].model.model_validate(budget.to_wire())  # type: ignore[assignment]
+        return True
+
+
+def too_long_settled_key(budget: Budget) -> bool:
+    """Settles a key longer than a status may hold (a part the check takes by difference)."""
+    assert isinstance(budget, TrustBudget)
+    budget.status.remember_settled("k" * (KEY_MAX + 1), NOW)
+    return True
+
+
+def amount_past_the_bound(budget: Budget) -> bool:
+    """Moves more points than an amount may hold, keeping the account's invariant."""
+    assert isinstance(budget, TrustBudget)
+    account = budget.status.accounts["user:alice"]
+    account.allocation += Decimal(10**16)
+    account.spent += Decimal(10**16)
+    return True
+
+
+SPOILERS = [too_long_settled_key, amount_past_the_bound]
+
+
+def batch(spoil: Callable[[Budget], bool]) -> list[Waiter]:
+    """Three waiters, the middle one spoiling the status: the order a batch may hold."""
+    return [
+        waiter(charging("before", now=NOW)),
+        waiter(spoil),
+        waiter(charging("after", now=NOW)),
+    ]
+
+
+def assert_only_the_spoiler_failed(waiters: list[Waiter], stored: Budget) -> None:
+    first, spoiler, last = waiters
+    assert isinstance(first.result, Decision) and first.result.reason == "Charged"
+    assert isinstance(last.result, Decision) and last.result.reason == "Charged"
+    assert isinstance(spoiler.error, InvalidCharge)
+    assert "does not read back" in str(spoiler.error)
+    assert "nothing was written" in str(spoiler.error)
+    assert isinstance(stored, TrustBudget)
+    account = stored.status.accounts["user:alice"]
+    assert account.reserved == 2 and account.allocation == 10
+    assert set(stored.status.settled) == set(), "no key of the spoiler was stored"
+    assert audit(stored.status) == []
+
+
+@pytest.mark.parametrize("spoil", SPOILERS)
+@pytest.mark.parametrize("whole", [False, True])
+def test_sqlite_writes_the_batch_without_the_change_that_would_not_read_back(
+    tmp_path: Path, spoil: Callable[[Budget], bool], whole: bool
+) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3", group_commit=True, check_writes=whole)
+    store.apply(trust_budget(initialBalance=10))
+    waiters = batch(spoil)
+    store.commits.commit(KEY, waiters)
+    reader = SQLiteStore(tmp_path / "ledger.sqlite3", mode="ro")
+    assert_only_the_spoiler_failed(waiters, reader.get(KEY))
+    assert [BudgetKey.of(b) for b in reader.list()] == [KEY]
+
+
+@pytest.mark.parametrize("spoil", SPOILERS)
+def test_kube_writes_the_batch_without_the_change_that_would_not_read_back(
+    spoil: Callable[[Budget], bool],
+) -> None:
+    store = WireStore(trust_budget(initialBalance=10), conflicts=0)
+    waiters = batch(spoil)
+    store.commits.commit(KEY, waiters)
+    assert_only_the_spoiler_failed(waiters, store.stored)
+    assert store.snapshots == [False, False, False], "checked, found, written: three reads"
+
+
+def test_a_change_alone_that_would_not_read_back_is_refused_and_nothing_written(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    store.apply(trust_budget(initialBalance=10))
+    store.update_status(KEY, charging("first", now=NOW))
+    with pytest.raises(InvalidCharge, match="does not read back"):
+        store.update_status(KEY, amount_past_the_bound)
+    stored = store.get(KEY)
+    assert isinstance(stored, TrustBudget)
+    assert stored.status.accounts["user:alice"].allocation == 10
+
+
+def test_settled_keys_held_before_are_left_out_of_the_check_unless_whole() -> None:
+    """What keeps the check cheap, and what `whole` (the command line's) adds back."""
+    budget = trust_budget(initialBalance=10)
+    too_long_settled_key(budget)
+    held = dict(budget.status.settled)
+    check_readback(KEY, budget, held=held)
+    with pytest.raises(InvalidCharge, match="settled"):
+        check_readback(KEY, budget)
+
+
+def test_a_batch_that_reads_back_is_checked_once() -> None:
+    checks: list[int] = []
+    store = ScriptedStore(trust_budget(initialBalance=10), conflicts=0)
+    waiters = [waiter(charging(f"uid-{i}", now=NOW)) for i in range(5)]
+    real = GroupCommit._apply
+
+    def counting(self: GroupCommit, *args: Any, careful: bool) -> Any:
+        checks.append(careful)
+        return real(self, *args, careful=careful)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GroupCommit, "_apply", counting)
+        store.commits.commit(KEY, waiters)
+    assert checks == [False]
+    assert all(w.result.reason == "Charged" for w in waiters)
