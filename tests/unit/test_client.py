@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import time
 import timeit
@@ -58,6 +59,7 @@ class Plane:
         self.failing_reports = 0
         self.report_attempts = 0
         self.bad_seqs: set[int] = set()
+        self.conflicting_seqs: set[int] = set()
         self.deny_refresh = False
         self.revoked = False
         self.empty = False
@@ -119,6 +121,8 @@ class Plane:
         seqs = [entry["seq"] for entry in body["reports"]]
         if self.bad_seqs & set(seqs):
             return _error(400, "INVALID_REQUEST", "reports[0].model: bad")
+        if self.conflicting_seqs & set(seqs):
+            return _error(409, "REPORT_CONFLICT", "report 2 was counted with another cost")
         counted = self.counted[body["lease_id"]]
         fresh = [entry for entry in body["reports"] if entry["seq"] not in counted]
         counted.update((entry["seq"], entry["cost_usd"]) for entry in fresh)
@@ -233,7 +237,7 @@ def test_a_client_not_started_refuses_to_spend() -> None:
         budget.check(Decimal("0.01"))
 
 
-def test_records_are_numbered_and_report_the_running_total_rounded_up() -> None:
+def test_records_are_numbered_and_report_their_exact_costs() -> None:
     async def test(plane: Plane, url: str) -> None:
         async with client(url) as budget:
             for _ in range(3):
@@ -242,10 +246,10 @@ def test_records_are_numbered_and_report_the_running_total_rounded_up() -> None:
             lease_id = budget.lease_id
             assert lease_id is not None
             assert plane.batches == [(lease_id, [1, 2, 3])]
-            assert plane.costs(lease_id) == [Decimal("0.05"), Decimal("0.05"), Decimal("0.04")]
-            assert '"cost_usd":0.04' in plane.bodies[-1]
+            assert plane.costs(lease_id) == [Decimal("0.0457")] * 3
+            assert '"cost_usd":0.0457' in plane.bodies[-1]
             assert f'"timestamp":{int(NOW)}' in plane.bodies[-1]
-            assert budget.remaining == Decimal("9.86")
+            assert budget.remaining == Decimal("9.8629")
 
     scenario(test)
 
@@ -446,12 +450,67 @@ def test_the_sync_client_blocks_on_a_private_loop() -> None:
                 usage.record(Decimal("0.333"), tokens=7, model="gpt-4", provider="openai")
             record(budget, "0.01")
             budget.flush()
-            assert budget.client.remaining == Decimal("9.65")
-            return budget.client.lease_id or ""
+            assert budget.remaining == Decimal("9.657")
+            return budget.lease_id or ""
 
     async def test(plane: Plane, url: str) -> None:
         lease_id = await asyncio.to_thread(use, url)
-        assert plane.costs(lease_id) == [Decimal("0.34"), Decimal("0.01")]
+        assert plane.costs(lease_id) == [Decimal("0.333"), Decimal("0.01")]
         assert plane.log[-1] == f"release {lease_id}"
+
+    scenario(test)
+
+
+def test_the_two_clients_have_the_same_public_surface() -> None:
+    """Once SyncBudgetClient had no `lease_id` or `remaining`, though the docs say both
+    clients have the same methods."""
+
+    def public(obj: object) -> dict[str, list[str]]:
+        names = {name for name in dir(obj) if not name.startswith("_")}
+        return {
+            name: list(inspect.signature(attr).parameters) if callable(attr) else []
+            for name in names
+            if not isinstance(attr := getattr(obj, name), SyncBudgetClient | BudgetClient)
+        }
+
+    sync = SyncBudgetClient("http://127.0.0.1:9", TOKEN)
+    try:
+        assert public(sync) == public(sync.client)
+        assert {"lease_id", "remaining", "reserve", "conflicts"} <= set(public(sync))
+        assert (sync.lease_id, sync.remaining) == (None, 0)
+    finally:
+        sync.close()
+
+
+def test_a_record_sent_again_with_another_cost_is_counted_as_a_conflict() -> None:
+    async def test(plane: Plane, url: str) -> None:
+        plane.conflicting_seqs.add(2)
+        budget = client(url)
+        await budget.start()
+        record(budget, "0.01")
+        record(budget, "0.02")
+        await budget.flush()
+        assert budget.conflicts == 1
+        assert plane.costs(budget.lease_id or "") == [Decimal("0.01")]
+        await budget.close()
+
+    scenario(test)
+
+
+def test_sub_cent_costs_are_reported_exactly() -> None:
+    """Once every record was rounded up to the cent: 0.0457 was reported as 0.05."""
+
+    async def test(plane: Plane, url: str) -> None:
+        budget = client(url)
+        await budget.start()
+        record(budget, "0.0457")
+        record(budget, "0.0000004")
+        record(budget, "0.0000004")
+        await budget.flush()
+        lease_id = budget.lease_id or ""
+        assert plane.costs(lease_id) == [Decimal("0.0457"), Decimal("0.000001"), Decimal(0)]
+        assert '"cost_usd":0.0457' in "".join(plane.bodies)
+        assert budget.remaining == Decimal("9.954299")
+        await budget.close()
 
     scenario(test)

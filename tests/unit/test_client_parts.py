@@ -36,23 +36,25 @@ def test_bad_settings_are_refused_at_construction(settings: dict[str, object]) -
 
 
 def test_money_is_written_as_numbers_with_two_decimals_and_read_as_decimal() -> None:
-    text = dumps({"a": Decimal("10"), "b": [Decimal("0.5"), 3, "x", None, True]})
-    assert text == '{"a":10.00,"b":[0.50,3,"x",null,true]}'
+    text = dumps({"a": Decimal("10"), "b": [Decimal("0.5"), 3, "x", None, Decimal("0.045700")]})
+    assert text == '{"a":10.00,"b":[0.50,3,"x",null,0.0457]}'
     assert loads(text)["a"] == Decimal("10.00")
     assert isinstance(loads(text)["a"], Decimal)
 
 
-def test_cents_are_carried_forward_so_the_total_is_rounded_up() -> None:
+def test_what_is_finer_than_a_micro_dollar_is_carried_forward_so_the_total_is_rounded_up() -> None:
     lease = Lease("lease_1", Decimal("10.00"))
-    charged = [lease.charge(Decimal(cost)) for cost in ("0.001", "0.001", "0.009", "0.02")]
+    costs = ("0.0000001", "0.0000001", "0.0457", "0.02", "0.0000008")
+    charged = [lease.charge(Decimal(cost)) for cost in costs]
     assert charged == [
-        (1, Decimal("0.01")),
-        (2, Decimal("0.00")),
-        (3, Decimal("0.01")),
+        (1, Decimal("0.000001")),
+        (2, Decimal("0")),
+        (3, Decimal("0.0457")),
         (4, Decimal("0.02")),
+        (5, Decimal("0")),  # the exact total is 0.065701 again
     ]
-    assert lease.reported == Decimal("0.04")
-    assert lease.remaining == Decimal("9.96")
+    assert lease.reported == Decimal("0.065701")
+    assert lease.remaining == Decimal("9.934299")
 
 
 def test_the_budget_id_is_read_from_the_token_and_a_non_jwt_is_refused() -> None:

@@ -7,6 +7,7 @@ import base64
 import gzip
 import json
 import re
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from budgetops.crypto import sealing
+from budgetops.engine import leases
 from budgetops.leaseapi.openapi import ERRORS
 from budgetops.observability.metrics import BudgetCollector
-from tests.leases import PROVIDER_KEY, LeaseApi, cli, create_agent, handshake, lease_api
+from tests.leases import BUDGET, PROVIDER_KEY, LeaseApi, cli, create_agent, handshake, lease_api
 
 LEASE_ID = re.compile(r"^lease_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -34,12 +36,12 @@ def agent(api: LeaseApi) -> tuple[str, str]:
     return create_agent(api.db)
 
 
-def report(lease_id: str, *records: tuple[int, str]) -> dict[str, Any]:
+def report(lease_id: str, *records: tuple[int, Any], stamped: int = 1764757845) -> dict[str, Any]:
     return {
         "lease_id": lease_id,
         "reports": [
             {"request_id": f"req_{seq}", "seq": seq, "tokens": 100, "cost_usd": cost,
-             "model": "gpt-4", "provider": "openai", "timestamp": 1764757845}
+             "model": "gpt-4", "provider": "openai", "timestamp": stamped}
             for seq, cost in records
         ],
     }  # fmt: skip
@@ -246,18 +248,20 @@ def test_a_rotated_or_revoked_token_is_refused_and_its_leases_close(
     api: LeaseApi, agent: tuple[str, str]
 ) -> None:
     agent_id, token = agent
-    lease_id = handshake(api, token)[1]["lease_id"]
+    handshake(api, token)
     code, text = cli(
         "agent", "rotate", agent_id, "--budget", "agent-llm-spend", "--db", str(api.db)
     )
     assert code == 0, text
     assert "1 leases closed" in text
     new_token = dict(line.split(": ", 1) for line in text.splitlines())["token"]
-    status, body, _ = api.call("POST", "/budget/report", report(lease_id, (1, 1)), token=token)
+    status, body, _ = handshake(api, token)
     assert (status, body["error"]["code"]) == (401, "INVALID_TOKEN")
     assert "replaced by a newer one" in body["error"]["message"]
     assert api.account(agent_id).leased_out == 0
-    assert handshake(api, new_token)[0] == 200
+    new_lease = handshake(api, new_token)[1]["lease_id"]
+    status, body, _ = api.call("POST", "/budget/report", report(new_lease, (1, 1)), token=token)
+    assert (status, body["error"]["code"]) == (401, "INVALID_TOKEN")
     code, text = cli(
         "agent", "revoke", agent_id, "--budget", "agent-llm-spend", "--db", str(api.db)
     )
@@ -269,13 +273,63 @@ def test_a_rotated_or_revoked_token_is_refused_and_its_leases_close(
     assert (account.balance, account.leased_out) == (100, 0)
 
 
+def test_what_was_spent_before_a_rotation_or_revocation_is_counted_late_and_nothing_after(
+    api: LeaseApi, agent: tuple[str, str]
+) -> None:
+    """Once the new token's reports on a rotated lease were counted whenever the call was
+    made, and a revoked runtime's queued spending was never counted."""
+    agent_id, token = agent
+    first = handshake(api, token)[1]["lease_id"]
+    before = int(time.time())
+    code, text = cli("agent", "rotate", agent_id, "--budget", BUDGET, "--db", str(api.db))
+    assert code == 0, text
+    new_token = dict(line.split(": ", 1) for line in text.splitlines())["token"]
+    after = int(time.time()) + 60
+    for who in (token, new_token):
+        status, body, _ = api.call(
+            "POST", "/budget/report", report(first, (1, 2), stamped=after), token=who
+        )
+        assert (status, body["error"]["code"]) == (409, "LEASE_CLOSED"), body
+        assert "only calls made before the close" in body["error"]["message"]
+    status, body, text = api.call(
+        "POST", "/budget/report", report(first, (1, 0.5), stamped=before), token=token
+    )
+    assert status == 200, text
+    assert '"late":0.50' in text
+    status, body, text = api.call(
+        "POST", "/budget/report", report(first, (2, 0.25), stamped=before), token=new_token
+    )
+    assert (status, body["accepted"]) == (200, 1), text
+    second = handshake(api, new_token)[1]["lease_id"]
+    queued = report(second, (1, 1), (2, 0.5), stamped=int(time.time()))
+    code, text = cli("agent", "revoke", agent_id, "--budget", BUDGET, "--db", str(api.db))
+    assert code == 0, text
+    status, body, text = api.call("POST", "/budget/report", queued, token=new_token)
+    assert (status, body["accepted"]) == (200, 2), text
+    assert '"late":1.50' in text
+    status, body, _ = api.call(
+        "POST", "/budget/report", report(second, (3, 1), stamped=after), token=new_token
+    )
+    assert (status, body["error"]["code"]) == (409, "LEASE_CLOSED")
+    assert handshake(api, new_token)[0] == 401
+    hold = api.account(agent_id).leases[second]
+    assert (hold.state, hold.spent, hold.late_spent) == ("revoked", Decimal("1.5"), Decimal("1.5"))
+    account = api.account(agent_id)
+    assert (account.spent, account.balance, account.leased_out) == (
+        Decimal("2.25"),
+        Decimal("97.75"),
+        0,
+    )
+    assert [entry.key for entry in api.budget().status.entries[-1:]] == [f"{second}:late"]
+
+
 @pytest.mark.parametrize(
     ("amount", "message"),
     [
-        (-1, "must be above 0 and at most 1000 USD, not -1"),
+        (-1, "'-1' is not an amount"),
         (0, "must be above 0"),
         (1000.01, "at most 1000 USD, not 1000.01"),
-        (10.005, "at most 2 decimal places"),
+        (10.0000001, "at most 6 decimals"),
         ("10.00", "must be a number of USD"),
         (True, "must be a number of USD"),
     ],
@@ -292,7 +346,7 @@ def test_bad_amounts_are_refused_and_charge_nothing(
     assert api.account(agent_id).balance == 100
 
 
-def test_nan_and_three_decimal_costs_are_refused_in_reports(
+def test_nan_and_seven_decimal_costs_are_refused_in_reports(
     api: LeaseApi, agent: tuple[str, str]
 ) -> None:
     agent_id, token = agent
@@ -301,13 +355,39 @@ def test_nan_and_three_decimal_costs_are_refused_in_reports(
     status, body, _ = api.call("POST", "/budget/report", token=token, raw=nan.encode())
     assert status == 400
     assert "NaN is not a number JSON allows" in body["error"]["message"]
-    for cost in (0.001, -0.01):
-        status, body, _ = api.call(
-            "POST", "/budget/report", report(lease_id, (1, cost)), token=token
-        )
+    for cost in ("0.0000001", "-0.01"):
+        raw = json.dumps(report(lease_id, (1, 7))).replace('"cost_usd": 7', f'"cost_usd": {cost}')
+        status, body, _ = api.call("POST", "/budget/report", token=token, raw=raw.encode())
         assert status == 400
         assert "reports.0.cost_usd" in body["error"]["message"]
     assert api.account(agent_id).spent == 0
+
+
+def test_sub_cent_costs_are_counted_exactly_and_the_ledger_reads_back(
+    api: LeaseApi, agent: tuple[str, str]
+) -> None:
+    """The protocol's own example, `"cost_usd": 0.0457`, was refused."""
+    agent_id, token = agent
+    lease_id = handshake(api, token)[1]["lease_id"]
+    costs = ("0.0457", "0.010", "0.000001")
+    raw = json.dumps(report(lease_id, *((n, 7) for n in range(1, 4))))
+    for cost in costs:
+        raw = raw.replace('"cost_usd": 7', f'"cost_usd": {cost}', 1)
+    status, body, text = api.call("POST", "/budget/report", token=token, raw=raw.encode())
+    assert (status, body["accepted"]) == (200, 3), text
+    assert '"spent":0.055701' in text
+    assert '"remaining":9.944299' in text
+    view = api.call("GET", f"/budget/leases/{lease_id}", token=token)[2]
+    assert '"spent":0.055701' in view
+    status, body, text = api.call("POST", "/budget/release", {"lease_id": lease_id}, token=token)
+    assert '"returned":9.944299' in text
+    account = api.account(agent_id)
+    assert (account.spent, account.balance, account.leased_out) == (
+        Decimal("0.055701"), Decimal("99.944299"), 0,
+    )  # fmt: skip
+    assert handshake(api, token)[0] == 200
+    code, text = cli("status", "--db", str(api.db))
+    assert code == 0, text
 
 
 def test_another_agents_lease_unknown_leases_and_order(
@@ -381,7 +461,18 @@ def test_an_exhausted_budget_leases_nothing(api: LeaseApi, agent: tuple[str, str
     api.call("POST", "/budget/report", report(lease_id, (1, 100)), token=token)
     status, body, _ = handshake(api, token)
     assert (status, body["error"]["code"]) == (403, "BUDGET_EXCEEDED")
-    assert "100.00 of 100.00 USD spent" in body["error"]["message"]
+    assert "100.00 USD is spent and 0.00 USD is leased out" in body["error"]["message"]
+
+
+def test_budget_exceeded_says_what_is_spent_and_what_is_leased_out(
+    api: LeaseApi, agent: tuple[str, str]
+) -> None:
+    """Once a budget leased out to open leases was said to be "spent"."""
+    _, token = agent
+    handshake(api, token, 100)
+    status, body, _ = handshake(api, token)
+    assert (status, body["error"]["code"]) == (403, "BUDGET_EXCEEDED")
+    assert "0.00 USD is spent and 100.00 USD is leased out" in body["error"]["message"]
 
 
 def test_the_openapi_document_names_every_route_and_error_code(api: LeaseApi) -> None:
@@ -424,3 +515,95 @@ def test_a_full_batch_arrives_whole_and_counts_every_record(
     status, body, _ = api.call("POST", "/budget/report", too_many, token=token)
     assert status == 400
     assert "at most 1000" in body["error"]["message"]
+
+
+def unnumbered(lease_id: str, request_id: str, cost: Any) -> dict[str, Any]:
+    record = report(lease_id, (1, cost))["reports"][0]
+    del record["seq"]
+    return record | {"lease_id": lease_id, "request_id": request_id}
+
+
+def test_an_unnumbered_report_is_counted_once_however_late_its_replay(
+    api: LeaseApi, agent: tuple[str, str]
+) -> None:
+    """Once only the latest 64 request ids were kept: a replay after 70 others counted again."""
+    agent_id, token = agent
+    lease_id = handshake(api, token)[1]["lease_id"]
+    batch = {"lease_id": lease_id, "reports": [
+        {k: v for k, v in unnumbered(lease_id, f"other_{n}", 0).items() if k != "lease_id"}
+        for n in range(70)
+    ]}  # fmt: skip
+    for body in (unnumbered(lease_id, "first", 0.02), batch, unnumbered(lease_id, "first", 0.02)):
+        status, _, text = api.call("POST", "/budget/report", body, token=token)
+        assert status == 200, text
+    assert api.account(agent_id).spent == Decimal("0.02")
+
+
+def test_a_record_sent_again_with_another_cost_is_a_conflict(
+    api: LeaseApi, agent: tuple[str, str]
+) -> None:
+    """Once answered "duplicate", silently dropping the new cost."""
+    agent_id, token = agent
+    lease_id = handshake(api, token)[1]["lease_id"]
+    assert api.call("POST", "/budget/report", report(lease_id, (1, 0.5)), token=token)[0] == 200
+    for body in (report(lease_id, (1, 0.75), (2, 1)), unnumbered(lease_id, "x", 1)):
+        api.call("POST", "/budget/report", unnumbered(lease_id, "x", 0.25), token=token)
+        status, answer, _ = api.call("POST", "/budget/report", body, token=token)
+        assert (status, answer["error"]["code"]) == (409, "REPORT_CONFLICT")
+        assert "was counted with a cost of" in answer["error"]["message"]
+    assert api.account(agent_id).spent == Decimal("0.75")
+
+
+def test_closed_leases_do_not_limit_new_ones(
+    api: LeaseApi, agent: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once closed leases counted against the cap for their ttl: a runtime refreshing below
+    its threshold was refused TOO_MANY_LEASES with money unspent."""
+    monkeypatch.setattr(leases, "LEASES_KEPT", 3)
+    agent_id, token = agent
+    budget_id = claims_of(token)["budget_id"]
+    lease_id = handshake(api, token, 1)[1]["lease_id"]
+    for _ in range(5):
+        ask = {"lease_id": lease_id, "budget_id": budget_id, "requested_budget": 1,
+               "current_remaining": 0, "total_spent": 0}  # fmt: skip
+        status, body, text = api.call("POST", "/budget/refresh", ask, token=token)
+        assert (status, body["status"]) == (200, "approved"), text
+        api.call("POST", "/budget/release", {"lease_id": lease_id}, token=token)
+        lease_id = body["lease_id"]
+    for _ in range(2):
+        assert handshake(api, token, 1)[0] == 200
+    status, body, _ = handshake(api, token, 1)
+    assert (status, body["error"]["code"]) == (409, "TOO_MANY_LEASES")
+    assert "3 open leases" in body["error"]["message"]
+    assert api.account(agent_id).leased_out == 3
+
+
+@pytest.mark.parametrize(
+    "number", ["1e309", "1" * 30, "1e-400", "9" * 400, "1.0e1000000", "0.0000001", "-1"]
+)
+@pytest.mark.parametrize("field", ["cost_usd", "requested_budget", "current_remaining", "tokens"])
+def test_numbers_past_any_bound_are_a_400_and_charge_nothing(
+    api: LeaseApi, agent: tuple[str, str], field: str, number: str
+) -> None:
+    """Once numbers too large for the decimal context answered 500."""
+    agent_id, token = agent
+    lease_id = handshake(api, token)[1]["lease_id"]
+    bodies = {
+        "cost_usd": ("/budget/report", report(lease_id, (1, 7))),
+        "tokens": ("/budget/report", report(lease_id, (1, 7))),  # tokens set to 7 below
+        "requested_budget": ("/auth/handshake", {"ic_token": token, "requested_budget": 7,
+                                                 "runtime_version": "0.1.0"}),
+        "current_remaining": ("/budget/refresh", {
+            "lease_id": lease_id, "budget_id": claims_of(token)["budget_id"],
+            "requested_budget": 1, "current_remaining": 7, "total_spent": 0}),
+    }  # fmt: skip
+    path, body = bodies[field]
+    if field == "tokens":
+        body["reports"][0]["tokens"] = 7
+    text = json.dumps(body).replace(f'"{field}": 7', f'"{field}": {number}')
+    assert number in text
+    status, answer, _ = api.call("POST", path, token=token, raw=text.encode())
+    assert (status, answer["error"]["code"]) == (400, "INVALID_REQUEST"), answer
+    assert field in answer["error"]["message"]
+    account = api.account(agent_id)
+    assert (account.spent, account.leased_out, account.balance) == (0, 10, 90)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from budgetops.apis.ledger import REPORTS_AHEAD_MAX, Ledger
+from budgetops.apis.ledger import COSTS_KEPT, REPORTS_AHEAD_MAX, UNNUMBERED_MAX, Ledger
 from budgetops.engine import leases, ledger
 from budgetops.engine.leases import Usage
 
@@ -64,12 +64,47 @@ def test_reports_move_the_lease_to_spent_once_and_no_further_than_it_lends() -> 
     assert ledger.audit(status) == []
 
 
-def test_unnumbered_reports_are_recognised_by_their_request_id() -> None:
+def test_unnumbered_reports_are_recognised_by_their_request_id_for_the_life_of_the_lease() -> None:
+    """Once only the latest 64 ids were kept: a replay after 70 others was counted again."""
     status = budget()
     granted(status)
-    spend(status, Usage("req-a", None, Decimal("1")))
-    assert spend(status, Usage("req-a", None, Decimal("1"))).duplicates == 1
-    assert status.accounts[AGENT].spent == 1
+    spend(status, Usage("req-a", None, Decimal("0.01")))
+    for n in range(UNNUMBERED_MAX - 1):
+        spend(status, Usage(f"req-{n}", None, Decimal(0)))
+    assert spend(status, Usage("req-a", None, Decimal("0.01"))).duplicates == 1
+    assert status.accounts[AGENT].spent == Decimal("0.01")
+    with pytest.raises(leases.TooManyUnnumbered, match="number the reports"):
+        spend(status, Usage("req-new", None, Decimal("0.01")))
+    assert spend(status, Usage("req-7", None, Decimal(0))).duplicates == 1
+    assert spend(status, Usage("r1", 1, Decimal("0.01"))).accepted == 1
+    assert status.accounts[AGENT].spent == Decimal("0.02")
+
+
+def test_a_record_reported_again_with_another_cost_is_a_conflict_and_counts_nothing() -> None:
+    status = budget()
+    granted(status)
+    spend(status, Usage("r1", 1, Decimal("0.50")), Usage("u", None, Decimal("0.20")))
+    assert spend(status, Usage("r1", 1, Decimal("0.5"))).duplicates == 1
+    for replay in (Usage("r1", 1, Decimal("0.40")), Usage("u", None, Decimal("0.30"))):
+        with pytest.raises(leases.Conflict, match=r"counted with a cost of 0.[25]0? USD, not"):
+            spend(status, Usage("r2", 2, Decimal("1")), replay)
+    with pytest.raises(leases.Conflict):
+        spend(status, Usage("r3", 3, Decimal("1")), Usage("r3", 3, Decimal("2")))
+    hold = status.accounts[AGENT].leases["lease_1"]
+    assert (hold.spent, hold.reported_through) == (Decimal("0.70"), 1)
+
+
+def test_the_costs_kept_for_conflicts_stay_bounded() -> None:
+    status = budget("1000")
+    granted(status, "1000")
+    total = COSTS_KEPT + 376  # a multiple of 100
+    for start in range(1, total + 1, 100):
+        spend(status, *(Usage(f"r{n}", n, Decimal(0)) for n in range(start, start + 100)))
+    hold = status.accounts[AGENT].leases["lease_1"]
+    assert hold.reported_through == total
+    assert len(hold.costs) == COSTS_KEPT
+    with pytest.raises(leases.Conflict):
+        spend(status, Usage("r", total - COSTS_KEPT + 1, Decimal(1)))
 
 
 def test_a_report_too_far_ahead_changes_nothing() -> None:
@@ -81,7 +116,7 @@ def test_a_report_too_far_ahead_changes_nothing() -> None:
     assert (hold.reported_through, hold.counted_above, hold.spent) == (0, [], 0)
 
 
-def test_a_closed_lease_returns_the_rest_and_still_counts_late_reports() -> None:
+def test_a_closed_lease_counts_late_reports_of_calls_made_before_the_close_only() -> None:
     status = budget()
     granted(status)
     spend(status, Usage("r1", 1, Decimal("3")))
@@ -89,10 +124,36 @@ def test_a_closed_lease_returns_the_rest_and_still_counts_late_reports() -> None
     returned = leases.close(status, account=AGENT, lease_id="lease_1", now=later, state="released")
     assert returned == 7
     assert leases.close(status, account=AGENT, lease_id="lease_1", now=later, state="released") == 0
-    late = spend(status, Usage("r2", 2, Decimal("2")), Usage("r1", 1, Decimal("3")))
-    assert (late.accepted, late.spent) == (1, 2)
+    close = int(later.timestamp())
+    for stamped in (close + 1, None):
+        with pytest.raises(leases.LeaseClosed, match="only calls made before the close"):
+            spend(status, Usage("r2", 2, Decimal("2"), close), Usage("r3", 3, Decimal(1), stamped))
+    late = spend(status, Usage("r2", 2, Decimal("2"), close), Usage("r1", 1, Decimal("3")))
+    assert (late.accepted, late.spent, late.late) == (1, 2, 2)
+    hold = status.accounts[AGENT].leases["lease_1"]
+    assert (hold.spent, hold.late_spent) == (5, 2)
+    assert status.entries[-1].key == "lease_1:late"
     account = status.accounts[AGENT]
     assert (account.spent, account.balance, account.leased_out) == (5, 95, 0)
+    assert ledger.audit(status) == []
+
+
+def test_only_open_leases_limit_new_ones_and_closed_ones_are_remembered_boundedly() -> None:
+    """Closed leases once counted against the cap for their ttl: a runtime refreshing often
+    was refused with money left."""
+    status = budget("10000")
+    for n in range(leases.LEASES_KEPT):
+        granted(status, "1", lease_id=f"lease_{n}")
+    with pytest.raises(leases.TooManyLeases, match="open leases"):
+        granted(status, "1", lease_id="lease_x")
+    for n in range(leases.LEASES_KEPT):
+        leases.close(status, account=AGENT, lease_id=f"lease_{n}", now=T0, state="released")
+    assert granted(status, "1", lease_id="lease_x") == 1
+    later = T0 + timedelta(seconds=1)
+    leases.close(status, account=AGENT, lease_id="lease_x", now=later, state="released")
+    held = status.accounts[AGENT].leases
+    assert len(held) == leases.CLOSED_KEPT
+    assert "lease_x" in held
     assert ledger.audit(status) == []
 
 

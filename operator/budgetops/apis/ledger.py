@@ -107,9 +107,14 @@ REPORTS_AHEAD_MAX = 1024
 """How far past its contiguous mark a lease counts numbered reports: the set of those counted
 above the mark never holds more, so a lease's idempotency state stays bounded."""
 
-RECENT_REQUESTS_KEPT = 64
-"""Unnumbered reports (from runtimes that send no `seq`) are recognised by request id among
-a lease's most recent ones only."""
+UNNUMBERED_MAX = 1024
+"""Unnumbered reports (from runtimes that send no `seq`) one lease counts at most. Each is
+recognised by its request id for the life of the lease, so a replay is never counted twice
+however late it comes; past this bound a new one is refused, never counted unchecked."""
+
+COSTS_KEPT = 1024
+"""Numbered reports below a lease's mark whose cost is kept, besides those above it and every
+unnumbered one: a replay among them with another cost is a conflict, not a duplicate."""
 
 
 @dataclass(slots=True)
@@ -118,7 +123,8 @@ class LeaseHold:
 
     While active, `amount` is what is still lent (`granted - spent`). Closed (released,
     expired, revoked), `amount` is zero and `returned` is what went back to the balance: late
-    reports are still counted against that, once each, until the hold is forgotten.
+    reports of calls made before the close are still counted against that, once each, until
+    the hold is forgotten (its ttl after it closed), and add up in `late_spent`.
     """
 
     __pydantic_config__ = _RECORD
@@ -138,7 +144,15 @@ class LeaseHold:
     counted_above: list[int] = field(default_factory=list)
     """Numbered reports above `reported_through` that were counted, ascending."""
     recent_requests: list[Name] = field(default_factory=list)
-    """Request ids of the latest unnumbered reports, newest last."""
+    """Request ids of every unnumbered report counted, oldest first (UNNUMBERED_MAX at most)."""
+    costs: dict[Name, Amount] = field(default_factory=dict)
+    """What each report counted lately cost: `#<seq>` for numbered ones (see COSTS_KEPT),
+    the request id for unnumbered ones."""
+    token: Name = ""
+    """The token id the lease was granted under: once a rotation or revocation closed the
+    lease, that token may still report what was spent before the close."""
+    late_spent: Amount = Decimal(0)
+    """Of `spent`, what was reported after the lease closed (calls made before the close)."""
 
 
 @dataclass(slots=True)

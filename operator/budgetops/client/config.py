@@ -13,6 +13,8 @@ Clock = Callable[[], float]
 """Unix seconds; the timestamp of each usage record."""
 
 CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")
+"""The finest amount the protocol carries: a cost is reported to the micro-dollar."""
 MAX_REQUEST = Decimal("1000")
 _RUNTIME_ID = re.compile(r"[A-Za-z0-9._:-]{1,253}")
 

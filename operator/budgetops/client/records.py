@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
-from budgetops.client.config import CENT
+from budgetops.client.config import MICRO
 from budgetops.client.wire import JsonObject, integer, loads, money, text
 
 
@@ -68,7 +68,7 @@ class Lease:
     exact: Decimal = Decimal(0)
     """The sum of the exact costs charged."""
     reported: Decimal = Decimal("0.00")
-    """The sum of the `cost_usd` reported: `exact` rounded up to the cent."""
+    """The sum of the `cost_usd` reported: `exact` rounded up to the micro-dollar."""
     last_seq: int = 0
     unsettled: int = 0
     """Records charged but neither acknowledged nor set aside; the lease is released at 0."""
@@ -78,12 +78,13 @@ class Lease:
         return self.granted - self.reported
 
     def charge(self, cost: Decimal) -> tuple[int, Decimal]:
-        """The next seq and the cents to report for `cost`, carrying sub-cent costs forward so
-        the reported total is always the exact total rounded up to the cent."""
+        """The next seq and the amount to report for `cost`, carrying what is finer than the
+        protocol's micro-dollar forward so the reported total is always the exact total
+        rounded up to the micro-dollar."""
         self.exact += cost
-        total = self.exact.quantize(CENT, rounding=ROUND_CEILING)
-        cents = total - self.reported
+        total = self.exact.quantize(MICRO, rounding=ROUND_CEILING)
+        due = total - self.reported
         self.reported = total
         self.last_seq += 1
         self.unsettled += 1
-        return self.last_seq, cents
+        return self.last_seq, due

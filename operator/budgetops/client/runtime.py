@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Unpack
@@ -109,6 +110,10 @@ class BudgetClient:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
         self._refresh_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self.conflicts = 0
+        """Records the control plane refused because one of the same lease and number was
+        counted with another cost: a runtime that reuses numbers, never a network failure."""
         self._pump_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -168,7 +173,7 @@ class BudgetClient:
         self.provider_model = _optional_text(answer, "provider_model")
         self._transport = transport
         self._budget_id = budget_id
-        self._adopt(lease)
+        self._adopt(lease, answer)
         self._failure = None
         self._pump_task = asyncio.get_running_loop().create_task(self._pump())
         self._wake.set()
@@ -226,20 +231,20 @@ class BudgetClient:
             raise ValueError(f"cost must be a Decimal of 0 or more, not {cost!r}")
         if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
             raise ValueError("request_id must be 1 to 128 characters of [A-Za-z0-9._:-]")
-        seq, cents = lease.charge(cost)
+        seq, due = lease.charge(cost)
         self._pending.append(
             UsageRecord(
                 lease_id=lease.lease_id,
                 seq=seq,
                 request_id=request_id or f"{lease.lease_id}:{seq}",
                 tokens=tokens,
-                cost_usd=cents,
+                cost_usd=due,
                 model=model,
                 provider=provider,
                 timestamp=int(self._clock()),
             )
         )
-        self._available -= cents
+        self._available -= due
         if len(self._pending) >= self.config.batch_size:
             self._wake.set()
         elif self._flush_timer is None:
@@ -295,7 +300,8 @@ class BudgetClient:
             if self._transport is not None:
                 await self._finish()
         finally:
-            for timer in (self._flush_timer, self._drain_timer, self._refresh_timer):
+            timers = (self._flush_timer, self._drain_timer, self._refresh_timer, self._expiry_timer)
+            for timer in timers:
                 if timer is not None:
                     timer.cancel()
             if self._pump_task is not None:
@@ -341,13 +347,26 @@ class BudgetClient:
         assert self._transport is not None  # background work starts after start()
         return self._transport
 
-    def _adopt(self, lease: Lease) -> None:
-        """Spend from `lease` from now; the one before is released once settled."""
+    def _adopt(self, lease: Lease, answer: JsonObject) -> None:
+        """Spend from `lease` from now; the one before is released once settled. A new lease
+        is asked for when four fifths of this one's life have passed: records of calls made
+        after it closed would be refused."""
         if self._lease is not None:
             self._retired.append(self._lease)
         self._leases[lease.lease_id] = lease
         self._lease = lease
         self._available = lease.remaining - self._held
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        expires = _optional_text(answer, "expires_at")
+        try:
+            life = datetime.fromisoformat(expires).timestamp() - self._clock() if expires else 0
+        except ValueError:
+            life = 0
+        if life > 0:
+            loop = asyncio.get_running_loop()
+            self._expiry_timer = loop.call_later(life * 0.8, self._refresh_soon)
 
     def _refresh_soon(self) -> None:
         if self._refresh_task is None and self._failure is None and not self._closed:
@@ -371,7 +390,8 @@ class BudgetClient:
                     f"budget {self._budget_id} is exhausted: the refresh of {lease.lease_id} "
                     f"was denied ({answer.get('reason')}); {_amount(answer, 'budget_remaining')}"
                     f" USD remain, {_amount(answer, 'total_spent')} of "
-                    f"{_amount(answer, 'total_allocated')} USD spent"
+                    f"{_amount(answer, 'total_allocated')} USD spent and "
+                    f"{_amount(answer, 'leased_out')} USD leased out to open leases"
                 )
                 log.warning("%s", self._failure)
                 return
@@ -388,7 +408,7 @@ class BudgetClient:
             return
         finally:
             self._refresh_task = None
-        self._adopt(fresh)
+        self._adopt(fresh, answer)
         self._wake.set()
         if self._available < self.config.refresh_threshold:
             self._refresh_soon()  # granted less than the threshold: ask again, until denied
@@ -499,6 +519,8 @@ class BudgetClient:
                 log.warning("reporting %d records failed, queued: %s", len(records), error)
                 return _Outcome(failed=records)
             if len(records) == 1:
+                if error.code == "REPORT_CONFLICT":
+                    self.conflicts += 1
                 return _Outcome(refused=[(records[0], str(error))])
             outcome = _Outcome()
             for record in records:

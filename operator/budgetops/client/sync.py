@@ -12,7 +12,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
-from budgetops.client.config import ClientOptions, Clock
+from budgetops.client.config import ClientConfig, ClientOptions, Clock
 from budgetops.client.runtime import BudgetClient
 from budgetops.client.spending import Usage
 
@@ -54,11 +54,44 @@ class SyncBudgetClient:
     ) -> None:
         self.close()
 
+    @property
+    def config(self) -> ClientConfig:
+        return self.client.config
+
+    @property
+    def lease_id(self) -> str | None:
+        """The lease spent from now."""
+        return self.client.lease_id
+
+    @property
+    def remaining(self) -> Decimal:
+        """What `check` lets through: the current lease's rest, less what `spend` holds."""
+        return self.client.remaining
+
+    @property
+    def conflicts(self) -> int:
+        """Records refused as conflicting with one counted before (see BudgetClient)."""
+        return self.client.conflicts
+
+    @property
+    def provider(self) -> str | None:
+        return self.client.provider
+
+    @property
+    def provider_model(self) -> str | None:
+        return self.client.provider_model
+
     def start(self) -> None:
         self._wait(self.client.start())
 
     def check(self, estimated_cost: Decimal) -> None:
         self.client.check(estimated_cost)
+
+    def reserve(self, estimated_cost: Decimal) -> None:
+        self._call(lambda: self.client.reserve(estimated_cost))
+
+    def unreserve(self, estimated_cost: Decimal) -> None:
+        self._call(lambda: self.client.unreserve(estimated_cost))
 
     def record(
         self,
@@ -78,11 +111,11 @@ class SyncBudgetClient:
     @contextmanager
     def spend(self, estimated_cost: Decimal) -> Iterator[Usage]:
         """As BudgetClient.spend, around a blocking provider call."""
-        self._call(lambda: self.client.reserve(estimated_cost))
+        self.reserve(estimated_cost)
         try:
             yield Usage(self.record)
         finally:
-            self._call(lambda: self.client.unreserve(estimated_cost))
+            self.unreserve(estimated_cost)
 
     def provider_key(self) -> str:
         return self.client.provider_key()

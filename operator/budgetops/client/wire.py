@@ -1,4 +1,5 @@
-"""JSON as the protocol writes it: money as numbers with two decimals, parsed back as Decimal."""
+"""JSON as the protocol writes it: money as exact numbers with two decimals at least, parsed
+back as Decimal."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ JsonObject = dict[str, object]
 
 
 def dumps(value: object) -> str:
-    """JSON text with every Decimal written as a number with two decimals (10.00, not 10.0 or
-    "10.00"); the json module can only write Decimals through float or as strings."""
+    """JSON text with every Decimal written as an exact number with two decimals at least
+    (10.00, 0.0457; not 10.0 or "10.00"): the json module can only write Decimals through
+    float or as strings."""
     if isinstance(value, Decimal):
-        return f"{value:.2f}"
+        cents = f"{value:.2f}"
+        return cents if Decimal(cents) == value else f"{value.normalize():f}"
     if isinstance(value, dict):
         return "{" + ",".join(f"{json.dumps(k)}:{dumps(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):

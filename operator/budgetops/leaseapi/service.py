@@ -9,6 +9,7 @@ once its write is stored: an acknowledged dollar is never lost.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -117,6 +118,33 @@ def _authorized(budget: TrustBudget, claims: tokens.AgentClaims) -> Agent:
         raise invalid_token(str(error)) from None
 
 
+def _reporter(lease_id: str) -> Callable[[TrustBudget, tokens.AgentClaims], Agent]:
+    """Who may report on `lease_id`: the agent's current token, or the token the lease was
+    granted under once a rotation or revocation closed it, so that what the runtime spent
+    before the close still reaches the ledger (the engine counts only calls stamped before
+    the close, within the lease's grace)."""
+
+    def authorize(budget: TrustBudget, claims: tokens.AgentClaims) -> Agent:
+        try:
+            return _authorized(budget, claims)
+        except ApiError:
+            account = budget.status.accounts.get(claims.agent_id)
+            hold = None if account is None else account.leases.get(lease_id)
+            agent = budget.status.agents.get(claims.agent_id)
+            if (
+                agent is None
+                or hold is None
+                or hold.state == "active"
+                or not hold.token
+                or agent.budget_id != claims.budget_id
+                or not hmac.compare_digest(hold.token.encode(), claims.token_id.encode())
+            ):
+                raise
+            return agent
+
+    return authorize
+
+
 def lease_view(lease_id: str, agent_id: str, agent: Agent, hold: LeaseHold) -> dict[str, Any]:
     return {
         "lease_id": lease_id,
@@ -126,6 +154,7 @@ def lease_view(lease_id: str, agent_id: str, agent: Agent, hold: LeaseHold) -> d
         "granted": hold.granted,
         "spent": hold.spent,
         "remaining": hold.amount,
+        "late_spent": hold.late_spent,
         "reported_through": hold.reported_through,
         "created_at": format_time(hold.created_at) if hold.created_at else None,
         "expires_at": format_time(hold.expires_at),
@@ -197,13 +226,14 @@ class LeaseService:
         change: Callable[[TrustBudget, Agent], T],
         *,
         needs_write: Callable[[T], bool],
+        authorize: Callable[[TrustBudget, tokens.AgentClaims], Agent] = _authorized,
     ) -> tuple[BudgetKey, T]:
         """Run `change` in one write of the agent's budget, after checking the token there."""
         key = self.budget_of(claims.agent_id)
 
         def checked(budget: Budget) -> T:
             assert isinstance(budget, TrustBudget)
-            return change(budget, _authorized(budget, claims))
+            return change(budget, authorize(budget, claims))
 
         try:
             result = await self.store.update_status_async(
@@ -224,9 +254,12 @@ class LeaseService:
             raise ApiError(409, "TOO_MANY_LEASES", str(error)) from None
         return key, result
 
-    def _grant(self, budget: TrustBudget, agent_id: str, requested: Decimal, holder: str) -> Lent:
+    def _grant(
+        self, budget: TrustBudget, claims: tokens.AgentClaims, requested: Decimal, holder: str
+    ) -> Lent:
         """Roll the account (an admin's new allocation applies here) and lend from it."""
         now = self.clock()
+        agent_id = claims.agent_id
         trust_account(budget.status, budget.spec, key=agent_id, now=now)
         lease_id = f"lease_{uuid.uuid4()}"
         granted = leases.grant(
@@ -238,6 +271,7 @@ class LeaseService:
             ttl=self.settings.ttl,
             holder=holder,
             agent=agent_id,
+            token=claims.token_id,
         )
         summarize_trust(budget.status)
         account = budget.status.accounts[agent_id]
@@ -245,6 +279,7 @@ class LeaseService:
             "budget_remaining": account.balance,
             "total_allocated": account.allocation,
             "total_spent": account.spent,
+            "leased_out": account.leased_out,
         }
         return Lent(lease_id, granted, account.leases.get(lease_id), totals)
 
@@ -257,7 +292,7 @@ class LeaseService:
         holder = request.runtime_id or claims.agent_id
 
         def lend(budget: TrustBudget, agent: Agent) -> tuple[Lent, Agent]:
-            return self._grant(budget, claims.agent_id, request.requested_budget, holder), agent
+            return self._grant(budget, claims, request.requested_budget, holder), agent
 
         _, (lent, agent) = await self._change(
             claims, lend, needs_write=lambda result: result[0].granted > 0
@@ -267,8 +302,10 @@ class LeaseService:
             raise ApiError(
                 403,
                 "BUDGET_EXCEEDED",
-                f"{claims.agent_id}'s budget is exhausted: {totals['total_spent']:.2f} of "
-                f"{totals['total_allocated']:.2f} USD spent; nothing can be leased",
+                f"nothing is left to lease from {claims.agent_id}'s budget of "
+                f"{totals['total_allocated']:.2f} USD: {totals['total_spent']:.2f} USD is spent "
+                f"and {totals['leased_out']:.2f} USD is leased out to open leases (it returns "
+                "when they are released or expire)",
             )
         sealed = sealing.seal(provider_key, identity_token=request.ic_token, lease_id=lease_id)
         answer: dict[str, Any] = {
@@ -315,7 +352,9 @@ class LeaseService:
 
     async def report(self, token: str, request: ReportRequest) -> dict[str, Any]:
         claims = await self.verify(token)
-        usages = [leases.Usage(r.request_id, r.seq, r.cost_usd) for r in request.reports]
+        usages = [
+            leases.Usage(r.request_id, r.seq, r.cost_usd, r.timestamp) for r in request.reports
+        ]
 
         def count(budget: TrustBudget, agent: Agent) -> leases.Counted:
             try:
@@ -328,12 +367,23 @@ class LeaseService:
                 )
             except leases.OutOfOrder as error:
                 raise ApiError(409, "REPORT_OUT_OF_ORDER", str(error)) from None
+            except leases.Conflict as error:
+                raise ApiError(409, "REPORT_CONFLICT", str(error)) from None
+            except leases.TooManyUnnumbered as error:
+                raise ApiError(409, "TOO_MANY_UNNUMBERED", str(error)) from None
+            except leases.LeaseClosed as error:
+                raise ApiError(409, "LEASE_CLOSED", str(error)) from None
             if counted.accepted:
                 self._tally(budget, agent, request, counted)
                 summarize_trust(budget.status)
             return counted
 
-        _, counted = await self._change(claims, count, needs_write=lambda c: c.accepted > 0)
+        _, counted = await self._change(
+            claims,
+            count,
+            needs_write=lambda c: c.accepted > 0,
+            authorize=_reporter(request.lease_id),
+        )
         answer: dict[str, Any] = {
             "lease_id": request.lease_id,
             "accepted": counted.accepted,
@@ -343,6 +393,8 @@ class LeaseService:
         }
         if counted.uncovered:
             answer["uncovered"] = counted.uncovered
+        if counted.late:
+            answer["late"] = counted.late
         return answer
 
     @staticmethod
@@ -371,7 +423,7 @@ class LeaseService:
             current = leases.find_lease(
                 budget.status, account=claims.agent_id, lease_id=request.lease_id
             )
-            return self._grant(budget, claims.agent_id, request.requested_budget, current.holder)
+            return self._grant(budget, claims, request.requested_budget, current.holder)
 
         _, lent = await self._change(claims, lend, needs_write=lambda lent: lent.granted > 0)
         hold, totals = lent.hold, lent.totals

@@ -2,7 +2,8 @@
 
 A body is read as JSON with numbers that have a fraction kept as Decimal, so `0.1` is ten
 cents and not a float near it; `NaN` and `Infinity`, which Python's parser would accept,
-are refused. Answers write Decimals as JSON numbers with exactly two decimals.
+are refused. Answers write Decimals as JSON numbers with at least two decimals and as many
+more as the exact amount has (`10.00`, `0.0457`): what the ledger counted, to the micro-dollar.
 """
 
 from __future__ import annotations
@@ -45,12 +46,19 @@ def parse(body: bytes, model: type[BaseModel]) -> Any:
 
 
 _MARK = secrets.token_hex(8)
-_MONEY = re.compile(rf'"{_MARK}(-?[0-9]+\.[0-9]{{2}})"')
+_MONEY = re.compile(rf'"{_MARK}(-?[0-9]+\.[0-9]{{2,}})"')
+_CENT = Decimal("0.01")
+
+
+def money_text(value: Decimal) -> str:
+    """`10.00`, `0.50`, `0.0457`: cents at least, every decimal the amount has."""
+    cents = value.quantize(_CENT)
+    return f"{cents}" if cents == value else f"{value.normalize():f}"
 
 
 def _marked(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return f"{_MARK}{value.quantize(Decimal('0.01'))}"
+        return f"{_MARK}{money_text(value)}"
     if isinstance(value, dict):
         return {key: _marked(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -59,7 +67,7 @@ def _marked(value: Any) -> Any:
 
 
 def dumps(document: dict[str, Any]) -> str:
-    """JSON in which every Decimal is a number with two decimals (`10.00`, not `10`)."""
+    """JSON in which every Decimal is an exact number with two decimals at least (`10.00`)."""
     return _MONEY.sub(r"\1", json.dumps(_marked(document), separators=(",", ":")))
 
 
