@@ -57,6 +57,31 @@ def test_status_of_a_missing_ledger_creates_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "command",
+    [
+        ("status",),
+        ("list",),
+        ("receipts", "developer-certificates"),
+        ("keys", "list"),
+        ("agent", "list", "--budget", "llm-spend"),
+        ("consume", "payments-api", "-n", "payments", "--points", "1"),
+        (*CHARGE, "--id", "x"),
+    ],
+)
+@pytest.mark.parametrize("missing", [True, False])
+def test_only_apply_makes_a_ledger(tmp_path: Path, command: tuple[str, ...], missing: bool) -> None:
+    """Before, a command that writes (charge, consume, agent) made an empty file a ledger."""
+    path = tmp_path / "typo.sqlite3"
+    if not missing:
+        path.touch()
+    out = one_line_error(*run(*command, "--db", str(path)))
+    assert f"--db {path}`" in out
+    assert "budgetops apply -f" in out
+    assert [p.name for p in tmp_path.iterdir()] == ([] if missing else [path.name])
+    assert missing or path.stat().st_size == 0
+
+
+@pytest.mark.parametrize(
     ("make", "says"),
     [
         (lambda p: p.write_text("not a database, just text\n" * 100), "not a readable ledger"),

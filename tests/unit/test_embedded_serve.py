@@ -176,3 +176,33 @@ def test_serve_answers_the_lease_api_and_expires_its_leases(tmp_path: Path) -> N
     assert "Traceback" not in log
     assert PROVIDER_KEY not in log
     assert token not in log
+
+
+@pytest.mark.parametrize("ledger", ["missing", "zero bytes", "no budgets"])
+def test_serve_refuses_a_ledger_that_governs_nothing(tmp_path: Path, ledger: str) -> None:
+    """Before, `serve --db` with a typo made an empty ledger, reported ready and admitted
+    everything: it failed open. Only `apply` makes a ledger."""
+    db = tmp_path / "typo.sqlite3"
+    if ledger == "zero bytes":
+        db.touch()
+    elif ledger == "no budgets":
+        SQLiteStore(db).close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    server = serve(db, free_port())
+    try:
+        out, log = server.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.communicate()
+        pytest.fail("serve started on a ledger that governs nothing")
+    assert server.returncode == 2, (out, log)
+    assert out.count("\n") == 1, out
+    assert out.startswith(
+        f"error: the ledger {db} holds no budgets" if ledger == "no budgets" else "error: "
+    ), out
+    assert str(db) in out, out
+    assert "budgetops apply -f" in out, out
+    assert "Traceback" not in log, log
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no ledger, no keys made
+    if ledger == "zero bytes":
+        assert db.stat().st_size == 0

@@ -14,27 +14,37 @@ from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
 from budgetops.store import SQLiteStore
 from budgetops.store.secrets import FileSecrets
-from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
+from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, LedgerError
 
 from .agents import secrets_dir
 from .serving import attestation, log_to_stderr, serve_until_stopped
 
 
-def serve_embedded(path: str, args: argparse.Namespace, out: TextIO) -> int:
-    """Serve admission on the ledger at `path`; settle, reset and roll windows meanwhile."""
-    log_to_stderr()
-    secrets = FileSecrets(secrets_dir(Path(path), args.secrets_dir))
-    attestor, trail = attestation(secrets, "", [], args.audit_file)
+def serve_embedded(path: Path, args: argparse.Namespace, out: TextIO) -> int:
+    """Serve admission on the ledger at `path`; settle, reset and roll windows meanwhile.
+
+    The ledger must exist and hold a budget (only `apply` makes one): served on a missing
+    or empty ledger, a typo in `--db` would admit everything. Nothing, not even a keyring,
+    is made beside a ledger that is refused."""
     # Concurrent webhook requests share transactions: one status write per batch.
     store = SQLiteStore(
-        path, group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS, trail=trail
+        path, mode="rw", group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS
     )
-    registry = CollectorRegistry()
-    registry.register(StoreCollector(store.commits.stats))
-    registry.register(BudgetCollector(store))
-    events = LogEvents()
-    reconciler = embedded_reconciler(store, events, registry, clock=system_clock)
     try:
+        if not store.versions():
+            raise LedgerError(
+                f"the ledger {path} holds no budgets, so serving it would admit everything: "
+                f"load budgets into it with `budgetops apply -f <manifests> --db {path}`"
+            )
+        out.write(f"ledger: {path}\n")
+        log_to_stderr()
+        secrets = FileSecrets(secrets_dir(path, args.secrets_dir))
+        attestor, store.trail = attestation(secrets, "", [], args.audit_file)
+        registry = CollectorRegistry()
+        registry.register(StoreCollector(store.commits.stats))
+        registry.register(BudgetCollector(store))
+        events = LogEvents()
+        reconciler = embedded_reconciler(store, events, registry, clock=system_clock)
         return serve_until_stopped(
             store,
             args,

@@ -156,9 +156,7 @@ def cmd_charge(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook on the embedded ledger until interrupted."""
-    path = _db_path(args.db)
-    out.write(f"ledger: {path}\n")
-    return serve_embedded(str(path), args, out)
+    return serve_embedded(_db_path(args.db), args, out)
 
 
 def parser(prog: str = "budgetops") -> argparse.ArgumentParser:

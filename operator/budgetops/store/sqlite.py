@@ -247,12 +247,15 @@ class SQLiteStore(Committed):
         path = self.path
         if path.is_dir():
             raise LedgerError(explain(path, IsADirectoryError(path)))
+        if self.mode != "rwc" and (not path.exists() or path.stat().st_size == 0):
+            there = (
+                "there is no ledger at" if not path.exists() else "there is only an empty file at"
+            )
+            raise LedgerError(
+                f"{there} {path}: load budgets into one with "
+                f"`budgetops apply -f <manifests> --db {path}`"
+            )
         if not path.exists():
-            if self.mode != "rwc":
-                raise LedgerError(
-                    f"there is no ledger at {path}: load budgets into one with "
-                    f"`budgetops apply -f <manifests> --db {path}`"
-                )
             path.parent.mkdir(parents=True, exist_ok=True)
         if self.mode == "ro":
             return
@@ -264,11 +267,12 @@ class SQLiteStore(Committed):
             )
 
     def _check_schema(self, db: sqlite3.Connection) -> None:
-        """A SQLite file other than a ledger is never read as one, nor written into."""
+        """A SQLite file other than a ledger is never read as one, nor written into; only a
+        store that may create a ledger ("rwc", which `apply` uses) makes an empty file one."""
         tables = {
             row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
-        if "budgets" in tables or (not tables and self.mode != "ro"):
+        if "budgets" in tables or (not tables and self.mode == "rwc"):
             return
         raise LedgerError(
             f"{self.path} is not a BudgetOps ledger (a SQLite file without a budgets table): "
