@@ -240,7 +240,7 @@ def test_a_release_the_ledger_could_not_store_is_refused_and_changes_nothing(
         ({"account": "user:" + "a" * 300}, "the account is 305 characters long; at most 253"),
         ({"key": ""}, "the idempotency key must not be empty"),
         ({"key": "k" * 254}, "the idempotency key is 254 characters"),
-        ({"ref": "x" * 513}, "the object's description is 513 characters; at most 512"),
+        ({"ref": "x" * 513}, "the object's description is 513 characters long; at most 512"),
         ({"cost": Decimal(-1)}, "the amount -1 is not between 0 and"),
         ({"cost": Decimal("0.5")}, "the cost 0.5 is not a whole number of points"),
         ({"cost": Decimal("1E+1")}, "is not written with 0 to 6 decimals"),

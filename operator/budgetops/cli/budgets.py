@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import yaml
 
 from budgetops.apis.common import format_amount, format_time, parse_amount, parse_duration
+from budgetops.apis.names import shown
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, Band, ChangeClass, Reliability
 from budgetops.engine import ledger
@@ -196,11 +197,11 @@ def summary(budget: Budget) -> list[str]:
     key = BudgetKey.of(budget)
     if isinstance(budget, TrustBudget):
         unit = budget.spec.unit
-        lines = [f"{key} ({budget.spec.account_key}, {unit})"]
+        lines = [f"{key} ({shown(budget.spec.account_key)}, {unit})"]
         for name, account in sorted(budget.status.accounts.items()):
             resets = format_time(account.resets_at) if account.resets_at else "never"
             lines.append(
-                f"  {name}: balance {show(account.balance, unit)} of "
+                f"  {shown(name)}: balance {show(account.balance, unit)} of "
                 f"{show(account.allocation, unit)}, spent {show(account.spent, unit)}, "
                 f"reserved {show(account.reserved, unit)}, "
                 f"leased {show(account.leased_out, unit)}, resets {resets}"
@@ -210,7 +211,7 @@ def summary(budget: Budget) -> list[str]:
         status = budget.status
         window = status.window.key if status.window else "not started"
         return [
-            f"{key} ({budget.spec.service_id}, window {window}): "
+            f"{key} ({shown(budget.spec.service_id)}, window {window}): "
             f"{status.consumed} / {status.allocation} RP ({status.percent_used}%), {status.band}"
         ]
     lease = budget.status
@@ -241,8 +242,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
                 for row in rows:
                     used = Decimal(row["allocated"]) - Decimal(row["balance"])
                     out.write(
-                        f"{row['account']}: {row['balance']} of {row['allocated']} {row['unit']}"
-                        f" left, {coloured(row['status'], out)}, resets {row['resetsAt']}\n"
+                        f"{shown(row['account'])}: {row['balance']} of {row['allocated']} "
+                        f"{row['unit']} left, {coloured(row['status'], out)}, "
+                        f"resets {row['resetsAt']}\n"
                         f"  {bar(used, Decimal(row['allocated']))}\n"
                     )
                 return 0
@@ -285,7 +287,7 @@ def cmd_list(args: argparse.Namespace, out: TextIO, path: Path) -> int:
                 if row["kind"] == "RiskBudget"
                 else f"{row['balance']} of {row['allocated']} {row['unit']} left"
             )
-            row["who"] = row.get("service") or row.get("account")
+            row["who"] = shown(str(row.get("service") or row.get("account")))
             row["where"] = f"{row['kind']}/{row['namespace'] + '/' if row['namespace'] else ''}"
             row["where"] += row["name"]
     emit(rows, ("where", "who", "used", "percentUsed", "status", "resetsAt"), args.output, out)
@@ -500,14 +502,15 @@ def cmd_receipts(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             raise ValueError("name the TrustBudget, or give --service (or -n with a RiskBudget)")
         budget = where.store.get(key)
     assert isinstance(budget, RiskBudget | TrustBudget)
+    text = shown if args.output == "table" else str  # JSON and YAML escape for themselves
     rows = [
         {
             "at": format_time(e.at),
-            "account": e.account,
+            "account": text(e.account),
             "action": e.action,
             "amount": format_amount(e.amount),
             "key": e.key,
-            "object": e.object,
+            "object": text(e.object),
             "verdict": e.verdict[:19] + "…" if args.output == "table" and e.verdict else e.verdict,
         }
         for e in budget.status.entries
@@ -521,6 +524,7 @@ def cmd_leases(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     with place(args, path) as where:
         found = where.leases()
     rows = []
+    text = shown if args.output == "table" else str
     for item in found:
         spec, status = item.get("spec", {}), item.get("status", {})
         budget_ref = spec.get("budgetRef", {})
@@ -530,8 +534,8 @@ def cmd_leases(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             {
                 "name": item["metadata"]["name"],
                 "budget": budget_ref.get("name", ""),
-                "account": budget_ref.get("account", ""),
-                "holder": spec.get("holder", {}).get("id", ""),
+                "account": text(budget_ref.get("account", "")),
+                "holder": text(spec.get("holder", {}).get("id", "")),
                 "phase": status.get("phase", ""),
                 "granted": status.get("granted", ""),
                 "spent": status.get("spent", ""),

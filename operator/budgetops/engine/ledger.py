@@ -29,6 +29,7 @@ from budgetops.apis.ledger import (
     Reservation,
     Witness,
 )
+from budgetops.apis.names import name_problem
 from budgetops.engine.audit import note
 
 ZERO = Decimal(0)
@@ -62,11 +63,17 @@ class InvalidCharge(ValueError):
     """
 
 
+def check_name(value: str, what: str, limit: int) -> None:
+    """Raise InvalidCharge unless `value` may be stored as a name or key (apis.names)."""
+    problem = name_problem(value, limit)
+    if problem is not None:
+        raise InvalidCharge(f"the {what} {problem}")
+
+
 def _check_text(value: str, what: str, limit: int) -> None:
     if not value:
         raise InvalidCharge(f"the {what} must not be empty")
-    if len(value) > limit:
-        raise InvalidCharge(f"the {what} is {len(value)} characters long; at most {limit} fit")
+    check_name(value, what, limit)
 
 
 def _check_room(ledger: Ledger) -> None:
@@ -90,8 +97,7 @@ def check_charge(
     """Raise InvalidCharge unless a reservation of these could be stored and read back."""
     _check_text(account, "account", KEY_MAX)
     _check_text(key, "idempotency key", KEY_MAX)
-    if len(ref) > REF_MAX:
-        raise InvalidCharge(f"the object's description is {len(ref)} characters; at most {REF_MAX}")
+    check_name(ref, "object's description", REF_MAX)
     if witness is not None:
         _check_text(witness.path, "object's API path", REF_MAX)
         _check_text(witness.uid, "object's uid", KEY_MAX)
