@@ -275,6 +275,8 @@ def test_a_budget_that_does_not_read_governs_nothing_and_stops_no_other(
     assert good in listed
     assert broken not in listed
     assert store.ready()
+    assert list(store.unreadable()) == [broken]  # what `kubectl budget status` shows
+    assert store.unreadable()[broken].startswith("status.accounts.user:hot.")
     errors = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
     assert errors == [f"{broken} does not read ({errors[0].split('(', 1)[1]}"]
     assert "it governs nothing until it is fixed" in errors[0]

@@ -4,6 +4,7 @@ what they print, what they write, and the exit codes a script relies on."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,29 @@ def test_the_plugin_defaults_to_the_cluster_and_says_when_it_cannot_reach_it(
     assert code == 4
     assert out.startswith(f"error: cannot reach the cluster of {config}")
     assert len(out.splitlines()) == 1
+
+
+def test_status_shows_a_budget_that_does_not_read_and_the_others_still_charge(db: str) -> None:
+    """Before, one unreadable budget made `status` (and every admission) fail for all."""
+    with sqlite3.connect(db) as ledger:
+        ledger.execute(
+            "UPDATE budgets SET status = ? WHERE name = ?",
+            (json.dumps({"consumed": "lots"}), PAYMENTS.name),
+        )
+    ledger.close()
+    code, out = run("status", "--db", db)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[-1].startswith(
+        f"{PAYMENTS}: does not read, so charges to it fail until it is fixed (status.consumed: "
+    )
+    assert any(line.startswith("TrustBudget/developer-certificates") for line in lines)
+    code, out = run("status", "-o", "json", "--db", db)
+    assert code == 0, out
+    shown = {item["metadata"]["name"]: item for item in json.loads(out)}
+    assert shown[PAYMENTS.name]["unreadable"].startswith("status.consumed: ")
+    assert "status" in shown["developer-certificates"]
+    code, out = run(
+        "charge", "developer-certificates", "--account", "user:alice", "--id", "x", "--db", db
+    )
+    assert code == 0, out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import multiprocessing
@@ -19,9 +20,11 @@ from budgetops.apis.resources import Budget, TrustBudget
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit
 from budgetops.store import BudgetKey, NotFound, SQLiteStore
+from budgetops.store.sqlite import LedgerError
 from tests.charges import charging
 from tests.waiting import eventually
 
+from .test_admission import admitting, request
 from .test_decisions import trust_budget
 
 KEY = BudgetKey("TrustBudget", "certs")
@@ -143,3 +146,42 @@ def test_a_serving_store_checkpoints_in_the_background(tmp_path: Path, every: fl
     else:
         eventually(lambda: charges_on_disk(path, copy) == 20, within=5)
     assert charge(store, "uid-0").reason == "AlreadyCharged", "nothing lost either way"
+
+
+def break_status(path: Path, name: str, status: dict[str, object]) -> None:
+    """Write a status BudgetOps cannot read, as a hand edit (or an old bug) leaves it."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "UPDATE budgets SET status = ?, version = version + 1 WHERE name = ?",
+            (json.dumps(status), name),
+        )
+
+
+def test_a_budget_that_does_not_read_stops_no_other(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, one unreadable row made every list raise: every embedded admission was a 500
+    and /readyz failed. Now it is left out as KubeStore leaves it out, with its reason."""
+    widgets = trust_budget(match=[{"group": "example.com", "resource": "widgets"}])
+    widgets.metadata.name = "broken"
+    broken = BudgetKey.of(store.apply(widgets))
+    break_status(store.path, broken.name, {"accounts": {"user:hot": {"balance": "lots"}}})
+    with caplog.at_level("ERROR", logger="budgetops.sqlite"):
+        assert [BudgetKey.of(b) for b in store.list()] == [KEY]
+        assert [BudgetKey.of(b) for b in store.list("TrustBudget")] == [KEY]
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 1, "logged once for this version of the row"
+    assert errors[0].startswith(f"{broken} does not read (status.accounts.user:hot."), errors
+    assert errors[0].endswith("it governs nothing until it is fixed")
+    reasons = store.unreadable()
+    assert list(reasons) == [broken]
+    assert reasons[broken].startswith("status.accounts.user:hot."), reasons
+    assert store.ready()
+    with pytest.raises(LedgerError, match="does not read back"):
+        store.get(broken)
+    answer = asyncio.run(admitting(store).review(json.dumps(request(uid="fine")).encode()))
+    assert answer.status == 200, answer.body
+    assert answer.body["response"]["allowed"]
+    break_status(store.path, broken.name, {})  # repaired by hand
+    assert [BudgetKey.of(b) for b in store.list()] == [broken, KEY]
+    assert store.unreadable() == {}

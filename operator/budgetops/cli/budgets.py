@@ -251,16 +251,27 @@ def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             emit(rows, (), args.output, out)
             return 0
         budgets = where.store.list()
+        unreadable = where.store.unreadable()
         for budget in budgets:
             _current(budget, now)  # shown as the next charge would see it; nothing is written
         if args.output != "table":
-            emit([b.to_wire() for b in budgets], (), args.output, out)
+            unread = [
+                {"kind": k.kind, "metadata": {"name": k.name, "namespace": k.namespace}}
+                | {"unreadable": why}
+                for k, why in unreadable.items()
+            ]
+            emit([b.to_wire() for b in budgets] + unread, (), args.output, out)
             return 0
-        if not budgets:
+        if not budgets and not unreadable:
             out.write("no budgets here (load them with `budgetops apply -f`, or kubectl apply)\n")
         for budget in budgets:
             for line in summary(budget):
                 out.write(f"{line}\n")
+        for key, why in unreadable.items():
+            out.write(
+                f"{shown(str(key))}: does not read, so charges to it fail until it is fixed "
+                f"({shown(why)})\n"
+            )
         return 0
 
 

@@ -62,6 +62,14 @@ class BudgetStore(Protocol):
         """
         ...
 
+    def unreadable(self) -> dict[BudgetKey, str]:
+        """The budgets `list` leaves out because they do not read, each with why, sorted.
+
+        No other budget stops for one (`ready` stays true); its own charges fail until it is
+        fixed. `budgetops status` shows them, so that they are not silently missing.
+        """
+        ...
+
     def delete(self, key: BudgetKey) -> bool:
         """Forget a budget; False if there was none."""
         ...

@@ -397,6 +397,15 @@ class KubeStore(Committed):
                 found.append(budget)
         return found
 
+    def unreadable(self) -> dict[BudgetKey, str]:
+        found = {}
+        for key in self.cache.budget_keys():
+            try:
+                self.cache.get(key)
+            except ValidationError as error:
+                found[key] = field_errors(error)[0]
+        return found
+
     def _unreadable(self, key: BudgetKey, error: ValidationError) -> None:
         version = self.cache.version(key) or ""
         with self._reported_lock:

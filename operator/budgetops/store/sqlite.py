@@ -97,6 +97,14 @@ class LedgerError(Exception):
     """The ledger file cannot be used as asked; the message names it and says what to do."""
 
 
+class UnreadableBudget(LedgerError):
+    """A budget in the ledger that does not read back; `why` is what is wrong with it."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
@@ -222,6 +230,7 @@ class SQLiteStore(Committed):
         self._local = threading.local()
         self._decoded: dict[BudgetKey, tuple[int, Budget]] = {}
         self._specs: dict[str, Budget] = {}
+        self._reported: dict[BudgetKey, int] = {}  # left out of `list`, at this row version
         self._decoded_lock = threading.Lock()
         self._writer = threading.Lock()
         self.commits = GroupCommit(self._attempt, enabled=group_commit, whole=check_writes)
@@ -328,18 +337,19 @@ class SQLiteStore(Committed):
             document["status"] = json.loads(status)
             return RESOURCES[kind].model.model_validate(document)  # type: ignore[index]
         except (ValueError, KeyError, TypeError) as error:
-            raise LedgerError(self._unreadable(kind, obj, error)) from error
+            raise self._unreadable(kind, obj, error) from error
 
-    def _unreadable(self, kind: str, obj: str, error: Exception) -> str:
+    def _unreadable(self, kind: str, obj: str, error: Exception) -> UnreadableBudget:
         try:
             metadata = json.loads(obj)["metadata"]
             name = f"{kind}/{metadata.get('namespace') or ''}/{metadata['name']}"
         except (ValueError, KeyError, TypeError):
             name = f"a {kind}"
         why = field_errors(error)[0] if isinstance(error, ValidationError) else str(error)
-        return (
+        return UnreadableBudget(
             f"the ledger {self.path} holds {name.replace('//', '/')}, which does not read "
-            f"back ({why}): restore the ledger from a backup"
+            f"back ({why}): restore the ledger from a backup",
+            why,
         )
 
     def _encode_status(self, budget: Budget) -> str:
@@ -389,17 +399,44 @@ class SQLiteStore(Committed):
         return self._decode(key.kind, row[0], row[1])
 
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
-        columns = "kind, object, status" if with_status else "kind, object, '{}'"
-        query = f"SELECT {columns} FROM budgets"
+        """Every budget that reads. One that does not is left out, as KubeStore leaves it
+        out, with an error logged once per version of its row: every other budget goes on
+        being enforced. `unreadable` says which and why; `get` raises, and so do charges."""
+        status = "status" if with_status else "'{}'"
+        query = f"SELECT kind, namespace, name, version, object, {status} FROM budgets"
         rows = (
             self._connection().execute(f"{query} WHERE kind = ?", (kind,))
             if kind
             else self._connection().execute(query)
         ).fetchall()
-        budgets = [
-            self._decode(*row) if with_status else self._spec_only(row[0], row[1]) for row in rows
-        ]
+        budgets = []
+        for kind_, namespace, name, version, obj, state in rows:
+            try:
+                budgets.append(
+                    self._decode(kind_, obj, state) if with_status else self._spec_only(kind_, obj)
+                )
+            except UnreadableBudget as error:
+                self._left_out(BudgetKey(kind_, name, namespace), version, error.why)
         return sorted(budgets, key=BudgetKey.of)
+
+    def _left_out(self, key: BudgetKey, version: int, why: str) -> None:
+        with self._decoded_lock:
+            if self._reported.get(key) == version:
+                return
+            self._reported[key] = version
+        log.error("%s does not read (%s); it governs nothing until it is fixed", key, why)
+
+    def unreadable(self) -> dict[BudgetKey, str]:
+        rows = self._connection().execute(
+            "SELECT kind, namespace, name, object, status FROM budgets"
+        )
+        found = {}
+        for kind, namespace, name, obj, status in rows:
+            try:
+                self._decode(kind, obj, status)
+            except UnreadableBudget as error:
+                found[BudgetKey(kind, name, namespace)] = error.why
+        return dict(sorted(found.items()))
 
     def _spec_only(self, kind: str, obj: str) -> Budget:
         """A budget with an empty status, parsed once per distinct stored object (spec)."""
@@ -414,7 +451,8 @@ class SQLiteStore(Committed):
         return kept
 
     def ready(self) -> bool:
-        """Every budget can be read and decoded."""
+        """The ledger can be read (a budget that does not read is left out, not a reason
+        to stop admitting for every other)."""
         try:
             self.list()
         except Exception:
