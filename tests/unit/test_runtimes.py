@@ -20,7 +20,8 @@ from budgetops.engine import ledger
 from tests import leases
 from tests.leases import LeaseApi, create_agent, lease_api
 
-CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")
+"""What the SDK reports a call to: its exact cost, rounded up to the micro-dollar."""
 ALLOCATION = Decimal("100.00")
 ESTIMATE = Decimal("0.05")
 MAX_COST = Decimal("0.1000")
@@ -112,7 +113,7 @@ def check_the_ledger(
         status, view, text = api.call("GET", f"/budget/leases/{lease_id}", token=token)
         assert status == 200, text
         assert view["status"] == "released"
-        reported = exact.quantize(CENT, rounding=ROUND_CEILING)
+        reported = exact.quantize(MICRO, rounding=ROUND_CEILING)
         # what a lease could not cover is what was reported past its grant
         assert view["spent"] == min(reported, view["granted"]), (lease_id, exact, view)
         counted += view["spent"]
@@ -188,7 +189,7 @@ def test_an_outage_is_bridged_by_the_lease_and_the_file_queue(
                 lease_id = client.lease_id
                 exact = spend(client, rng, 20)
                 await client.flush()
-                assert api.account(agent_id).spent == exact.quantize(CENT, ROUND_CEILING)
+                assert api.account(agent_id).spent == exact.quantize(MICRO, ROUND_CEILING)
             except BaseException:
                 await client.close()
                 raise
@@ -204,7 +205,7 @@ def test_an_outage_is_bridged_by_the_lease_and_the_file_queue(
             with lease_api_on(tmp_path, port, monkeypatch) as api:
                 await client.flush()  # the queue drains
                 assert queue.read_text() == ""
-                reported = exact.quantize(CENT, ROUND_CEILING)
+                reported = exact.quantize(MICRO, ROUND_CEILING)
                 assert api.account(agent_id).spent == reported
                 await client.close()
                 # a restarted runtime finds the old queue again: nothing more is counted

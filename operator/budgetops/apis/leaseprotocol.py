@@ -15,7 +15,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
     StrictStr,
     WithJsonSchema,
     model_validator,
@@ -80,6 +79,25 @@ Cost = Annotated[
 LeaseId = Annotated[StrictStr, Field(pattern=LEASE_ID_PATTERN)]
 
 
+def _whole(value: object) -> int:
+    """A JSON integer, which JSON Schema also lets be written `5.0`; never a string, a
+    boolean, a fraction or a number of more than 20 digits."""
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and len(value.as_tuple().digits) <= 20
+        and value.adjusted() < 20
+        and value == value.to_integral_value()
+    ):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value.bit_length() > 64:
+        raise ValueError("must be a whole number")
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+
+
 class Message(BaseModel):
     """Fields the protocol does not know are ignored, so newer runtimes still talk to us."""
 
@@ -96,12 +114,12 @@ class HandshakeRequest(Message):
 
 class UsageRecord(Message):
     request_id: StrictStr = Field(pattern=REQUEST_ID_PATTERN)
-    seq: StrictInt | None = Field(default=None, ge=1, le=2**53)
-    tokens: StrictInt = Field(ge=0, le=10**12)
+    seq: Annotated[int, Field(ge=1, le=2**53), BeforeValidator(_whole)] | None = None
+    tokens: Whole = Field(ge=0, le=10**12)
     cost_usd: Cost
     model: StrictStr = Field(min_length=1, max_length=128)
     provider: StrictStr = Field(min_length=1, max_length=128)
-    timestamp: StrictInt = Field(ge=0, le=2**53)
+    timestamp: Whole = Field(ge=0, le=2**53)
 
 
 class ReportRequest(Message):

@@ -36,8 +36,8 @@ _LEASE_ID = re.compile(LEASE_ID_PATTERN)
 Handler = Callable[[web.Request], Awaitable[dict[str, Any]]]
 
 
-def _answer(status: int, text: str) -> web.Response:
-    return web.Response(status=status, text=text, content_type="application/json")
+def _answer(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=text, content_type="application/json", headers=headers)
 
 
 async def _body(request: web.Request) -> bytes:
@@ -84,7 +84,7 @@ def lease_app(service: LeaseService) -> web.Application:
             try:
                 return _answer(200, dumps(await handler(request)))
             except ApiError as error:
-                return _answer(error.status, error_body(error))
+                return _answer(error.status, error_body(error), error.headers)
             except Exception:
                 log.exception("lease API %s %s failed", request.method, request.path)
                 internal = ApiError(
@@ -140,7 +140,10 @@ def lease_app(service: LeaseService) -> web.Application:
 
         async def wrong_method(request: web.Request, allowed: str = allowed) -> dict[str, Any]:
             raise ApiError(
-                405, "METHOD_NOT_ALLOWED", f"{request.path} answers {allowed}, not {request.method}"
+                405,
+                "METHOD_NOT_ALLOWED",
+                f"{request.path} answers {allowed}, not {request.method}",
+                headers={"Allow": allowed},
             )
 
         resource.add_route("*", endpoint(wrong_method))

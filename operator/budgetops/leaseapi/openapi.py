@@ -9,11 +9,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from budgetops.apis.leaseprotocol import (
+    BATCH_MAX,
     LEASE_ID_PATTERN,
     HandshakeRequest,
     RefreshRequest,
     ReleaseRequest,
-    ReportRequest,
     UsageRecord,
 )
 
@@ -27,6 +27,9 @@ ERRORS: dict[str, tuple[int, str]] = {
     "METHOD_NOT_ALLOWED": (405, "the path answers another method"),
     "REQUEST_TIMEOUT": (408, "the body did not arrive within 30 s"),
     "REPORT_OUT_OF_ORDER": (409, "a record too far past what was counted"),
+    "REPORT_CONFLICT": (409, "a record counted before, sent again with another cost"),
+    "TOO_MANY_UNNUMBERED": (409, "the lease counted as many records without seq as it may"),
+    "LEASE_CLOSED": (409, "a record on a closed lease of a call made after the close"),
     "TOO_MANY_LEASES": (409, "the agent holds as many leases as an account may"),
     "PAYLOAD_TOO_LARGE": (413, "a body over 1 MiB"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "not application/json, or compressed"),
@@ -36,7 +39,7 @@ ERRORS: dict[str, tuple[int, str]] = {
 }
 """Every error code the lease API answers with, its HTTP status and when."""
 
-_MONEY = {"type": "number", "multipleOf": 0.01}
+_MONEY = {"type": "number", "minimum": 0, "description": "USD, exact to the micro-dollar"}
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -72,6 +75,7 @@ _RESPONSES: dict[str, dict[str, Any]] = {
         spent=_MONEY,
         remaining=_MONEY,
         uncovered=_MONEY,
+        late=_MONEY,
     ),
     "Refresh": _object(
         ["status", "budget_remaining", "total_allocated", "total_spent"],
@@ -82,6 +86,7 @@ _RESPONSES: dict[str, dict[str, Any]] = {
         lease_id={"type": "string"},
         total_allocated=_MONEY,
         total_spent=_MONEY,
+        leased_out=_MONEY,
         expires_at=_TIME,
     ),
     "Release": _object(
@@ -101,6 +106,7 @@ _RESPONSES: dict[str, dict[str, Any]] = {
         granted=_MONEY,
         spent=_MONEY,
         remaining=_MONEY,
+        late_spent=_MONEY,
         reported_through={"type": "integer"},
         created_at=_TIME,
         expires_at=_TIME,
@@ -116,13 +122,18 @@ _RESPONSES: dict[str, dict[str, Any]] = {
 }
 
 
+_BODY_ERRORS = ["UNSUPPORTED_MEDIA_TYPE", "PAYLOAD_TOO_LARGE", "REQUEST_TIMEOUT"]
+"""What any request with a body may be answered, before the body is read."""
+
+
 def _operation(
     summary: str, request: str | None, response: str, codes: list[str], *, token: bool = True
 ) -> dict[str, Any]:
     statuses: dict[str, Any] = {
         "200": {"description": "OK", "content": _json(response)},
     }
-    for code in [*codes, "INVALID_REQUEST", "INTERNAL", "UNAVAILABLE"]:
+    body_errors = _BODY_ERRORS if request is not None else []
+    for code in [*codes, *body_errors, "INVALID_REQUEST", "INTERNAL", "UNAVAILABLE"]:
         status = str(ERRORS[code][0])
         entry = statuses.setdefault(status, {"description": "", "content": _json("Error")})
         entry["description"] = ", ".join(filter(None, [entry["description"], code]))
@@ -138,14 +149,40 @@ def _json(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
 
+def _report_schema(record: dict[str, Any]) -> dict[str, Any]:
+    """A batch (`reports`, one record at least) or one record with its `lease_id`: what
+    `ReportRequest` reads, which pydantic's schema of it cannot say (its `before` validator
+    makes the single form a batch)."""
+    lease_id = {"type": "string", "pattern": LEASE_ID_PATTERN}
+    batch = _object(
+        ["lease_id", "reports"],
+        lease_id=lease_id,
+        reports={
+            "type": "array",
+            "minItems": 1,
+            "maxItems": BATCH_MAX,
+            "items": {"$ref": "#/components/schemas/UsageRecord"},
+        },
+    )
+    single = {
+        **record,
+        "required": ["lease_id", *record["required"]],
+        "properties": {"lease_id": lease_id, **record["properties"]},
+        "not": {"required": ["reports"]},
+    }
+    single.pop("title", None)
+    return {"title": "ReportRequest", "oneOf": [batch, single]}
+
+
 @cache
 def document() -> dict[str, Any]:
     """The OpenAPI document served at /api/v1/openapi.json."""
     schemas: dict[str, Any] = dict(_RESPONSES)
-    for model in (HandshakeRequest, ReportRequest, RefreshRequest, ReleaseRequest, UsageRecord):
+    for model in (HandshakeRequest, RefreshRequest, ReleaseRequest, UsageRecord):
         schema = _schema(model)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
+    schemas["ReportRequest"] = _report_schema(schemas["UsageRecord"])
     auth = ["INVALID_TOKEN", "LEASE_FORBIDDEN", "LEASE_NOT_FOUND"]
     lease_path = {
         "name": "lease_id",
@@ -174,7 +211,13 @@ def document() -> dict[str, Any]:
                     "Report usage (one record or a batch), counted once",
                     "ReportRequest",
                     "Report",
-                    [*auth, "REPORT_OUT_OF_ORDER", "PAYLOAD_TOO_LARGE", "REQUEST_TIMEOUT"],
+                    [
+                        *auth,
+                        "REPORT_OUT_OF_ORDER",
+                        "REPORT_CONFLICT",
+                        "TOO_MANY_UNNUMBERED",
+                        "LEASE_CLOSED",
+                    ],
                 )
             },
             "/budget/refresh": {

@@ -49,11 +49,15 @@ WRITE_SECONDS = 5.0
 
 
 class ApiError(Exception):
-    """An answer other than 200: its HTTP status, protocol code and a message to show."""
+    """An answer other than 200: its HTTP status, protocol code, a message to show and the
+    headers HTTP asks for (`Allow` with a 405)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers
 
 
 class SecretSource(Protocol):
