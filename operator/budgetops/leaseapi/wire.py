@@ -16,18 +16,23 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from budgetops.apis.jsonbody import JsonError, read_json
 from budgetops.leaseapi.service import ApiError
 
 BODY_MAX = 1024 * 1024
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def parse(body: bytes, model: type[BaseModel]) -> Any:
     """The request as `model`, or an ApiError 400 that names what is wrong."""
     try:
-        document = read_json(body, exact=True)  # numbers and nesting bounded
-    except JsonError as error:
-        raise ApiError(400, "INVALID_REQUEST", str(error)) from None
+        document = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+    except RecursionError:
+        raise ApiError(400, "INVALID_REQUEST", "the body nests too deeply") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, huge integers
+        raise ApiError(400, "INVALID_REQUEST", f"the body is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
     try:
