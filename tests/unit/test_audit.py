@@ -68,7 +68,7 @@ def chain(
 
 
 def check(lines: list[str], book: Ledger | None = None) -> audit.ChainReport:
-    heads = {BUDGET: book.audit_head} if book is not None else None
+    heads = {BUDGET: ("u1", book.audit_head)} if book is not None else None
     return audit.verify_chain(lines, heads=heads, check=envelope_check([KEY.public]))
 
 
@@ -80,7 +80,9 @@ def test_an_untouched_chain_verifies_against_its_head() -> None:
     book, lines = chain()
     report = check(["a log line", *lines, ""], book)
     assert report.ok, messages(report)
-    assert report.summary() == {BUDGET: {"records": 16, "lastSeq": 16, "checkpoints": 3}}
+    assert report.summary() == {
+        BUDGET: {"records": 16, "lastSeq": 16, "checkpoints": 3, "signedHead": 0}
+    }
     assert book.audit_head.seq == 16
     assert book.audit_head.checkpoint_seq == 16
     assert report.other_lines == 2
@@ -191,12 +193,13 @@ def test_chains_of_several_budgets_interleave() -> None:
         book_b, account="b", key="x", amount=Decimal(1), now=T0, ttl=timedelta(minutes=5)
     )
     lines_b = [
-        s.line for s in audit.seal(book_b, budget="RiskBudget/p/q", uid="", now=None, sign=None)
+        s.line
+        for s in audit.seal(book_b, budget="RiskBudget/p/q", uid="", now=T0, sign=sign_with(KEY))
     ]
     mixed = [lines_a[0], *lines_b, *lines_a[1:]]
     report = audit.verify_chain(
         mixed,
-        heads={BUDGET: book_a.audit_head, "RiskBudget/p/q": book_b.audit_head},
+        heads={BUDGET: ("u1", book_a.audit_head), "RiskBudget/p/q": ("", book_b.audit_head)},
         check=envelope_check([KEY.public]),
     )
     assert report.ok, messages(report)
@@ -276,8 +279,116 @@ def test_a_published_line_reads_back_as_the_record_it_hashes() -> None:
 def test_records_past_the_head_show_as_a_restored_or_forged_status() -> None:
     book, lines = chain()
     restored = book.audit_head.model_copy(update={"seq": 12, "hash": json.loads(lines[11])["hash"]})
-    found = audit.verify_chain(lines, heads={BUDGET: restored}).problems
+    found = audit.verify_chain(lines, heads={BUDGET: ("u1", restored)}).problems
     assert [str(p) for p in found] == [
         f"line 16: {BUDGET}: the log goes on to record 16, past the budget's head (record 12): "
         "its status was restored from before them, or they were forged"
+    ]
+
+
+def published(book: Ledger, batches: int = 3) -> list[str]:
+    """A trail as the stream and file sinks publish it: each batch's signed head after it."""
+    lines = []
+    for batch in range(batches):
+        now = T0 + timedelta(hours=batch)
+        ledger.reserve(
+            book, account="a", key=f"p{batch}", amount=Decimal(1), now=now, ttl=timedelta(1)
+        )
+        for sealed in audit.seal(book, budget=BUDGET, uid="u1", now=now, sign=sign_with(KEY)):
+            lines += [sealed.line, *([sealed.head] if sealed.head else [])]
+    return lines
+
+
+def fresh() -> Ledger:
+    book = Ledger()
+    ledger.open_account(book, key="a", allocation=Decimal(100), window_start=T0, resets_at=None)
+    return book
+
+
+def test_each_sealed_batch_signs_the_head_once() -> None:
+    book = fresh()
+    lines = published(book)
+    heads = [json.loads(line) for line in lines if '"prev"' not in line]
+    assert len(heads) == 3
+    assert heads[-1]["head"] == book.audit_head.to_wire()
+    assert book.audit_head.checkpoints == 3
+    report = check(lines, book)
+    assert report.ok, messages(report)
+    assert report.summary()[BUDGET]["signedHead"] == book.audit_head.seq
+
+
+def test_an_unsigned_seal_leaves_no_stale_signature() -> None:
+    book = fresh()
+    published(book, batches=1)
+    ledger.reserve(book, account="a", key="x", amount=Decimal(1), now=T0, ttl=timedelta(1))
+    audit.seal(book, budget=BUDGET, uid="u1", now=None, sign=None)
+    assert book.audit_head.signature is None
+    assert (
+        "(record 3) is not signed"
+        in messages(
+            audit.verify_chain(
+                [], heads={BUDGET: ("u1", book.audit_head)}, check=envelope_check([KEY.public])
+            )
+        )[0]
+    )
+
+
+def test_a_head_naming_more_checkpoints_than_the_chain_holds_is_refused() -> None:
+    book, lines = chain()
+    without = [line for line in lines if '"checkpoint"' not in line]
+    relinked, prev = [], audit.GENESIS
+    for seq, line in enumerate(without, start=1):
+        record = json.loads(line)
+        record.pop("hash")
+        record.update(seq=seq, prev=prev)
+        record["hash"] = prev = audit.digest(record)
+        relinked.append(json.dumps(record))
+    head = book.audit_head.model_copy(update={"seq": len(relinked), "hash": prev})
+    found = messages(audit.verify_chain(relinked, heads={BUDGET: ("u1", head)}))
+    assert found == [
+        f"line 13: {BUDGET}: the chain holds 0 checkpoints, and the budget's head names 3: "
+        "checkpoints were removed",
+        f"line 13: {BUDGET}: the budget's head names a checkpoint at record 16, and the "
+        "chain's last is at record 0",
+    ]
+
+
+def test_a_head_signed_for_another_budget_or_chain_does_not_hold() -> None:
+    book = fresh()
+    published(book)
+    moved = book.audit_head.model_copy(update={"seq": book.audit_head.seq - 1})
+    for uid, head in (("other-uid", book.audit_head), ("u1", moved)):
+        report = audit.verify_chain(
+            [], heads={BUDGET: (uid, head)}, check=envelope_check([KEY.public])
+        )
+        assert f"(record {head.seq}) signature does not hold" in messages(report)[0]
+
+
+def test_a_published_head_must_name_the_record_before_it() -> None:
+    book = fresh()
+    lines = published(book)
+    swapped = [lines[0], lines[2], lines[1], *lines[3:]]  # a head line before its records
+    found = messages(check(swapped))
+    assert any(
+        "the published head names record 2, and the chain read so far ends at record 1" in m
+        for m in found
+    ), found
+    appended = [*lines, lines[-2].replace('"seq":6', '"seq":7')]
+    assert any(
+        "follow the last signed head the log published" in m for m in messages(check(appended))
+    )
+
+
+def test_a_witness_shows_where_a_ledger_differs_from_it() -> None:
+    book = fresh()
+    lines = published(book)
+    records = [line for line in lines if '"prev"' in line]
+    assert audit.compare(lines, records) == []
+    assert audit.compare(lines, [*records, "later records the witness never saw"]) == []
+    edited = [records[0].replace('"amount":"1"', '"amount":"3"'), *records[1:]]
+    assert [str(p) for p in audit.compare(lines, edited)] == [
+        f"line 1: {BUDGET}: the ledger's record 1 differs from this copy's"
+    ]
+    assert [str(p) for p in audit.compare(lines, records[:-1])] == [
+        f"line {len(lines) - 1}: {BUDGET}: record 6 of this copy is not in the ledger"
     ]

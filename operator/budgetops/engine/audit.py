@@ -4,15 +4,22 @@ A change queues plain records on the ledger (`note`); the store seals them into 
 chain (`seal`) inside the write that stores the change, so the chain head in the status and
 the records agree, and publishes them once that write succeeded. A record's hash covers its
 canonical JSON (sorted keys, no white space, UTF-8), including the previous record's hash;
-every so often a checkpoint record carries a signature over the head so far.
+every so often a checkpoint record carries a signature over the head so far, and the head
+itself is signed each time it moves (once per write, so once per group-commit batch): one
+who may write the ledger but not read the key cannot relink a rewritten chain to a head
+that verifies. The signed head is published after its records (a `head` line), so a copy
+of the trail kept where the ledger's writer cannot reach (a witness) shows any later
+rewrite of the ledger, even by one who holds the key.
 
 `verify_chain` reads records back (a log of any number of budgets, interleaved) and reports
-every break with its line: an edited record, one missing, one out of order, a checkpoint or
-verdict whose signature does not verify, a chain that stops short of its budget's head.
+every break with its line: an edited record, one missing, one out of order, a checkpoint,
+verdict or head whose signature does not verify, a chain that stops short of its budget's
+head or holds fewer checkpoints than the head names.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -21,7 +28,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from budgetops.apis.audit import GENESIS, AuditHead
+from budgetops.apis.audit import GENESIS, AuditHead, HeadSignature
 from budgetops.apis.common import format_time
 from budgetops.apis.ledger import Ledger, MovementAction
 from budgetops.engine.canonical import compact_json, compact_text
@@ -33,6 +40,7 @@ CHECKPOINT_EVERY = 100
 CHECKPOINT_AFTER = timedelta(minutes=10)
 """Time between two signed checkpoints of a quiet budget, at most (while it has records)."""
 CHECKPOINT_TYPE = "application/vnd.budgetops.audit-checkpoint+json"
+HEAD_TYPE = "application/vnd.budgetops.audit-head+json"
 
 Sign = Callable[[str, bytes], dict[str, Any]]
 """sign(payload_type, payload): a DSSE envelope (as JSON) over `payload`."""
@@ -55,10 +63,12 @@ def digest(record: Mapping[str, Any]) -> str:
 @dataclass(frozen=True, slots=True)
 class Sealed:
     """A record chained into its budget's chain, and the JSON line it is published as (its
-    hash last, after the canonical body it covers: one encoding serves both)."""
+    hash last, after the canonical body it covers: one encoding serves both). The last
+    record of a signed batch carries the signed head's line, published after it."""
 
     record: dict[str, Any]
     line: str
+    head: str = ""
 
 
 def _sealed(record: dict[str, Any]) -> Sealed:
@@ -107,6 +117,42 @@ def checkpoint_payload(budget: str, uid: str, seq: int, head: str) -> bytes:
     return encode({"budget": budget, "uid": uid, "seq": seq, "hash": head})
 
 
+def head_payload(budget: str, uid: str, head: AuditHead) -> bytes:
+    """What a head's signature covers: the budget, where its chain ends, and its checkpoints
+    (the last one's seq and how many), so that none can be dropped without breaking it."""
+    return encode(
+        {
+            "budget": budget,
+            "uid": uid,
+            "seq": head.seq,
+            "hash": head.hash,
+            "checkpointSeq": head.checkpoint_seq,
+            "checkpoints": head.checkpoints,
+        }
+    )
+
+
+def head_envelope(budget: str, uid: str, head: AuditHead) -> dict[str, Any] | None:
+    """The DSSE envelope of a head's signature (None when unsigned), as `Check` reads it."""
+    if head.signature is None:
+        return None
+    payload = base64.b64encode(head_payload(budget, uid, head)).decode("ascii")
+    signed = {"keyid": head.signature.keyid, "sig": head.signature.sig}
+    return {"payloadType": HEAD_TYPE, "payload": payload, "signatures": [signed]}
+
+
+def head_line(budget: str, uid: str, head: AuditHead) -> str:
+    """The line a signed head is published as: no `prev`, so no record, and read apart."""
+    return compact_text({"budget": budget, "uid": uid, "head": head.to_wire()})
+
+
+def _sign_head(budget: str, uid: str, head: AuditHead, sign: Sign) -> None:
+    head.signature = None
+    envelope = sign(HEAD_TYPE, head_payload(budget, uid, head))
+    signed = envelope["signatures"][0]
+    head.signature = HeadSignature(keyid=signed["keyid"], sig=signed["sig"])
+
+
 def _due(head: AuditHead, seq: int, now: datetime) -> bool:
     if seq - head.checkpoint_seq >= CHECKPOINT_EVERY:
         return True
@@ -117,8 +163,9 @@ def seal(
     ledger: Ledger, *, budget: str, uid: str, now: datetime | None, sign: Sign | None
 ) -> list[Sealed]:
     """Chain the queued records to the ledger's head, add a checkpoint signed at `now` when
-    one is due (and `sign` given), move the head, and return the sealed records (the queue
-    is emptied)."""
+    one is due (and `sign` given), move the head and sign it (an unsigned trail leaves it
+    unsigned), and return the sealed records (the queue is emptied); the last one carries
+    the signed head's line."""
     queued = ledger.queued_audit()
     if not queued:
         return []
@@ -148,7 +195,12 @@ def seal(
         prev = done.record["hash"]
         sealed.append(done)
         head.checkpoint_seq, head.checkpoint_at = seq, now
-    head.seq, head.hash = seq, prev
+        head.checkpoints += 1
+    head.seq, head.hash, head.signature = seq, prev, None
+    if sign is not None:
+        _sign_head(budget, uid, head, sign)
+        last = sealed[-1]
+        sealed[-1] = Sealed(last.record, last.line, head_line(budget, uid, head))
     return sealed
 
 
@@ -171,6 +223,11 @@ class _Chain:
     line: int = 0
     checkpoints: int = 0
     records: int = 0
+    first: int = 1
+    """The seq the log begins this chain at (after the first record of a partial log)."""
+    last_checkpoint: int = 0
+    witnessed: AuditHead | None = None
+    """The latest signed head the log itself published (a `head` line)."""
 
 
 @dataclass
@@ -186,26 +243,34 @@ class ChainReport:
         return not self.problems
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """Per budget: records read, the last seq and the signed checkpoints among them."""
+        """Per budget: records read, the last seq, the signed checkpoints among them and the
+        seq of the latest signed head the log published (0: none)."""
         return {
-            name: {"records": c.records, "lastSeq": c.seq, "checkpoints": c.checkpoints}
+            name: {
+                "records": c.records,
+                "lastSeq": c.seq,
+                "checkpoints": c.checkpoints,
+                "signedHead": c.witnessed.seq if c.witnessed is not None else 0,
+            }
             for name, c in sorted(self.chains.items())
         }
 
 
 def _parse(text: str) -> dict[str, Any] | Literal[False] | None:
-    """The record on a line; None for a line that is no record (a log line); False for a
-    line that looks like a record and does not read."""
+    """The record (or published head) on a line; None for a line that is neither (a log
+    line); False for a line that looks like one and does not read."""
     stripped = text.strip()
     if not stripped.startswith("{"):
         return None
     try:
         document = json.loads(stripped)
     except (ValueError, RecursionError):
-        return False if '"prev"' in stripped else None
-    if not isinstance(document, dict) or "prev" not in document or "hash" not in document:
+        return False if '"prev"' in stripped or '"head"' in stripped else None
+    if not isinstance(document, dict):
         return None
-    return document
+    if "prev" in document and "hash" in document:
+        return document
+    return document if "head" in document and "budget" in document else None
 
 
 def _well_formed(record: dict[str, Any]) -> str | None:
@@ -251,16 +316,19 @@ def _follow(chain: _Chain, record: dict[str, Any]) -> str | None:
 def verify_chain(
     lines: Iterable[str],
     *,
-    heads: Mapping[str, AuditHead] | None = None,
+    heads: Mapping[str, tuple[str, AuditHead]] | None = None,
     check: Check | None = None,
     budgets: Collection[str] | None = None,
     partial: bool = False,
 ) -> ChainReport:
-    """Check every chain in a log; `heads` (budget → its status's head) catches records
-    missing at the end, `check` verifies checkpoint and verdict signatures, `budgets` limits
-    the check to those chains. `partial` takes a log that may begin in the middle of a chain
-    (one pod's stdout since it started): each chain's first record is then not checked
-    against the one before it, which the log does not hold."""
+    """Check every chain in a log; `heads` (budget → its uid and its status's head) catches
+    records missing at the end, checkpoints missing anywhere and (with `check`) a head not
+    signed, `check` verifies checkpoint, verdict and head signatures, `budgets` limits the
+    check to those chains. Records past the last signed head the log published are
+    reported: with a key, every write publishes one. `partial` takes a log that may begin
+    in the middle of a chain (one pod's stdout since it started): each chain's first record
+    is then not checked against the one before it, which the log does not hold, nor are the
+    checkpoints before it counted."""
     report = ChainReport()
     for number, text in enumerate(lines, start=1):
         record = _parse(text)
@@ -274,38 +342,116 @@ def verify_chain(
         if budgets is not None and budget not in budgets:
             report.other_lines += 1
             continue
-        malformed = _well_formed(record)
-        if malformed is not None:
-            report.problems.append(Problem(number, budget, f"not an audit record: {malformed}"))
+        if "prev" not in record:
+            _witness(report, number, budget, record, check)
             continue
-        seq = record["seq"]
-        if budget not in report.chains and partial:
-            report.chains[budget] = _Chain(seq=seq - 1, hash=record["prev"])
-        chain = report.chains.setdefault(budget, _Chain())
-        if digest(record) != record["hash"]:
+        _read_record(report, number, budget, record, check=check, partial=partial)
+    for budget, chain in sorted(report.chains.items()):
+        if chain.witnessed is not None and chain.seq > chain.witnessed.seq:
             report.problems.append(
-                Problem(number, budget, f"record {seq} was changed: its hash does not match")
+                Problem(
+                    chain.line,
+                    budget,
+                    f"records {chain.witnessed.seq + 1}-{chain.seq} follow the last signed "
+                    "head the log published: appended after it, or its head line was lost",
+                )
             )
-        out_of_line = _follow(chain, record)
-        if out_of_line is not None:
-            report.problems.append(Problem(number, budget, out_of_line))
-        if check is not None:
-            unsigned = _signatures(record, check)
-            if unsigned is not None:
-                report.problems.append(Problem(number, budget, f"record {seq}: {unsigned}"))
-        chain.seq, chain.hash, chain.line = seq, record["hash"], number
-        chain.records += 1
-        chain.checkpoints += record["action"] == "checkpoint"
-    for budget, head in sorted((heads or {}).items()):
-        _against_head(report, budget, head)
+    for budget, (uid, head) in sorted((heads or {}).items()):
+        _against_head(report, budget, uid, head, check=check, partial=partial)
     return report
 
 
-def _against_head(report: ChainReport, budget: str, head: AuditHead) -> None:
+def _read_record(
+    report: ChainReport,
+    number: int,
+    budget: str,
+    record: dict[str, Any],
+    *,
+    check: Check | None,
+    partial: bool,
+) -> None:
+    """One record: well formed, unchanged, next in its chain, its signatures holding."""
+    malformed = _well_formed(record)
+    if malformed is not None:
+        report.problems.append(Problem(number, budget, f"not an audit record: {malformed}"))
+        return
+    seq = record["seq"]
+    if budget not in report.chains and partial:
+        report.chains[budget] = _Chain(seq=seq - 1, hash=record["prev"], first=seq)
+    chain = report.chains.setdefault(budget, _Chain())
+    if digest(record) != record["hash"]:
+        report.problems.append(
+            Problem(number, budget, f"record {seq} was changed: its hash does not match")
+        )
+    out_of_line = _follow(chain, record)
+    if out_of_line is not None:
+        report.problems.append(Problem(number, budget, out_of_line))
+    if check is not None:
+        unsigned = _signatures(record, check)
+        if unsigned is not None:
+            report.problems.append(Problem(number, budget, f"record {seq}: {unsigned}"))
+    chain.seq, chain.hash, chain.line = seq, record["hash"], number
+    chain.records += 1
+    if record["action"] == "checkpoint":
+        chain.checkpoints += 1
+        chain.last_checkpoint = seq
+
+
+def _witness(
+    report: ChainReport, number: int, budget: str, line: dict[str, Any], check: Check | None
+) -> None:
+    """A published signed head: it must verify and name the record just read."""
+    try:
+        head = AuditHead.model_validate(line["head"])
+    except ValueError:
+        report.problems.append(Problem(number, budget, "a head line that does not read"))
+        return
+    chain = report.chains.setdefault(budget, _Chain())
+    uid = str(line.get("uid", ""))
+    if check is not None:
+        unsigned = _head_signature(budget, uid, head, check)
+        if unsigned is not None:
+            report.problems.append(Problem(number, budget, f"the published head {unsigned}"))
+            return
+    if (chain.seq, chain.hash) != (head.seq, head.hash):
+        report.problems.append(
+            Problem(
+                number,
+                budget,
+                f"the published head names record {head.seq}, and the chain read so far "
+                f"ends at record {chain.seq}{' (another hash)' if chain.seq == head.seq else ''}",
+            )
+        )
+    chain.witnessed = head
+
+
+def _head_signature(budget: str, uid: str, head: AuditHead, check: Check) -> str | None:
+    """Why a head's signature does not hold (or it has none), or None."""
+    envelope = head_envelope(budget, uid, head)
+    if envelope is None:
+        return f"(record {head.seq}) is not signed"
+    problem = check(envelope, head_payload(budget, uid, head))
+    return None if problem is None else f"(record {head.seq}) signature does not hold: {problem}"
+
+
+def _against_head(
+    report: ChainReport,
+    budget: str,
+    uid: str,
+    head: AuditHead,
+    *,
+    check: Check | None,
+    partial: bool,
+) -> None:
     chain = report.chains.get(budget, _Chain())
+    problems = report.problems
+    if check is not None and head.seq > 0:
+        unsigned = _head_signature(budget, uid, head, check)
+        if unsigned is not None:
+            problems.append(Problem(chain.line, budget, f"the budget's head {unsigned}"))
     if chain.seq < head.seq:
         what = "no record" if chain.seq == 0 else f"record {chain.seq}"
-        report.problems.append(
+        problems.append(
             Problem(
                 chain.line,
                 budget,
@@ -313,12 +459,9 @@ def _against_head(report: ChainReport, budget: str, head: AuditHead) -> None:
                 f"records {chain.seq + 1}-{head.seq} are missing",
             )
         )
-    elif chain.seq == head.seq and chain.hash != head.hash:
-        report.problems.append(
-            Problem(chain.line, budget, f"record {chain.seq} differs from the budget's head")
-        )
-    elif chain.seq > head.seq:
-        report.problems.append(
+        return
+    if chain.seq > head.seq:
+        problems.append(
             Problem(
                 chain.line,
                 budget,
@@ -326,3 +469,57 @@ def _against_head(report: ChainReport, budget: str, head: AuditHead) -> None:
                 f"{head.seq}): its status was restored from before them, or they were forged",
             )
         )
+        return
+    if chain.hash != head.hash:
+        problems.append(
+            Problem(chain.line, budget, f"record {chain.seq} differs from the budget's head")
+        )
+    if not partial and chain.checkpoints < head.checkpoints:
+        problems.append(
+            Problem(
+                chain.line,
+                budget,
+                f"the chain holds {chain.checkpoints} checkpoints, and the budget's head "
+                f"names {head.checkpoints}: checkpoints were removed",
+            )
+        )
+    if head.checkpoint_seq >= chain.first and chain.last_checkpoint != head.checkpoint_seq:
+        problems.append(
+            Problem(
+                chain.line,
+                budget,
+                f"the budget's head names a checkpoint at record {head.checkpoint_seq}, and "
+                f"the chain's last is at record {chain.last_checkpoint}",
+            )
+        )
+
+
+def compare(
+    witness: Iterable[str], ledger: Iterable[str], *, budgets: Collection[str] | None = None
+) -> list[Problem]:
+    """Where a ledger's records differ from a copy kept apart from it (the audit file or
+    stream, a witness), by the witness's lines: every record the witness holds must be in
+    the ledger with the same hash. The ledger may have gone on since (records written where
+    the witness was not told): those its own head vouches for."""
+    kept: dict[tuple[str, object], object] = {}
+    for text in ledger:
+        record = _parse(text)
+        if record and "prev" in record:  # by what it holds, not the hash it states
+            kept[str(record.get("budget")), record.get("seq")] = digest(record)
+    problems = []
+    for number, text in enumerate(witness, start=1):
+        record = _parse(text)
+        if not record or "prev" not in record:
+            continue
+        budget, seq = str(record.get("budget")), record.get("seq")
+        if budgets is not None and budget not in budgets:
+            continue
+        if (budget, seq) not in kept:
+            problems.append(
+                Problem(number, budget, f"record {seq} of this copy is not in the ledger")
+            )
+        elif kept[budget, seq] != record.get("hash"):
+            problems.append(
+                Problem(number, budget, f"the ledger's record {seq} differs from this copy's")
+            )
+    return problems

@@ -1,10 +1,13 @@
 """Where sealed audit records go once the write that holds their chain head succeeded.
 
 A store seals a batch's records into the budget's chain just before it writes the status
-(`AuditTrail.seal`), and publishes them once that write succeeded: to stdout as JSON Lines
-for a cluster's log pipeline, to an optional file, and (the embedded store) into its SQLite
-file inside the same transaction. A sink that fails is logged and never fails the charge:
-the chain head in the status shows any record that went missing.
+(`AuditTrail.seal`, which also signs the moved head), and publishes them once that write
+succeeded: to stdout as JSON Lines for a cluster's log pipeline, to an optional file, and
+(the embedded store) into its SQLite file inside the same transaction. The stream and file
+also get each signed head after its records: kept where the ledger's writer cannot reach,
+they are the witness `budgetops verify --audit` compares a ledger with. A sink that fails
+is logged and never fails the charge: the chain head in the status shows any record that
+went missing.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from typing import Any, Protocol, TextIO
 
 from budgetops.apis.ledger import Ledger
 from budgetops.apis.resources import Budget
+from budgetops.crypto import dsse
 from budgetops.engine import audit
 from budgetops.engine.audit import Sealed
+from budgetops.engine.clock import system_clock
 from budgetops.store.base import BudgetKey
 
 log = logging.getLogger("budgetops.audit")
@@ -41,7 +46,10 @@ class StreamSink:
         self._lock = threading.Lock()
 
     def publish(self, records: Sequence[Sealed]) -> None:
-        text = "".join(f"{sealed.line}\n" for sealed in records)
+        text = "".join(
+            f"{sealed.line}\n{sealed.head}\n" if sealed.head else f"{sealed.line}\n"
+            for sealed in records
+        )
         with self._lock:
             self.stream.write(text)
             self.stream.flush()
@@ -58,17 +66,27 @@ class FileSink(StreamSink):
 
 @dataclass(frozen=True)
 class Checkpoints:
-    """How checkpoints are signed, `sign(payload_type, payload)`, and dated."""
+    """How checkpoints and heads are signed, `sign(payload_type, payload)`, and dated."""
 
     sign: audit.Sign
     clock: Callable[[], datetime]
+
+    @classmethod
+    def by(cls, keyring: dsse.Keyring) -> Checkpoints:
+        """Signed by the keyring's active key, dated by the system clock."""
+
+        def sign(payload_type: str, payload: bytes) -> dict[str, Any]:
+            return dsse.sign(payload, keyring.active, payload_type=payload_type).to_json()
+
+        return cls(sign, system_clock)
 
 
 class AuditTrail:
     """Seals records into each budget's chain and hands them to the sinks.
 
-    `checkpoints` signs and dates checkpoints; without it the chain has none (which the
-    tests of other parts use, and which `budgetops verify` reports).
+    `checkpoints` signs and dates checkpoints and signs each moved head; without it the
+    chain has neither (which the tests of other parts use, and which `budgetops verify`
+    reports).
     """
 
     def __init__(
