@@ -11,6 +11,7 @@ import timeit
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class Plane:
         self.report_attempts = 0
         self.bad_seqs: set[int] = set()
         self.conflicting_seqs: set[int] = set()
+        self.life: float | None = None
+        """Seconds from the client's NOW to a handshake lease's expiry (None: a year)."""
         self.deny_refresh = False
         self.revoked = False
         self.empty = False
@@ -106,7 +109,11 @@ class Plane:
                 "lease_id": lease_id,
                 "provider": "openai",
                 "provider_model": "gpt-4",
-                "expires_at": "2026-12-03T10:30:45.123Z",
+                "expires_at": (
+                    "2026-12-03T10:30:45.123Z"
+                    if self.life is None
+                    else datetime.fromtimestamp(NOW + self.life, UTC).isoformat()
+                ),
             }
         )
 
@@ -512,5 +519,18 @@ def test_sub_cent_costs_are_reported_exactly() -> None:
         assert '"cost_usd":0.0457' in "".join(plane.bodies)
         assert budget.remaining == Decimal("9.954299")
         await budget.close()
+
+    scenario(test)
+
+
+def test_a_lease_is_refreshed_before_it_expires() -> None:
+    """Records of calls made after a lease closed are refused: the client moves on first."""
+
+    async def test(plane: Plane, url: str) -> None:
+        plane.life = 0.2
+        async with client(url) as budget:
+            first = budget.lease_id
+            await until(lambda: budget.lease_id != first)
+            assert plane.log[1] == f"refresh {first} -> {budget.lease_id}"
 
     scenario(test)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from budgetops.apis.resources import TrustBudget
-from budgetops.engine import leases, ledger
+from budgetops.engine import leaserecords, leases, ledger
 from budgetops.engine.alerts import UsageSamples
 from budgetops.engine.leases import Usage
 from budgetops.engine.reconcile import next_due, reconcile_trust
@@ -123,3 +123,11 @@ def test_the_reconciler_pass_expires_leases_at_their_due_time() -> None:
     account = budget.status.accounts[AGENT]
     assert (account.balance, account.leased_out) == (100, 0)
     assert next_due(budget.status) == T0 + timedelta(hours=2)  # when it is forgotten
+
+
+def test_reported_requests_counts_unnumbered_reports_too() -> None:
+    budget = budget_with_lease()
+    usages = [Usage("a", 1, Decimal(1)), Usage("b", None, Decimal(1)), Usage("c", 3, Decimal(1))]
+    leases.report(budget.status, account=AGENT, lease_id="lease_1", usages=usages, now=T0)
+    hold = budget.status.accounts[AGENT].leases["lease_1"]
+    assert leaserecords.status_of(hold)["reportedRequests"] == 3

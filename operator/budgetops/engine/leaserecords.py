@@ -35,7 +35,9 @@ def status_of(hold: LeaseHold) -> dict[str, Any]:
         "spent": str(hold.spent),
         "remaining": str(hold.amount),
         "expiresAt": format_time(hold.expires_at),
-        "reportedRequests": hold.reported_through + len(hold.counted_above),
+        "reportedRequests": (
+            hold.reported_through + len(hold.counted_above) + len(hold.recent_requests)
+        ),
     }
 
 

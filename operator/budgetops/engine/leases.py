@@ -275,6 +275,14 @@ def close(
 ) -> Decimal:
     """Release, expire or revoke a lease: what it still lends returns to the balance.
     Closing a closed lease does nothing; returns what was returned now."""
+    returned = _close(ledger, account=account, lease_id=lease_id, now=now, state=state)
+    _forget_oldest_closed(ledger.accounts[account])
+    return returned
+
+
+def _close(
+    ledger: Ledger, *, account: str, lease_id: str, now: datetime, state: LeaseState
+) -> Decimal:
     hold = find_lease(ledger, account=account, lease_id=lease_id)
     if hold.state != "active":
         return ZERO
@@ -287,10 +295,14 @@ def close(
     hold.state = state
     hold.closed_at = now
     record(ledger, at=now, account=account, action="lease-return", amount=returned, key=lease_id)
+    return returned
+
+
+def _forget_oldest_closed(target: Account) -> None:
+    """Keep at most CLOSED_KEPT closed leases: forget the ones that closed first."""
     closed = [(h.closed_at, i) for i, h in target.leases.items() if h.closed_at is not None]
     for _, forgotten in sorted(closed)[: max(0, len(closed) - CLOSED_KEPT)]:
         del target.leases[forgotten]
-    return returned
 
 
 def close_agent(ledger: Ledger, *, account: str, now: datetime, state: LeaseState) -> int:
@@ -301,7 +313,8 @@ def close_agent(ledger: Ledger, *, account: str, now: datetime, state: LeaseStat
         return 0
     open_ids = [lease_id for lease_id, h in target.leases.items() if h.state == "active"]
     for lease_id in open_ids:
-        close(ledger, account=account, lease_id=lease_id, now=now, state=state)
+        _close(ledger, account=account, lease_id=lease_id, now=now, state=state)
+    _forget_oldest_closed(target)
     return len(open_ids)
 
 
@@ -320,11 +333,12 @@ def expire(ledger: Ledger, *, now: datetime) -> list[tuple[str, str, Decimal]]:
     for name, target in ledger.accounts.items():
         for lease_id, hold in list(target.leases.items()):
             if hold.state == "active" and hold.expires_at <= now:
-                returned = close(ledger, account=name, lease_id=lease_id, now=now, state="expired")
+                returned = _close(ledger, account=name, lease_id=lease_id, now=now, state="expired")
                 expired.append((name, lease_id, returned))
             forget = _forget_at(hold)
             if forget is not None and forget <= now:
-                target.leases.pop(lease_id, None)  # closing another may have forgotten it
+                del target.leases[lease_id]
+        _forget_oldest_closed(target)
     return expired
 
 
