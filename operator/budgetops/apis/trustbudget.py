@@ -106,26 +106,50 @@ def _create_only() -> list[Operation]:
     return ["CREATE"]
 
 
-class ResourceMatch(Model):
-    """An API resource whose admission is charged, e.g. certificatesigningrequests CREATE."""
+NO_WILDCARDS = (
+    "name the group, resource and subresource exactly: wildcards (*) are not supported "
+    "(the webhook's rules choose what BudgetOps sees; a budget names what it charges)"
+)
+
+
+class NamedResource(Model):
+    """One API resource, named exactly. A wildcard is refused rather than matched: it would
+    charge whatever the webhook happens to be sent, and make costs ambiguous."""
+
+    model_config = cel(
+        (
+            "!self.resource.contains('*')"
+            " && (!has(self.group) || !self.group.contains('*'))"
+            " && (!has(self.subresource) || !self.subresource.contains('*'))",
+            NO_WILDCARDS,
+        )
+    )
 
     group: str = Field(default="", max_length=253)
     resource: str = Field(min_length=1, max_length=253)
     subresource: str = Field(default="", max_length=64)
+
+    @model_validator(mode="after")
+    def _no_wildcards(self) -> Self:
+        if "*" in self.group + self.resource + self.subresource:
+            raise ValueError(NO_WILDCARDS)
+        return self
+
+
+class ResourceMatch(NamedResource):
+    """An API resource whose admission is charged, e.g. certificatesigningrequests CREATE."""
+
     operations: list[Operation] = Field(default_factory=_create_only, min_length=1)
 
 
-class CostOverride(Model):
+class CostOverride(NamedResource):
     """A different cost for one resource, e.g. a long-lived token costs more than a CSR."""
 
-    group: str = Field(default="", max_length=253)
-    resource: str = Field(min_length=1, max_length=253)
-    subresource: str = Field(default="", max_length=64)
     cost: PositiveAmount
 
 
 class RapidDepletion(Model):
-    """Alert when `percent` of the allocation or more goes within `within`."""
+    """Alert when more than `percent` of the allocation goes within `within`."""
 
     percent: Percent = 50
     within: Duration = timedelta(hours=1)
@@ -298,6 +322,7 @@ __all__ = [
     "BreakGlassUse",
     "CertManager",
     "CostOverride",
+    "NamedResource",
     "Quorum",
     "RapidDepletion",
     "RateLimit",
