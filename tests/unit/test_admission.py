@@ -296,7 +296,7 @@ def test_a_bad_annotation_is_a_clear_denial(webhook: Any) -> None:
             "request.resource.resource: Field required",
         ),
         (b"\xff\xfe", 400, "the body is not JSON"),
-        (b"[" * 100_000, 400, "it nests too deeply"),
+        (b"[" * 100_000, 400, "nests more than 100 levels deep"),
     ],
 )
 def test_malformed_reviews_get_a_clear_400(

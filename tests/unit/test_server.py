@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from budgetops.admission.classify import Identity
 from budgetops.admission.server import Limits, WebhookServer, serve
 from budgetops.admission.webhook import Admission
 from budgetops.store import SQLiteStore
+from tests.unit.test_admission import request
 
 NOW = datetime(2026, 1, 1, 15, 30, tzinfo=UTC)
 FAST = Limits(header_timeout=0.3, body_timeout=0.3, keepalive_timeout=5.0)
@@ -213,3 +215,69 @@ def test_stalled_connections_past_the_descriptor_limit_leave_requests_answered(
     assert "Traceback" not in log, log
     assert len(lines) <= 5, log
     assert any("shed idle connections" in line for line in lines), log
+
+
+def review_with(raw_value: str, uid: str = "req-1") -> bytes:
+    """An AdmissionReview whose object holds `raw_value` written as is (no Python value)."""
+    body = request(uid=uid)
+    body["request"]["uid"] = uid
+    body["request"]["object"]["spec"] = "@@"
+    return json.dumps(body).replace('"@@"', raw_value).encode()
+
+
+def errors_counted(port: int, code: str) -> float:
+    text = ask(port, path="/metrics")[1].decode()
+    found = re.search(rf'^budgetops_webhook_errors_total{{code="{code}"}} (\S+)$', text, re.M)
+    return float(found[1]) if found else 0.0
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("raw_value", "says"),
+    [
+        ("1" * 4301, "a number written with 4301 characters"),
+        ("-" + "9" * 100_000, "a number written with 100001 characters"),
+        ("1e400", "1e400, a number out of range"),
+        ("NaN", "NaN is not a number JSON allows"),
+        ("[" * 150 + "]" * 150, "nests more than 100 levels deep"),
+    ],
+)
+def test_a_body_past_the_json_bounds_is_denied_by_its_uid_logged_and_counted(
+    server: WebhookServer, raw_value: str, says: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, an integer of 4,301 digits anywhere in a review was aiohttp's plain 500,
+    neither logged nor counted. The API server takes a non-200 for a failed webhook, so a
+    review whose uid can be read is denied by it."""
+    with caplog.at_level("WARNING", logger="budgetops.webhook"):
+        status, body = ask(
+            server.port, "POST", path="/validate", body=review_with(raw_value), headers=JSON
+        )
+    assert status == 200, body
+    answer = json.loads(body)["response"]
+    assert (answer["uid"], answer["allowed"], answer["status"]["code"]) == ("req-1", False, 400)
+    assert says in answer["status"]["message"]
+    assert any(says in r.getMessage() and "req-1" in r.getMessage() for r in caplog.records)
+    assert errors_counted(server.port, "400") == 1
+    assert ask(server.port, "POST", path="/validate", body=review_with("1"), headers=JSON)[0] == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"apiVersion": "admission.k8s.io/v1", "request": {"uid": 7}, "n": ' + b"1" * 5000 + b"}",
+        b"[" + b"1" * 5000 + b"]",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"request": {"uid": "x"}, "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+)
+def test_a_body_past_the_json_bounds_without_a_uid_is_a_400_logged_and_counted(
+    server: WebhookServer, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="budgetops.webhook"):
+        status, answer = ask(server.port, "POST", path="/validate", body=body, headers=JSON)
+    assert status == 400, answer
+    assert json.loads(answer)["error"].startswith("the body ")
+    assert caplog.records, "logged"
+    assert errors_counted(server.port, "400") == 1

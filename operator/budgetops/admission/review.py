@@ -15,6 +15,8 @@ from budgetops.apis.ledger import Witness
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+MAX_UID = 253
+"""Longest request uid echoed in a denial (the API server's are 36 characters)."""
 
 
 class _Wire(BaseModel):
@@ -114,6 +116,14 @@ class AdmissionReview(_Wire):
     api_version: Literal["admission.k8s.io/v1"]
     kind: Literal["AdmissionReview"]
     request: AdmissionRequest
+
+
+def request_uid(document: object) -> str:
+    """The request uid of what may be an AdmissionReview, or "": what a review that cannot
+    be read is denied by (the API server takes any status but 200 for a failed webhook)."""
+    request = document.get("request") if isinstance(document, dict) else None
+    uid = request.get("uid") if isinstance(request, dict) else None
+    return uid if isinstance(uid, str) and 0 < len(uid) <= MAX_UID else ""
 
 
 def response(

@@ -11,7 +11,6 @@ group-commit batch without handing the interpreter lock back and forth between t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +31,13 @@ from budgetops.admission.classify import (
     TrustCharge,
     classify,
 )
-from budgetops.admission.review import AdmissionRequest, AdmissionReview, response
+from budgetops.admission.review import (
+    AdmissionRequest,
+    AdmissionReview,
+    request_uid,
+    response,
+)
+from budgetops.apis.jsonbody import JsonError, read_json
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_errors
 from budgetops.engine.clock import Clock
 from budgetops.engine.decisions import (
@@ -57,6 +62,10 @@ DEFAULT_TIMEOUT = 10.0
 
 ANSWER_MARGIN = 0.5
 """Seconds kept back from the API server's deadline to send the answer in."""
+
+READ_INLINE = 64 * 1024
+"""Bodies up to this size are parsed on the event loop (well under a millisecond); larger
+ones, up to MAX_BODY (a few hundred ms at worst), in a thread."""
 
 SHUTDOWN_GRACE = DEFAULT_TIMEOUT
 """Seconds a stopping server waits for admissions in flight to be answered."""
@@ -128,11 +137,13 @@ class Admission:
 
     async def _review(self, body: bytes, *, timeout: float) -> Answer:
         try:
-            document = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return problem(400, f"the body is not JSON: {error}")
-        except RecursionError:
-            return problem(400, "the body is not an AdmissionReview: it nests too deeply")
+            document = (
+                read_json(body)
+                if len(body) <= READ_INLINE
+                else await asyncio.get_running_loop().run_in_executor(None, read_json, body)
+            )
+        except JsonError as error:
+            return self._unreadable(error)
         if not isinstance(document, dict):
             return problem(400, "the body must be a JSON object (an AdmissionReview)")
         try:
@@ -152,6 +163,18 @@ class Admission:
         except Exception:
             log.exception("admission of %s failed", request.describe())
             return problem(500, "BudgetOps could not decide this request; see the webhook log")
+
+    def _unreadable(self, error: JsonError) -> Answer:
+        """A body past the JSON bounds, logged and counted: denied by its request's uid if
+        that can be read (any status but 200 is a failed webhook to the API server), else a
+        400."""
+        uid = request_uid(error.document)
+        log.warning("refused an AdmissionReview (uid %r): %s", uid, error)
+        if not uid:
+            return problem(400, str(error))
+        self.metrics.errors.labels("400").inc()
+        message = f"BudgetOps cannot read this AdmissionReview: {error}."
+        return Answer(200, response(uid, allowed=False, message=message, code=400))
 
     async def decide(
         self, request: AdmissionRequest, *, timeout: float = DEFAULT_TIMEOUT
