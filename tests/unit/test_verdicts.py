@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from budgetops.admission.webhook import Admission
 from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.cli.attestation import check_verdict
 from budgetops.crypto import dsse
+from budgetops.engine import ledger as engine_ledger
 from budgetops.engine.canonical import config_hash
 from budgetops.engine.verdicts import RISK_PREDICATE, TRUST_PREDICATE, risk_config
 from budgetops.store import BudgetKey, SQLiteStore
@@ -246,7 +248,8 @@ def test_a_changed_configuration_is_reported_as_drift(
     assert changed.drifted
     assert (changed.attested, changed.current) == (
         unchanged.attested,
-        config_hash(risk_config(ledger.get(RISK).spec)),  # type: ignore[arg-type]
+        # the spec's allocation is 40 now; this window still applies the 20 it opened with
+        config_hash(risk_config(ledger.get(RISK).spec, Decimal(20))),  # type: ignore[arg-type]
     )
 
 
@@ -288,3 +291,34 @@ def test_a_budget_without_a_keyring_still_audits_its_decisions(tmp_path: Path) -
     assert "envelope" not in records[1]["detail"]
     assert records[1]["detail"]["verdict"] == latest_entry(store, CERTS).verdict
     assert isinstance(store.get(CERTS), TrustBudget)
+
+
+def test_an_adjusted_allocation_is_attested_and_reported_as_drift(
+    ledger: SQLiteStore, keyring: dsse.Keyring
+) -> None:
+    """Before, after `budgetops adjust` verify said "configuration unchanged" while later
+    verdicts attested `config.allocation: 20` beside `ledger.allocation: 30`."""
+    webhook = admission(ledger, keyring)
+    ship(webhook, uid="dep-1", points=5)
+    before = ledger.verdict(latest_entry(ledger, RISK).verdict)
+    keys = list(keyring.verifiers.values())
+
+    def adjust(budget: Any) -> bool:
+        account = budget.status.accounts[budget.spec.service_id]
+        engine_ledger.resize(
+            budget.status,
+            account=budget.spec.service_id,
+            allocation=account.allocation + 10,
+            at=NOW,
+        )
+        return True
+
+    ledger.update_status(RISK, adjust)
+    assert check_verdict(before, keys, ledger).drifted
+    ship(webhook, uid="dep-2", points=5)
+    after = ledger.verdict(latest_entry(ledger, RISK).verdict)
+    found = check_verdict(after, keys, ledger)
+    predicate = found.statement["predicate"]
+    assert predicate["budgetCheck"]["config"]["appliedAllocation"] == 30
+    assert Decimal(str(predicate["ledger"]["allocation"])) == 30
+    assert not found.drifted

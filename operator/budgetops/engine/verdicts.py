@@ -84,9 +84,12 @@ def content_digest(content: object) -> str:
     return hashlib.sha256(compact_json(content)).hexdigest()
 
 
-def risk_config(spec: RiskBudgetSpec) -> dict[str, Any]:
-    """The configuration a RiskBudget decision applies, exactly as its hash covers it."""
-    return {
+def risk_config(spec: RiskBudgetSpec, allocation: Decimal | None = None) -> dict[str, Any]:
+    """The configuration a RiskBudget decision applies, exactly as its hash covers it. The
+    window's `allocation`, when it is not the spec's (earned capacity, `budgetops adjust`),
+    is applied too, so it is attested as `appliedAllocation`; left out otherwise, so the
+    hash of an unadjusted budget's configuration stays what it always was."""
+    config = {
         "serviceId": spec.service_id,
         "allocation": spec.base_allocation(),
         "window": spec.window.to_wire(),
@@ -96,6 +99,9 @@ def risk_config(spec: RiskBudgetSpec) -> dict[str, Any]:
         "unknowns": None if spec.unknowns is None else unknowns_config(spec.unknowns),
         "enforcement": spec.enforcement,
     }
+    if allocation is not None and allocation != spec.base_allocation():
+        config["appliedAllocation"] = allocation
+    return config
 
 
 def trust_config(spec: TrustBudgetSpec) -> dict[str, Any]:
@@ -107,23 +113,37 @@ def trust_config(spec: TrustBudgetSpec) -> dict[str, Any]:
     return applied
 
 
-_APPLIED: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+_APPLIED: dict[tuple[str, ...], tuple[dict[str, Any], str]] = {}
 APPLIED_KEPT = 1024
 
 
+def _allocation(budget: RiskBudget | TrustBudget) -> Decimal | None:
+    """A RiskBudget's allocation as applied now: its service account's, once it has one."""
+    if not isinstance(budget, RiskBudget):
+        return None
+    account = budget.status.accounts.get(budget.spec.service_id)
+    return None if account is None else account.allocation
+
+
 def applied(budget: RiskBudget | TrustBudget) -> tuple[dict[str, Any], str]:
-    """A budget's applied configuration and its hash, computed once per spec: the canonical
-    encoder is exact, not fast, and a budget's spec rarely changes. A stored budget's spec
-    is known by its uid and generation (which every spec change raises); one never stored
-    (a test's) by its JSON."""
+    """A budget's applied configuration and its hash, computed once per spec and applied
+    allocation: the canonical encoder is exact, not fast, and both rarely change. A stored
+    budget's spec is known by its uid and generation (which every spec change raises); one
+    never stored (a test's) by its JSON."""
     spec, meta = budget.spec, budget.metadata
+    allocation = _allocation(budget)
     if meta.uid and meta.generation is not None:
-        key = (budget.kind, f"{meta.namespace}/{meta.name}/{meta.uid}/{meta.generation}")
+        known = f"{meta.namespace}/{meta.name}/{meta.uid}/{meta.generation}"
     else:
-        key = (budget.kind, spec.model_dump_json())
+        known = spec.model_dump_json()
+    key = (budget.kind, known, str(allocation))
     found = _APPLIED.get(key)
     if found is None:
-        config = risk_config(spec) if isinstance(spec, RiskBudgetSpec) else trust_config(spec)
+        config = (
+            risk_config(spec, allocation)
+            if isinstance(spec, RiskBudgetSpec)
+            else trust_config(spec)
+        )
         if len(_APPLIED) >= APPLIED_KEPT:
             _APPLIED.clear()
         found = _APPLIED[key] = (config, config_hash(config))
