@@ -152,3 +152,18 @@ def test_an_agent_borrows_reports_and_releases_and_the_objects_record_it(
     status, body, _ = call(cluster.port, "POST", "/auth/handshake", hello)
     assert (status, body["error"]["code"]) == (401, "INVALID_TOKEN")
     assert "revoked" in body["error"]["message"]
+    # the revoked token may still report what was spent before its lease closed, no later
+    late = {**records[0], "request_id": "r4", "seq": 4}
+    after = {**late, "request_id": "r5", "seq": 5, "timestamp": 2**40}
+    status, body, _ = call(
+        cluster.port, "POST", "/budget/report", {"lease_id": lease_id, "reports": [after]},
+        token=token,
+    )  # fmt: skip
+    assert (status, body["error"]["code"]) == (409, "LEASE_CLOSED")
+    status, body, text = call(
+        cluster.port, "POST", "/budget/report", {"lease_id": lease_id, "reports": [late]},
+        token=token,
+    )  # fmt: skip
+    assert (status, body["late"]) == (200, 1), text
+    assert Decimal(cluster.spent(agent)["spent"]) == 4
+    eventually(lambda: cluster.leases()[lease_id]["status"]["spent"] == "4")
