@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from budgetops.admission.classify import Identity, Refused, account_key, classify
+from budgetops.admission.classify import Identity, Refused, account_keys, classify
 from budgetops.admission.review import AdmissionRequest
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import MAX_BODY, Admission
@@ -83,13 +83,13 @@ def developers() -> TrustBudget:
 )
 def test_account_keys(template: str, kwargs: dict[str, Any], expected: str) -> None:
     spec = trust_budget(subjects={"groups": ["developers"]}, accountKey=template).spec
-    assert account_key(spec, parsed(**kwargs)) == expected
+    assert account_keys(spec, parsed(**kwargs)) == [expected]
 
 
 def test_an_account_key_the_requester_cannot_fill_is_refused_calmly() -> None:
     spec = trust_budget(accountKey="namespace:${namespace}").spec
     with pytest.raises(Refused, match=r"needs \$\{namespace\}, which alice does not have here"):
-        account_key(spec, parsed())
+        account_keys(spec, parsed())
 
 
 def test_only_governed_requesters_for_matched_resources_are_charged() -> None:
@@ -222,7 +222,8 @@ def post(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     connection = http.client.HTTPConnection(target[0], target[1], timeout=10)
-    connection.request("POST", path, body=body, headers=headers or {})
+    sent = {"Content-Type": "application/json"} | (headers or {})  # as the API server sends
+    connection.request("POST", path, body=body, headers=sent)
     reply = connection.getresponse()
     result = reply.status, json.loads(reply.read())
     connection.close()
@@ -238,7 +239,7 @@ def test_the_101st_issuance_is_denied_and_each_uid_charged_once(webhook: Any) ->
     denied = answers[100]["response"]
     assert denied["allowed"] is False
     assert denied["status"]["message"] == (
-        "Trust budget exhausted. This request requires 1 points; 0 remain. "
+        "TrustBudget/certs: Trust budget exhausted. This request requires 1 points; 0 remain. "
         "Budget resets at 2026-01-02T00:00:00Z."
     )
     replay = post(webhook, json.dumps(request(uid="u5")).encode())[1]["response"]

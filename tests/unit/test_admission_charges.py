@@ -140,12 +140,13 @@ def test_a_budget_deleted_before_its_charge_is_a_calm_answer(tmp_path: Path) -> 
     [
         (
             request(user="u" * 300),
-            "BudgetOps cannot charge this request: the account is 305 characters long; "
-            "at most 253 fit.",
+            "BudgetOps cannot charge this request to TrustBudget/per-user: the account is 305 "
+            "characters long; at most 253 fit.",
         ),
         (
             request(uid="k" * 300),
-            "BudgetOps cannot charge this request: the idempotency key is 300 characters long",
+            "BudgetOps cannot charge this request to TrustBudget/per-user: the idempotency key "
+            "is 300 characters long",
         ),
     ],
 )

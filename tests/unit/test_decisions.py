@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from budgetops.apis.ledger import SETTLED_KEYS_MAX
+from budgetops.apis.ledger import KEY_KEPT, KEYS_FORGOTTEN_EVERY
 from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import ChangeClass
 from budgetops.engine.decisions import BreakGlassAsk, Release, admit_risk, admit_trust
@@ -400,34 +400,38 @@ def test_an_exhausted_denial_names_the_break_glass_path_when_there_is_one() -> N
     assert "break-glass" not in denied_plain.message
 
 
-def test_a_key_is_remembered_for_its_whole_window_however_many_settle_after_it() -> None:
-    """Before, after 256 other settlements an old uid was charged again."""
+def test_a_key_is_remembered_for_minutes_however_many_settle_after_it() -> None:
+    """Before, after 256 other settlements an old uid was charged again; a key is now kept
+    for KEY_KEPT after it settled, whatever the count, across a reset too."""
     budget = trust_budget(initialBalance=1000)
     for n in range(300):
         charge(budget, f"csr-{n}")
         confirm(budget.status, key=f"csr-{n}", now=NOW)
-    again = charge(budget, "csr-0")
+    again = charge(budget, "csr-0", now=NOW + KEY_KEPT)
     assert (again.reason, again.cost) == ("AlreadyCharged", 0)
-    after_reset = charge(budget, "csr-0", now=datetime(2026, 1, 2, tzinfo=UTC))
-    assert after_reset.reason == "Charged", "a new window forgets the last one's keys"
+    later = NOW + KEY_KEPT + KEYS_FORGOTTEN_EVERY + timedelta(seconds=1)
+    assert charge(budget, "csr-0", now=later).reason == "Charged", "an old uid is let go"
     assert "csr-299" not in budget.status.settled
 
 
-def test_a_ledger_full_of_keys_refuses_new_charges_until_its_next_reset() -> None:
-    budget = trust_budget(initialBalance=SETTLED_KEYS_MAX + 10, cost=1)
-    budget.status.settled = dict.fromkeys((f"k{n}" for n in range(SETTLED_KEYS_MAX)), NOW)
-    with pytest.raises(InvalidCharge, match="the most it can remember"):
-        charge(budget, "one-more")
-    assert charge(budget, "k1").reason == "AlreadyCharged", "replays are still answered"
-    assert charge(budget, "one-more", now=datetime(2026, 1, 2, tzinfo=UTC)).allowed
+def test_a_ledger_keeps_no_more_keys_than_the_last_minutes_settled() -> None:
+    """Memory is bounded by time: a charge a second for an hour keeps about six minutes of
+    keys, and never refuses one."""
+    budget = trust_budget(initialBalance=10_000)
+    for n in range(3600):
+        now = NOW + timedelta(seconds=n)
+        assert charge(budget, f"uid-{n}", now=now).reason == "Charged"
+        confirm(budget.status, key=f"uid-{n}", now=now)
+    kept = len(budget.status.settled)
+    assert KEY_KEPT.total_seconds() <= kept <= (KEY_KEPT + KEYS_FORGOTTEN_EVERY).total_seconds()
 
 
-def test_settled_keys_from_an_older_status_read_back_and_go_at_the_next_reset() -> None:
+def test_settled_keys_from_an_older_status_read_back_and_are_let_go() -> None:
     status = TrustBudget.model_validate(
         {**trust_budget().to_wire(), "status": {"settled": ["old-1", "old-2"]}}
     ).status
     assert list(status.settled) == ["old-1", "old-2"]
     budget = trust_budget()
     budget.status = status
-    assert charge(budget, "old-1").reason == "AlreadyCharged"
-    assert charge(budget, "old-1", now=datetime(2026, 1, 2, tzinfo=UTC)).reason == "Charged"
+    assert charge(budget, "old-1").reason == "Charged", "settled long ago: no retry is left"
+    assert list(budget.status.settled) == []

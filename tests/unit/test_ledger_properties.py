@@ -17,7 +17,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from budgetops.apis.ledger import Ledger
+from budgetops.apis.ledger import KEY_KEPT, Ledger
 from budgetops.engine import audit, leases, ledger
 
 T0 = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
@@ -55,7 +55,7 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def reserve(self, account: str, key: str, amount: Decimal) -> str:
         before = self.ledger.accounts[account].balance
-        known = ledger.is_known(self.ledger, key)
+        must_know = self.remembered(key)
         charge = ledger.reserve(
             self.ledger,
             account=account,
@@ -64,8 +64,10 @@ class LedgerMachine(RuleBasedStateMachine):
             now=self.now,
             ttl=timedelta(minutes=5),
         )
-        if known:
+        if must_know:
             assert charge.status == "duplicate"
+        elif charge.status == "duplicate":
+            assert key in self.charged, "only a key charged before is a replay"
         elif amount > before:
             assert charge.status == "insufficient"
             assert self.ledger.accounts[account].balance == before
@@ -74,9 +76,16 @@ class LedgerMachine(RuleBasedStateMachine):
             self.charged[key] = self.now
         return key
 
+    def remembered(self, key: str) -> bool:
+        """Whether the ledger must still know `key`: reserved, or settled within KEY_KEPT."""
+        if ledger.find_reservation(self.ledger, key) is not None:
+            return True
+        return key in self.charged and self.charged[key] >= self.now - KEY_KEPT
+
     @rule(key=keys)
     def replay(self, key: str) -> None:
-        """The same uid admitted again is never charged a second time within its window."""
+        """The same uid admitted again is never charged a second time while it is kept."""
+        must_know = self.remembered(key)
         charge = ledger.reserve(
             self.ledger,
             account=ACCOUNTS[0],
@@ -85,8 +94,10 @@ class LedgerMachine(RuleBasedStateMachine):
             now=self.now,
             ttl=timedelta(minutes=5),
         )
-        if key in self.charged:
+        if must_know:
             assert charge.status == "duplicate"
+        if charge.charged:
+            self.charged[key] = self.now
 
     @rule(key=keys)
     def confirm(self, key: str) -> None:
@@ -161,14 +172,6 @@ class LedgerMachine(RuleBasedStateMachine):
             resets_at=self.now + timedelta(hours=1),
             carry_over=carry,
         )
-        # A key may be forgotten once the window it last moved in has closed for every
-        # account; one still reserved never is.
-        oldest = min(a.window_start for a in self.ledger.accounts.values())
-        self.charged = {
-            key: at
-            for key, at in self.charged.items()
-            if at >= oldest or ledger.find_reservation(self.ledger, key) is not None
-        }
 
     @rule(account=st.sampled_from(ACCOUNTS), allocation=st.integers(min_value=0, max_value=200))
     def resize(self, account: str, allocation: int) -> None:
@@ -186,7 +189,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.log += [
             s.line for s in audit.seal(self.ledger, budget="b", uid="", now=None, sign=None)
         ]
-        report = audit.verify_chain(self.log, heads={"b": self.ledger.audit_head})
+        report = audit.verify_chain(self.log, heads={"b": ("", self.ledger.audit_head)})
         assert report.problems == []
         latest = {}
         for line in self.log:

@@ -137,18 +137,28 @@ def requester(spec: TrustBudgetSpec, request: AdmissionRequest) -> UserInfo:
     return UserInfo(username=named) if named else user
 
 
-def account_key(spec: TrustBudgetSpec, request: AdmissionRequest) -> str:
-    """Render the budget's account key template for this requester.
+def account_keys(spec: TrustBudgetSpec, request: AdmissionRequest) -> list[str]:
+    """Render the budget's account key template for this requester: one account, or with
+    `${group}` one per group of the requester that the budget names, each of which is
+    charged (all or nothing), so membership in a second group escapes no limit.
 
     `${namespace}` is the service account's namespace in a template that also names
     `${name}` (the service-account form), otherwise the namespace of the request (for
     cluster-scoped objects, the requesting service account's namespace).
     """
     user = requester(spec, request)
+    governed = [g for g in dict.fromkeys(user.groups) if g in spec.subjects.groups]
+    if "${group}" not in spec.account_key or not governed:
+        return [_account_key(spec, request, user, None)]
+    return [_account_key(spec, request, user, group) for group in governed]
+
+
+def _account_key(
+    spec: TrustBudgetSpec, request: AdmissionRequest, user: UserInfo, group: str | None
+) -> str:
     service_account = user.service_account()
     template = spec.account_key
     values: dict[str, str] = {"username": user.username}
-    group = next((g for g in user.groups if g in spec.subjects.groups), None)
     if group is not None:
         values["group"] = group
     if service_account is not None:
@@ -224,8 +234,10 @@ def _matches_resource(spec: TrustBudgetSpec, request: AdmissionRequest) -> bool:
 
 
 def classify_trust(budgets: Iterable[TrustBudget], request: AdmissionRequest) -> list[TrustCharge]:
-    """One charge per TrustBudget that governs this requester for this resource."""
-    charges = []
+    """One charge per account of each TrustBudget that governs this requester for this
+    resource. A budget charging several accounts (several groups) keys each apart, since
+    one key is charged once per budget."""
+    charges: list[TrustCharge] = []
     for budget in budgets:
         spec = budget.spec
         if not _matches_resource(spec, request):
@@ -233,22 +245,28 @@ def classify_trust(budgets: Iterable[TrustBudget], request: AdmissionRequest) ->
         user = requester(spec, request)
         if not in_set(spec.subjects, user) or in_set(spec.subjects.exclude, user):
             continue
+        try:
+            accounts = account_keys(spec, request)
+        except Refused as refusal:
+            raise Refused(f"{BudgetKey.of(budget)}: {refusal}") from None
+        uid = request.object_uid()
         resource = request.resource
-        charges.append(
+        charges.extend(
             TrustCharge(
                 budget=BudgetKey.of(budget),
-                account=account_key(spec, request),
+                account=account,
                 cost=spec.cost_for(
                     group=resource.group,
                     resource=resource.resource,
                     subresource=request.sub_resource,
                 ),
-                key=request.object_uid(),
+                key=uid if len(accounts) == 1 else f"{uid}/{_digest(account)}",
                 ref=request.describe(),
                 witness=request.witness(),
                 settle_now=(resource.group, resource.resource, request.sub_resource) in EPHEMERAL,
                 break_glass=break_glass_ask(spec, request),
             )
+            for account in accounts
         )
     return charges
 
@@ -329,15 +347,30 @@ def _unknowns(annotations: dict[str, str]) -> UnknownCounts | None:
     return UnknownCounts(by_reason=counts, cumulative_uncertainty=uncertainty)
 
 
-def _release_key(request: AdmissionRequest, template: Any, release_id: str | None) -> str:
-    """A declared release id, else the object's uid, plus the template's hash on updates, so
-    re-applying the same template is charged once however often it is admitted."""
-    if release_id:
-        return f"release:{release_id.strip()}"
+def _digest(value: Any) -> str:
+    """A short digest of `value`'s JSON: which pod template, which account."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _release_key(
+    request: AdmissionRequest, template: Any, release_id: str | None, annotation: str
+) -> tuple[str, str | None]:
+    """The release's key and, for a declared release id, what it is charged for.
+
+    A declared id is remembered for the window with the object and its pod template's
+    digest: only that object with that template replays it for free. Otherwise the key is
+    the object's uid (plus the template's digest on updates), which only the API server's
+    retries of the same request send again.
+    """
+    if release_id is not None:
+        declared = release_id.strip()
+        if not declared:
+            raise Refused(f"{annotation} is empty: set it to the release's id, or remove it.")
+        of = f"{request.describe()}, pod template {_digest(template)}"
+        return f"release:{declared}", of
     if request.operation == "CREATE":
-        return request.object_uid()
-    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{request.object_uid()}/{digest}"
+        return request.object_uid(), None
+    return f"{request.object_uid()}/{_digest(template)}", None
 
 
 def classify_risk(budgets: Iterable[RiskBudget], request: AdmissionRequest) -> list[RiskCharge]:
@@ -359,8 +392,14 @@ def classify_risk(budgets: Iterable[RiskBudget], request: AdmissionRequest) -> l
         declared = budget.spec.release
         points_text = annotations.get(declared.risk_points_annotation)
         class_text = annotations.get(declared.change_class_annotation)
+        key, of = _release_key(
+            request,
+            template,
+            annotations.get(declared.release_id_annotation),
+            declared.release_id_annotation,
+        )
         release = Release(
-            key=_release_key(request, template, annotations.get(declared.release_id_annotation)),
+            key=key,
             points=(
                 declared.default_risk_points
                 if points_text is None
@@ -374,6 +413,7 @@ def classify_risk(budgets: Iterable[RiskBudget], request: AdmissionRequest) -> l
             ref=request.describe(),
             unknowns=_unknowns(annotations),
             witness=request.witness(),
+            of=of,
         )
         charges.append(RiskCharge(budget=BudgetKey.of(budget), release=release))
     return charges

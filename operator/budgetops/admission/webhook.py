@@ -187,8 +187,8 @@ class Admission:
         except Refused as refusal:
             self.metrics.admissions.labels("", "denied", "Refused").inc()
             return response(request.uid, allowed=False, message=str(refusal), code=400)
-        denied = [d.message for d in decisions if not d.allowed]
-        warnings = [w for d in decisions for w in d.warnings]
+        denied = [f"{budget}: {d.message}" for budget, d in decisions if not d.allowed]
+        warnings = [w for _, d in decisions for w in d.warnings]
         if denied:
             return response(request.uid, allowed=False, message=" ".join(denied))
         return response(request.uid, allowed=True, warnings=warnings)
@@ -253,16 +253,17 @@ class Admission:
 
     async def _charge(
         self, charges: Classified, request: AdmissionRequest, deadline: float
-    ) -> list[Decision]:
+    ) -> list[tuple[BudgetKey, Decision]]:
         """Charge every budget the request owes, or none: a request is admitted only if each
         admits it, and when one refuses (or fails), what the others reserved is taken back.
+        Each decision comes with the budget that made it, so a denial can name it.
 
         Budgets are charged one after the other, each in its own compare-and-swap: there is
         no transaction across objects. A charge that must settle at once (a TokenRequest)
         settles in the last budget's write, and in the others' only once all admitted.
         """
         steps = self._steps(charges, request)
-        decisions: list[Decision] = []
+        decisions: list[tuple[BudgetKey, Decision]] = []
         taken: list[_Step] = []
         try:
             for index, step in enumerate(steps):
@@ -272,15 +273,17 @@ class Admission:
                 except NotFound:  # deleted since classification: it governs nothing now
                     decision = _gone(step.budget)
                 except InvalidCharge as error:
-                    raise Refused(f"BudgetOps cannot charge this request: {error}.") from error
-                decisions.append(decision)
+                    raise Refused(
+                        f"BudgetOps cannot charge this request to {step.budget}: {error}."
+                    ) from error
+                decisions.append((step.budget, decision))
                 if not decision.allowed:
                     break
                 if decision.reason in RESERVING_REASONS:
                     taken.append(step)
             else:
                 await self._settle([s for s in taken if s.settle_now and s is not steps[-1]])
-                for step, decision in zip(steps, decisions, strict=True):
+                for step, (_, decision) in zip(steps, decisions, strict=True):
                     if decision.reason == "BreakGlass":
                         await asyncio.get_running_loop().run_in_executor(
                             None, self._announce_break_glass, step.budget, decision

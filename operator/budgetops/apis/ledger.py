@@ -9,7 +9,7 @@ One shape serves every kind so that one engine can charge them all:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -26,15 +26,22 @@ from pydantic.alias_generators import to_camel
 from budgetops.apis.audit import AuditHead
 from budgetops.apis.common import Amount, Model, Timestamp
 
-SETTLED_KEYS_MAX = 4096
-"""Settled idempotency keys a ledger holds at most. Each is kept until the window it was
-settled in has closed, so a key is never charged twice within its window; a budget that
-would need more in one window refuses new charges until its next reset rather than
-forget one (split its accounts across budgets, or reset more often)."""
+KEY_KEPT = timedelta(minutes=5)
+"""How long an object's key (its uid, or its uid and pod template) is remembered after it
+settled. The API server sends one object's admission again only while the request that
+carries it lasts: at most its deadline (`--request-timeout`, 60 s by default; each webhook
+call takes at most 30 s and is retried only within that deadline), and the reservation
+keeps the key known until it settles. Five default deadlines leave room for a raised
+timeout and for clocks that differ between replicas. Memory is then bounded by the rate of
+charges, never by a count that could refuse one."""
+
+KEYS_FORGOTTEN_EVERY = timedelta(minutes=1)
+"""Keys past KEY_KEPT are let go together once the oldest is this much past it, so a charge
+rarely pays for a pass over them."""
 
 BEFORE_WINDOWS = datetime(1970, 1, 1, tzinfo=UTC)
-"""When a key read from an older status (a bare list) is taken to have settled: before
-any window, so the next reset lets it go."""
+"""When a key read from an older status (a bare list) is taken to have settled: long ago,
+so it is let go with the next keys that are."""
 
 ENTRIES_KEPT = 50
 """Recent ledger entries kept in status for people; the full record is the audit trail."""
@@ -198,13 +205,41 @@ SettledKeys = Annotated[
             "type": "object",
             "x-kubernetes-preserve-unknown-fields": True,
             "description": (
-                "Settled idempotency keys and when each settled, kept until that window "
-                "closes. Written only by BudgetOps, through its models."
+                "Settled object keys and when each settled, kept for minutes after "
+                "(KEY_KEPT). Written only by BudgetOps, through its models."
             ),
         }
     ),
 ]
-"""Settled idempotency keys and when they settled: membership is one hash lookup."""
+"""Settled object keys and when they settled, oldest first: membership is one hash lookup."""
+
+
+@dataclass(slots=True)
+class ReleaseMark:
+    """A declared release id charged in the current window, and what it was charged for."""
+
+    __pydantic_config__ = _RECORD
+
+    of: Ref
+    """The object and pod template (`Deployment payments/api, pod template 1a2b...`); empty
+    for a release declared without an object (`budgetops consume`)."""
+    at: Timestamp
+
+
+Releases = Annotated[
+    dict[Name, ReleaseMark],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "description": (
+                "Release ids charged in the current window, each with what it was charged "
+                "for (of) and when (at). Written only by BudgetOps, through its models."
+            ),
+        }
+    ),
+]
+"""Declared release ids of the current window: replayed by the same object and template only."""
 
 
 Accounts = Annotated[
@@ -232,6 +267,7 @@ class Ledger(Model):
 
     accounts: Accounts = Field(default_factory=dict)
     settled: SettledKeys = Field(default_factory=dict)
+    releases: Releases = Field(default_factory=dict)
     entries: list[Entry] = Field(default_factory=list, max_length=ENTRIES_KEPT)
     audit_head: AuditHead = Field(default_factory=AuditHead)
     _audit: list[dict[str, Any]] = PrivateAttr(default_factory=list)
@@ -247,9 +283,24 @@ class Ledger(Model):
         return self._audit
 
     def remember_settled(self, key: str, at: datetime) -> None:
-        """Remember `key` as settled at `at`, for the rest of that window."""
+        """Remember the object key `key` as settled at `at`, for KEY_KEPT."""
         self.settled[key] = at
 
-    def forget_settled_before(self, instant: datetime) -> None:
-        """Let go of keys settled before `instant`: their windows have closed."""
-        self.settled = {key: at for key, at in self.settled.items() if at >= instant}
+    def forget_settled(self, now: datetime) -> None:
+        """Let go of keys settled more than KEY_KEPT before `now`, in batches (see
+        KEYS_FORGOTTEN_EVERY): keys are kept in the order they settled, so the first one
+        tells whether a pass is due. A key stamped after `now` (by a clock that was ahead)
+        counts as settled now, so it cannot hold the others back."""
+        if not self.settled:
+            return
+        cutoff = now - KEY_KEPT
+        if cutoff - KEYS_FORGOTTEN_EVERY < next(iter(self.settled.values())) <= now:
+            return
+        self.settled = {key: min(at, now) for key, at in self.settled.items() if at >= cutoff}
+
+    def forget_releases_before(self, instant: datetime, *, keep: set[str]) -> None:
+        """Let go of release ids charged before `instant` (their window closed), except
+        those in `keep` (still reserved: their object is still in flight)."""
+        self.releases = {
+            key: mark for key, mark in self.releases.items() if mark.at >= instant or key in keep
+        }

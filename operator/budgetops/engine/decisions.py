@@ -48,6 +48,7 @@ Reason = Literal[
     "Warned",
     "BreakGlass",
     "Gone",
+    "ReleaseReused",
 ]
 
 RESERVING_REASONS: frozenset[Reason] = frozenset({"Charged", "Uncovered", "Warned"})
@@ -290,6 +291,23 @@ class Release:
     ref: str = ""
     unknowns: UnknownCounts | None = None
     witness: Witness | None = None
+    of: str | None = ""
+    """What a declared release id is charged for: the object and its pod template, empty
+    for a release declared without an object (the CLI). None when the key is the object's
+    own (its uid, or uid and template), which is remembered only minutes (KEY_KEPT)."""
+
+
+NO_OBJECT = "a release declared without an object"
+
+
+def _reused(spec: RiskBudgetSpec, release: Release, charged_for: str) -> str:
+    """Why a release id charged for one object and template cannot ship another."""
+    return (
+        f"Release id {release.key.removeprefix('release:')} was already charged to risk budget "
+        f"{spec.service_id} in this window, for {charged_for or NO_OBJECT}; this is "
+        f"{release.of or NO_OBJECT}. Only the same object with the same pod template replays "
+        f"a release for free: give this one a new {spec.release.release_id_annotation}."
+    )
 
 
 def _risk_state(status: RiskBudgetStatus) -> str:
@@ -365,6 +383,15 @@ def admit_risk(
     )
     roll_risk_window(status, spec, now=now)
     account = status.accounts[service]
+    mark = status.releases.get(release.key)
+    if mark is not None and release.of is not None and mark.of != release.of:
+        message = _reused(spec, release, mark.of)
+        if spec.enforcement == "warn":
+            return Decision(
+                True, "ReleaseReused", ZERO, warnings=(f"{message} (warn only; not charged)",)
+            )
+        seen = Seen(account.balance, status.band)
+        return Decision(False, "ReleaseReused", ZERO, message=message, seen=seen)
     if ledger.is_known(status, release.key):
         return Decision(
             True,
@@ -405,6 +432,7 @@ def admit_risk(
         ttl=ttl,
         ref=release.ref,
         witness=release.witness,
+        release_of=release.of,
     )
     summarize_risk(status, spec)
     warnings.insert(

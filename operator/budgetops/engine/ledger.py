@@ -21,11 +21,11 @@ from budgetops.apis.ledger import (
     ENTRIES_KEPT,
     KEY_MAX,
     REF_MAX,
-    SETTLED_KEYS_MAX,
     Account,
     Entry,
     Ledger,
     MovementAction,
+    ReleaseMark,
     Reservation,
     Witness,
 )
@@ -74,16 +74,6 @@ def _check_text(value: str, what: str, limit: int) -> None:
     if not value:
         raise InvalidCharge(f"the {what} must not be empty")
     check_name(value, what, limit)
-
-
-def _check_room(ledger: Ledger) -> None:
-    """Refuse a new charge the ledger could not keep idempotent for the rest of its window."""
-    if len(ledger.settled) >= SETTLED_KEYS_MAX:
-        raise InvalidCharge(
-            f"this budget already keeps {len(ledger.settled)} settled charges in this window, "
-            f"the most it can remember ({SETTLED_KEYS_MAX}); it takes new ones after its "
-            "next reset"
-        )
 
 
 def check_charge(
@@ -156,8 +146,9 @@ def record(
 
 
 def is_known(ledger: Ledger, key: str) -> bool:
-    """Whether `key` is reserved now or was settled recently: charging it again is a replay."""
-    if key in ledger.settled:
+    """Whether `key` is reserved now, was settled recently, or is a release id charged in
+    this window: charging it again is a replay (or, for a release id, a conflict)."""
+    if key in ledger.settled or key in ledger.releases:
         return True
     for account in ledger.accounts.values():  # noqa: SIM110 - a loop: this is the hot path
         if key in account.reservations:
@@ -176,26 +167,38 @@ def reserve(
     ref: str = "",
     witness: Witness | None = None,
     dry_run: bool = False,
+    release_of: str | None = None,
 ) -> Charge:
     """Hold `amount` for the object `key` until it is confirmed or expires; never twice.
 
-    With `dry_run` nothing changes, and the Charge says what a real reserve would have done.
-    Raises InvalidCharge for an input that could not be stored.
+    An object's key is remembered for KEY_KEPT once settled; a declared release id
+    (`release_of`: what it is charged for) for the rest of the window. Memory never refuses
+    a charge. The account never moves back in time: a charge stamped before its window
+    (a clock that went back) counts in the current one. With `dry_run` nothing changes, and
+    the Charge says what a real reserve would have done. Raises InvalidCharge for an input
+    that could not be stored.
     """
     check_charge(account=account, key=key, amount=amount, ref=ref, witness=witness)
+    if release_of is not None and len(release_of) > REF_MAX:
+        raise InvalidCharge(
+            f"the release's object is {len(release_of)} characters; at most {REF_MAX}"
+        )
     target = _account(ledger, account)
+    ledger.forget_settled(now)
     if is_known(ledger, key):
         return Charge("duplicate", ZERO, target.balance)
-    _check_room(ledger)
     if amount > target.balance:
         return Charge("insufficient", ZERO, target.balance)
     if dry_run:
         return Charge("reserved", amount, target.balance - amount)
+    at = max(now, target.window_start)
     target.balance -= amount
     target.reserved += amount
     target.reservations[key] = Reservation(
-        amount=amount, created_at=now, expires_at=now + ttl, object=ref, witness=witness
+        amount=amount, created_at=at, expires_at=at + ttl, object=ref, witness=witness
     )
+    if release_of is not None:
+        ledger.releases[key] = ReleaseMark(of=release_of, at=at)
     record(ledger, at=now, account=account, action="reserve", amount=amount, key=key, ref=ref)
     return Charge("reserved", amount, target.balance)
 
@@ -212,7 +215,7 @@ def _settle_reservation(
     ledger: Ledger, *, key: str, now: datetime, action: Literal["confirm", "refund", "cancel"]
 ) -> Decimal | None:
     """Close the reservation under `key` into spent (confirm) or back to balance (refund,
-    cancel); only a cancelled key is not remembered as settled.
+    cancel); only a cancelled key is not remembered as settled (nor as a release id).
 
     Returns the amount, or None when nothing is reserved under `key` (a held amount can be
     zero: an emergency release admitted on an empty budget).
@@ -229,7 +232,9 @@ def _settle_reservation(
         # Refunded, or spent in a window that has since closed (and was counted there):
         # either way the current window gets it back.
         account.balance += held.amount
-    if action != "cancel":
+    if action == "cancel":
+        ledger.releases.pop(key, None)
+    elif key not in ledger.releases:  # a release id is remembered by its mark
         ledger.remember_settled(key, now)
     entry: MovementAction = "confirm" if action == "confirm" else "refund"
     record(ledger, at=now, account=name, action=entry, amount=held.amount, key=key, ref=held.object)
@@ -281,7 +286,8 @@ def reset(
     holders that are still in flight, so they stay held in the new window until they settle;
     a reservation from the old window then returns to the balance whether it is confirmed
     (the old window counted it) or refunded. With carry-over, the unused balance of the old
-    window is added to the new allocation.
+    window is added to the new allocation. Release ids charged before the new window are
+    let go unless still reserved; object keys go by age (KEY_KEPT), not by window.
     """
     target = _account(ledger, account)
     held = target.reserved + target.leased_out
@@ -294,7 +300,9 @@ def reset(
     target.balance = new_allocation - held
     target.window_start = window_start
     target.resets_at = resets_at
-    ledger.forget_settled_before(min(a.window_start for a in ledger.accounts.values()))
+    if ledger.releases:
+        reserved = {key for a in ledger.accounts.values() for key in a.reservations}
+        ledger.forget_releases_before(window_start, keep=reserved)
     record(ledger, at=window_start, account=account, action="reset", amount=new_allocation)
 
 
