@@ -80,6 +80,15 @@ def test_unnumbered_reports_are_recognised_by_their_request_id_for_the_life_of_t
     assert status.accounts[AGENT].spent == Decimal("0.02")
 
 
+def test_unnumbered_reports_counted_by_an_older_status_are_still_recognised() -> None:
+    status = budget()
+    granted(status)
+    status.accounts[AGENT].leases["lease_1"].recent_requests = ["old"]
+    assert spend(status, Usage("old", None, Decimal(1))).duplicates == 1
+    assert spend(status, Usage("new", None, Decimal(1))).accepted == 1
+    assert status.accounts[AGENT].leases["lease_1"].unnumbered() == ["old", "new"]
+
+
 def test_a_record_reported_again_with_another_cost_is_a_conflict_and_counts_nothing() -> None:
     status = budget()
     granted(status)
@@ -97,9 +106,10 @@ def test_a_record_reported_again_with_another_cost_is_a_conflict_and_counts_noth
 def test_the_costs_kept_for_conflicts_stay_bounded() -> None:
     status = budget("1000")
     granted(status, "1000")
-    total = COSTS_KEPT + 376  # a multiple of 100
+    total = 3 * COSTS_KEPT + 10
     for start in range(1, total + 1, 100):
-        spend(status, *(Usage(f"r{n}", n, Decimal(0)) for n in range(start, start + 100)))
+        end = min(start + 100, total + 1)
+        spend(status, *(Usage(f"r{n}", n, Decimal(0)) for n in range(start, end)))
     hold = status.accounts[AGENT].leases["lease_1"]
     assert hold.reported_through == total
     assert len(hold.costs) == COSTS_KEPT

@@ -119,9 +119,10 @@ UNNUMBERED_MAX = 1024
 recognised by its request id for the life of the lease, so a replay is never counted twice
 however late it comes; past this bound a new one is refused, never counted unchecked."""
 
-COSTS_KEPT = 1024
+COSTS_KEPT = 256
 """Numbered reports below a lease's mark whose cost is kept, besides those above it and every
-unnumbered one: a replay among them with another cost is a conflict, not a duplicate."""
+unnumbered one: a replay among them with another cost is a conflict, not a duplicate. Small,
+as every status write carries it: a resent batch sits just below the mark."""
 
 
 @dataclass(slots=True)
@@ -151,15 +152,20 @@ class LeaseHold:
     counted_above: list[int] = field(default_factory=list)
     """Numbered reports above `reported_through` that were counted, ascending."""
     recent_requests: list[Name] = field(default_factory=list)
-    """Request ids of every unnumbered report counted, oldest first (UNNUMBERED_MAX at most)."""
+    """Request ids of unnumbered reports counted before their costs were kept (a status
+    written by an older BudgetOps); newer ones are keys of `costs`."""
     costs: dict[Name, Amount] = field(default_factory=dict)
-    """What each report counted lately cost: `#<seq>` for numbered ones (see COSTS_KEPT),
-    the request id for unnumbered ones."""
+    """What the reports counted cost: every unnumbered one by its request id, numbered ones
+    as `#<seq>` for those above the mark and the COSTS_KEPT below it."""
     token: Name = ""
     """The token id the lease was granted under: once a rotation or revocation closed the
     lease, that token may still report what was spent before the close."""
     late_spent: Amount = Decimal(0)
     """Of `spent`, what was reported after the lease closed (calls made before the close)."""
+
+    def unnumbered(self) -> list[str]:
+        """Request ids of every unnumbered report counted (UNNUMBERED_MAX at most)."""
+        return [*self.recent_requests, *(key for key in self.costs if not key.startswith("#"))]
 
 
 @dataclass(slots=True)

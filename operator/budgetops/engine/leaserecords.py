@@ -36,7 +36,7 @@ def status_of(hold: LeaseHold) -> dict[str, Any]:
         "remaining": str(hold.amount),
         "expiresAt": format_time(hold.expires_at),
         "reportedRequests": (
-            hold.reported_through + len(hold.counted_above) + len(hold.recent_requests)
+            hold.reported_through + len(hold.counted_above) + len(hold.unnumbered())
         ),
     }
 

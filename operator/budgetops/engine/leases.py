@@ -153,35 +153,30 @@ class _Marks:
 
     through: int
     above: set[int]
-    unnumbered: list[str]
     costs: dict[str, Decimal]
 
     def apply(self, hold: LeaseHold) -> None:
         for seq in range(hold.reported_through - COSTS_KEPT + 1, self.through - COSTS_KEPT + 1):
             self.costs.pop(f"#{seq}", None)
         hold.reported_through, hold.counted_above = self.through, sorted(self.above)
-        hold.recent_requests, hold.costs = self.unnumbered, self.costs
+        hold.costs = self.costs
 
 
 def _mark(hold: LeaseHold, usages: Sequence[Usage]) -> tuple[list[bool], _Marks]:
     """For each usage, whether it is new, and the marks with the new ones counted. Raises
     OutOfOrder, TooManyUnnumbered or Conflict; the hold itself is not changed."""
-    marks = _Marks(
-        hold.reported_through, set(hold.counted_above), list(hold.recent_requests), dict(hold.costs)
-    )
-    seen = set(marks.unnumbered)
+    marks = _Marks(hold.reported_through, set(hold.counted_above), dict(hold.costs))
+    seen = set(hold.unnumbered())
     fresh = []
     for usage in usages:
         if usage.seq is None:
             new = usage.request_id not in seen
-            if new and len(marks.unnumbered) >= UNNUMBERED_MAX:
+            if new and len(seen) >= UNNUMBERED_MAX:
                 raise TooManyUnnumbered(
                     f"this lease counted {UNNUMBERED_MAX} reports without `seq` already; number "
                     "the reports (seq 1, 2, 3, ...) or refresh to a new lease"
                 )
-            if new:
-                seen.add(usage.request_id)
-                marks.unnumbered.append(usage.request_id)
+            seen.add(usage.request_id)
         elif usage.seq <= marks.through or usage.seq in marks.above:
             new = False
         elif usage.seq > marks.through + REPORTS_AHEAD_MAX:
