@@ -139,8 +139,10 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(lease=held, seq=st.integers(1, 4), amount=amounts)
     def spend(self, lease: tuple[str, str], seq: int, amount: Decimal) -> None:
         account, lease_id = lease
-        usage = [leases.Usage(f"r{seq}", seq, amount)]
-        with contextlib.suppress(leases.UnknownLease):
+        # stamped when the machine started: before any close, so late reports count too
+        usage = [leases.Usage(f"r{seq}", seq, amount, int(T0.timestamp()))]
+        # a number sent again with another amount is refused, and a refusal changes nothing
+        with contextlib.suppress(leases.UnknownLease, leases.Conflict):
             first = leases.report(
                 self.ledger, account=account, lease_id=lease_id, usages=usage, now=self.now
             )
