@@ -57,7 +57,8 @@ for _ in range(50):
         time.sleep(0.1)
 for uid, user in (("bob-1", "bob"), ("alice-5", "alice")):
     request = urllib.request.Request(f"http://127.0.0.1:{port}/validate?timeout=5s",
-                                     data=review(uid, user, ["developers"]))
+                                     data=review(uid, user, ["developers"]),
+                                     headers={"Content-Type": "application/json"})
     answer = json.load(urllib.request.urlopen(request))["response"]
     verdict = "allowed" if answer["allowed"] else "denied"
     print(f"{user}: {verdict}:", (answer.get("warnings") or [answer.get("status", {}).get("message")])[0])

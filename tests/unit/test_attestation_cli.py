@@ -48,7 +48,12 @@ def release(port: int, uid: str, points: int) -> dict[str, Any]:
     body = request(kind="Deployment", resource=DEPLOYMENTS, namespace="payments", obj=obj, uid=uid)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("POST", "/validate", body=json.dumps(body).encode())
+        connection.request(
+            "POST",
+            "/validate",
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         answer: dict[str, Any] = json.loads(connection.getresponse().read())["response"]
     finally:
         connection.close()

@@ -79,7 +79,12 @@ def served(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 def admit(port: int, uid: str) -> dict[str, Any]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("POST", "/validate", body=json.dumps(request(uid=uid)).encode())
+        connection.request(
+            "POST",
+            "/validate",
+            body=json.dumps(request(uid=uid)).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         answer: dict[str, Any] = json.loads(connection.getresponse().read())["response"]
     finally:
         connection.close()

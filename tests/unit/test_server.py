@@ -26,6 +26,7 @@ from tests.unit.test_admission import request
 
 NOW = datetime(2026, 1, 1, 15, 30, tzinfo=UTC)
 FAST = Limits(header_timeout=0.3, body_timeout=0.3, keepalive_timeout=5.0)
+JSON = {"Content-Type": "application/json"}
 
 
 def admitting(path: Path) -> Admission:
@@ -82,7 +83,7 @@ def test_a_compressed_body_is_a_415_not_a_500(server: WebhookServer, encoding: s
         "POST",
         path="/validate",
         body=b'{"plain": true}',
-        headers={"Content-Encoding": encoding},
+        headers={"Content-Encoding": encoding, **JSON},
     )
     assert status == 415
     assert encoding in json.loads(body)["error"]
@@ -116,7 +117,8 @@ def test_a_slow_body_is_a_408_within_the_body_timeout(server: WebhookServer) -> 
     started = time.monotonic()
     answer = raw(
         server.port,
-        b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+        b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{",
         5.0,
         whole=False,
     )
@@ -148,7 +150,9 @@ def test_a_slow_metrics_scrape_does_not_hold_admissions(
     try:
         assert blocking.entered.wait(5)
         started = time.monotonic()
-        status, _ = ask(server.port, "POST", path="/validate", body=b"{}", timeout=2.0)
+        status, _ = ask(
+            server.port, "POST", path="/validate", body=b"{}", headers=JSON, timeout=2.0
+        )
         assert status == 400  # answered by the review, while the scrape is still held
         assert ask(server.port, timeout=2.0)[0] == 200
         assert time.monotonic() - started < 1.0
@@ -204,7 +208,7 @@ def test_stalled_connections_past_the_descriptor_limit_leave_requests_answered(
             stalled.append(connection)
         started = time.monotonic()
         assert ask(port, timeout=5.0)[0] == 200
-        status, _ = ask(port, "POST", path="/validate", body=b"{}", timeout=5.0)
+        status, _ = ask(port, "POST", path="/validate", body=b"{}", headers=JSON, timeout=5.0)
         assert status == 400
         assert time.monotonic() - started < 4.0  # asyncio retries a failed accept() after 1 s
     finally:
@@ -229,9 +233,6 @@ def errors_counted(port: int, code: str) -> float:
     text = ask(port, path="/metrics")[1].decode()
     found = re.search(rf'^budgetops_webhook_errors_total{{code="{code}"}} (\S+)$', text, re.M)
     return float(found[1]) if found else 0.0
-
-
-JSON = {"Content-Type": "application/json"}
 
 
 @pytest.mark.parametrize(
@@ -281,3 +282,19 @@ def test_a_body_past_the_json_bounds_without_a_uid_is_a_400_logged_and_counted(
     assert json.loads(answer)["error"].startswith("the body ")
     assert caplog.records, "logged"
     assert errors_counted(server.port, "400") == 1
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_sent_as_json_is_a_415_counted(
+    server: WebhookServer, content_type: str | None
+) -> None:
+    """Before, /validate read any Content-Type as an AdmissionReview."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    status, body = ask(
+        server.port, "POST", path="/validate", body=review_with("1"), headers=headers
+    )
+    assert status == 415, body
+    assert "Content-Type: application/json" in json.loads(body)["error"]
+    assert errors_counted(server.port, "415") == 1
+    with_charset = {"Content-Type": "application/json; charset=utf-8"}
+    assert ask(server.port, "POST", path="/validate", body=b"{}", headers=with_charset)[0] == 400

@@ -1,8 +1,8 @@
 """The webhook's HTTP server: aiohttp on one event loop thread, TLS that reloads itself.
 
 Every input anyone on the port can send gets an answer: an unknown path a 404, a body over
-the limit a 413, a missing length a 411; what is inside a body is `Admission.review`'s
-business.
+the limit a 413, a missing length a 411, a body not sent as `application/json` a 415; what
+is inside a body is `Admission.review`'s business.
 
 Bounded against slow and stalled callers: headers must arrive within `HEADER_TIMEOUT` of
 their first byte, a body within the request's deadline (at most `BODY_TIMEOUT`), an idle
@@ -236,6 +236,10 @@ def _application(
             return refuse(problem(411, "a Content-Length header is required"))
         if length > MAX_BODY:
             return refuse(problem(413, f"the body is larger than {MAX_BODY} bytes"))
+        if request.content_type != "application/json":  # what the API server sends
+            return refuse(
+                problem(415, "send the AdmissionReview as Content-Type: application/json")
+            )
         deadline = _timeout(request.query.get("timeout"))
         try:
             async with asyncio.timeout(min(deadline, limits.body_timeout)):
