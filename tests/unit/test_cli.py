@@ -101,12 +101,12 @@ def test_unknown_budget_and_bad_amount_are_clear(db: str) -> None:
         "--id",
         "x",
         "--cost",
-        "1.005",
+        "1.0000005",
         "--db",
         db,
     )
     assert code == EXIT_INVALID
-    assert "at most 2 decimals" in out
+    assert "at most 6 decimals" in out
 
 
 def test_crds_command_matches_the_committed_files() -> None:

@@ -13,12 +13,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any, get_args
 
 from budgetops.admission.review import AdmissionRequest, UserInfo
 from budgetops.apis.ledger import Witness
+from budgetops.apis.numbers import PLACES, WHOLE_DIGITS, NumberError, amount, quoted, whole
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import (
     ANNOTATION_UNCERTAINTY,
@@ -58,7 +59,17 @@ CERTIFICATES = frozenset(
     {("certificates.k8s.io", "certificatesigningrequests"), CERT_MANAGER_REQUESTS}
 )
 
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_GO_DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?)(h|ms|m|s)")
+"""Digits bounded so that no duration overflows `timedelta` (at most ~114,000 years)."""
+
+EXPIRATION_SECONDS = (600, 2**31 - 1)
+"""What Kubernetes allows in `spec.expirationSeconds` (CSR, TokenRequest): int32, from 10m."""
+
+UNKNOWNS_TEXT_MAX = 4096
+"""Characters the unknowns annotation may hold: a few dozen reasons with their counts."""
+UNKNOWN_REASONS_MAX = 64
+UNKNOWN_COUNT_MAX = 1_000_000
+"""The most one reason may count: a RiskBudget's `maxUnknownCount` stops there too."""
 
 
 class Refused(ValueError):
@@ -182,21 +193,32 @@ def _account_key(
 
 
 def _go_duration(text: str) -> timedelta | None:
-    """cert-manager writes durations the Go way (`1h0m0s`, `90m`); None if unreadable."""
+    """cert-manager writes durations the Go way (`1h0m0s`, `90m`); None if unreadable or 0."""
     parts = _GO_DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text.strip():
         return None
     scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    return timedelta(seconds=sum(float(n) * scale[u] for n, u in parts))
+    seconds = sum(float(n) * scale[u] for n, u in parts)
+    return timedelta(seconds=seconds) if seconds > 0 else None
 
 
 def certificate_ttl(request: AdmissionRequest) -> timedelta | None:
     """The lifetime a certificate request asks for: CSR `expirationSeconds`, cert-manager
-    `duration`; None when it states none (the signer's default then applies)."""
+    `duration`; None when it states none (the signer's default then applies). A stated
+    `expirationSeconds` outside what Kubernetes allows is refused: 0 or -1 must never pass
+    as a short lifetime, nor 1e999 or NaN crash the webhook."""
     spec = (request.object or {}).get("spec") or {}
-    seconds = spec.get("expirationSeconds")
-    if isinstance(seconds, int) and not isinstance(seconds, bool):
-        return timedelta(seconds=seconds)
+    if not isinstance(spec, dict):
+        return None
+    if "expirationSeconds" in spec:
+        seconds = spec["expirationSeconds"]
+        low, high = EXPIRATION_SECONDS
+        if isinstance(seconds, int) and not isinstance(seconds, bool) and low <= seconds <= high:
+            return timedelta(seconds=seconds)
+        raise Refused(
+            f"spec.expirationSeconds must be a whole number of seconds from {low} to {high}, "
+            f"not {quoted(seconds)}."
+        )
     duration = spec.get("duration")
     return _go_duration(duration) if isinstance(duration, str) else None
 
@@ -297,14 +319,9 @@ def selects(selector: LabelSelector, labels: dict[str, str]) -> bool:
 
 def _points(text: str, annotation: str) -> int:
     try:
-        points = int(text.strip())
-    except ValueError:
-        raise Refused(
-            f"{annotation} must be a whole number of risk points, not {text!r}."
-        ) from None
-    if not 0 <= points <= MAX_RISK_POINTS:
-        raise Refused(f"{annotation} must be between 0 and {MAX_RISK_POINTS}, not {points}.")
-    return points
+        return whole(text, low=0, high=MAX_RISK_POINTS, of="risk points")
+    except NumberError as error:
+        raise Refused(f"{annotation} {error}.") from None
 
 
 def _change_class(text: str, annotation: str) -> ChangeClass:
@@ -315,35 +332,56 @@ def _change_class(text: str, annotation: str) -> ChangeClass:
     raise Refused(f"{annotation} must be one of {', '.join(allowed)}, not {text!r}.")
 
 
+def _count(text: str) -> int:
+    return whole(text, low=0, high=UNKNOWN_COUNT_MAX)
+
+
+def _no_fractions(text: str) -> int:
+    raise NumberError(f"{text} is not a whole count")
+
+
 def _unknowns(annotations: dict[str, str]) -> UnknownCounts | None:
+    """The release's unknowns, bounded as they are read: the text, the number of reasons and
+    each count (as digits, before `int` sees them), so no annotation costs more to read than
+    its few kilobytes."""
     counts_text = annotations.get(ANNOTATION_UNKNOWNS)
     uncertainty_text = annotations.get(ANNOTATION_UNCERTAINTY)
     if counts_text is None and uncertainty_text is None:
         return None
     counts: dict[str, int] = {}
     if counts_text is not None:
-        try:
-            parsed = json.loads(counts_text)
-        except json.JSONDecodeError:
-            parsed = None
-        if not isinstance(parsed, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in parsed.values()
+        parsed: Any = None
+        if len(counts_text) <= UNKNOWNS_TEXT_MAX:
+            try:
+                parsed = json.loads(
+                    counts_text,
+                    parse_int=_count,
+                    parse_float=_no_fractions,
+                    parse_constant=_no_fractions,
+                )
+            except (ValueError, RecursionError):
+                parsed = None
+        if (
+            not isinstance(parsed, dict)
+            or len(parsed) > UNKNOWN_REASONS_MAX
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in parsed.values())
         ):
             raise Refused(
                 f'{ANNOTATION_UNKNOWNS} must be a JSON object of counts, e.g. {{"Reachability": 2}}'
-                f", not {counts_text!r}."
+                f", with at most {UNKNOWN_REASONS_MAX} reasons of 0 to {UNKNOWN_COUNT_MAX} each"
+                f", not {quoted(counts_text)}."
             )
         counts = {str(k): v for k, v in parsed.items()}
     uncertainty = Decimal(0)
     if uncertainty_text is not None:
         try:
-            uncertainty = Decimal(uncertainty_text.strip())
-        except InvalidOperation:
-            uncertainty = Decimal(-1)
-        if not uncertainty.is_finite() or uncertainty < 0:
+            uncertainty = amount(uncertainty_text)
+        except NumberError:
             raise Refused(
-                f"{ANNOTATION_UNCERTAINTY} must be a non-negative number, not {uncertainty_text!r}."
-            )
+                f"{ANNOTATION_UNCERTAINTY} must be a non-negative number with at most "
+                f"{PLACES} decimals and {WHOLE_DIGITS} digits before the point, "
+                f"not {quoted(uncertainty_text)}."
+            ) from None
     return UnknownCounts(by_reason=counts, cumulative_uncertainty=uncertainty)
 
 

@@ -1,7 +1,8 @@
 """The lease API's requests, as the budget control protocol spells them (`docs/lease-api.md`).
 
 Field names are the protocol's (snake_case), so runtimes that speak it need no change. Money
-arrives as JSON numbers read as Decimal (never float) and must have at most two decimals.
+arrives as JSON numbers read as Decimal (never float), with at most six decimals, and is read
+by `numbers.amount`: bounded before any arithmetic, and in the form the ledger stores.
 The OpenAPI document is generated from these models.
 """
 
@@ -21,6 +22,7 @@ from pydantic import (
 )
 
 from budgetops.apis.agents import BUDGET_ID_PATTERN
+from budgetops.apis.numbers import PLACES, amount
 
 LEASE_ID_PATTERN = r"^lease_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -39,31 +41,31 @@ BATCH_MAX = 1000
 def _money(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise ValueError("must be a number of USD, such as 10.00")
-    amount = Decimal(value)
-    if not amount.is_finite():
-        raise ValueError("must be a finite number")
-    if amount != amount.quantize(Decimal("0.01")):
-        raise ValueError("must have at most 2 decimal places (cents)")
-    return amount
+    return amount(value)
 
 
 def _schema(minimum: Decimal, maximum: Decimal, *, exclusive: bool) -> dict[str, Any]:
     bound = "exclusiveMinimum" if exclusive else "minimum"
-    return {"type": "number", bound: float(minimum), "maximum": float(maximum), "multipleOf": 0.01}
+    return {
+        "type": "number",
+        bound: float(minimum),
+        "maximum": float(maximum),
+        "multipleOf": float(Decimal(10) ** -PLACES),
+    }
 
 
 def _requested(value: object) -> Decimal:
-    amount = _money(value)
-    if not 0 < amount <= REQUEST_MAX:
-        raise ValueError(f"must be above 0 and at most {REQUEST_MAX} USD, not {amount}")
-    return amount
+    usd = _money(value)
+    if not 0 < usd <= REQUEST_MAX:
+        raise ValueError(f"must be above 0 and at most {REQUEST_MAX} USD, not {usd}")
+    return usd
 
 
 def _cost(value: object) -> Decimal:
-    amount = _money(value)
-    if not 0 <= amount <= COST_MAX:
-        raise ValueError(f"must be between 0 and {COST_MAX} USD, not {amount}")
-    return amount
+    usd = _money(value)
+    if not 0 <= usd <= COST_MAX:
+        raise ValueError(f"must be between 0 and {COST_MAX} USD, not {usd}")
+    return usd
 
 
 Requested = Annotated[

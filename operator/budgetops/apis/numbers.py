@@ -27,6 +27,8 @@ _DIGITS_MAX = 40
 """Digits a Decimal value may carry in, trailing zeros included (`0.0100` from JSON)."""
 
 _CENT = Decimal("0.01")
+_SPACE = " \t\r\n"
+"""White space around a number that is ignored: ASCII only, as YAML and shells write it."""
 _WHOLE = re.compile(r"-?[0-9]{1,18}")
 _DECIMAL = re.compile(rf"0*[0-9]{{1,{WHOLE_DIGITS}}}(\.[0-9]{{1,{PLACES}}})?")
 
@@ -35,7 +37,7 @@ class NumberError(ValueError):
     """A number that is not written or bounded as BudgetOps reads it; says what to write."""
 
 
-def _shown(value: object) -> str:
+def quoted(value: object) -> str:
     """The value as an error may quote it: short, and never a huge number spelled out."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
         return "a number of more than 19 digits"
@@ -43,22 +45,25 @@ def _shown(value: object) -> str:
     return repr(text if len(text) <= 40 else f"{text[:37]}...")
 
 
-def whole(value: object, *, low: int, high: int) -> int:
-    """A whole number from `low` to `high`, as an int or in ASCII digits (a `-` if `low` < 0).
+def whole(value: object, *, low: int, high: int, of: str = "") -> int:
+    """A whole number from `low` to `high`, as an int or in ASCII digits (a `-` allowed).
 
-    Surrounding white space is ignored; `+`, `_`, inner spaces and other scripts' digits are
-    not, so every reader of a count agrees with `--cost` and the CRD patterns.
+    Surrounding ASCII white space is ignored; `+`, `_`, inner spaces and other scripts' digits are
+    not, so every reader of a count agrees with `--cost` and the CRD patterns. `of` names
+    the unit in the message ("risk points").
     """
-    if isinstance(value, bool):
-        raise NumberError("must be a whole number, not a boolean")
-    if isinstance(value, int):
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
         number = value if value.bit_length() <= 64 else None
-    elif isinstance(value, str) and len(value) <= TEXT_MAX and _WHOLE.fullmatch(value.strip()):
-        number = int(value.strip())
-    else:
-        number = None
-    if number is None or not low <= number <= high:
-        raise NumberError(f"must be a whole number from {low} to {high}, not {_shown(value)}")
+    elif (
+        isinstance(value, str) and len(value) <= TEXT_MAX and _WHOLE.fullmatch(value.strip(_SPACE))
+    ):
+        number = int(value.strip(_SPACE))
+    if number is None:
+        unit = f" of {of}" if of else ""
+        raise NumberError(f"must be a whole number{unit}, not {quoted(value)}")
+    if not low <= number <= high:
+        raise NumberError(f"must be between {low} and {high}, not {number}")
     return number
 
 
@@ -75,39 +80,37 @@ def amount(value: object) -> Decimal:
     Accepts an int, a Decimal (a JSON number read as one) or a decimal string; refuses
     floats (they have lost digits already), exponents, signs and NaN/Infinity. The bounds
     are checked on the digits as given, before any arithmetic. The result is in the form
-    the ledger writes and reads back: no exponent, at most PLACES decimals (`0.0100000`
-    becomes `0.01`, `1E+2` becomes `100`); a string keeps the decimals it was written with.
+    the ledger writes and reads back: no exponent, at most PLACES decimals. A number loses
+    its trailing zeros (`0.0100000` is `0.01`; `1E+2` and `1E-400` are refused); a string,
+    as a manifest spells it, keeps the decimals it was written with (`10.50`).
     """
     if isinstance(value, str):
-        text = value.strip()
+        text = value.strip(_SPACE)
         if len(text) > TEXT_MAX or not _DECIMAL.fullmatch(text):
             raise _refused(value)
         return Decimal(text)
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise NumberError(f"an amount must be a number, not {_shown(value)}")
+        raise NumberError(f"an amount must be a number, not {quoted(value)}")
     if isinstance(value, int):
         if value < 0 or value.bit_length() > 64:
             raise _refused(value)
         value = Decimal(value)
     if not value.is_finite() or (value.is_signed() and value):
         raise _refused(value)
-    if not value:
-        return Decimal(0)
     _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite
     if len(digits) > _DIGITS_MAX:
         raise _refused(value)
     kept = len(digits)
-    while exponent < -PLACES and digits[kept - 1] == 0:
+    while exponent < 0 and kept > 1 and digits[kept - 1] == 0:
         kept, exponent = kept - 1, exponent + 1
-    if exponent < -PLACES or kept + exponent > WHOLE_DIGITS:
+    if not -PLACES <= exponent <= 0 or kept + exponent > WHOLE_DIGITS:
         raise _refused(value)
-    whole_zeros = (0,) * max(exponent, 0)
-    return Decimal((0, digits[:kept] + whole_zeros, min(exponent, 0)))
+    return Decimal((0, digits[:kept], exponent)) if value else Decimal(0)
 
 
 def _refused(value: object) -> NumberError:
     return NumberError(
-        f"{_shown(value)} is not an amount: use a non-negative number with at most {PLACES} "
+        f"{quoted(value)} is not an amount: use a non-negative number with at most {PLACES} "
         f"decimals and at most {WHOLE_DIGITS} digits before the point"
     )

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import yaml
 
 from budgetops.apis.common import format_amount, format_time, parse_amount, parse_duration
+from budgetops.apis.numbers import NumberError, whole
 from budgetops.apis.names import shown
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, Band, ChangeClass, Reliability
@@ -574,23 +575,32 @@ def _amount(value: str) -> Decimal:
 
 
 def _points(value: str) -> int:
+    """As the risk-points annotation reads them: ASCII digits, 0 to MAX_RISK_POINTS."""
     try:
-        points = int(value)
-    except ValueError:
-        points = -1
-    if not 0 <= points <= MAX_RISK_POINTS:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number 0-{MAX_RISK_POINTS}")
-    return points
+        return whole(value, low=0, high=MAX_RISK_POINTS, of="risk points")
+    except NumberError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _signed_points(value: str) -> Decimal:
     try:
-        points = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if abs(points) > MAX_RISK_POINTS:
-        raise argparse.ArgumentTypeError(f"{value!r} is beyond ±{MAX_RISK_POINTS}")
-    return Decimal(points)
+        return Decimal(whole(value, low=-MAX_RISK_POINTS, high=MAX_RISK_POINTS, of="points"))
+    except NumberError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _count(value: str) -> int:
+    try:
+        return whole(value, low=0, high=1_000_000)
+    except NumberError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _release_id(value: str) -> str:
+    """An empty id (an unset `$GIT_SHA`) would be a fresh key on every retry: refused."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("--release-id must not be empty; omit it for a new id")
+    return value.strip()
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, Path], int]] = {
@@ -636,7 +646,9 @@ def add_parsers(
         release = verb(name, text)
         release.add_argument("--points", type=_points, required=True)
         release.add_argument("--reason", default="", help="what ships, for the entry")
-        release.add_argument("--release-id", help="idempotency key (default: a new one)")
+        release.add_argument(
+            "--release-id", type=_release_id, help="idempotency key (default: a new one)"
+        )
         release.add_argument(
             "--change-class",
             default="standard",
@@ -652,7 +664,7 @@ def add_parsers(
     metrics = verb("report-metrics", "this window's MTTR, change-failure rate and P1 incidents")
     metrics.add_argument("--mttr-hours", type=_amount, required=True)
     metrics.add_argument("--change-failure-rate", type=_amount, required=True, help="percent")
-    metrics.add_argument("--p1-incidents", type=int, default=0)
+    metrics.add_argument("--p1-incidents", type=_count, default=0)
     history = verb("history", "closed windows and the current one")
     history.add_argument("--window", help="one window: 2026-11, 2026-W48, sprint-2026-11-16")
     verb("receipts", "a budget's recent entries, with verdict digests")
