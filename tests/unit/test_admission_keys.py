@@ -19,7 +19,8 @@ from budgetops.admission.webhook import Admission
 from budgetops.apis.ledger import KEY_KEPT
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.engine.decisions import Release, admit_risk
-from budgetops.engine.ledger import audit, confirm
+from budgetops.engine.ledger import audit, confirm, refund
+from budgetops.engine.rollover import summarize_risk
 from budgetops.store import BudgetKey, SQLiteStore
 from tests.charges import charging
 
@@ -146,6 +147,22 @@ def test_a_warn_budget_only_warns_of_a_reused_release_id_and_charges_nothing(
     assert answer["allowed"]
     assert answer["warnings"][0].endswith("(warn only; not charged)")
     assert consumed(store) == 30
+
+
+def test_a_refunded_release_is_charged_again_not_replayed_free(releases: SQLiteStore) -> None:
+    """Its object never appeared, so the release never shipped: asking again is a charge."""
+
+    def never_appeared(budget: Budget) -> None:
+        assert isinstance(budget, RiskBudget)
+        refund(budget.status, key="release:v1", now=NOW)
+        summarize_risk(budget.status, budget.spec)
+
+    releases.update_status(SERVICE, never_appeared)
+    assert consumed(releases) == 0
+    again = review(admitting(releases), ship(workload(**{RELEASE_ID: "v1", POINTS: "90"})))
+    assert again["allowed"]
+    assert "already charged" not in again["warnings"][0]
+    assert consumed(releases) == 90
 
 
 def test_a_release_declared_without_an_object_replays_itself() -> None:

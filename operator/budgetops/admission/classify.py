@@ -158,7 +158,8 @@ def account_keys(spec: TrustBudgetSpec, request: AdmissionRequest) -> list[str]:
     cluster-scoped objects, the requesting service account's namespace).
     """
     user = requester(spec, request)
-    governed = [g for g in dict.fromkeys(user.groups) if g in spec.subjects.groups]
+    named = set(spec.subjects.groups)
+    governed = [g for g in dict.fromkeys(user.groups) if g in named]
     if "${group}" not in spec.account_key or not governed:
         return [_account_key(spec, request, user, None)]
     return [_account_key(spec, request, user, group) for group in governed]

@@ -215,7 +215,8 @@ def _settle_reservation(
     ledger: Ledger, *, key: str, now: datetime, action: Literal["confirm", "refund", "cancel"]
 ) -> Decimal | None:
     """Close the reservation under `key` into spent (confirm) or back to balance (refund,
-    cancel); only a cancelled key is not remembered as settled (nor as a release id).
+    cancel); only a cancelled key is not remembered as settled, and only a confirmed
+    release id stays remembered.
 
     Returns the amount, or None when nothing is reserved under `key` (a held amount can be
     zero: an emergency release admitted on an empty budget).
@@ -232,9 +233,12 @@ def _settle_reservation(
         # Refunded, or spent in a window that has since closed (and was counted there):
         # either way the current window gets it back.
         account.balance += held.amount
-    if action == "cancel":
-        ledger.releases.pop(key, None)
-    elif key not in ledger.releases:  # a release id is remembered by its mark
+    if key in ledger.releases:
+        # A release id is remembered by its mark, while what it paid for stands: a release
+        # refunded or taken back never shipped, so asking again is a new charge.
+        if action != "confirm":
+            del ledger.releases[key]
+    elif action != "cancel":
         ledger.remember_settled(key, now)
     entry: MovementAction = "confirm" if action == "confirm" else "refund"
     record(ledger, at=now, account=name, action=entry, amount=held.amount, key=key, ref=held.object)
