@@ -74,7 +74,7 @@ def budget_crds(control_plane: Any) -> Any:
         "-l",
         "app.kubernetes.io/part-of=budgetops",
     )
-    # Where `budgetops run` replicas elect the one that reconciles (the chart creates it).
+    # Where `budgetops run` replicas elect the one that reconciles (they make it if missing).
     control_plane.kubectl(
         "apply",
         "-f",

@@ -3,7 +3,7 @@ is upgraded, and leaves the budgets behind when uninstalled.
 
 No kubelet runs pods here, so the operator runs as a process on loopback (`budgetops run`,
 as each replica runs it) and the chart points its webhook at it (webhook.url, with the
-provided TLS mode). Everything else (CRDs, RBAC, the peering, the webhook configuration)
+provided TLS mode). Everything else (CRDs, RBAC, the webhook configuration)
 is the chart's. The session's control plane already has the CRDs, applied from crds/
 outside Helm; the chart must create, upgrade and keep its own, so this module starts a
 control plane of its own (about 4 s) where nothing else exists.
@@ -93,10 +93,12 @@ def test_install_denies_upgrade_changes_uninstall_keeps_the_budgets(
             "wait", "--for=condition=Established", "--timeout=60s", "crd", PEERING_CRD,
             *sorted(CRDS),
         )  # fmt: skip
-        peering = _live(plane, "clusterkopfpeering", "budgetops")
         with _operator(plane, port, serving, tmp_path / "operator.log"):
             context = ssl.create_default_context(cafile=str(ca.cert))
             _wait_for(port, context, "/readyz", lambda body: True)
+            # The replicas make the peering object they elect the leader on.
+            plane.kubectl("wait", "--for=create", "--timeout=30s", "clusterkopfpeering/budgetops")
+            peering = _live(plane, "clusterkopfpeering", "budgetops")
             _spend_until_denied(plane, port, context)
 
             helm(
@@ -119,8 +121,6 @@ def test_install_denies_upgrade_changes_uninstall_keeps_the_budgets(
             now = _live(plane, "clusterkopfpeering", "budgetops")
             assert now["metadata"]["uid"] == peering["metadata"]["uid"]
 
-            # No --wait: kopf holds its finalizer on the peering for its daemon's cancellation
-            # timeout (30 s) after the leader stopped; the rest is gone at once.
             helm(binaries, "uninstall", RELEASE, "-n", NAMESPACE, kubeconfig=kubeconfig)
         gone = plane.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION, check=False)
         assert gone.returncode != 0
@@ -147,15 +147,28 @@ def test_install_denies_upgrade_changes_uninstall_keeps_the_budgets(
 
 
 @contextlib.contextmanager
-def _operator(plane: Any, port: int, serving: Pair, log_path: Path) -> Iterator[None]:
-    """`budgetops run` as a replica of the release runs it, serving TLS on loopback."""
+def _operator(
+    plane: Any,
+    port: int,
+    serving: Pair | list[str],
+    log_path: Path,
+    *,
+    kubeconfig: Path | None = None,
+    clean_exit: bool = True,
+) -> Iterator[None]:
+    """`budgetops run` as a replica of the release runs it, serving TLS on loopback (with
+    `serving`, or the TLS arguments given instead): with the administrator's credentials,
+    or `kubeconfig` (the chart's ServiceAccount's). Its exit code is checked unless
+    `clean_exit` is False (its credentials were taken away)."""
+    if isinstance(serving, Pair):
+        serving = ["--tls-cert-file", str(serving.cert), "--tls-key-file", str(serving.key)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "budgetops.cli.main", "run"),
-                *("--kubeconfig", str(plane.kubeconfig), "--namespace", NAMESPACE),
+                *("--kubeconfig", str(kubeconfig or plane.kubeconfig), "--namespace", NAMESPACE),
                 *("--listen", f"127.0.0.1:{port}", "--own-service-account", OPERATOR),
-                *("--tls-cert-file", str(serving.cert), "--tls-key-file", str(serving.key)),
+                *serving,
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -165,8 +178,9 @@ def _operator(plane: Any, port: int, serving: Pair, log_path: Path) -> Iterator[
             yield
         finally:
             process.terminate()
-            process.wait(timeout=30)
-    assert process.returncode == 0, log_path.read_text()[-4000:]
+            process.wait(timeout=60)
+    if clean_exit:
+        assert process.returncode == 0, log_path.read_text()[-4000:]
 
 
 def _spend_until_denied(plane: Any, port: int, context: ssl.SSLContext) -> None:
@@ -245,14 +259,176 @@ def test_crds_go_with_the_release_when_not_kept(plane: Any, binaries: Any) -> No
     assert PEERING_CRD in left  # crds/: Helm never deletes it
 
 
+def test_budgetops_is_repaired_with_no_replica_up(plane: Any, binaries: Any) -> None:
+    """failurePolicy Fail and no replica answering: elsewhere the outage refuses what the
+    webhook matches, but in BudgetOps' own namespace the runbook's recovery passes, a new
+    token for its ServiceAccount and a `helm upgrade` that changes its Deployment."""
+    kubeconfig = str(plane.kubeconfig)
+    release = [
+        *(RELEASE, str(CHART), "-n", NAMESPACE),
+        *("--set", "webhook.tls.mode=provided", "--set", "reconciler.enabled=false"),
+        *("--set", f"webhook.url=https://127.0.0.1:{free_port()}/validate"),  # nothing listens
+        *("--set", "webhook.failurePolicy=Fail", "--set", "webhook.timeoutSeconds=2"),
+    ]
+    helm(binaries, "install", *release, "--create-namespace", kubeconfig=kubeconfig)
+    try:
+        plane.kubectl("create", "namespace", "elsewhere", check=False)
+        plane.kubectl("create", "serviceaccount", "worker", "-n", "elsewhere", check=False)
+        refused = plane.kubectl("create", "token", "worker", "-n", "elsewhere", check=False)
+        assert refused.returncode != 0
+        assert 'failed calling webhook "charge.budgetops.dev"' in refused.stderr, refused.stderr
+        own = plane.kubectl("create", "token", "budgetops", "-n", NAMESPACE, check=False)
+        assert own.returncode == 0, own.stderr
+        helm(binaries, "upgrade", *release, "--set", "image.tag=0.1.1", kubeconfig=kubeconfig)
+        deployment = _live(plane, "deployment", CONFIGURATION, "-n", NAMESPACE)
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "budgetops:0.1.1"
+    finally:
+        plane.kubectl(
+            "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found"
+        )
+        helm(binaries, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=kubeconfig)
+
+
+LEADING = "budgetops_reconciler_leading 1.0"
+
+
+def test_a_reinstall_reconciles_again_and_says_who_leads(
+    plane: Any, binaries: Any, tmp_path: Path
+) -> None:
+    """`helm uninstall` while a replica leads removes its ServiceAccount before kopf can take
+    its finalizer off the peering object. The peering is the replicas', not the release's:
+    uninstall leaves it alone, the next install's replica leads again, and one deleted by
+    hand is made again. budgetops_reconciler_leading says whether this replica leads. Run
+    with the chart's own ServiceAccount, nothing it does is refused (kopf lists CRDs)."""
+    kubeconfig = str(plane.kubeconfig)
+    ca, serving = loopback_server_pair(tmp_path)
+    port = free_port()
+    context = ssl.create_default_context(cafile=str(ca.cert))
+    release = [
+        *(RELEASE, str(CHART), "-n", NAMESPACE, "--set", "webhook.tls.mode=provided"),
+        *("--set", f"webhook.url=https://127.0.0.1:{port}/validate"),
+        *("--set", f"webhook.tls.caBundle={base64.b64encode(ca.cert.read_bytes()).decode()}"),
+        *("--set", "webhook.failurePolicy=Ignore", "--set", "webhook.timeoutSeconds=2"),
+    ]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    try:
+        helm(binaries, "install", *release, "--create-namespace", kubeconfig=kubeconfig)
+        token = _service_account_kubeconfig(plane, tmp_path / "first.kubeconfig")
+        with _operator(plane, port, serving, logs[0], kubeconfig=token, clean_exit=False):
+            _wait_for(port, context, "/metrics", lambda body: LEADING in body, within=60)
+            peering = _live(plane, "clusterkopfpeering", "budgetops")
+            helm(binaries, "uninstall", RELEASE, "-n", NAMESPACE, kubeconfig=kubeconfig)
+            time.sleep(2)  # what the uninstall would have done to the peering, it has done
+        left = _live(plane, "clusterkopfpeering", "budgetops")
+        assert left["metadata"]["uid"] == peering["metadata"]["uid"]
+        assert "deletionTimestamp" not in left["metadata"], left["metadata"]
+
+        helm(binaries, "install", *release, kubeconfig=kubeconfig)
+        token = _service_account_kubeconfig(plane, tmp_path / "second.kubeconfig")
+        with _operator(plane, port, serving, logs[1], kubeconfig=token):
+            _wait_for(port, context, "/metrics", lambda body: LEADING in body, within=60)
+            # Deleted by hand: the leader lets go of it, and a replica makes it again.
+            plane.kubectl("delete", "clusterkopfpeering", "budgetops", "--wait=false")
+            _wait_for(port, context, "/metrics", lambda body: LEADING not in body, within=60)
+            _wait_for(port, context, "/metrics", lambda body: LEADING in body, within=60)
+            again = _live(plane, "clusterkopfpeering", "budgetops")
+            assert again["metadata"]["uid"] != peering["metadata"]["uid"]
+        second = logs[1].read_text()
+        assert second.count("leading: reconciling every budget") == 2, second[-4000:]
+        assert "peering object budgetops was missing: made it" in second
+        # The first replica lost its credentials with the uninstall; this one never did.
+        assert "Forbidden" not in second
+    finally:
+        plane.kubectl(
+            "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found"
+        )
+        subprocess.run(
+            [
+                *(str(binaries.helm), "uninstall", RELEASE, "-n", NAMESPACE),
+                *("--ignore-not-found", "--wait", "--kubeconfig", kubeconfig),
+            ],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+
+
+def test_a_webhook_url_is_served_with_the_operators_own_certificate(
+    plane: Any, binaries: Any, tmp_path: Path
+) -> None:
+    """The default TLS mode with webhook.url: the replica's certificate names the URL's host
+    (an IP SAN here), so the API server's calls verify and a matched request is admitted.
+    The replica runs with the TLS arguments of the chart's own Deployment."""
+    kubeconfig = str(plane.kubeconfig)
+    port = free_port()
+    release = [
+        *(RELEASE, str(CHART), "-n", NAMESPACE, "--set", "reconciler.enabled=false"),
+        *("--set", f"webhook.url=https://127.0.0.1:{port}/validate"),
+        *("--set", "webhook.failurePolicy=Fail", "--set", "webhook.timeoutSeconds=3"),
+    ]
+    helm(binaries, "install", *release, "--create-namespace", kubeconfig=kubeconfig)
+    try:
+        manifest = helm(
+            binaries, "get", "manifest", RELEASE, "-n", NAMESPACE, kubeconfig=kubeconfig
+        )
+        [deployment] = [d for d in yaml.safe_load_all(manifest) if d and d["kind"] == "Deployment"]
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        tls = [
+            f"--tls-dir={tmp_path / 'tls'}" if arg.startswith("--tls-dir=") else arg
+            for arg in container["args"]
+            if arg.startswith(("--tls-", "--webhook-configuration="))
+        ]
+        assert "--tls-extra-name=127.0.0.1" in tls
+        token = _service_account_kubeconfig(plane, tmp_path / "operator.kubeconfig")
+        with _operator(
+            plane, port, [*tls, "--no-reconcile"], tmp_path / "operator.log", kubeconfig=token
+        ):
+            deadline = time.monotonic() + 30
+            while "caBundle" not in _live_hook(plane)["clientConfig"]:
+                assert time.monotonic() < deadline, "the replica never injected its CA"
+                time.sleep(0.2)
+            created = plane.kubectl("create", "-f", "-", input=_csrs("by-url", 1), check=False)
+            assert created.returncode == 0, created.stderr
+    finally:
+        plane.kubectl(
+            "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found"
+        )
+        helm(binaries, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=kubeconfig)
+
+
+def _live_hook(plane: Any) -> dict[str, Any]:
+    [hook] = _live(plane, "validatingwebhookconfiguration", CONFIGURATION)["webhooks"]
+    found: dict[str, Any] = hook
+    return found
+
+
 def _live(plane: Any, *what: str) -> dict[str, Any]:
     found: dict[str, Any] = json.loads(plane.kubectl("get", *what, "-o", "json").stdout)
     return found
 
 
-def _wait_for(port: int, context: ssl.SSLContext, path: str, ok: Any) -> None:
-    """Until GET `path` answers 200 with a body `ok` accepts (at most 30 s)."""
-    deadline = time.monotonic() + 30
+def _service_account_kubeconfig(plane: Any, path: Path) -> Path:
+    """A kubeconfig holding a token of the chart's ServiceAccount: what a replica runs as."""
+    token = plane.kubectl("create", "token", "budgetops", "-n", NAMESPACE).stdout.strip()
+    cluster = {"server": plane.server, "certificate-authority": str(plane.ca_file)}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "plane", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "plane", "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _wait_for(
+    port: int, context: ssl.SSLContext, path: str, ok: Any, *, within: float = 30
+) -> None:
+    """Until GET `path` answers 200 with a body `ok` accepts (at most `within` s)."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
             url = f"https://127.0.0.1:{port}{path}"

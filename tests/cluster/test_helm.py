@@ -85,7 +85,6 @@ def test_chart_renders_every_kind_by_default(binaries: Any) -> None:
     rendered = render(binaries)
     kinds = sorted(doc["kind"] for doc in rendered)
     assert kinds == [
-        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
         *["CustomResourceDefinition"] * 3,
@@ -149,9 +148,6 @@ def test_crds_are_templates_kept_on_uninstall(binaries: Any) -> None:
             assert "annotations" not in crd["metadata"]
     kinds = {doc["kind"] for doc in render(binaries, "crds.enabled=false")}
     assert "CustomResourceDefinition" not in kinds
-    assert "ClusterKopfPeering" not in {
-        doc["kind"] for doc in render(binaries, "reconciler.enabled=false")
-    }
 
 
 def test_pods_are_restricted_spread_and_probed(binaries: Any) -> None:
@@ -349,6 +345,25 @@ def test_cert_manager_tls_issues_a_certificate_and_injects_its_ca(binaries: Any)
     }
 
 
+def test_certificates_name_the_host_of_webhook_url_and_extra_names(binaries: Any) -> None:
+    """The API server checks the serving certificate against webhook.url's host: each mode
+    that makes the certificate names it (an IP as an IP SAN), and webhook.tls.extraNames."""
+    extra = ("webhook.url=https://10.0.0.5:8443/validate", "webhook.tls.extraNames={hook.example}")
+    args = one(render(binaries, *extra), "Deployment")["spec"]["template"]["spec"]
+    assert {"--tls-extra-name=10.0.0.5", "--tls-extra-name=hook.example"} <= set(
+        args["containers"][0]["args"]
+    )
+    secret = one(render(binaries, *extra, "webhook.tls.mode=selfSigned"), "Secret")
+    serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    assert "hook.example" in names.get_values_for_type(x509.DNSName)
+    spec = one(render(binaries, *extra, "webhook.tls.mode=certManager"), "Certificate")["spec"]
+    assert spec["ipAddresses"] == ["10.0.0.5"]
+    assert "hook.example" in spec["dnsNames"]
+    assert "extraNames" in refusal(binaries, "webhook.tls.extraNames={not a name}")
+
+
 def test_provided_tls_takes_the_ca_as_pem_or_base64(binaries: Any) -> None:
     encoded = base64.b64encode(PEM.encode()).decode()
     for given in (PEM, encoded):
@@ -474,7 +489,7 @@ def test_notes_say_what_to_do_next(control_plane: Any, binaries: Any) -> None:
     ).split("NOTES:", 1)[1]
     for expected in (
         "kubectl -n ops rollout status deployment/demo-budgetops",
-        "kubectl apply -f docs/examples/",
+        "kubectl create namespace payments && kubectl apply -f docs/examples/",
         "kind: TrustBudget",
         "Trust budget exhausted.",
         "budgetops verdict certificatesigningrequest/<name>",
@@ -515,7 +530,11 @@ def test_helm_install_grants_status_writes_to_the_operator(budget_crds: Any, bin
         # No pod runs to make the operator's certificate: the chart makes one here.
         "--set",
         "webhook.tls.mode=selfSigned",
+        # Where a RiskBudget's notification Secrets may be read, beyond the release's namespace.
+        "--set",
+        "rbac.secretNamespaces={payments}",
     ]
+    control_plane.kubectl("create", "namespace", "payments", check=False)
     helm(binaries, "install", "budgetops", *install, "--create-namespace", kubeconfig=kubeconfig)
     try:
         _grants_what_it_says(control_plane)
@@ -570,7 +589,12 @@ def _grants_what_it_says(control_plane: Any) -> None:
         ("delete", "trustbudgets.budgetops.dev", "", "no"),
         ("patch", "riskbudgets.budgetops.dev", "", "no"),  # status is replaced, never patched
         ("patch", "clusterkopfpeerings.kopf.dev", "", "yes"),
-        ("get", "secrets", "", "yes"),
+        ("create", "clusterkopfpeerings.kopf.dev", "", "yes"),  # made again when missing
+        ("delete", "clusterkopfpeerings.kopf.dev", "", "no"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io", "", "yes"),  # kopf
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io", "", "yes"),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io", "", "no"),
+        ("get", "secrets", "", "no"),  # in no namespace but its own
         ("list", "secrets", "", "no"),
         ("create", "budgetleases.budgetops.dev", "", "yes"),
         ("patch", "budgetleases.budgetops.dev", "status", "yes"),
@@ -589,6 +613,12 @@ def _grants_what_it_says(control_plane: Any) -> None:
         assert answer == expected, f"{verb} {resource} {subresource}: {answer}"
     # The keys are created, and verdicts kept, in the release's namespace, and only there.
     for verb, resource, namespace, expected in (
+        ("get", "secrets", "budgetops", "yes"),
+        ("get", "secrets", "kube-system", "no"),
+        ("get", "secrets", "default", "no"),
+        ("get", "secrets", "payments", "yes"),  # rbac.secretNamespaces
+        ("list", "secrets", "payments", "no"),
+        ("create", "secrets", "payments", "no"),
         ("create", "secrets", "budgetops", "yes"),
         ("create", "secrets", "default", "no"),
         ("update", "secrets", "budgetops", "no"),

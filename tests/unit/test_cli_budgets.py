@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from budgetops.apis.resources import RiskBudget
+from budgetops.cli.main import EXIT_INVALID
 from budgetops.store import BudgetKey, SQLiteStore
 from tests.kubeconfigs import unreachable as unreachable_kubeconfig
 
@@ -118,6 +119,17 @@ def test_list_filters_by_state_and_speaks_json_and_yaml(db: str) -> None:
         "RESETSAT",
     ]
     assert "TrustBudget/developer-certificates" in out
+
+
+def test_list_refuses_a_state_that_does_not_exist(db: str) -> None:
+    """A typo is not an empty answer: exit 2 and one line naming the states there are."""
+    code, out = run("list", "--status", "Purple,red", "--db", db)
+    assert code == EXIT_INVALID
+    assert out == (
+        "invalid: --status purple: not a state; give some of "
+        "Green, Yellow, Red, Exhausted, OK, Low\n"
+    )
+    assert run("list", "--status", "ok,LOW,exhausted", "--db", db)[0] == 0
 
 
 def test_history_receipts_and_leases(db: str) -> None:

@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, get_args
 
 import promql_parser
@@ -21,7 +22,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from budgetops.apis.ledger import Account
 from budgetops.apis.resources import Budget, Kind, TrustBudget
+from budgetops.apis.trustbudget import Alerts
+from budgetops.engine.alerts import account_alerts
 from budgetops.engine.bands import BAND_ORDER
 from budgetops.engine.decisions import Reason, admit_trust
 from budgetops.notify.outbox import NotificationMetrics
@@ -54,6 +58,7 @@ ALERTS = {
     "BudgetOpsWebhookErrorRateHigh",
     "BudgetOpsNotificationsFailing",
     "BudgetOpsNotificationsDropped",
+    "BudgetOpsNotReconciling",
 }
 """The runbook in docs/operations.md has an anchor per name: renaming one is a docs change."""
 
@@ -262,6 +267,7 @@ def test_alerts_select_the_metrics_each_concern_is_read_from() -> None:
     assert used["BudgetOpsNotificationsFailing"] == {"budgetops_notification_failures_total"}
     assert used["BudgetOpsWebhookLatencyHigh"] == {"budgetops_webhook_latency_seconds_bucket"}
     assert "budgetops_webhook_errors_total" in used["BudgetOpsWebhookErrorRateHigh"]
+    assert used["BudgetOpsNotReconciling"] == {"budgetops_reconciler_leading"}
 
 
 # Dashboard --------------------------------------------------------------------------------
@@ -367,3 +373,27 @@ def test_the_docs_name_every_exported_metric_and_alert(
     assert not missing, f"docs/observability.md does not list {missing}"
     assert not sorted(a for a in ALERTS if f"`{a}`" not in text)
     assert len(_examples()) >= 5
+
+
+# Alert thresholds ---------------------------------------------------------------------------
+
+
+def test_alert_thresholds_are_strict_in_the_code_the_rules_and_the_docs() -> None:
+    """The seed's boundaries: low is less than 20% left, rapid is more than 50% consumed
+    within the period. An account exactly on a boundary raises neither; the RiskBudget rules
+    compare the same way, and the docs say so."""
+
+    def raised(balance: int, consumed: int) -> list[str]:
+        account = Account(allocation=Decimal(100), balance=Decimal(balance), window_start=NOW)
+        return list(account_alerts(account, Alerts(), consumed_recently=Decimal(consumed)))
+
+    assert raised(20, 50) == []
+    assert raised(19, 50) == ["LowBalance"]
+    assert raised(20, 51) == ["RapidDepletion"]
+    expressions = {rule["alert"]: " ".join(rule["expr"].split()) for rule in _rules()}
+    assert expressions["BudgetOpsRiskBudgetLow"].count(") < 0.2") == 1
+    assert "> 0.5 *" in expressions["BudgetOpsRiskBudgetRapidDepletion"]
+    for page in (DOC, ROOT / "docs" / "operations.md", ROOT / "docs" / "reconciler.md"):
+        text = " ".join(page.read_text().split())
+        for loose in ("at or below", "at most `alerts.low", "spent at least", "(50% is rapid"):
+            assert loose not in text, f"{page.name}: {loose}"

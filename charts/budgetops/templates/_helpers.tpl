@@ -33,3 +33,18 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ .Values.serviceAccount.name }}
 {{- define "budgetops.certificateName" -}}
 {{ include "budgetops.fullname" . }}-webhook
 {{- end -}}
+
+{{/* More names the serving certificate is valid for: webhook.tls.extraNames, and the host of
+webhook.url (which the API server checks the certificate against), each once. */}}
+{{- define "budgetops.extraNames" -}}
+{{- $names := .Values.webhook.tls.extraNames | default list -}}
+{{- with .Values.webhook.url -}}
+{{- $names = append $names (urlParse .).hostname -}}
+{{- end -}}
+{{- $names | uniq | toJson -}}
+{{- end -}}
+
+{{/* Which of those are IP addresses (an IP SAN), not DNS names. */}}
+{{- define "budgetops.isIP" -}}
+{{- if or (regexMatch "^[0-9]+(\\.[0-9]+){3}$" .) (contains ":" .) }}true{{ end -}}
+{{- end -}}

@@ -37,7 +37,7 @@ from budgetops.engine.verdicts import (
 from budgetops.store import BudgetKey, BudgetStore, NotFound
 from budgetops.store.keyring import read_keyring, rotate_keyring, verdict_keyring
 
-from .target import Place, place
+from .target import Place, place, same_place
 from .target import add_arguments as add_target_arguments
 
 EXIT_FAILED = 1
@@ -309,12 +309,13 @@ def cmd_verdict(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
         out.write("  envelope: no longer kept (it is in the audit trail)\n")
     else:
         namespace = f" -n {args.namespace}" if args.namespace else ""
+        prog, there = getattr(args, "prog", "budgetops"), same_place(args)
         out.write(
             f"  decision: {predicate['decision']['reason']}, "
             f"check {predicate['budgetCheck']['result']}, "
             f"config {predicate['budgetCheck']['configHash']}\n"
-            f"  fetch and verify: budgetops verdict {args.workload}{namespace} -o json"
-            " | budgetops verify -\n"
+            f"  fetch and verify: {prog} verdict {args.workload}{namespace}{there} -o json"
+            f" | {prog} verify -{there}\n"
         )
     return 0
 

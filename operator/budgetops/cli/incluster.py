@@ -43,16 +43,20 @@ from budgetops.store.verdictmaps import VerdictMaps
 from budgetops.store.webhooktls import WebhookTLS
 
 from .serving import attestation, log_to_stderr, serve_until_stopped
+from .target import EXIT_UNREACHABLE, ClusterUnreachable, probe
 
 log = logging.getLogger("budgetops.run")
 
 
-def api_client(kubeconfig: str | None) -> client.ApiClient:
-    """From a kubeconfig file, or the pod's service account when there is none; pooled for
-    the webhook's and the reconciler's threads, credentials refreshed every few seconds."""
+def api_client(kubeconfig: str | None, *, context: str | None = None) -> client.ApiClient:
+    """From a kubeconfig file (its current context, or `context`), or the pod's service
+    account when there is none; pooled for the webhook's and the reconciler's threads,
+    credentials refreshed every few seconds."""
     api: client.ApiClient
     if kubeconfig:
-        api = config.new_client_from_config(kubeconfig)  # type: ignore[no-untyped-call]
+        api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            kubeconfig, context=context
+        )
     else:
         configuration = client.Configuration()
         config.load_incluster_config(  # type: ignore[no-untyped-call]
@@ -68,6 +72,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the validating webhook in a cluster and, unless told not to, reconcile."""
     log_to_stderr()
     api = api_client(args.kubeconfig)
+    try:  # credentials the API server refuses: one line, not a watch's traceback
+        probe(api, args.kubeconfig or "this pod's service account")
+    except ClusterUnreachable as error:
+        log.error("cannot start: %s", error)
+        return EXIT_UNREACHABLE
     if args.tls_secret and not args.tls_cert_file:
         bootstrap_tls(api, args)
     secrets = KubeSecrets(api)
@@ -114,7 +123,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         scheduler = keep_budgets(reconciler, store.cache)
 
         def reconcile(stop: threading.Event) -> None:
-            run_operator(scheduler, api, peering=args.peering, stop=stop)
+            run_operator(
+                scheduler, api, peering=args.peering, stop=stop, leading=reconciler.metrics.leading
+            )
 
         return serve_until_stopped(
             store,

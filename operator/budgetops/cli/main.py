@@ -274,6 +274,7 @@ def main(
     """Entry point of the `budgetops` console script; with `plugin`, of `kubectl budget`,
     which works on the current kubeconfig's cluster unless given `--db`."""
     args = parser("kubectl budget" if plugin else "budgetops").parse_args(argv)
+    args.prog = "kubectl budget" if plugin else "budgetops"  # what hints tell people to run
     stream = out or sys.stdout
     if plugin and getattr(args, "kubeconfig", "") is None and not getattr(args, "db", None):
         args.kubeconfig = ""  # the cluster kubectl would use

@@ -54,10 +54,13 @@ def add_arguments(verb: argparse.ArgumentParser, *, db_help: str) -> None:
     verb.add_argument(
         "--kubeconfig", help="work on the cluster instead (kubectl budget: the default)"
     )
+    verb.add_argument("--context", help="in a cluster: the kubeconfig context to use")
     verb.add_argument(
         "--operator-namespace",
-        default=os.environ.get("POD_NAMESPACE", DEFAULT_OPERATOR_NAMESPACE),
-        help="in a cluster: where BudgetOps runs (its keyring and verdict ConfigMaps)",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="in a cluster: where BudgetOps runs (its keyring and verdict ConfigMaps; "
+        "default: $POD_NAMESPACE, else the namespace of the webhook's Service, else "
+        f"{DEFAULT_OPERATOR_NAMESPACE})",
     )
     verb.add_argument("--secrets-dir", help="where key files live (default: <ledger>.secrets)")
 
@@ -66,7 +69,7 @@ def _secrets_dir(ledger: Path, given: str | None) -> Path:
     return Path(given) if given else ledger.with_name(ledger.name + ".secrets")
 
 
-def _probe(api: Any, where: str) -> None:
+def probe(api: Any, where: str) -> None:
     """Fail fast, and clearly, when the API server does not answer or has no BudgetOps."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
@@ -141,10 +144,11 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
         kubeconfig = args.kubeconfig or default_kubeconfig()
         where = kubeconfig or "this pod's service account"
         try:
-            api = api_client(kubeconfig)
+            api = api_client(kubeconfig, context=getattr(args, "context", None))
         except Exception as error:  # a missing or unreadable kubeconfig, no in-cluster env
             raise ClusterUnreachable(f"cannot use the kubeconfig {where}: {error}") from None
-        _probe(api, where)
+        probe(api, where)
+        args.operator_namespace = args.operator_namespace or operator_namespace(api)
         # A command's movements are records of the budget's audit trail like the operator's.
         store = KubeStore(api, trail=AuditTrail(sinks=[StreamSink(sys.stderr)]))
         store.start()
@@ -174,6 +178,39 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
         )
     finally:
         sqlite.close()
+
+
+def operator_namespace(api: Any) -> str:
+    """Where BudgetOps runs, when not told: the namespace of the Service its webhook
+    configuration calls (the chart labels it), else DEFAULT_OPERATOR_NAMESPACE (a user
+    who may not list webhook configurations, or a webhook called by URL)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        found = client.AdmissionregistrationV1Api(api).list_validating_webhook_configuration(
+            label_selector="app.kubernetes.io/name=budgetops", _request_timeout=5
+        )
+    except (ApiException, HTTPError, OSError):
+        return DEFAULT_OPERATOR_NAMESPACE
+    namespaces = {
+        hook.client_config.service.namespace
+        for configuration in found.items
+        for hook in configuration.webhooks or []
+        if hook.client_config.service is not None
+    }
+    return namespaces.pop() if len(namespaces) == 1 else DEFAULT_OPERATOR_NAMESPACE
+
+
+def same_place(args: argparse.Namespace) -> str:
+    """The options that name the place this command worked on, for a command it suggests."""
+    if getattr(args, "kubeconfig", None) is None:
+        return f" --db {args.db}" if getattr(args, "db", None) else ""
+    chosen = f" --kubeconfig {args.kubeconfig}" if args.kubeconfig else ""
+    if getattr(args, "context", None):
+        chosen += f" --context {args.context}"
+    return f"{chosen} --operator-namespace {args.operator_namespace}"
 
 
 def default_kubeconfig() -> str | None:

@@ -86,15 +86,17 @@ class UsageSamples:
 def account_alerts(
     account: Account, alerts: Alerts, *, consumed_recently: Decimal
 ) -> list[AlertKind]:
-    """The alerts `account` deserves now, most severe first; a percent of 0 turns one off."""
+    """The alerts `account` deserves now, most severe first; a percent of 0 turns one off.
+    Both thresholds are strict, as the seed states them: less than `lowBalancePercent` left,
+    more than `rapidDepletion.percent` consumed within its period."""
     raised: list[AlertKind] = []
     allocation = account.allocation
     if alerts.exhaustion and account.balance <= 0:
         raised.append("Exhausted")
     low = alerts.low_balance_percent
-    if low and account.balance * 100 <= low * allocation:
+    if low and account.balance * 100 < low * allocation:
         raised.append("LowBalance")
     rapid = alerts.rapid_depletion.percent
-    if rapid and consumed_recently > 0 and consumed_recently * 100 >= rapid * allocation:
+    if rapid and consumed_recently > 0 and consumed_recently * 100 > rapid * allocation:
         raised.append("RapidDepletion")
     return raised

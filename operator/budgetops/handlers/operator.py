@@ -5,6 +5,11 @@ priority; its only handler is a daemon on the peering object itself, so the daem
 exactly while this replica leads, and it runs the scheduler that reconciles every budget.
 kopf handles no budget directly: it neither watches them a second time nor puts a
 finalizer on each.
+
+The peering object is the operator's, not the chart's: every replica makes it when it is
+missing and keeps looking, so a `helm uninstall` (which removes the ServiceAccount before
+kopf can take its finalizer off) or a stray delete never leaves the replicas with nothing
+to elect a leader on. Whether this replica leads is a gauge; summed, it says whether any does.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Any, Protocol
 
 import kopf
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import Gauge
+from urllib3.exceptions import HTTPError
 
 from budgetops.apis.crds import PEERING_GROUP
 from budgetops.apis.resources import Kind
@@ -29,6 +37,9 @@ log = logging.getLogger("budgetops.operator")
 
 FINALIZER = "budgetops.dev/reconciler"
 PEERING = "budgetops"
+PEERING_PLURAL = "clusterkopfpeerings"
+PEERING_CHECK = 5.0
+"""Seconds between looks at the peering object: how soon a deleted one is made again."""
 RECONCILED_KINDS: tuple[Kind, ...] = ("TrustBudget", "RiskBudget")
 
 
@@ -79,19 +90,75 @@ def login_with(api: client.ApiClient) -> kopf.ConnectionInfo:
     )
 
 
-def build_registry(scheduler: Scheduler) -> kopf.OperatorRegistry:
+def ensure_peering(api: client.ApiClient) -> None:
+    """Make the peering object if it is missing; say so when it is going away. Never raises:
+    a replica that cannot look logs why and looks again."""
+    objects = client.CustomObjectsApi(api)
+    try:
+        found = objects.get_cluster_custom_object(
+            PEERING_GROUP, "v1", PEERING_PLURAL, PEERING, _request_timeout=10
+        )
+    except ApiException as error:
+        if error.status == 404:
+            _make_peering(objects)
+        else:
+            log.warning(
+                "cannot read the peering object %s: %s %s", PEERING, error.status, error.reason
+            )
+        return
+    except (HTTPError, OSError) as error:
+        log.warning("cannot read the peering object %s: %s", PEERING, error)
+        return
+    if isinstance(found, dict) and found.get("metadata", {}).get("deletionTimestamp"):
+        log.warning(
+            "the peering object %s is being deleted: it is made again once it is gone", PEERING
+        )
+
+
+def _make_peering(objects: client.CustomObjectsApi) -> None:
+    body = {
+        "apiVersion": f"{PEERING_GROUP}/v1",
+        "kind": "ClusterKopfPeering",
+        "metadata": {"name": PEERING, "labels": {"app.kubernetes.io/part-of": "budgetops"}},
+    }
+    try:
+        objects.create_cluster_custom_object(
+            PEERING_GROUP, "v1", PEERING_PLURAL, body, _request_timeout=10
+        )
+    except ApiException as error:
+        if error.status != 409:  # 409: another replica made it first
+            log.error(
+                "no replica reconciles: the peering object %s is missing and cannot be made: %s %s",
+                PEERING,
+                error.status,
+                error.reason,
+            )
+        return
+    except (HTTPError, OSError) as error:
+        log.error("the peering object %s is missing and could not be made: %s", PEERING, error)
+        return
+    log.warning("the peering object %s was missing: made it", PEERING)
+
+
+def build_registry(scheduler: Scheduler, leading: Gauge | None = None) -> kopf.OperatorRegistry:
     """One daemon, on our peering object: kopf runs it while this replica leads."""
     registry = kopf.OperatorRegistry()
 
     def lead(stopped: kopf.DaemonStopped, **_: Any) -> None:
         log.info("leading: reconciling every budget")
-        scheduler.run(stopped)
+        if leading is not None:
+            leading.set(1)
+        try:
+            scheduler.run(stopped)
+        finally:
+            if leading is not None:
+                leading.set(0)
         log.info("no longer leading (%s)", stopped.reason)
 
     kopf.daemon(
         PEERING_GROUP,
         "v1",
-        "clusterkopfpeerings",
+        PEERING_PLURAL,
         id="lead",
         when=lambda name, **_: name == PEERING,
         cancellation_timeout=30.0,
@@ -120,26 +187,34 @@ def run_operator(
     peering: bool,
     stop: threading.Event,
     ready: threading.Event | None = None,
+    leading: Gauge | None = None,
 ) -> None:
     """Reconcile until `stop` is set: always (no peering), or while elected."""
     if not peering:
         if ready is not None:
             ready.set()
+        if leading is not None:
+            leading.set(1)
         scheduler.run(stop)
         return
-    registry = build_registry(scheduler)
+    registry = build_registry(scheduler, leading)
 
     @kopf.on.login(registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return login_with(api)
 
-    asyncio.run(_operate(registry, stop=stop, ready=ready))
+    asyncio.run(_operate(registry, api, stop=stop, ready=ready))
 
 
 async def _operate(
-    registry: kopf.OperatorRegistry, *, stop: threading.Event, ready: threading.Event | None
+    registry: kopf.OperatorRegistry,
+    api: client.ApiClient,
+    *,
+    stop: threading.Event,
+    ready: threading.Event | None,
 ) -> None:
-    """kopf until `stop` is set (or until its own SIGTERM handler, in the main thread).
+    """kopf until `stop` is set (or until its own SIGTERM handler, in the main thread), and
+    the peering object kept in existence meanwhile.
 
     kopf waits for a threading.Event in a thread of the loop's default executor, which
     `asyncio.run` joins at exit: an Event that kopf's own signal handler never sets would
@@ -152,7 +227,14 @@ async def _operate(
             await asyncio.sleep(0.5)
         stopping.set()
 
+    async def keep_peering() -> None:
+        while True:
+            await asyncio.to_thread(ensure_peering, api)
+            await asyncio.sleep(PEERING_CHECK)
+
+    await asyncio.to_thread(ensure_peering, api)  # before kopf looks for it
     relaying = asyncio.create_task(relay())
+    keeping = asyncio.create_task(keep_peering())
     try:
         await kopf.operator(
             registry=registry,
@@ -163,3 +245,4 @@ async def _operate(
         )
     finally:
         relaying.cancel()
+        keeping.cancel()

@@ -7,7 +7,7 @@ import heapq
 from collections.abc import Iterator
 from typing import Protocol, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -119,6 +119,12 @@ class ReconcileMetrics:
             "budgetops_reconcile_failures",
             "Reconciles that raised and will be retried.",
             ["kind"],
+            registry=registry,
+        )
+        self.leading = Gauge(
+            "budgetops_reconciler_leading",
+            "1 while this replica reconciles, else 0: summed over replicas, 0 means no "
+            "replica does (BudgetOpsNotReconciling).",
             registry=registry,
         )
 
