@@ -132,7 +132,7 @@ def trust_rows(budget: TrustBudget) -> list[dict[str, Any]]:
     rows = []
     for name, account in sorted(budget.status.accounts.items()):
         used = account.allocation - account.balance
-        low = account.balance < account.allocation * Decimal("0.2")
+        low = account.balance * 100 < budget.spec.alerts.low_balance_percent * account.allocation
         rows.append(
             {
                 "kind": "TrustBudget",
@@ -280,6 +280,12 @@ def cmd_list(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Every budget's state; `--status Yellow,Red` keeps those in the given states."""
     now = system_clock()
     wanted = {s.strip().lower() for s in (args.status or "").split(",") if s.strip()}
+    unknown = sorted(wanted - {state.lower() for state in (*BANDS, *ACCOUNT_STATES)})
+    if unknown:
+        raise ValueError(
+            f"--status {','.join(unknown)}: not a state; give some of "
+            f"{', '.join((*BANDS, *ACCOUNT_STATES[:2]))}"
+        )
     rows: list[dict[str, Any]] = []
     with place(args, path) as where:
         for budget in where.store.list():
@@ -616,6 +622,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, Path], int]] = {
 }
 
 BANDS: tuple[Band, ...] = ("Green", "Yellow", "Red", "Exhausted")
+ACCOUNT_STATES = ("OK", "Low", "Exhausted")
+"""What `list` shows for a TrustBudget account (RiskBudgets show their band)."""
 
 
 def add_parsers(
@@ -624,13 +632,20 @@ def add_parsers(
     """The budget commands; each sets `budgets` to its function."""
     made = []
 
-    def verb(name: str, text: str, *, budget: bool = True) -> argparse.ArgumentParser:
+    def verb(
+        name: str, text: str, *, budget: bool = True, output: bool = True
+    ) -> argparse.ArgumentParser:
+        """A budget command; `output`: it prints something `-o json|yaml` can reshape
+        (a write prints its receipt lines only)."""
         parser = verbs.add_parser(name, help=text)
         if budget:
             parser.add_argument("budget", nargs="?", help="the budget's name")
             parser.add_argument("--service", help="a RiskBudget by its serviceId")
         parser.add_argument("-n", "--namespace", default="", help="the budget's namespace")
-        parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+        if output:
+            parser.add_argument(
+                "-o", "--output", choices=("table", "json", "yaml"), default="table"
+            )
         add_arguments(parser, db_help=db_help)
         parser.set_defaults(budgets=COMMANDS[name])
         made.append(parser)
@@ -643,7 +658,7 @@ def add_parsers(
         ("consume", "charge one release's risk points"),
         ("check", "may this release ship? decided, nothing charged"),
     ):
-        release = verb(name, text)
+        release = verb(name, text, output=name == "check")
         release.add_argument("--points", type=_points, required=True)
         release.add_argument("--reason", default="", help="what ships, for the entry")
         release.add_argument(
@@ -658,10 +673,14 @@ def add_parsers(
         release.add_argument(
             "--ttl", default="5m", help="how long a charge stays reserved (at most 7d)"
         )
-    adjust = verb("adjust", "change this window's allocation, with a reason")
+    adjust = verb("adjust", "change this window's allocation, with a reason", output=False)
     adjust.add_argument("--by", type=_signed_points, required=True, help="points, + or -")
     adjust.add_argument("--reason", required=True)
-    metrics = verb("report-metrics", "this window's MTTR, change-failure rate and P1 incidents")
+    metrics = verb(
+        "report-metrics",
+        "this window's MTTR, change-failure rate and P1 incidents",
+        output=False,
+    )
     metrics.add_argument("--mttr-hours", type=_amount, required=True)
     metrics.add_argument("--change-failure-rate", type=_amount, required=True, help="percent")
     metrics.add_argument("--p1-incidents", type=_count, default=0)
