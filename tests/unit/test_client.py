@@ -61,6 +61,8 @@ class Plane:
         self.report_attempts = 0
         self.bad_seqs: set[int] = set()
         self.conflicting_seqs: set[int] = set()
+        self.closed: set[str] = set()
+        """Leases closed on the control plane: every record reported on them is refused."""
         self.life: float | None = None
         """Seconds from the client's NOW to a handshake lease's expiry (None: a year)."""
         self.deny_refresh = False
@@ -128,6 +130,8 @@ class Plane:
         seqs = [entry["seq"] for entry in body["reports"]]
         if self.bad_seqs & set(seqs):
             return _error(400, "INVALID_REQUEST", "reports[0].model: bad")
+        if body["lease_id"] in self.closed:
+            return _error(409, "LEASE_CLOSED", "the lease was revoked before these calls")
         if self.conflicting_seqs & set(seqs):
             return _error(409, "REPORT_CONFLICT", "report 2 was counted with another cost")
         counted = self.counted[body["lease_id"]]
@@ -532,5 +536,25 @@ def test_a_lease_is_refreshed_before_it_expires() -> None:
             first = budget.lease_id
             await until(lambda: budget.lease_id != first)
             assert plane.log[1] == f"refresh {first} -> {budget.lease_id}"
+
+    scenario(test)
+
+
+def test_a_call_made_after_its_lease_closed_is_charged_to_the_next_lease() -> None:
+    """The API refuses records of calls made after their lease closed: the money was still
+    spent, so the client charges it to the lease it moves to, once."""
+
+    async def test(plane: Plane, url: str) -> None:
+        async with client(url, drain_interval=0.01) as budget:
+            first = budget.lease_id or ""
+            plane.closed.add(first)
+            record(budget, "0.50")
+            await budget.flush()  # refused on the closed lease: kept, and a refresh asked for
+            await budget.flush()  # on the new lease
+            second = budget.lease_id or ""
+            assert second != first
+            assert plane.costs(first) == []
+            assert plane.costs(second) == [Decimal("0.50")]
+            assert budget.remaining == Decimal("9.50")
 
     scenario(test)

@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -66,11 +66,14 @@ class _Outcome:
     acked: list[UsageRecord] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     failed: list[UsageRecord] = field(default_factory=list)
+    late: list[UsageRecord] = field(default_factory=list)
+    """Calls made after their lease closed: charged again to the current lease."""
 
     def add(self, other: _Outcome) -> None:
         self.acked += other.acked
         self.refused += other.refused
         self.failed += other.failed
+        self.late += other.late
 
 
 class BudgetClient:
@@ -495,7 +498,7 @@ class BudgetClient:
             await asyncio.to_thread(self._backlog.append, records)
 
     async def _settle(self, outcome: _Outcome, *, queued: bool) -> None:
-        settled = [*outcome.acked, *(record for record, _ in outcome.refused)]
+        settled = [*outcome.acked, *(record for record, _ in outcome.refused), *outcome.late]
         if outcome.refused:
             await asyncio.to_thread(self._backlog.reject, outcome.refused)
         if queued and settled:
@@ -504,6 +507,24 @@ class BudgetClient:
             lease = self._leases.get(record.lease_id)
             if lease is not None:
                 lease.unsettled -= 1
+        for record in outcome.late:
+            self._recharge(record)
+
+    def _recharge(self, record: UsageRecord) -> None:
+        """Charge a call the API refused on its closed lease to the current one: it was
+        made after that lease closed, so it is spending of the current lease."""
+        lease = self._lease
+        assert lease is not None  # and not the record's: see _closed_under
+        seq, due = lease.charge(record.cost_usd)
+        self._pending.append(replace(record, lease_id=lease.lease_id, seq=seq, cost_usd=due))
+        self._available -= due
+        log.warning(
+            "usage record %s/%d was made after its lease closed; charged to %s as %d",
+            *record.key,
+            lease.lease_id,
+            seq,
+        )
+        self._wake.set()
 
     async def _report(self, lease_id: str, records: list[UsageRecord]) -> _Outcome:
         """Report a batch; a refused batch is sent again record by record, so one bad record
@@ -519,6 +540,8 @@ class BudgetClient:
                 log.warning("reporting %d records failed, queued: %s", len(records), error)
                 return _Outcome(failed=records)
             if len(records) == 1:
+                if error.code == "LEASE_CLOSED":
+                    return self._closed_under(records[0])
                 if error.code == "REPORT_CONFLICT":
                     self.conflicts += 1
                 return _Outcome(refused=[(records[0], str(error))])
@@ -527,6 +550,15 @@ class BudgetClient:
                 outcome.add(await self._report(lease_id, [record]))
             return outcome
         return _Outcome(acked=records)
+
+    def _closed_under(self, record: UsageRecord) -> _Outcome:
+        """A record refused because its call was made after its lease closed: charged to the
+        current lease, or kept until a refresh brings one when its lease was the current."""
+        if self._lease is not None and self._lease.lease_id != record.lease_id:
+            return _Outcome(late=[record])
+        log.warning("lease %s was closed by the control plane; refreshing", record.lease_id)
+        self._refresh_soon()
+        return _Outcome(failed=[record])
 
     async def _release(self, lease: Lease) -> bool:
         """Whether the lease is closed (or gone) on the control plane."""
