@@ -6,6 +6,7 @@ made from `1e1000000`), answered 500, granted break-glass, or took a budget down
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from datetime import timedelta
@@ -312,3 +313,12 @@ def test_a_sub_cent_cost_is_charged_exactly_from_the_cli(db: str) -> None:
     assert code == 0, out
     [row] = [r for r in json.loads(out) if r.get("account") == account]
     assert Decimal(row["allocated"]) - Decimal(row["balance"]) == Decimal("0.0457")
+
+
+@pytest.mark.parametrize("port", ["\u0661\u0662", "9" * 5000, "65536"])
+def test_a_listen_port_is_ascii_digits_in_range(port: str) -> None:
+    from budgetops.cli.main import _listen
+
+    with pytest.raises(argparse.ArgumentTypeError, match="is not host:port"):
+        _listen(f"127.0.0.1:{port}")
+    assert _listen("localhost:8443") == "127.0.0.1:8443"

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from budgetops import __version__
 from budgetops.apis.common import format_duration, parse_amount, parse_duration
+from budgetops.apis.numbers import NumberError, whole
 from budgetops.apis.resources import Budget, ManifestError, TrustBudget
 from budgetops.crypto.tokens import DEFAULT_ISSUER
 from budgetops.engine.clock import system_clock
@@ -65,12 +66,16 @@ def _listen(value: str) -> str:
     """argparse type of --listen: `host:port` (`[::1]:8443`, `:8443`), `localhost` as
     127.0.0.1, given on as `host:port` with the host unbracketed."""
     host, colon, port = value.rpartition(":")
-    if not colon or not port.isdigit() or int(port) > 65535:
+    try:
+        number = whole(port, low=0, high=65535) if colon and port.isdigit() else None
+    except NumberError:
+        number = None
+    if number is None:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not host:port (e.g. 127.0.0.1:8443, [::1]:8443, 0.0.0.0:8443)"
         )
     host = host.removeprefix("[").removesuffix("]")
-    return f"{'127.0.0.1' if host.lower() == 'localhost' else host}:{int(port)}"
+    return f"{'127.0.0.1' if host.lower() == 'localhost' else host}:{number}"
 
 
 def cmd_crds(args: argparse.Namespace, out: TextIO) -> int:
