@@ -578,30 +578,38 @@ def test_closed_leases_do_not_limit_new_ones(
     assert api.account(agent_id).leased_out == 3
 
 
+PLACED = 7777
+"""Where a test puts the number it tries: replaced in the JSON text, so any spelling is sent."""
+
+
 @pytest.mark.parametrize(
     "number", ["1e309", "1" * 30, "1e-400", "9" * 400, "1.0e1000000", "0.0000001", "-1"]
 )
-@pytest.mark.parametrize("field", ["cost_usd", "requested_budget", "current_remaining", "tokens"])
+@pytest.mark.parametrize(
+    "field",
+    ["cost_usd", "tokens", "seq", "timestamp", "requested_budget", "current_remaining",
+     "total_spent"],
+)  # fmt: skip
 def test_numbers_past_any_bound_are_a_400_and_charge_nothing(
     api: LeaseApi, agent: tuple[str, str], field: str, number: str
 ) -> None:
     """Once numbers too large for the decimal context answered 500."""
     agent_id, token = agent
     lease_id = handshake(api, token)[1]["lease_id"]
-    bodies = {
-        "cost_usd": ("/budget/report", report(lease_id, (1, 7))),
-        "tokens": ("/budget/report", report(lease_id, (1, 7))),  # tokens set to 7 below
-        "requested_budget": ("/auth/handshake", {"ic_token": token, "requested_budget": 7,
-                                                 "runtime_version": "0.1.0"}),
-        "current_remaining": ("/budget/refresh", {
-            "lease_id": lease_id, "budget_id": claims_of(token)["budget_id"],
-            "requested_budget": 1, "current_remaining": 7, "total_spent": 0}),
-    }  # fmt: skip
-    path, body = bodies[field]
-    if field == "tokens":
-        body["reports"][0]["tokens"] = 7
-    text = json.dumps(body).replace(f'"{field}": 7', f'"{field}": {number}')
-    assert number in text
+    record = report(lease_id, (1, 1))["reports"][0]
+    refresh = {"lease_id": lease_id, "budget_id": claims_of(token)["budget_id"],
+               "requested_budget": 1, "current_remaining": 1, "total_spent": 0}  # fmt: skip
+    hello = {"ic_token": token, "requested_budget": 1, "runtime_version": "0.1.0"}
+    path, body = {
+        **{name: ("/budget/report", {"lease_id": lease_id, "reports": [record]})
+           for name in ("cost_usd", "tokens", "seq", "timestamp")},
+        "requested_budget": ("/auth/handshake", hello),
+        "current_remaining": ("/budget/refresh", refresh),
+        "total_spent": ("/budget/refresh", refresh),
+    }[field]  # fmt: skip
+    target = body["reports"][0] if path == "/budget/report" else body
+    target[field] = PLACED
+    text = json.dumps(body).replace(str(PLACED), number)
     status, answer, _ = api.call("POST", path, token=token, raw=text.encode())
     assert (status, answer["error"]["code"]) == (400, "INVALID_REQUEST"), answer
     assert field in answer["error"]["message"]
