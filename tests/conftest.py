@@ -1,4 +1,4 @@
-"""Shared fixtures: a frozen clock and the example manifests."""
+"""Shared fixtures: a frozen clock, the example manifests, a verdict keyring apart."""
 
 from __future__ import annotations
 
@@ -14,3 +14,12 @@ EXAMPLES = ROOT / "docs" / "examples"
 @pytest.fixture
 def now() -> datetime:
     return datetime(2026, 1, 1, 15, 30, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def verdict_keys_apart(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests make and read verdict keyrings in a folder of their own, never in the user's
+    configuration folder (the embedded default), and never beside a ledger."""
+    monkeypatch.setenv("BUDGETOPS_VERDICT_KEYS", str(tmp_path_factory.mktemp("verdict-keys")))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -25,6 +26,7 @@ from budgetops.admission.classify import Identity
 from budgetops.admission.webhook import Admission
 from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.cli.attestation import check_verdict
+from budgetops.cli.main import main
 from budgetops.crypto import dsse
 from budgetops.engine import ledger as engine_ledger
 from budgetops.engine.canonical import config_hash
@@ -322,3 +324,68 @@ def test_an_adjusted_allocation_is_attested_and_reported_as_drift(
     assert predicate["budgetCheck"]["config"]["appliedAllocation"] == 30
     assert Decimal(str(predicate["ledger"]["allocation"])) == 30
     assert not found.drifted
+
+
+def test_break_glass_uses_and_refusals_are_their_own_records_in_the_chain(
+    tmp_path: Path, keyring: dsse.Keyring
+) -> None:
+    """Before, the chained records carried no break-glass action, user or reason, and a
+    refused attempt was a plain `Exhausted` denial."""
+    trail = AuditTrail(checkpoints=Checkpoints.by(keyring))
+    store = SQLiteStore(tmp_path / "ledger.sqlite3", trail=trail)
+    store.apply(
+        trust_budget(
+            subjects={"groups": ["developers"]},
+            initialBalance=1,
+            breakGlass={
+                "subjects": {"groups": ["oncall"]},
+                "maxCertificateTTL": "1h",
+                "rateLimit": {"count": 1, "per": "24h"},
+            },
+        )
+    )
+    webhook = admission(store, keyring)
+
+    def csr(uid: str, groups: tuple[str, ...]) -> dict[str, Any]:
+        obj = {
+            "metadata": {
+                "name": uid,
+                "uid": uid,
+                "annotations": {"budgetops.dev/break-glass": "INC-7"},
+            },
+            "spec": {"expirationSeconds": 900},
+        }
+        body = json.dumps(request(uid=uid, groups=groups, obj=obj)).encode()
+        return asyncio.run(webhook.review(body)).body["response"]
+
+    assert csr("normal", ("developers",))["allowed"]
+    assert not csr("dev", ("developers",))["allowed"]
+    assert csr("oncall", ("developers", "oncall"))["allowed"]
+    records = [json.loads(line) for line in store.audit_lines()]
+    store.close()
+    kinds = [
+        (r["action"], r.get("object")) for r in records if r["action"].startswith("break-glass")
+    ]
+    assert kinds == [
+        ("break-glass-refused", "CertificateSigningRequest/dev"),
+        ("break-glass", "CertificateSigningRequest/oncall"),
+    ]
+    refused, used = (r["detail"] for r in records if r["action"].startswith("break-glass"))
+    assert refused == {
+        "user": "alice",
+        "reason": "INC-7",
+        "ttlSeconds": 900,
+        "refused": "alice is not among this budget's break-glass subjects",
+    }
+    assert used == {"user": "alice", "reason": "INC-7", "ttlSeconds": 900}
+    shown = io.StringIO()
+    assert (
+        main(
+            ["audit", "--kind", "break-glass", "--db", str(tmp_path / "ledger.sqlite3")], out=shown
+        )
+        == 0
+    )
+    assert [json.loads(line)["action"] for line in shown.getvalue().splitlines()] == [
+        "break-glass-refused",
+        "break-glass",
+    ]

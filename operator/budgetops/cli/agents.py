@@ -29,7 +29,10 @@ from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.service import SecretStore, signing_key
 from budgetops.store import BudgetKey, BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, StreamSink
+from budgetops.store.keyring import KeyFolder, keys_folder
 from budgetops.store.secrets import FileSecrets
+
+from .target import add_keys_argument, head_signer
 
 T = TypeVar("T")
 
@@ -57,13 +60,19 @@ def where(args: argparse.Namespace, ledger: Path, *, writes: bool = True) -> Ite
         api = api_client(args.kubeconfig)
         # The movements a command makes (a revocation returns leases) are records of the
         # budget's audit trail like the operator's: they go to this command's stderr.
-        store = KubeStore(api, trail=AuditTrail(sinks=[StreamSink(sys.stderr)])).start()
+        secrets = KubeSecrets(api)
+        signed = head_signer(secrets, args.namespace, make=False) if writes else None
+        trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)])
+        store = KubeStore(api, trail=trail).start()
         try:
-            yield Where(store, KubeSecrets(api), args.namespace)
+            yield Where(store, secrets, args.namespace)
         finally:
             store.stop()
         return
     sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
+    if writes:  # the heads it moves are signed like the server's
+        keys = KeyFolder(keys_folder(args.verdict_keys))
+        sqlite.trail = AuditTrail(checkpoints=head_signer(keys, "", make=True))
     try:
         yield Where(sqlite, FileSecrets(secrets_dir(ledger, args.secrets_dir)), "")
     finally:
@@ -226,4 +235,5 @@ def add_parser(
         action.add_argument(
             "--secrets-dir", help="where key files live (default: <ledger>.secrets)"
         )
+        add_keys_argument(action)
     return agent

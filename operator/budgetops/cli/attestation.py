@@ -21,21 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from budgetops.apis.audit import AuditHead
 from budgetops.apis.common import format_time
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.crypto import dsse
 from budgetops.engine import audit
-from budgetops.engine.canonical import config_hash
-from budgetops.engine.clock import system_clock
+from budgetops.engine.canonical import compact_json
 from budgetops.engine.verdicts import (
     RISK_PREDICATE,
     TRUST_PREDICATE,
-    risk_config,
-    trust_config,
+    applied,
     verdict_digest,
 )
 from budgetops.store import BudgetKey, BudgetStore, NotFound
-from budgetops.store.keyring import read_keyring, rotate_keyring, verdict_keyring
+from budgetops.store.keyring import key_name, read_keyring, rotate_keyring, verdict_keyring
 
 from .target import Place, place, same_place
 from .target import add_arguments as add_target_arguments
@@ -45,10 +44,23 @@ EXIT_INVALID = 2
 EXIT_DRIFT = 3
 
 
+def pem_keys(path: str) -> list[dsse.VerifyKey]:
+    """Every public key in a PEM file (`keys export` writes one block per key)."""
+    text = Path(path).read_bytes()
+    marker = b"-----BEGIN PUBLIC KEY-----"
+    blocks = [marker + block for block in text.split(marker)[1:]]
+    if not blocks:
+        raise ValueError(f"{path} holds no PEM public key (-----BEGIN PUBLIC KEY-----)")
+    try:
+        return [dsse.VerifyKey.from_pem(block) for block in blocks]
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
 def verify_keys(args: argparse.Namespace, where: Place) -> list[dsse.VerifyKey]:
-    """`--public-key` files if given, else every key id of the keyring."""
+    """Every key of the `--public-key` files if given, else every key id of the keyring."""
     if args.public_key:
-        return [dsse.VerifyKey.from_pem(Path(path).read_bytes()) for path in args.public_key]
+        return [key for path in args.public_key for key in pem_keys(path)]
     try:
         return list(read_keyring(where.keys, where.namespace).verifiers.values())
     except LookupError as error:
@@ -101,10 +113,9 @@ def budget_of(predicate: dict[str, Any]) -> BudgetKey:
 
 
 def current_hash(budget: Budget) -> str:
-    if isinstance(budget, RiskBudget):
-        return config_hash(risk_config(budget.spec))
-    if isinstance(budget, TrustBudget):
-        return config_hash(trust_config(budget.spec))
+    """The hash of the configuration the budget applies now (its allocation as adjusted)."""
+    if isinstance(budget, RiskBudget | TrustBudget):
+        return applied(budget)[1]
     raise ValueError(f"{budget.kind} has no verdicts")
 
 
@@ -130,6 +141,22 @@ def check_verdict(document: Any, keys: list[dsse.VerifyKey], store: BudgetStore)
     return VerdictCheck(digest, keyid, statement, key, attested, current)
 
 
+def signed_answer(where: Place, document: dict[str, Any]) -> dict[str, Any]:
+    """A statement `check` answers with, as a verdict `verify` accepts: signed by the
+    verdict keyring, charging and writing nothing. Embedded, the keyring is made if there
+    is none yet (as `serve` would); in a cluster it is read from its Secret, so a CI gate's
+    identity needs `get` on that one Secret."""
+    try:
+        ring = (
+            read_keyring(where.keys, where.namespace)
+            if where.namespace
+            else verdict_keyring(where.keys, "", first_key=key_name())
+        )
+    except (LookupError, ValueError, OSError) as error:
+        raise ValueError(f"check signs its answer with the verdict keyring: {error}") from None
+    return dsse.sign(compact_json(document), ring.active).to_json()
+
+
 def _read_json(source: str) -> Any:
     text = sys.stdin.read() if source == "-" else Path(source).read_text()
     try:
@@ -142,7 +169,10 @@ def _verify_envelope(args: argparse.Namespace, where: Place, out: TextIO) -> int
     keys = verify_keys(args, where)
     try:
         found = check_verdict(_read_json(args.envelope), keys, where.store)
-    except (dsse.InvalidEnvelope, dsse.BadSignature) as error:
+    except dsse.InvalidEnvelope as error:
+        out.write(f"invalid: not a DSSE envelope: {error}\n")
+        return EXIT_INVALID
+    except dsse.BadSignature as error:
         out.write(f"NOT VERIFIED: {error}\n")
         return EXIT_FAILED
     predicate = found.statement["predicate"]
@@ -168,9 +198,9 @@ def _verify_envelope(args: argparse.Namespace, where: Place, out: TextIO) -> int
     return 0
 
 
-def _heads(store: BudgetStore) -> dict[str, Any]:
+def _heads(store: BudgetStore) -> dict[str, tuple[str, AuditHead]]:
     return {
-        str(BudgetKey.of(budget)): budget.status.audit_head
+        str(BudgetKey.of(budget)): (budget.metadata.uid or "", budget.status.audit_head)
         for budget in store.list()
         if isinstance(budget, RiskBudget | TrustBudget)
     }
@@ -185,24 +215,31 @@ def _verify_audit(args: argparse.Namespace, where: Place, out: TextIO) -> int:
         lines = sys.stdin.read().splitlines()
     else:
         lines = Path(args.audit).read_text().splitlines()
+    check = envelope_check(verify_keys(args, where))
     heads = _heads(where.store)
     if args.budget:
         heads = {name: head for name, head in heads.items() if name in args.budget}
+    problems: list[str] = []
+    if args.audit != "db" and where.audit_lines is not None:
+        # Embedded, a file is a witness: the ledger's own trail must hold against its heads,
+        # and every record the witness kept must be in it unchanged.
+        ledger_lines = where.audit_lines()
+        ledger = audit.verify_chain(ledger_lines, heads=heads, check=check, budgets=args.budget)
+        problems += [f"the ledger's {problem}" for problem in ledger.problems]
+        problems += map(str, audit.compare(lines, ledger_lines, budgets=args.budget))
+        heads = {}
     report = audit.verify_chain(
-        lines,
-        heads=heads,
-        check=envelope_check(verify_keys(args, where)),
-        budgets=args.budget,
-        partial=args.partial,
+        lines, heads=heads, check=check, budgets=args.budget, partial=args.partial
     )
     for name, counts in report.summary().items():
+        witnessed = f", signed head at {counts['signedHead']}" if counts["signedHead"] else ""
         out.write(
             f"{name}: {counts['records']} records through {counts['lastSeq']}, "
-            f"{counts['checkpoints']} signed checkpoints\n"
+            f"{counts['checkpoints']} signed checkpoints{witnessed}\n"
         )
-    for problem in report.problems:
+    for problem in [*map(str, report.problems), *problems]:
         out.write(f"BROKEN: {problem}\n")
-    if report.ok:
+    if report.ok and not problems:
         out.write(
             f"audit trail verified: {sum(c.records for c in report.chains.values())} records\n"
         )
@@ -320,33 +357,51 @@ def cmd_verdict(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     return 0
 
 
+def _of_kind(line: str, kinds: Sequence[str]) -> bool:
+    """Whether a record's action is one of `kinds`, or of its family (`break-glass` is also
+    `break-glass-refused`)."""
+    action = json.loads(line).get("action", "")
+    return any(action == kind or action.startswith(f"{kind}-") for kind in kinds)
+
+
 def cmd_audit(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
-    """Print the embedded ledger's audit trail as JSON Lines (for jq, or verify)."""
+    """Print the embedded ledger's audit trail as JSON Lines (for jq, or verify), or only
+    the records of the `--kind`s asked for (e.g. every break-glass use and refusal)."""
     with place(args, ledger) as where:
         if where.audit_lines is None:
             raise ValueError("in a cluster the audit trail is the operator's stdout (kubectl logs)")
         for line in where.audit_lines():
+            if args.kind and not _of_kind(line, args.kind):
+                continue
             out.write(line if line.endswith("\n") else line + "\n")
     return 0
 
 
 def cmd_keys(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     """List the verdict keyring, or rotate it (a new key signs; old ones still verify)."""
-    with place(args, ledger, writes=args.action == "rotate") as where:
+    with place(args, ledger) as where:
         if args.action == "rotate":
-            name = args.name or f"key-{system_clock():%Y%m%d%H%M%S}"
+            name = args.name or key_name()
             try:
                 ring = rotate_keyring(
                     where.keys, where.namespace, name=name, algorithm=args.algorithm
                 )
             except LookupError:
-                ring = verdict_keyring(where.keys, where.namespace, first_key=name)
+                ring = verdict_keyring(
+                    where.keys, where.namespace, first_key=name, algorithm=args.algorithm
+                )
             out.write(
                 f"signing with {ring.active.keyid} ({ring.active.algorithm}); "
                 "restart the servers to sign with it\n"
             )
         else:
-            ring = read_keyring(where.keys, where.namespace)
+            try:
+                ring = read_keyring(where.keys, where.namespace)
+            except LookupError as error:
+                raise ValueError(
+                    f"{error}: `budgetops serve` makes one on first start, or "
+                    "`budgetops keys rotate` now"
+                ) from None
         for keyid, key in sorted(ring.verifiers.items()):
             role = "signs" if keyid == ring.active.keyid else "verifies"
             out.write(f"{keyid} {key.algorithm} {role}\n")
@@ -377,6 +432,12 @@ def add_parsers(
     verdict.add_argument("-o", "--output", choices=("text", "json"), default="text")
     verdict.set_defaults(attestation=cmd_verdict)
     trail = verbs.add_parser("audit", help="the embedded ledger's audit trail as JSON Lines")
+    trail.add_argument(
+        "--kind",
+        action="append",
+        help="only records of this action and its family, e.g. break-glass (uses and "
+        "refused attempts), decision, reserve; may repeat",
+    )
     trail.set_defaults(attestation=cmd_audit)
     keys = verbs.add_parser("keys", help="the verdict signing keyring")
     keys.add_argument("action", choices=("list", "rotate", "export"))

@@ -21,8 +21,8 @@ from typing import Any, TextIO
 import yaml
 
 from budgetops.apis.common import format_amount, format_time, parse_amount, parse_duration
-from budgetops.apis.numbers import NumberError, whole
 from budgetops.apis.names import shown
+from budgetops.apis.numbers import NumberError, whole
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, Band, ChangeClass, Reliability
 from budgetops.engine import ledger
@@ -39,6 +39,7 @@ from budgetops.engine.verdicts import (
 )
 from budgetops.store import BudgetKey, BudgetStore, NotFound
 
+from .attestation import signed_answer
 from .target import add_arguments, place
 
 EXIT_DENIED = 1
@@ -371,12 +372,14 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     release = _release(args)
     with place(args, path) as where:
         budget = where.store.get(_risk_key(args, where.store))
-    assert isinstance(budget, RiskBudget)
-    now = system_clock()
-    decision = admit_risk(
-        budget.status, budget.spec, release=release, now=now, ttl=_ttl(args.ttl), dry_run=True
-    )
-    if args.output != "table":
+        assert isinstance(budget, RiskBudget)
+        now = system_clock()
+        decision = admit_risk(
+            budget.status, budget.spec, release=release, now=now, ttl=_ttl(args.ttl), dry_run=True
+        )
+        if args.output == "table":
+            out.write(f"may ship: {'yes' if decision.allowed else 'no'}\n")
+            return report(decision, out)
         subject = Subject(
             kind="Release",
             resource="releases",
@@ -395,10 +398,13 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
         predicate = risk_predicate(
             budget, release=release, decision=decision, subject=subject, now=now
         )
-        emit([statement(subject, RISK_PREDICATE, predicate)], (), args.output, out)
-        return 0 if decision.allowed else EXIT_DENIED
-    out.write(f"may ship: {'yes' if decision.allowed else 'no'}\n")
-    return report(decision, out)
+        # A CI gate's answer is a signed verdict `verify` accepts, not a bare statement.
+        envelope = signed_answer(where, statement(subject, RISK_PREDICATE, predicate))
+    if args.output == "json":
+        out.write(json.dumps(envelope, indent=2) + "\n")
+    else:
+        out.write(yaml.safe_dump(envelope, sort_keys=False))
+    return 0 if decision.allowed else EXIT_DENIED
 
 
 def _write(

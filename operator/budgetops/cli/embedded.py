@@ -13,6 +13,7 @@ from budgetops.handlers.embedded import LedgerWatch, embedded_reconciler, keep_l
 from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
 from budgetops.store import SQLiteStore
+from budgetops.store.keyring import KeyFolder, keys_folder
 from budgetops.store.secrets import FileSecrets
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, LedgerError
 
@@ -39,7 +40,8 @@ def serve_embedded(path: Path, args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"ledger: {path}\n")
         log_to_stderr()
         secrets = FileSecrets(secrets_dir(path, args.secrets_dir))
-        attestor, store.trail = attestation(secrets, "", [], args.audit_file)
+        keys = KeyFolder(keys_folder(args.verdict_keys))
+        attestor, store.trail = attestation(keys, "", [], args.audit_file)
         registry = CollectorRegistry()
         registry.register(StoreCollector(store.commits.stats))
         registry.register(BudgetCollector(store))

@@ -34,7 +34,7 @@ from .budgets import confirm_now, report
 from .embedded import serve_embedded
 from .incluster import add_arguments as add_run_arguments
 from .manifests import crd_files, load
-from .target import EXIT_UNREACHABLE, ClusterUnreachable, place
+from .target import EXIT_UNREACHABLE, ClusterUnreachable, add_keys_argument, place
 from .target import add_arguments as add_target_arguments
 
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
@@ -241,6 +241,7 @@ def parser(prog: str = "budgetops") -> argparse.ArgumentParser:
     webhook.add_argument(
         "--secrets-dir", help="agent signing and provider key files (default: <ledger>.secrets)"
     )
+    add_keys_argument(webhook)
     for verb in (webhook, in_cluster):
         verb.add_argument(
             "--audit-file",

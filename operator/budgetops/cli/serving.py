@@ -9,7 +9,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
@@ -18,7 +18,6 @@ from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
 from budgetops.apis.common import parse_duration
-from budgetops.crypto import dsse
 from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.app import PREFIX as LEASE_PREFIX
 from budgetops.leaseapi.app import lease_app
@@ -27,7 +26,7 @@ from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore
 from budgetops.store.audit import AuditTrail, Checkpoints, FileSink, Sink
-from budgetops.store.keyring import KeyFiles, verdict_keyring
+from budgetops.store.keyring import KeyFiles, key_name, verdict_keyring
 
 log = logging.getLogger("budgetops.serve")
 
@@ -37,11 +36,6 @@ def log_to_stderr() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-
-
-def first_key_name() -> str:
-    """The name of a keyring's first key: when it was made."""
-    return f"key-{system_clock():%Y%m%d%H%M%S}"
 
 
 def attestation(
@@ -54,17 +48,12 @@ def attestation(
     if audit_file:
         sinks = [*sinks, FileSink(Path(audit_file))]
     try:
-        keyring = verdict_keyring(secrets, namespace, first_key=first_key_name())
+        keyring = verdict_keyring(secrets, namespace, first_key=key_name())
     except (LookupError, ValueError, OSError) as error:
         log.error("verdicts and audit checkpoints are NOT signed: %s", error)
         return Attestor(), AuditTrail(sinks=sinks)
     log.info("signing verdicts with key %s", keyring.active.keyid)
-
-    def sign(payload_type: str, payload: bytes) -> dict[str, Any]:
-        return dsse.sign(payload, keyring.active, payload_type=payload_type).to_json()
-
-    trail = AuditTrail(checkpoints=Checkpoints(sign, system_clock), sinks=sinks)
-    return Attestor(keyring), trail
+    return Attestor(keyring), AuditTrail(checkpoints=Checkpoints.by(keyring), sinks=sinks)
 
 
 def serve_until_stopped(

@@ -20,8 +20,16 @@ from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import TrustBudget
 from budgetops.engine.leaserecords import object_name, status_of
 from budgetops.store import BudgetStore, SQLiteStore
-from budgetops.store.keyring import KeyFiles
-from budgetops.store.secrets import FileSecrets
+from budgetops.store.audit import AuditTrail, Checkpoints
+from budgetops.store.keyring import (
+    VERDICT_KEYS_ENV,
+    KeyFiles,
+    KeyFolder,
+    key_name,
+    keys_folder,
+    read_keyring,
+    verdict_keyring,
+)
 
 EXIT_UNREACHABLE = 4
 DEFAULT_OPERATOR_NAMESPACE = "budgetops-system"
@@ -49,7 +57,7 @@ class Place:
 
 
 def add_arguments(verb: argparse.ArgumentParser, *, db_help: str) -> None:
-    """--db, --kubeconfig, --operator-namespace, --secrets-dir."""
+    """--db, --kubeconfig, --operator-namespace, --verdict-keys."""
     verb.add_argument("--db", help=db_help)
     verb.add_argument(
         "--kubeconfig", help="work on the cluster instead (kubectl budget: the default)"
@@ -62,11 +70,32 @@ def add_arguments(verb: argparse.ArgumentParser, *, db_help: str) -> None:
         "default: $POD_NAMESPACE, else the namespace of the webhook's Service, else "
         f"{DEFAULT_OPERATOR_NAMESPACE})",
     )
-    verb.add_argument("--secrets-dir", help="where key files live (default: <ledger>.secrets)")
+    add_keys_argument(verb)
 
 
-def _secrets_dir(ledger: Path, given: str | None) -> Path:
-    return Path(given) if given else ledger.with_name(ledger.name + ".secrets")
+def add_keys_argument(verb: argparse.ArgumentParser) -> None:
+    """--verdict-keys: where the embedded ledger's signing keyring lives."""
+    verb.add_argument(
+        "--verdict-keys",
+        help=f"embedded: the verdict keyring's folder, kept apart from the ledger (default "
+        f"${VERDICT_KEYS_ENV}, else ~/.config/budgetops/verdict-keys)",
+    )
+
+
+def head_signer(keys: KeyFiles, namespace: str, *, make: bool) -> Checkpoints | None:
+    """How a command's writes sign the heads they move: with the keyring (made if `make`
+    and missing), or unsigned, said on stderr, when it cannot be had (`verify` reports such
+    a head until a signing writer moves it)."""
+    try:
+        ring = (
+            verdict_keyring(keys, namespace, first_key=key_name())
+            if make
+            else read_keyring(keys, namespace)
+        )
+    except (LookupError, ValueError, OSError) as error:
+        sys.stderr.write(f"warning: this write's audit head is NOT signed: {error}\n")
+        return None
+    return Checkpoints.by(ring)
 
 
 def probe(api: Any, where: str) -> None:
@@ -136,7 +165,7 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
     the current kubeconfig's default, as kubectl finds it)."""
     if args.kubeconfig is not None:
         from budgetops.cli.incluster import api_client
-        from budgetops.store.audit import AuditTrail, StreamSink
+        from budgetops.store.audit import StreamSink
         from budgetops.store.kube import KubeStore
         from budgetops.store.secrets import KubeSecrets
         from budgetops.store.verdictmaps import VerdictMaps
@@ -150,13 +179,16 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
         probe(api, where)
         args.operator_namespace = args.operator_namespace or operator_namespace(api)
         # A command's movements are records of the budget's audit trail like the operator's.
-        store = KubeStore(api, trail=AuditTrail(sinks=[StreamSink(sys.stderr)]))
+        secrets = KubeSecrets(api)
+        signed = head_signer(secrets, args.operator_namespace, make=False) if writes else None
+        trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)])
+        store = KubeStore(api, trail=trail)
         store.start()
         maps = VerdictMaps(api, args.operator_namespace)
         try:
             yield Place(
                 store,
-                KubeSecrets(api),
+                secrets,
                 args.operator_namespace,
                 lambda budget, digest: maps.read(budget)[1].get(digest),
                 _cluster_leases(api),
@@ -166,10 +198,13 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
             store.stop()
         return
     sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
+    keys = KeyFolder(keys_folder(args.verdict_keys))
+    if writes:
+        sqlite.trail = AuditTrail(checkpoints=head_signer(keys, "", make=True))
     try:
         yield Place(
             sqlite,
-            FileSecrets(_secrets_dir(ledger, args.secrets_dir)),
+            keys,
             "",
             lambda _, digest: sqlite.verdict(digest),
             _ledger_leases(sqlite),

@@ -33,7 +33,15 @@ from budgetops.apis.common import format_time
 from budgetops.apis.ledger import Ledger, MovementAction
 from budgetops.engine.canonical import compact_json, compact_text
 
-AuditAction = Literal[MovementAction, "adjust", "reliability", "decision", "checkpoint"]
+AuditAction = Literal[
+    MovementAction,
+    "adjust",
+    "reliability",
+    "decision",
+    "checkpoint",
+    "break-glass",
+    "break-glass-refused",
+]
 
 CHECKPOINT_EVERY = 100
 """Records between two signed checkpoints of a busy budget, at most."""

@@ -29,7 +29,7 @@ from budgetops.apis.trustbudget import (
     TrustBudgetSpec,
     TrustBudgetStatus,
 )
-from budgetops.engine import ledger
+from budgetops.engine import audit, ledger
 from budgetops.engine.rollover import (
     roll_risk_window,
     summarize_risk,
@@ -263,11 +263,25 @@ def pass_break_glass(
 ) -> Decision:
     """Admit an exhausted budget's request through break-glass, or say exactly why not.
 
-    A use charges nothing (there is nothing left to charge) and is recorded apart from the
-    ledger, in `status.breakGlassUses`, for audit.
+    A use charges nothing (there is nothing left to charge); it is kept in
+    `status.breakGlassUses` (which the rate limit counts) and, like a refused attempt, is a
+    record of its own kind in the audit chain (`break-glass`, `break-glass-refused`), with
+    who asked, why, and why it was refused.
     """
     refusal = _break_glass_refusal(status, spec, account=account, ask=ask, now=now)
+    asked: dict[str, str | int] = {"user": ask.user, "reason": ask.reason.strip()[:1024]}
+    if ask.ttl is not None:
+        asked["ttlSeconds"] = int(ask.ttl.total_seconds())
     if refusal is not None:
+        if not dry_run:
+            audit.note(
+                status,
+                at=now,
+                action="break-glass-refused",
+                account=account,
+                ref=ref,
+                detail={**asked, "refused": refusal},
+            )
         return Decision(
             False, "Exhausted", ZERO, message=f"{message} Break-glass refused: {refusal}."
         )
@@ -278,6 +292,7 @@ def pass_break_glass(
         at=now, account=account, user=ask.user, reason=ask.reason.strip()[:1024], object=ref
     )
     status.break_glass_uses = [*status.break_glass_uses, use][-BREAK_GLASS_USES_KEPT:]
+    audit.note(status, at=now, action="break-glass", account=account, ref=ref, detail=asked)
     return Decision(True, "BreakGlass", ZERO, warnings=(note,))
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from budgetops.crypto.dsse import Algorithm, Keyring
+from budgetops.engine.clock import system_clock
 from budgetops.store.secrets import FileSecrets
 
 VERDICT_KEYS_SECRET = "budgetops-verdict-keys"
@@ -44,10 +45,14 @@ class KeyFolder:
         self._files = FileSecrets(folder.parent)
 
     def read_all(self, namespace: str, name: str) -> dict[str, bytes]:
+        """The folder's files; LookupError when it is missing or empty (made, not filled)."""
         try:
-            return self._files.read_all(namespace, self.folder.name)
+            files = self._files.read_all(namespace, self.folder.name)
         except LookupError:
-            raise LookupError(f"no verdict keyring in {self.folder}") from None
+            files = {}
+        if not files:
+            raise LookupError(f"no verdict keyring in {self.folder}")
+        return files
 
     def write_all(
         self, namespace: str, name: str, files: dict[str, bytes], *, replace: bool = False
@@ -63,6 +68,11 @@ def keys_folder(given: str | None) -> Path:
         return Path(chosen).expanduser()
     config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(config) / "budgetops" / "verdict-keys"
+
+
+def key_name() -> str:
+    """The name of a new key: when it was made."""
+    return f"key-{system_clock():%Y%m%d%H%M%S}"
 
 
 def read_keyring(secrets: KeyFiles, namespace: str) -> Keyring:
