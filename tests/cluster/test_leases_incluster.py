@@ -167,3 +167,4 @@ def test_an_agent_borrows_reports_and_releases_and_the_objects_record_it(
     assert (status, body["late"]) == (200, 1), text
     assert Decimal(cluster.spent(agent)["spent"]) == 4
     eventually(lambda: cluster.leases()[lease_id]["status"]["spent"] == "4")
+    assert cluster.leases()[lease_id]["status"]["lateSpent"] == "1"

@@ -131,3 +131,18 @@ def test_reported_requests_counts_unnumbered_reports_too() -> None:
     leases.report(budget.status, account=AGENT, lease_id="lease_1", usages=usages, now=T0)
     hold = budget.status.accounts[AGENT].leases["lease_1"]
     assert leaserecords.status_of(hold)["reportedRequests"] == 3
+
+
+def test_late_spending_is_recorded_on_the_budget_lease() -> None:
+    budget = budget_with_lease()
+    later = T0 + timedelta(minutes=1)
+    leases.close(budget.status, account=AGENT, lease_id="lease_1", now=later, state="revoked")
+    usage = Usage("a", 1, Decimal("2.5"), int(T0.timestamp()))
+    leases.report(budget.status, account=AGENT, lease_id="lease_1", usages=[usage], now=later)
+    hold = budget.status.accounts[AGENT].leases["lease_1"]
+    recorded = leaserecords.status_of(hold)
+    assert (recorded["phase"], recorded["spent"], recorded["lateSpent"]) == (
+        "Revoked",
+        "2.5",
+        "2.5",
+    )

@@ -76,6 +76,8 @@ class BudgetLeaseStatus(Model):
     granted: Amount = Decimal(0)
     spent: Amount = Decimal(0)
     remaining: Amount = Decimal(0)
+    late_spent: Amount = Decimal(0)
+    """Of `spent`, what was reported after the lease closed, for calls made before the close."""
     expires_at: Timestamp | None = None
     reported_requests: int = 0
     conditions: list[Condition] = Field(default_factory=list)

@@ -34,6 +34,7 @@ def status_of(hold: LeaseHold) -> dict[str, Any]:
         "granted": str(hold.granted),
         "spent": str(hold.spent),
         "remaining": str(hold.amount),
+        "lateSpent": str(hold.late_spent),
         "expiresAt": format_time(hold.expires_at),
         "reportedRequests": (
             hold.reported_through + len(hold.counted_above) + len(hold.unnumbered())
