@@ -324,7 +324,7 @@ hostile_annotation = st.one_of(
         lambda counts: json.dumps(counts).replace('"', "")  # numbers unquoted, names bare
     ),
 )
-annotations = st.fixed_dictionaries(
+annotation_sets = st.fixed_dictionaries(
     {},
     optional={name: st.one_of(valid, hostile_annotation) for name, valid in ANNOTATIONS.items()},
 )
@@ -354,7 +354,7 @@ def test_deployments_with_any_annotations(service: Service) -> None:
     @example(declared={"budgetops.dev/uncertainty": "1e1000000"}, uid="dep-1", image="a")
     @example(declared={"budgetops.dev/uncertainty": "9" * 5000}, uid="dep-2", image="a")
     @example(declared={"budgetops.dev/unknowns": "[" * 3000}, uid="dep-3", image="a")
-    @given(declared=annotations, uid=st.one_of(st.uuids().map(str), texts), image=st.text())
+    @given(declared=annotation_sets, uid=st.one_of(st.uuids().map(str), texts), image=st.text())
     def run(declared: dict[str, str], uid: str, image: str) -> None:
         deployment = {
             "metadata": {

@@ -86,7 +86,7 @@ def test_the_webhook_denies_a_name_the_ledger_does_not_take_with_a_calm_400(
     tmp_path: Path, text: str, where: str
 ) -> None:
     store = trust_store(tmp_path)
-    answer = review(store, request(**{where: text}))
+    answer = review(store, request(user=text) if where == "user" else request(uid=text))
     assert not answer["allowed"]
     assert answer["status"]["code"] == 400
     surrogate_uid = where == "uid" and text == HOSTILE["lone surrogate"]  # refused as JSON
@@ -103,11 +103,12 @@ def test_the_webhook_denies_a_name_the_ledger_does_not_take_with_a_calm_400(
 def test_the_webhook_denies_a_release_id_holding_an_escape_sequence(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "ledger.sqlite3")
     store.apply(risk_budget(selector={"matchLabels": {"app": "api"}}))
+    release: dict[str, Any] = {"budgetops.dev/release-id": "v1\x1b]0;pwned\x07"}
     shipped = request(
         resource={"group": "apps", "version": "v1", "resource": "deployments"},
         kind="Deployment",
         namespace="payments",
-        obj=deployment(**{"budgetops.dev/release-id": "v1\x1b]0;pwned\x07"}),
+        obj=deployment(**release),
     )
     answer = review(store, shipped)
     assert not answer["allowed"]

@@ -8,6 +8,7 @@ replaced by a round trip through the wire form, as the API server stores a statu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from budgetops.apis.ledger import KEY_MAX
+from budgetops.apis.ledger import KEY_MAX, Entry
 from budgetops.apis.resources import RESOURCES, Budget, TrustBudget
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import InvalidCharge, audit
 from budgetops.store import BudgetKey, SQLiteStore
-from budgetops.store.commit import GroupCommit, Waiter, check_readback
+from budgetops.store.commit import GroupCommit, Held, Waiter, check_readback
 from tests.charges import charging
 
 from .test_decisions import NOW, trust_budget
@@ -72,14 +73,17 @@ def batch(spoil: Callable[[Budget], bool]) -> list[Waiter]:
 
 def assert_only_the_spoiler_failed(waiters: list[Waiter], stored: Budget) -> None:
     first, spoiler, last = waiters
-    assert isinstance(first.result, Decision) and first.result.reason == "Charged"
-    assert isinstance(last.result, Decision) and last.result.reason == "Charged"
+    assert isinstance(first.result, Decision)
+    assert first.result.reason == "Charged"
+    assert isinstance(last.result, Decision)
+    assert last.result.reason == "Charged"
     assert isinstance(spoiler.error, InvalidCharge)
     assert "does not read back" in str(spoiler.error)
     assert "nothing was written" in str(spoiler.error)
     assert isinstance(stored, TrustBudget)
     account = stored.status.accounts["user:alice"]
-    assert account.reserved == 2 and account.allocation == 10
+    assert account.reserved == 2
+    assert account.allocation == 10
     assert set(stored.status.settled) == set(), "no key of the spoiler was stored"
     assert audit(stored.status) == []
 
@@ -122,14 +126,34 @@ def test_a_change_alone_that_would_not_read_back_is_refused_and_nothing_written(
     assert stored.status.accounts["user:alice"].allocation == 10
 
 
-def test_settled_keys_held_before_are_left_out_of_the_check_unless_whole() -> None:
+def test_what_the_snapshot_held_is_left_out_of_the_check_unless_whole() -> None:
     """What keeps the check cheap, and what `whole` (the command line's) adds back."""
     budget = trust_budget(initialBalance=10)
     too_long_settled_key(budget)
-    held = dict(budget.status.settled)
-    check_readback(KEY, budget, held=held)
+    budget.status.entries.append(
+        Entry(at=NOW, account="a" * (KEY_MAX + 1), action="reserve", amount=Decimal(1))
+    )
+    check_readback(KEY, budget, held=Held.of(budget))
     with pytest.raises(InvalidCharge, match="settled"):
         check_readback(KEY, budget)
+
+
+def test_a_reservation_or_entry_the_change_added_is_checked() -> None:
+    budget = trust_budget(initialBalance=10)
+    charging("held", now=NOW)(budget)
+    held = Held.of(budget)
+    charging("new", now=NOW)(budget)
+    check_readback(KEY, budget, held=held)
+    reservations = budget.status.accounts["user:alice"].reservations
+    reservations["new"] = dataclasses.replace(reservations["new"], amount=Decimal(10**16))
+    with pytest.raises(InvalidCharge, match="reservations"):
+        check_readback(KEY, budget, held=held)
+    del reservations["new"]
+    budget.status.entries.append(
+        dataclasses.replace(budget.status.entries[-1], amount=Decimal(10**16))
+    )
+    with pytest.raises(InvalidCharge, match="entries"):
+        check_readback(KEY, budget, held=held)
 
 
 def test_a_batch_that_reads_back_is_checked_once() -> None:

@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -116,24 +117,55 @@ class _Decided:
     writes: bool = False
 
 
-def check_readback(
-    key: BudgetKey, budget: Budget, *, held: Mapping[str, object] | None = None
-) -> None:
-    """Raise InvalidCharge unless `budget.status`, serialized as the stores write it, reads
-    back with its own model.
+@dataclass(frozen=True)
+class Held:
+    """What a snapshot held before its changes ran, left out of `check_readback`: it read
+    back when the status was read, or was checked when it was written. On a busy budget it
+    is most of the status (settled keys, open reservations, recent entries) and most of
+    the time a check takes (docs/performance.md)."""
 
-    `held`: settled keys the status held before the change, left out of the check. They
-    read back when the status was read, or were checked when it was written; on a busy
-    budget they are most of the status and of the time its check takes (measured in
-    docs/performance.md). A key the change added is checked; one it only re-dated holds a
-    timestamp of the engine's clock, aware by construction.
-    """
-    status = budget.status
+    settled: dict[str, object]
+    """A copy of the settled keys. A key the change added is checked; one it only re-dated
+    holds a timestamp of the engine's clock, aware by construction."""
+    records: dict[int, object]
+    """The reservations and entries, by identity: the engine never changes one in place,
+    it adds or removes it. (Kept, not only their ids: an id is unique only while its
+    object lives.) Lease holds are changed in place, and accounts: both are checked."""
+
+    @classmethod
+    def of(cls, budget: Budget) -> Held | None:
+        status = getattr(budget, "status", None)
+        if not isinstance(status, Ledger):
+            return None
+        records: dict[int, object] = {id(entry): entry for entry in status.entries}
+        for account in status.accounts.values():
+            records.update((id(held), held) for held in account.reservations.values())
+        return cls(dict(status.settled), records)
+
+
+def _unheld(status: Ledger, held: Held) -> Ledger:
+    """A shallow copy of `status` without what `held` holds."""
+    accounts = dict(status.accounts)
+    for name, account in status.accounts.items():
+        if any(id(r) in held.records for r in account.reservations.values()):
+            fresh = {k: r for k, r in account.reservations.items() if id(r) not in held.records}
+            accounts[name] = dataclasses.replace(account, reservations=fresh)
+    update = {
+        "accounts": accounts,
+        "settled": {k: status.settled[k] for k in status.settled.keys() - held.settled.keys()},
+        "entries": [entry for entry in status.entries if id(entry) not in held.records],
+    }
+    return status.model_copy(update=update)
+
+
+def check_readback(key: BudgetKey, budget: Budget, *, held: Held | None = None) -> None:
+    """Raise InvalidCharge unless `budget.status`, serialized as the stores write it, reads
+    back with its own model; what `held` holds is left out."""
+    status: BaseModel = budget.status
     if not isinstance(status, BaseModel):  # group commit serves other objects in tests
         return
-    if held and isinstance(status, Ledger):
-        new = status.settled.keys() - held.keys()
-        status = status.model_copy(update={"settled": {k: status.settled[k] for k in new}})
+    if held is not None and isinstance(status, Ledger):
+        status = _unheld(status, held)
     try:
         type(status).model_validate_json(status.model_dump_json(by_alias=True, exclude_none=True))
     except ValidationError as error:
@@ -150,12 +182,6 @@ class _Spoiled(Exception):
     def __init__(self, waiter: Waiter | None, error: InvalidCharge) -> None:
         super().__init__(str(error))
         self.waiter, self.error = waiter, error
-
-
-def _settled(budget: Budget) -> dict[str, object]:
-    """A copy of the settled keys a snapshot holds before its changes run (see `held`)."""
-    status = getattr(budget, "status", None)
-    return dict(status.settled) if isinstance(status, Ledger) else {}
 
 
 def _limits(now: float, timeout: float) -> tuple[float, float]:
@@ -216,8 +242,8 @@ class Stats:
 class GroupCommit:
     """Batches status changes per budget and persists each batch with one `attempt`.
 
-    `whole`: check that the whole status reads back before each write, held settled keys
-    included (see `check_readback`): a command line can afford it, and it also refuses to
+    `whole`: check that the whole status reads back before each write, what the snapshot
+    held included (see `Held`): a command line can afford it, and it also refuses to
     write over a status that was broken before. `clock` and `sleep` (the pause after a
     conflict) are the monotonic clock's by default; tests hand in their own to script
     deadlines.
@@ -360,7 +386,7 @@ class GroupCommit:
         after which it stopped reading back when `careful`, else none."""
         decided = []
         now = self.clock()
-        held = None if self.whole else _settled(budget)
+        held = None if self.whole else Held.of(budget)
         for waiter in pending:
             if _past_cutoff(key, waiter, now):
                 continue
