@@ -322,3 +322,12 @@ def test_a_listen_port_is_ascii_digits_in_range(port: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="is not host:port"):
         _listen(f"127.0.0.1:{port}")
     assert _listen("localhost:8443") == "127.0.0.1:8443"
+
+
+def test_an_allocation_change_reads_a_sign_and_ascii_digits_only() -> None:
+    from budgetops.cli.budgets import _signed_points
+
+    assert [_signed_points(v) for v in ("+24", "-24", "24")] == [24, -24, 24]
+    for text in ("1_0", "\u0661", "+-5", "24 0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be a whole number of points"):
+            _signed_points(text)

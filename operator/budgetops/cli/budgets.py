@@ -595,8 +595,10 @@ def _points(value: str) -> int:
 
 
 def _signed_points(value: str) -> Decimal:
+    """`+24`, `-24` or `24`: the one place a `+` is read, as the sign of a change."""
+    unsigned = value[1:] if value[:1] == "+" and "0" <= value[1:2] <= "9" else value
     try:
-        return Decimal(whole(value, low=-MAX_RISK_POINTS, high=MAX_RISK_POINTS, of="points"))
+        return Decimal(whole(unsigned, low=-MAX_RISK_POINTS, high=MAX_RISK_POINTS, of="points"))
     except NumberError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
