@@ -248,11 +248,12 @@ def test_a_charge_stamped_before_its_window_counts_in_the_current_one() -> None:
 
 def test_a_key_settled_before_a_reset_is_not_charged_again_by_a_clock_gone_back() -> None:
     budget = trust_budget()
-    before = datetime(2026, 1, 1, 23, 58, tzinfo=UTC)
+    reset = datetime(2026, 1, 2, tzinfo=UTC)
+    before = reset - timedelta(seconds=30)
     charge(budget, "old", now=before)
     confirm(budget.status, key="old", now=before)
-    charge(budget, "new", now=datetime(2026, 1, 2, 0, 1, tzinfo=UTC))
-    replay = charge(budget, "old", now=datetime(2026, 1, 1, 23, 59, tzinfo=UTC))
+    charge(budget, "new", now=reset + timedelta(seconds=30))
+    replay = charge(budget, "old", now=reset - timedelta(seconds=15))
     assert (replay.reason, replay.cost) == ("AlreadyCharged", 0)
 
 

@@ -26,16 +26,17 @@ from pydantic.alias_generators import to_camel
 from budgetops.apis.audit import AuditHead
 from budgetops.apis.common import Amount, Model, Timestamp
 
-KEY_KEPT = timedelta(minutes=5)
+KEY_KEPT = timedelta(minutes=2)
 """How long an object's key (its uid, or its uid and pod template) is remembered after it
 settled. The API server sends one object's admission again only while the request that
 carries it lasts: at most its deadline (`--request-timeout`, 60 s by default; each webhook
 call takes at most 30 s and is retried only within that deadline), and the reservation
-keeps the key known until it settles. Five default deadlines leave room for a raised
-timeout and for clocks that differ between replicas. Memory is then bounded by the rate of
-charges, never by a count that could refuse one."""
+keeps the key known until it settles. Two default deadlines leave room for clocks that
+differ between replicas, and no more: until the storage redesign the keys live in the
+status, so their number is the rate of charges times this. Memory is bounded by that rate,
+never by a count that could refuse a charge."""
 
-KEYS_FORGOTTEN_EVERY = timedelta(minutes=1)
+KEYS_FORGOTTEN_EVERY = timedelta(seconds=30)
 """Keys past KEY_KEPT are let go together once the oldest is this much past it, so a charge
 rarely pays for a pass over them."""
 
