@@ -155,14 +155,16 @@ def _operator(
     *,
     kubeconfig: Path | None = None,
     clean_exit: bool = True,
+    audit: Path | None = None,
 ) -> Iterator[None]:
     """`budgetops run` as a replica of the release runs it, serving TLS on loopback (with
     `serving`, or the TLS arguments given instead): with the administrator's credentials,
     or `kubeconfig` (the chart's ServiceAccount's). Its exit code is checked unless
-    `clean_exit` is False (its credentials were taken away)."""
+    `clean_exit` is False (its credentials were taken away). Its stdout, the audit trail, goes
+    to `audit` if given."""
     if isinstance(serving, Pair):
         serving = ["--tls-cert-file", str(serving.cert), "--tls-key-file", str(serving.key)]
-    with log_path.open("wb") as log:
+    with log_path.open("wb") as log, (audit or Path(os.devnull)).open("ab") as trail:
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "budgetops.cli.main", "run"),
@@ -170,7 +172,7 @@ def _operator(
                 *("--listen", f"127.0.0.1:{port}", "--own-service-account", OPERATOR),
                 *serving,
             ],
-            stdout=subprocess.DEVNULL,
+            stdout=trail,
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -379,7 +381,6 @@ def test_a_webhook_url_is_served_with_the_operators_own_certificate(
             for arg in container["args"]
             if arg.startswith(("--tls-", "--webhook-configuration="))
         ]
-        assert "--tls-extra-name=127.0.0.1" in tls
         token = _service_account_kubeconfig(plane, tmp_path / "operator.kubeconfig")
         with _operator(
             plane, port, [*tls, "--no-reconcile"], tmp_path / "operator.log", kubeconfig=token
@@ -389,12 +390,99 @@ def test_a_webhook_url_is_served_with_the_operators_own_certificate(
                 assert time.monotonic() < deadline, "the replica never injected its CA"
                 time.sleep(0.2)
             created = plane.kubectl("create", "-f", "-", input=_csrs("by-url", 1), check=False)
-            assert created.returncode == 0, created.stderr
+            assert created.returncode == 0, created.stderr  # not "doesn't contain any IP SANs"
+        assert "--tls-extra-name=127.0.0.1" in tls
     finally:
         plane.kubectl(
             "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found"
         )
         helm(binaries, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=kubeconfig)
+
+
+def test_a_commands_records_reach_the_operators_audit_trail(
+    plane: Any, binaries: Any, tmp_path: Path
+) -> None:
+    """`kubectl budget consume` by a CI ServiceAccount that may write budgets' status and
+    read nothing else: its records are held in the status, the operator publishes them on
+    its stdout in chain order and signs the head the command could not, and `verify
+    --audit` over what the operator published holds."""
+    kubeconfig = str(plane.kubeconfig)
+    ca, serving = loopback_server_pair(tmp_path)
+    port = free_port()
+    release = [
+        *(RELEASE, str(CHART), "-n", NAMESPACE, "--set", "webhook.tls.mode=provided"),
+        *("--set", f"webhook.url=https://127.0.0.1:{port}/validate"),
+        *("--set", f"webhook.tls.caBundle={base64.b64encode(ca.cert.read_bytes()).decode()}"),
+        *("--set", "webhook.failurePolicy=Ignore", "--set", "webhook.timeoutSeconds=2"),
+    ]
+    trail = tmp_path / "operator-stdout.jsonl"
+    helm(binaries, "install", *release, "--create-namespace", kubeconfig=kubeconfig)
+    try:
+        plane.kubectl("create", "namespace", "payments", check=False)
+        plane.kubectl("apply", "-f", str(EXAMPLES / "riskbudget-payments.yaml"))
+        plane.kubectl("create", "serviceaccount", "ci", "-n", "payments", check=False)
+        plane.kubectl(
+            "create", "clusterrole", "budget-writer", "--verb=get,list,watch",
+            "--resource=trustbudgets,riskbudgets,budgetleases", check=False,
+        )  # fmt: skip
+        plane.kubectl(
+            "create", "clusterrolebinding", "ci-budget-reader", "--clusterrole=budget-writer",
+            "--serviceaccount=payments:ci", check=False,
+        )  # fmt: skip
+        plane.kubectl(
+            "create", "role", "status-writer", "-n", "payments", "--verb=get,update",
+            "--resource=riskbudgets/status", check=False,
+        )  # fmt: skip
+        plane.kubectl(
+            "create", "rolebinding", "ci-status-writer", "-n", "payments",
+            "--role=status-writer", "--serviceaccount=payments:ci", check=False,
+        )  # fmt: skip
+        ci = _service_account_kubeconfig(plane, tmp_path / "ci.kubeconfig", "payments", "ci")
+        token = _service_account_kubeconfig(plane, tmp_path / "operator.kubeconfig")
+        with _operator(
+            plane, port, serving, tmp_path / "operator.log", kubeconfig=token, audit=trail
+        ):
+            deadline = time.monotonic() + 60
+            while "leading: reconciling" not in (tmp_path / "operator.log").read_text():
+                assert time.monotonic() < deadline, "the operator never led"
+                time.sleep(0.2)
+            consumed = _budgetops(
+                "consume", "--service", "payments-api", "-n", "payments", "--points", "5",
+                "--release-id", "ci-release-1", "--kubeconfig", str(ci),
+                "--operator-namespace", NAMESPACE,
+            )  # fmt: skip
+            assert consumed.returncode == 0, consumed.stdout + consumed.stderr
+            deadline = time.monotonic() + 30
+            while '"key":"ci-release-1"' not in trail.read_text():
+                assert time.monotonic() < deadline, "the operator never published the records"
+                time.sleep(0.2)
+            status = _live(plane, "riskbudget", "payments-api", "-n", "payments")["status"]
+            assert not status.get("auditHeld")
+            assert status["auditHead"]["signature"]  # the command's head, signed by the operator
+        verified = _budgetops(
+            "verify", "--audit", str(trail), "--budget", "RiskBudget/payments/payments-api",
+            "--kubeconfig", kubeconfig, "--operator-namespace", NAMESPACE,
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "audit trail verified" in verified.stdout
+        lines = [line for line in trail.read_text().splitlines() if line.startswith("{")]
+        actions = [json.loads(line).get("action") for line in lines]
+        assert {"reserve", "confirm"} <= set(actions)
+    finally:
+        plane.kubectl(
+            "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found"
+        )
+        helm(binaries, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=kubeconfig)
+
+
+def _budgetops(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "budgetops.cli.main", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def _live_hook(plane: Any) -> dict[str, Any]:
@@ -408,9 +496,12 @@ def _live(plane: Any, *what: str) -> dict[str, Any]:
     return found
 
 
-def _service_account_kubeconfig(plane: Any, path: Path) -> Path:
-    """A kubeconfig holding a token of the chart's ServiceAccount: what a replica runs as."""
-    token = plane.kubectl("create", "token", "budgetops", "-n", NAMESPACE).stdout.strip()
+def _service_account_kubeconfig(
+    plane: Any, path: Path, namespace: str = NAMESPACE, name: str = "budgetops"
+) -> Path:
+    """A kubeconfig holding a token of a ServiceAccount, by default the chart's: what a
+    replica runs as."""
+    token = plane.kubectl("create", "token", name, "-n", namespace).stdout.strip()
     cluster = {"server": plane.server, "certificate-authority": str(plane.ca_file)}
     config = {
         "apiVersion": "v1",

@@ -47,6 +47,12 @@ so it is let go with the next keys that are."""
 ENTRIES_KEPT = 50
 """Recent ledger entries kept in status for people; the full record is the audit trail."""
 
+HELD_AUDIT_MAX = 200
+"""Sealed audit lines a budget holds until the operator publishes them (records a command
+wrote, such as `kubectl budget consume`): a write that would hold more is refused."""
+HELD_LINE_MAX = 32 * 1024
+"""One held line: a record or a signed head, never an envelope-sized blob of its own."""
+
 MovementAction = Literal[
     "reserve",
     "confirm",
@@ -277,6 +283,14 @@ class Ledger(Model):
     releases: Releases = Field(default_factory=dict)
     entries: list[Entry] = Field(default_factory=list, max_length=ENTRIES_KEPT)
     audit_head: AuditHead = Field(default_factory=AuditHead)
+    audit_held: list[Annotated[str, StringConstraints(max_length=HELD_LINE_MAX)]] = Field(
+        default_factory=list,
+        max_length=HELD_AUDIT_MAX,
+        description=(
+            "Sealed audit lines written by a command outside the operator (kubectl budget "
+            "consume, adjust), held here until the operator publishes them in chain order."
+        ),
+    )
     _audit: list[dict[str, Any]] = PrivateAttr(default_factory=list)
     """Audit records of this change, not yet chained: the store seals them into the chain
     in the write that stores the change, and publishes them once that write succeeded."""

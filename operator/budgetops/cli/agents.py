@@ -59,10 +59,11 @@ def where(args: argparse.Namespace, ledger: Path, *, writes: bool = True) -> Ite
 
         api = api_client(args.kubeconfig)
         # The movements a command makes (a revocation returns leases) are records of the
-        # budget's audit trail like the operator's: they go to this command's stderr.
+        # budget's audit trail like the operator's: held in the status until the operator
+        # publishes them, and echoed on this command's stderr.
         secrets = KubeSecrets(api)
         signed = head_signer(secrets, args.namespace, make=False) if writes else None
-        trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)])
+        trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)], hold=True)
         store = KubeStore(api, trail=trail).start()
         try:
             yield Where(store, secrets, args.namespace)

@@ -178,10 +178,11 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
             raise ClusterUnreachable(f"cannot use the kubeconfig {where}: {error}") from None
         probe(api, where)
         args.operator_namespace = args.operator_namespace or operator_namespace(api)
-        # A command's movements are records of the budget's audit trail like the operator's.
+        # A command's movements are records of the budget's audit trail like the operator's:
+        # held in the status until the operator publishes them with its own.
         secrets = KubeSecrets(api)
         signed = head_signer(secrets, args.operator_namespace, make=False) if writes else None
-        trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)])
+        trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)], hold=True)
         store = KubeStore(api, trail=trail)
         store.start()
         maps = VerdictMaps(api, args.operator_namespace)

@@ -154,6 +154,13 @@ def head_line(budget: str, uid: str, head: AuditHead) -> str:
     return compact_text({"budget": budget, "uid": uid, "head": head.to_wire()})
 
 
+def sign_head(ledger: Ledger, *, budget: str, uid: str, sign: Sign) -> str:
+    """Sign the ledger's head where it stands (one a writer without the key left unsigned)
+    and return the line it is published as."""
+    _sign_head(budget, uid, ledger.audit_head, sign)
+    return head_line(budget, uid, ledger.audit_head)
+
+
 def _sign_head(budget: str, uid: str, head: AuditHead, sign: Sign) -> None:
     head.signature = None
     envelope = sign(HEAD_TYPE, head_payload(budget, uid, head))

@@ -131,9 +131,14 @@ class Reconciler:
                 )
             return outcome, fresh
 
+        def needs_write(decided: tuple[Outcome, Budget]) -> bool:
+            """A change, or audit records a command left for the operator to publish."""
+            outcome, fresh = decided
+            return outcome.changed or bool(getattr(fresh.status, "audit_held", None))
+
         try:
             outcome, kept = self.store.update_status(
-                key, change, timeout=self.write_timeout, needs_write=lambda o: o[0].changed
+                key, change, timeout=self.write_timeout, needs_write=needs_write
             )
         except NotFound:
             self.left.pop(key, None)

@@ -12,6 +12,7 @@ went missing.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from budgetops.apis.ledger import Ledger
+from budgetops.apis.ledger import HELD_AUDIT_MAX, Ledger
 from budgetops.apis.resources import Budget
 from budgetops.crypto import dsse
 from budgetops.engine import audit
@@ -87,26 +88,46 @@ class AuditTrail:
     `checkpoints` signs and dates checkpoints and signs each moved head; without it the
     chain has neither (which the tests of other parts use, and which `budgetops verify`
     reports).
+
+    A command in a cluster (`kubectl budget consume`) `hold`s: the lines it seals stay in
+    the budget's status, written in the same compare-and-swap as its change, so none can
+    be lost between the two. The operator's trail takes them out with its next write of
+    that budget and publishes them before its own, in chain order, signing the head they
+    leave where the command could not: every record of a chain reaches the operator's
+    stream, whoever wrote it.
     """
 
     def __init__(
-        self, *, checkpoints: Checkpoints | None = None, sinks: Sequence[Sink] = ()
+        self,
+        *,
+        checkpoints: Checkpoints | None = None,
+        sinks: Sequence[Sink] = (),
+        hold: bool = False,
     ) -> None:
         self.checkpoints = checkpoints
         self.sinks = list(sinks)
+        self.hold = hold
 
     def seal(self, key: BudgetKey, budget: Budget) -> list[Sealed]:
         status = budget.status
-        if not isinstance(status, Ledger) or not status.queued_audit():
+        if not isinstance(status, Ledger):
             return []
+        held = [] if self.hold else _take_held(status)
         signing = self.checkpoints
-        return audit.seal(
+        uid = budget.metadata.uid or ""
+        sealed = audit.seal(
             status,
             budget=str(key),
-            uid=budget.metadata.uid or "",
+            uid=uid,
             now=signing.clock() if signing else None,
             sign=signing.sign if signing else None,
         )
+        if self.hold:
+            _hold(status, sealed)
+        elif held and not sealed and signing is not None and status.audit_head.signature is None:
+            line = audit.sign_head(status, budget=str(key), uid=uid, sign=signing.sign)
+            held[-1] = Sealed(held[-1].record, held[-1].line, line)
+        return [*held, *sealed]
 
     def publish(self, records: Sequence[Sealed]) -> None:
         if not records:
@@ -123,6 +144,31 @@ class AuditTrail:
                     type(sink).__name__,
                     error,
                 )
+
+
+def _hold(status: Ledger, sealed: Sequence[Sealed]) -> None:
+    """Keep `sealed` (and its signed head, if any) in the status for the operator."""
+    lines = [line for s in sealed for line in (s.line, s.head) if line]
+    if len(status.audit_held) + len(lines) > HELD_AUDIT_MAX:
+        raise ValueError(
+            f"{len(status.audit_held)} audit records of this budget wait for the operator to "
+            "publish them; try again once it runs (kubectl get pods -n <its namespace>)"
+        )
+    status.audit_held = [*status.audit_held, *lines]
+
+
+def _take_held(status: Ledger) -> list[Sealed]:
+    """The held lines as sealed records, each followed by its signed head, if it had one;
+    the status holds none after this."""
+    taken: list[Sealed] = []
+    for line in status.audit_held:
+        parsed = json.loads(line)
+        if "head" in parsed and "prev" not in parsed and taken:
+            taken[-1] = Sealed(taken[-1].record, taken[-1].line, line)
+        else:
+            taken.append(Sealed(parsed, line))
+    status.audit_held = []
+    return taken
 
 
 def queued(budget: object) -> int:
