@@ -213,17 +213,18 @@ def test_nothing_due_means_nothing_to_write() -> None:
 def test_low_balance_then_exhaustion_are_each_announced_once() -> None:
     budget = trust_budget(initialBalance=10, alerts={"rapidDepletion": {"percent": 0}})
     samples = UsageSamples()
-    for i in range(8):
+    for i in range(8):  # 2 of 10 left: 20% is not less than 20%, so not low yet
         issue(budget, f"c{i}", at=START + timedelta(minutes=i))
+    assert summaries(run_trust(budget, START + timedelta(minutes=8), samples=samples)) == []
+    issue(budget, "c8", at=START + timedelta(minutes=8))
     low = run_trust(budget, START + timedelta(minutes=9), all_present(budget), samples)
     assert summaries(low) == [
-        "user:alice: balance low, 2 / 10 points remain (20.0%); resets at 2026-03-11T00:00:00Z"
+        "user:alice: balance low, 1 / 10 points remain (10.0%); resets at 2026-03-11T00:00:00Z"
     ]
     assert [n.severity for n in low.notices] == ["warning"]
     condition = next(c for c in budget.status.conditions if c.type == "LowBalance")
     assert (condition.status, condition.message) == ("True", "1 accounts: user:alice")
     since = condition.last_transition_time
-    issue(budget, "c8", at=START + timedelta(minutes=10))
     issue(budget, "c9", at=START + timedelta(minutes=11))
     out = run_trust(budget, START + timedelta(minutes=12), all_present(budget), samples)
     assert [n.reason for n in out.notices] == ["Exhausted"]

@@ -196,8 +196,9 @@ def test_budget_metrics_count_the_accounts_each_alert_is_raised_for(tmp_path: Pa
     store.update_status(key, spend(("user:carol", 1)))
     reconciler.reconcile(key)
     now[0] = NOW + timedelta(minutes=20)
-    # alice: 2 of 10 left (low); bob: nothing left (exhausted, and low); carol: 6 within 1h
-    store.update_status(key, spend(("user:alice", 8), ("user:bob", 10), ("user:carol", 6)))
+    # alice: 1 of 10 left (low: less than 20%); bob: nothing left (exhausted, and low);
+    # carol: 6 within 1h (more than 50%)
+    store.update_status(key, spend(("user:alice", 9), ("user:bob", 10), ("user:carol", 6)))
     reconciler.reconcile(key)
     registry = CollectorRegistry()
     registry.register(BudgetCollector(store))
