@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from budgetops.admission.attest import Attestor
 from budgetops.admission.classify import Identity
-from budgetops.admission.server import serve
+from budgetops.admission.server import raise_descriptor_limit, serve
 from budgetops.admission.webhook import Admission
 from budgetops.apis.common import parse_duration
 from budgetops.engine.clock import system_clock
@@ -91,6 +91,7 @@ def serve_until_stopped(
         )
         service = LeaseService(store, secrets, clock=system_clock, settings=settings)
         mounted[LEASE_PREFIX] = lease_app(service)
+    log.info("open-file limit: %d", raise_descriptor_limit())
     server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls, mounted=mounted)
     scheme = "https" if tls else "http"
     out.write(f"serving POST {scheme}://{args.listen}/validate\n")
