@@ -3,9 +3,8 @@
 `Decimal("1e1000000")` is finite, and formatting it builds a million-digit integer; `int()`
 takes `"١٢"`, `"1_000"`, `"+5"` and `" 5"`. Every number BudgetOps reads from a person, an
 annotation, a message or a manifest passes through here instead: ASCII digits only, a
-bounded count of digits, no exponent, and amounts normalised to the one form the ledger
-writes (no exponent, at most six decimals), so what is accepted is what is stored and read
-back.
+bounded count of digits, no exponent, and amounts in a form the ledger writes and reads back
+(at most six decimals, never scientific notation), so what is accepted is what is stored.
 """
 
 from __future__ import annotations
@@ -48,9 +47,9 @@ def quoted(value: object) -> str:
 def whole(value: object, *, low: int, high: int, of: str = "") -> int:
     """A whole number from `low` to `high`, as an int or in ASCII digits (a `-` allowed).
 
-    Surrounding ASCII white space is ignored; `+`, `_`, inner spaces and other scripts' digits are
-    not, so every reader of a count agrees with `--cost` and the CRD patterns. `of` names
-    the unit in the message ("risk points").
+    Surrounding ASCII white space is ignored; `+`, `_`, inner spaces and other scripts'
+    digits are not, so every reader of a count agrees with `--cost` and the CRD patterns.
+    `of` names the unit in the message ("risk points").
     """
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
