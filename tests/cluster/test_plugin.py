@@ -184,3 +184,46 @@ def _public_key(folder: Path) -> Path:
     path = folder / "key.pem"
     path.write_bytes(dsse.SigningKey.generate().public.to_pem())
     return path
+
+
+def test_context_state_filter_and_where_budgetops_runs(
+    kubectl_budget: Any, budget_crds: Any
+) -> None:
+    """`--context` as kubectl takes it; `--status` refuses a state that does not exist; and
+    without `--operator-namespace` the plugin finds BudgetOps' namespace from the Service
+    its webhook configuration calls (before: budgetops-system, wherever it ran)."""
+    control_plane = budget_crds
+    context = yaml.safe_load(control_plane.kubeconfig.read_text())["current-context"]
+    code, out = kubectl_budget("list", "--context", context)
+    assert code == 0, out
+    assert SERVICE in out
+    code, out = kubectl_budget("list", "--context", "no-such-context")
+    assert code == 4
+    assert out.startswith("error: cannot use the kubeconfig")
+    code, out = kubectl_budget("list", "--status", "Purple")
+    assert code == 2
+    assert out.strip().splitlines() == [
+        "invalid: --status purple: not a state; give some of Green, Yellow, Red, Exhausted, OK, Low"
+    ]
+    configuration = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "plugin-budgetops", "labels": {"app.kubernetes.io/name": "budgetops"}},
+        "webhooks": [
+            {
+                "name": "charge.budgetops.dev",
+                "clientConfig": {"service": {"name": "budgetops", "namespace": "plugin-ops"}},
+                "rules": [],  # routes nothing: only where BudgetOps runs is read from it
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Ignore",
+            }
+        ],
+    }
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(configuration))
+    try:
+        code, out = kubectl_budget("keys", "list")
+        assert code == 2
+        assert "secret plugin-ops/budgetops-verdict-keys" in out, out
+    finally:
+        control_plane.kubectl("delete", "validatingwebhookconfiguration", "plugin-budgetops")
