@@ -18,7 +18,7 @@ from budgetops.apis.resources import Budget, TrustBudget
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import audit
-from budgetops.store import BudgetKey, ChargeTimeout
+from budgetops.store import BudgetKey, ChargeTimeout, Unreadable
 from budgetops.store.kube import KubeStore
 from tests.charges import charging
 
@@ -281,4 +281,6 @@ def test_a_budget_that_does_not_read_governs_nothing_and_stops_no_other(
     assert errors == [f"{broken} does not read ({errors[0].split('(', 1)[1]}"]
     assert "it governs nothing until it is fixed" in errors[0]
     assert charge(store, good, "still-works").allowed
+    with pytest.raises(Unreadable, match=f"{broken} does not read"):  # refused, not a 500
+        charge(store, broken, "refused")
     control_plane.kubectl("delete", "tb", good.name, broken.name)

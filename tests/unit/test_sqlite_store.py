@@ -185,3 +185,26 @@ def test_a_budget_that_does_not_read_stops_no_other(
     break_status(store.path, broken.name, {})  # repaired by hand
     assert [BudgetKey.of(b) for b in store.list()] == [broken, KEY]
     assert store.unreadable() == {}
+
+
+def test_a_request_a_budget_that_does_not_read_governs_is_denied_calmly(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, it was a 500 with a traceback for every such request; the budgets charged
+    before it keep nothing."""
+    team = trust_budget(subjects={"groups": ["developers"]})
+    team.metadata.name = "unreadable"  # charged after "certs": its reservation is taken back
+    broken = BudgetKey.of(store.apply(team))
+    break_status(store.path, broken.name, {"accounts": {"user:hot": {"balance": "lots"}}})
+    with caplog.at_level("ERROR"):
+        answer = asyncio.run(admitting(store).review(json.dumps(request(uid="u1")).encode()))
+    assert answer.status == 200, answer.body
+    denied = answer.body["response"]
+    assert not denied["allowed"]
+    assert denied["status"]["message"].startswith(
+        f"BudgetOps cannot charge this request to {broken}: the budget does not read back"
+    )
+    assert "Traceback" not in caplog.text
+    budget = store.get(KEY)
+    assert isinstance(budget, TrustBudget)
+    assert budget.status.accounts["user:alice"].reserved == 0, "taken back"

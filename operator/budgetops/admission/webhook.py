@@ -52,7 +52,7 @@ from budgetops.engine.rollover import summarize_risk
 from budgetops.engine.verdicts import Subject
 from budgetops.observability.events import EventRecorder, LogEvents
 from budgetops.observability.metrics import AdmissionMetrics
-from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout, NotFound
+from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout, NotFound, Unreadable
 
 MAX_BODY = 3 * 1024 * 1024
 """The API server's own request limit for objects is 3 MiB; a review is never larger."""
@@ -272,6 +272,12 @@ class Admission:
                     decision = await self._update(step.budget, step.change(settle), deadline)
                 except NotFound:  # deleted since classification: it governs nothing now
                     decision = _gone(step.budget)
+                except Unreadable as error:
+                    log.warning("refused %s: %s", request.describe(), error)
+                    raise Refused(
+                        f"BudgetOps cannot charge this request to {step.budget}: the budget "
+                        "does not read back, and what it governs is refused until it is fixed"
+                    ) from error
                 except InvalidCharge as error:
                     raise Refused(
                         f"BudgetOps cannot charge this request to {step.budget}: {error}."

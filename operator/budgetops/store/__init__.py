@@ -1,6 +1,6 @@
 """Adapters that persist budgets: the embedded SQLite ledger (and, later, the API server)."""
 
-from budgetops.store.base import BudgetKey, BudgetStore, ChargeTimeout, NotFound
+from budgetops.store.base import BudgetKey, BudgetStore, ChargeTimeout, NotFound, Unreadable
 from budgetops.store.sqlite import SQLiteStore
 
-__all__ = ["BudgetKey", "BudgetStore", "ChargeTimeout", "NotFound", "SQLiteStore"]
+__all__ = ["BudgetKey", "BudgetStore", "ChargeTimeout", "NotFound", "SQLiteStore", "Unreadable"]

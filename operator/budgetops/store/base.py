@@ -38,6 +38,11 @@ class NotFound(LookupError):
     """No budget under that key."""
 
 
+class Unreadable(Exception):
+    """A stored budget that does not read back: charges to it are refused, calmly, until it
+    is fixed; no other budget stops for it. The message names it and says why."""
+
+
 class ChargeTimeout(TimeoutError):
     """The charge could not be decided and written before the caller's deadline."""
 

@@ -25,7 +25,7 @@ from urllib3.exceptions import HTTPError
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, Kind, field_errors
 from budgetops.store.audit import AuditTrail
-from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
+from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound, Unreadable
 from budgetops.store.commit import Apply, Committed, GroupCommit
 from budgetops.store.rest import REQUEST_TIMEOUT, request_json
 
@@ -494,9 +494,12 @@ class KubeStore(Committed):
             raise ChargeTimeout(f"{key}: the API server did not answer ({error})") from error
 
     def _snapshot(self, key: BudgetKey, *, fresh: bool) -> Budget:
-        cached = None if fresh else self.cache.fresh(key)
-        if cached is None:
-            return RESOURCES[key.kind].model.model_validate(self._fetch(key))
+        try:
+            cached = None if fresh else self.cache.fresh(key)
+            if cached is None:
+                return RESOURCES[key.kind].model.model_validate(self._fetch(key))
+        except ValidationError as error:
+            raise Unreadable(f"{key} does not read ({field_errors(error)[0]})") from error
         return cached
 
     def _write(self, key: BudgetKey, budget: Budget) -> bool:

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from budgetops.apis.resources import RESOURCES, Budget, Kind, field_errors
 from budgetops.engine.audit import Sealed
 from budgetops.store.audit import AuditTrail, verdicts_in
-from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound
+from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound, Unreadable
 from budgetops.store.commit import Apply, Committed, GroupCommit
 
 _SCHEMA = """
@@ -97,7 +97,7 @@ class LedgerError(Exception):
     """The ledger file cannot be used as asked; the message names it and says what to do."""
 
 
-class UnreadableBudget(LedgerError):
+class UnreadableBudget(LedgerError, Unreadable):
     """A budget in the ledger that does not read back; `why` is what is wrong with it."""
 
     def __init__(self, message: str, why: str) -> None:
