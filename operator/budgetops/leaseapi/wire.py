@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from budgetops.apis.numbers import money_text
 from budgetops.leaseapi.service import ApiError
 
 BODY_MAX = 1024 * 1024
@@ -47,13 +48,6 @@ def parse(body: bytes, model: type[BaseModel]) -> Any:
 
 _MARK = secrets.token_hex(8)
 _MONEY = re.compile(rf'"{_MARK}(-?[0-9]+\.[0-9]{{2,}})"')
-_CENT = Decimal("0.01")
-
-
-def money_text(value: Decimal) -> str:
-    """`10.00`, `0.50`, `0.0457`: cents at least, every decimal the amount has."""
-    cents = value.quantize(_CENT)
-    return f"{cents}" if cents == value else f"{value.normalize():f}"
 
 
 def _marked(value: Any) -> Any:
