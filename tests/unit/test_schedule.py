@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+import pytest
+
 from budgetops.handlers.schedule import DueQueue, Scheduler
-from budgetops.store.base import BudgetKey
+from budgetops.store.base import BudgetKey, Unreadable
 from tests.waiting import eventually
 
 A, B, C = (BudgetKey("RiskBudget", name, "default") for name in "abc")
@@ -156,3 +158,27 @@ def test_wakes_come_no_sooner_than_the_spacing_after_the_last_run() -> None:
     assert recorder.calls[A] == 2
     (_, first_ended), (second_started, _) = recorder.spans
     assert second_started - first_ended >= 0.3
+
+
+def test_a_budget_that_does_not_read_waits_for_a_change_not_a_retry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, it was tried again every 2 s, each time with a traceback in the log."""
+    calls: list[BudgetKey] = []
+
+    def reconcile(key: BudgetKey) -> timedelta | None:
+        calls.append(key)
+        raise Unreadable(f"{key} does not read (status.consumed: not an integer)")
+
+    seen: list[BudgetKey] = []
+    scheduler = Scheduler(
+        reconcile, lambda: [A], retry=timedelta(milliseconds=20), failed=seen.append
+    )
+    with caplog.at_level("ERROR", logger="budgetops.schedule"), running(scheduler):
+        eventually(lambda: len(seen) == 1)
+        time.sleep(0.2)
+        assert calls == [A], "not retried on a timer"
+        scheduler.wake(A)  # its row changed
+        eventually(lambda: len(calls) == 2)
+    assert "Traceback" not in caplog.text
+    assert f"not reconciling {A} until it is fixed: {A} does not read" in caplog.text

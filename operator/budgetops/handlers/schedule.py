@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Protocol
 
-from budgetops.store.base import BudgetKey
+from budgetops.store.base import BudgetKey, Unreadable
 
 log = logging.getLogger("budgetops.schedule")
 
@@ -156,6 +156,10 @@ class Scheduler:
             return
         try:
             delay = done.result()
+        except Unreadable as error:  # retried when its stored form changes: the watch wakes it
+            log.error("not reconciling %s until it is fixed: %s", key, error)
+            self._failed(key)
+            delay = None
         except Exception:
             log.exception("reconciling %s failed; trying again in %s", key, self._retry)
             self._failed(key)
