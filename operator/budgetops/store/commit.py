@@ -124,9 +124,10 @@ class Held:
     is most of the status (settled keys, open reservations, recent entries) and most of
     the time a check takes (docs/performance.md)."""
 
-    settled: dict[str, object]
-    """A copy of the settled keys. A key the change added is checked; one it only re-dated
-    holds a timestamp of the engine's clock, aware by construction."""
+    last_settled: str | None
+    """The newest settled key. Keys are kept in the order they settled (`Ledger.settled`),
+    so those a change added are the ones after it; a key it only re-dated holds a timestamp
+    of the engine's clock, aware by construction."""
     records: dict[int, object]
     """The reservations and entries, by identity: the engine never changes one in place,
     it adds or removes it. (Kept, not only their ids: an id is unique only while its
@@ -140,7 +141,7 @@ class Held:
         records: dict[int, object] = {id(entry): entry for entry in status.entries}
         for account in status.accounts.values():
             records.update((id(held), held) for held in account.reservations.values())
-        return cls(dict(status.settled), records)
+        return cls(next(reversed(status.settled), None), records)
 
 
 def _unheld(status: Ledger, held: Held) -> Ledger:
@@ -150,9 +151,14 @@ def _unheld(status: Ledger, held: Held) -> Ledger:
         if any(id(r) in held.records for r in account.reservations.values()):
             fresh = {k: r for k, r in account.reservations.items() if id(r) not in held.records}
             accounts[name] = dataclasses.replace(account, reservations=fresh)
+    settled = {}
+    for key in reversed(status.settled):
+        if key == held.last_settled:
+            break
+        settled[key] = status.settled[key]
     update = {
         "accounts": accounts,
-        "settled": {k: status.settled[k] for k in status.settled.keys() - held.settled.keys()},
+        "settled": settled,
         "entries": [entry for entry in status.entries if id(entry) not in held.records],
     }
     return status.model_copy(update=update)
