@@ -279,7 +279,7 @@ def test_a_budget_that_does_not_read_governs_nothing_and_stops_no_other(
     assert store.unreadable()[broken].startswith("status.accounts.user:hot.")
     errors = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
     assert errors == [f"{broken} does not read ({errors[0].split('(', 1)[1]}"]
-    assert "it governs nothing until it is fixed" in errors[0]
+    assert "what it governs is refused until it is fixed" in errors[0]
     assert charge(store, good, "still-works").allowed
     with pytest.raises(Unreadable, match=f"{broken} does not read"):  # refused, not a 500
         charge(store, broken, "refused")

@@ -193,7 +193,8 @@ def test_status_shows_a_budget_that_does_not_read_and_the_others_still_charge(db
     assert code == 0, out
     lines = out.splitlines()
     assert lines[-1].startswith(
-        f"{PAYMENTS}: does not read, so charges to it fail until it is fixed (status.consumed: "
+        f"{PAYMENTS}: does not read, so what it governs is refused until it is fixed "
+        "(status.consumed: "
     )
     assert any(line.startswith("TrustBudget/developer-certificates") for line in lines)
     code, out = run("status", "-o", "json", "--db", db)

@@ -172,7 +172,7 @@ def test_a_budget_that_does_not_read_stops_no_other(
     errors = [r.getMessage() for r in caplog.records]
     assert len(errors) == 1, "logged once for this version of the row"
     assert errors[0].startswith(f"{broken} does not read (status.accounts.user:hot."), errors
-    assert errors[0].endswith("it governs nothing until it is fixed")
+    assert errors[0].endswith("what it governs is refused until it is fixed")
     reasons = store.unreadable()
     assert list(reasons) == [broken]
     assert reasons[broken].startswith("status.accounts.user:hot."), reasons

@@ -271,8 +271,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
                 out.write(f"{line}\n")
         for key, why in unreadable.items():
             out.write(
-                f"{shown(str(key))}: does not read, so charges to it fail until it is fixed "
-                f"({shown(why)})\n"
+                f"{shown(str(key))}: does not read, so what it governs is refused until it "
+                f"is fixed ({shown(why)})\n"
             )
         return 0
 

@@ -381,8 +381,9 @@ class KubeStore(Committed):
 
         A budget that does not read (the API server accepted what the models refuse, or a
         status nobody but BudgetOps should write was edited) is left out, with an error
-        logged once per version: it governs nothing until fixed, and every other budget
-        goes on being enforced. Reading it by key still raises, with the reason."""
+        logged once per version: what it governs is refused until it is fixed, and every
+        other budget goes on being enforced. Reading it by key still raises, with the
+        reason."""
         read = self.cache.get if with_status else self.cache.spec_only
         found = []
         for key in self.cache.budget_keys():
@@ -413,7 +414,7 @@ class KubeStore(Committed):
                 return
             self._reported[key] = version
         log.error(
-            "%s does not read (%s); it governs nothing until it is fixed",
+            "%s does not read (%s); what it governs is refused until it is fixed",
             key,
             field_errors(error)[0],
         )

@@ -424,7 +424,7 @@ class SQLiteStore(Committed):
             if self._reported.get(key) == version:
                 return
             self._reported[key] = version
-        log.error("%s does not read (%s); it governs nothing until it is fixed", key, why)
+        log.error("%s does not read (%s); what it governs is refused until it is fixed", key, why)
 
     def unreadable(self) -> dict[BudgetKey, str]:
         rows = self._connection().execute(
