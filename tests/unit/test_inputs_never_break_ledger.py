@@ -331,17 +331,30 @@ annotation_sets = st.fixed_dictionaries(
 
 
 def test_certificate_requests_from_any_user(service: Service) -> None:
+    """The example CSR budget: developers pay 1 of 100 a day; `oncall` may break the glass
+    with a reason once their own is spent, as ann's is here."""
+    for n in range(100):
+        spend = request(user="ann", uid=f"spend-{n}", groups=("developers",))
+        assert service.post("/validate", encode(spend))[0] == 200
+
     @EXAMPLES_RUN
-    @example(user="al\ud800ice", uid="uid-surrogate", groups=("developers",), dry_run=False)
-    @example(user="\x1b[2Jeve", uid="uid-escape", groups=("developers",), dry_run=False)
+    @example(user="al\ud800ice", uid="uid-surrogate", groups=("developers",), reason=None)
+    @example(user="\x1b[2Jeve", uid="uid-escape", groups=("developers",), reason=None)
+    @example(user="ann", uid="uid-glass", groups=("developers", "oncall"), reason="INC-1 \ud800")
+    @example(user="ann", uid="uid-glass", groups=("developers", "oncall"), reason="INC-1 \x1b[2J")
     @given(
-        user=st.one_of(st.sampled_from(["alice", "bob", "josé"]), texts),
+        user=st.one_of(st.sampled_from(["ann", "alice", "josé"]), texts),
         uid=st.one_of(st.uuids().map(str), texts),
-        groups=st.lists(texts, max_size=3).map(lambda g: ("developers", *g)),
-        dry_run=st.booleans(),
+        groups=st.lists(texts, max_size=3).map(lambda g: ("developers", "oncall", *g)),
+        reason=st.one_of(st.none(), st.just("INC-7 paged"), texts),
     )
-    def run(user: str, uid: str, groups: tuple[str, ...], dry_run: bool) -> None:
-        review = request(user=user, uid=uid or "u", groups=groups, dry_run=dry_run)
+    def run(user: str, uid: str, groups: tuple[str, ...], reason: str | None) -> None:
+        annotations = {} if reason is None else {"budgetops.dev/break-glass": reason}
+        csr = {
+            "metadata": {"name": "csr", "uid": uid or "u", "annotations": annotations},
+            "spec": {"expirationSeconds": 600},
+        }
+        review = request(user=user, uid=uid or "u", groups=groups, obj=csr)
         answered(service, *service.post("/validate", encode(review)))
         service.readable()
 

@@ -119,6 +119,37 @@ def test_the_webhook_denies_a_release_id_holding_an_escape_sequence(tmp_path: Pa
     assert budget.status.consumed == 0
 
 
+@pytest.mark.parametrize("reason", ["INC-1 \ud800", "INC-1 \x1b[2J", "INC-1 \u202e"])
+def test_a_break_glass_reason_is_held_to_the_rule_too(tmp_path: Path, reason: str) -> None:
+    """The reason is kept in the status and the audit trail and echoed to the requester's
+    terminal; a lone surrogate in it was a 500."""
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    glass = {
+        "subjects": {"groups": ["oncall"]},
+        "maxCertificateTTL": "1h",
+        "rateLimit": {"count": 3, "per": "24h"},
+    }
+    store.apply(trust_budget(subjects={"patterns": ["*"]}, initialBalance=1, breakGlass=glass))
+    assert review(store, request(user="ann", groups=("oncall",), uid="spent"))["allowed"]
+    csr = {
+        "metadata": {
+            "name": "c",
+            "uid": "c1",
+            "annotations": {"budgetops.dev/break-glass": reason},
+        },
+        "spec": {"expirationSeconds": 600},
+    }
+    answer = review(store, request(user="ann", groups=("oncall",), obj=csr))
+    assert not answer["allowed"]
+    assert answer["status"]["code"] == 400
+    assert answer["status"]["message"].startswith("budgetops.dev/break-glass: INC-1 \\")
+    assert reason not in answer["status"]["message"]
+    budget = store.get(BudgetKey("TrustBudget", "certs"))
+    assert isinstance(budget, TrustBudget)
+    assert budget.status.break_glass_uses == []
+    assert store.ready()
+
+
 ESCAPE = "user:\x1b[2J\x1b]0;pwned\x07eve"
 LOOK_ALIKE = "user:\u0430lice"
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)

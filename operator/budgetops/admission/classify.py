@@ -19,6 +19,7 @@ from typing import Any, get_args
 
 from budgetops.admission.review import AdmissionRequest, UserInfo
 from budgetops.apis.ledger import Witness
+from budgetops.apis.names import unprintable
 from budgetops.apis.numbers import PLACES, WHOLE_DIGITS, NumberError, amount, quoted, whole
 from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import (
@@ -232,6 +233,15 @@ def break_glass_ask(spec: TrustBudgetSpec, request: AdmissionRequest) -> BreakGl
     resource = (request.resource.group, request.resource.resource)
     rules = spec.break_glass
     user = requester(spec, request)
+    # The reason and the user are kept in the budget's status and audit trail, and echoed to
+    # the requester's terminal: the account key alone may not hold the username.
+    for what, text in (
+        (ANNOTATION_BREAK_GLASS, reason),
+        ("the requester's username", user.username),
+    ):
+        problem = unprintable(text)
+        if problem is not None:
+            raise Refused(f"{what}: {problem}.")
     # Whoever writes a Certificate writes the requester annotation cert-manager copies: it
     # may bill the named person, but it is no proof that they asked to break the glass.
     on_behalf = user is not request.user_info

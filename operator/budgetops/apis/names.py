@@ -20,13 +20,18 @@ def name_problem(text: str, limit: int) -> str | None:
     caller to refuse where it matters."""
     if len(text) > limit:
         return f"is {len(text)} characters long; at most {limit} fit"
+    return unprintable(text)
+
+
+def unprintable(text: str) -> str | None:
+    """Why `text` (any text from outside: a name, a key, a reason) is not stored or shown
+    as it is, worded to follow its name; None when every character is printable."""
     if text.isprintable():
         return None
     bad = next(c for c in text if not c.isprintable())
     return (
-        f"{shown(text)} holds the character {shown(bad)}, which a ledger does not take: "
-        "names and keys may hold printable characters only (no control, format or "
-        "surrogate characters)"
+        f"{shown(text)} holds the character {shown(bad)}, which BudgetOps does not take: "
+        "it stores printable characters only (no control, format or surrogate characters)"
     )
 
 
