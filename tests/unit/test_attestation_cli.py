@@ -465,3 +465,23 @@ def test_a_ci_gate_answer_is_a_signed_verdict_verify_accepts(tmp_path: Path) -> 
     assert "configuration unchanged" in checked.stdout
     with sqlite3.connect(db) as connection:  # nothing charged, nothing written
         assert connection.execute("SELECT count(*) FROM audit").fetchone() == (0,)
+
+
+def test_a_key_file_without_a_public_key_is_a_clear_exit_2(served: Path) -> None:
+    (served.parent / "empty.pem").write_text("not a key\n")
+    shown = budgetops(
+        "verify", "-", "--public-key", str(served.parent / "empty.pem"), db=served, stdin="{}"
+    )
+    assert shown.returncode == 2, shown.stdout + shown.stderr
+    assert "holds no PEM public key" in shown.stdout
+
+
+def test_an_empty_key_folder_is_made_into_a_keyring(tmp_path: Path) -> None:
+    """A folder made ahead (by an installer, or a test) is no keyring yet, not a broken one."""
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    with pytest.raises(LookupError, match="no verdict keyring in"):
+        read_keyring(KeyFolder(folder), "")
+    first, _ = attestation(KeyFolder(folder), "", [], None)
+    assert first.keyring is not None
+    assert (folder / "active").is_file()
