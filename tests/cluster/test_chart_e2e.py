@@ -367,10 +367,21 @@ def test_a_webhook_url_is_served_with_the_operators_own_certificate(
     release = [
         *(RELEASE, str(CHART), "-n", NAMESPACE, "--set", "reconciler.enabled=false"),
         *("--set", f"webhook.url=https://127.0.0.1:{port}/validate"),
-        *("--set", "webhook.failurePolicy=Fail", "--set", "webhook.timeoutSeconds=3"),
+        *("--set", "webhook.timeoutSeconds=3"),
     ]
-    helm(binaries, "install", *release, "--create-namespace", kubeconfig=kubeconfig)
+    ignore = ["--set", "webhook.failurePolicy=Ignore"]  # until the ServiceAccount's token
+    helm(binaries, "install", *release, "--create-namespace", *ignore, kubeconfig=kubeconfig)
     try:
+        token = _service_account_kubeconfig(plane, tmp_path / "operator.kubeconfig")
+        # Fail from here on: a call that does not verify refuses the request.
+        helm(
+            binaries,
+            "upgrade",
+            *release,
+            "--set",
+            "webhook.failurePolicy=Fail",
+            kubeconfig=kubeconfig,
+        )
         manifest = helm(
             binaries, "get", "manifest", RELEASE, "-n", NAMESPACE, kubeconfig=kubeconfig
         )
@@ -381,7 +392,6 @@ def test_a_webhook_url_is_served_with_the_operators_own_certificate(
             for arg in container["args"]
             if arg.startswith(("--tls-", "--webhook-configuration="))
         ]
-        token = _service_account_kubeconfig(plane, tmp_path / "operator.kubeconfig")
         with _operator(
             plane, port, [*tls, "--no-reconcile"], tmp_path / "operator.log", kubeconfig=token
         ):
@@ -389,6 +399,10 @@ def test_a_webhook_url_is_served_with_the_operators_own_certificate(
             while "caBundle" not in _live_hook(plane)["clientConfig"]:
                 assert time.monotonic() < deadline, "the replica never injected its CA"
                 time.sleep(0.2)
+            injected = base64.b64decode(_live_hook(plane)["clientConfig"]["caBundle"])
+            context = ssl.create_default_context(cadata=injected.decode())
+            context.check_hostname = False  # the API server checks the name; here, the port
+            _wait_for(port, context, "/readyz", lambda body: True)
             created = plane.kubectl("create", "-f", "-", input=_csrs("by-url", 1), check=False)
             assert created.returncode == 0, created.stderr  # not "doesn't contain any IP SANs"
         assert "--tls-extra-name=127.0.0.1" in tls
