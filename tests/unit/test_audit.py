@@ -14,11 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from budgetops.apis.ledger import Ledger
+from budgetops.apis.resources import RiskBudget
 from budgetops.cli.attestation import envelope_check
 from budgetops.crypto import dsse
 from budgetops.engine import audit, ledger
 from budgetops.engine.canonical import canonical_json, config_hash
 from budgetops.engine.verdicts import risk_config
+from budgetops.store import BudgetKey
+from budgetops.store.audit import AuditTrail, Checkpoints
 
 from .test_decisions import risk_budget
 
@@ -392,3 +395,23 @@ def test_a_witness_shows_where_a_ledger_differs_from_it() -> None:
     assert [str(p) for p in audit.compare(lines, records[:-1])] == [
         f"line {len(lines) - 1}: {BUDGET}: record 6 of this copy is not in the ledger"
     ]
+
+
+def test_the_operator_never_signs_a_head_held_records_do_not_lead_to() -> None:
+    """A writer of the status without the key holds its records for the operator to publish
+    and sign; one who edits them, or moves the head past them, gets no signature for it."""
+    keyring = dsse.Keyring.from_files(dsse.Keyring.new("k1"))
+    for tamper in ("edit", "move"):
+        budget = risk_budget()
+        key = BudgetKey.of(budget)
+        audit.note(budget.status, at=T0, action="reserve", account="payments-api", key="x")
+        AuditTrail(hold=True).seal(key, budget)
+        if tamper == "edit":
+            record = json.loads(budget.status.audit_held[0])
+            record["key"] = "y"  # its hash no longer matches
+            budget.status.audit_held = [json.dumps(record)]
+        else:
+            budget.status.audit_head.seq += 1
+        assert isinstance(budget, RiskBudget)
+        AuditTrail(checkpoints=Checkpoints.by(keyring)).seal(key, budget)
+        assert budget.status.audit_head.signature is None, tamper

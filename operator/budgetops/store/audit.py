@@ -12,6 +12,7 @@ went missing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -21,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from budgetops.apis.audit import AuditHead
 from budgetops.apis.ledger import HELD_AUDIT_MAX, Ledger
 from budgetops.apis.resources import Budget
 from budgetops.crypto import dsse
@@ -125,8 +127,11 @@ class AuditTrail:
         if self.hold:
             _hold(status, sealed)
         elif held and not sealed and signing is not None and status.audit_head.signature is None:
-            line = audit.sign_head(status, budget=str(key), uid=uid, sign=signing.sign)
-            held[-1] = Sealed(held[-1].record, held[-1].line, line)
+            if _ends_at(held, status.audit_head):
+                line = audit.sign_head(status, budget=str(key), uid=uid, sign=signing.sign)
+                held[-1] = Sealed(held[-1].record, held[-1].line, line)
+            else:  # never sign a head the held records do not lead to: verify reports it
+                log.error("%s: its held audit records do not end at its head; not signed", key)
         return [*held, *sealed]
 
     def publish(self, records: Sequence[Sealed]) -> None:
@@ -155,6 +160,19 @@ def _hold(status: Ledger, sealed: Sequence[Sealed]) -> None:
             "publish them; try again once it runs (kubectl get pods -n <its namespace>)"
         )
     status.audit_held = [*status.audit_held, *lines]
+
+
+def _ends_at(held: Sequence[Sealed], head: AuditHead) -> bool:
+    """Whether held records are unchanged, linked one to the next, and end at `head`: the
+    least the operator checks before it signs a head a writer without the key left."""
+    records = [sealed.record for sealed in held]
+    for before, after in itertools.pairwise(records):
+        linked = (before.get("seq", 0) + 1, before.get("hash"))
+        if (after.get("seq"), after.get("prev")) != linked:
+            return False
+    if any(audit.digest(record) != record.get("hash") for record in records):
+        return False
+    return (records[-1].get("seq"), records[-1].get("hash")) == (head.seq, head.hash)
 
 
 def _take_held(status: Ledger) -> list[Sealed]:
