@@ -73,12 +73,13 @@ MAX_CONNECTIONS = 4096  # and never more than the descriptor limit leaves room f
 FD_RESERVE = 64  # descriptors kept for the store, logs, certificates, the executor
 BACKLOG = 1024  # connections the kernel queues until accepted: a burst is not reset
 ACCEPT_BATCH = 32
-"""Connections asyncio accepts in one turn of its loop. They hold descriptors before any
-reaches the cap, and a connection shed holds its own for two more turns, so the cap leaves
-room for ACCEPT_TURNS batches: past the descriptor limit accept() fails, and asyncio then
-stops accepting for a whole second (measured: the first admission after a burst of 1,100
-connections against 1,024 descriptors waited 1 to 2 s)."""
-ACCEPT_TURNS = 4
+"""Connections asyncio accepts in one turn of its loop. Each holds its descriptor for turns
+before the cap can shed anything for it (a turn to make its transport, one to call
+connection_made, one to close the connection shed, one to release its socket), so the cap
+leaves room for ACCEPT_TURNS batches: past the descriptor limit accept() fails, and asyncio
+then stops accepting for a whole second (measured: the first admission after a burst of
+1,100 connections against 1,024 descriptors waited 1 to 2 s)."""
+ACCEPT_TURNS = 6
 FLOOD_LOG_SECONDS = 10.0
 LINGERING_TIME = 2.0  # how long an unread body is drained before the connection is closed
 MAX_LINE = 8190
