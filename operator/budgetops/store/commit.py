@@ -18,7 +18,8 @@ it never re-evaluated with a default "allowed"): a re-decided denial is admitted
 own change admits it on the fresh state, and then its charge is in what is written.
 
 No status is written that does not read back (`check_readback`): a batch is checked once,
-after its changes ran, with the model that reads it. If it fails, the batch is run again
+after its changes ran, with the model that reads it (what its snapshot held, which read back
+already, is left out: `Held`). If it fails, the batch is run again
 checking after each change; the first change after which the status no longer reads back is
 answered InvalidCharge, and the others are decided again without it. One request that
 would make a budget unreadable (a bug, or an input the engine let through) fails alone.
