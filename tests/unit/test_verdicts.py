@@ -389,3 +389,26 @@ def test_break_glass_uses_and_refusals_are_their_own_records_in_the_chain(
         "break-glass-refused",
         "break-glass",
     ]
+
+
+def test_a_reused_release_id_in_a_warn_budget_is_attested_as_a_warning(
+    tmp_path: Path, keyring: dsse.Keyring
+) -> None:
+    store = SQLiteStore(tmp_path / "warn.sqlite3")
+    store.apply(risk_budget(selector={"matchLabels": {"app": "api"}}, enforcement="warn"))
+    webhook = admission(store, keyring)
+    for uid, name in (("dep-1", "api"), ("dep-2", "copy")):
+        obj = deployment(**{"budgetops.dev/release-id": "v1", "budgetops.dev/risk-points": "5"})
+        obj["metadata"] |= {"uid": uid, "name": name}
+        body = request(
+            kind="Deployment", resource=DEPLOYMENTS, namespace="payments", obj=obj, uid=uid
+        )
+        answer = asyncio.run(webhook.review(json.dumps(body).encode()))
+        assert answer.body["response"]["allowed"]
+    entry = latest_entry(store, RISK)
+    envelope = store.verdict(entry.verdict)
+    assert envelope is not None
+    predicate = independent_verify(envelope, keyring.active.public.to_pem())["predicate"]
+    assert predicate["decision"]["reason"] == "ReleaseReused"
+    assert predicate["budgetCheck"]["result"] == "warn"
+    store.close()

@@ -153,7 +153,11 @@ def applied(budget: RiskBudget | TrustBudget) -> tuple[dict[str, Any], str]:
 def _result(decision: Decision) -> CheckResult:
     if not decision.allowed:
         return "fail"
-    return "warn" if decision.reason in ("Warned", "Uncovered", "BreakGlass") else "pass"
+    return (
+        "warn"
+        if decision.reason in ("Warned", "Uncovered", "BreakGlass", "ReleaseReused")
+        else "pass"
+    )
 
 
 def _budget(budget: RiskBudget | TrustBudget) -> dict[str, Any]:
