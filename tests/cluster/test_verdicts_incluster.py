@@ -190,6 +190,8 @@ def test_a_denial_is_attested_and_the_stdout_trail_verifies(
         time.sleep(0.2)
     assert mine[-1]["hash"] == head["hash"]
     assert "decision" in [r["action"] for r in mine]
+    for line in operator.read_text().splitlines():  # a log pipeline takes every line
+        assert isinstance(json.loads(line), dict), line
     checked = budgetops(
         control_plane,
         "verify",

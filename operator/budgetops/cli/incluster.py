@@ -69,8 +69,12 @@ def api_client(kubeconfig: str | None, *, context: str | None = None) -> client.
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    """Serve the validating webhook in a cluster and, unless told not to, reconcile."""
+    """Serve the validating webhook in a cluster and, unless told not to, reconcile.
+
+    Its stdout is the audit stream, JSON lines only, so what it says of itself goes to stderr.
+    """
     log_to_stderr()
+    out = sys.stderr
     api = api_client(args.kubeconfig)
     try:  # credentials the API server refuses: one line, not a watch's traceback
         probe(api, args.kubeconfig or "this pod's service account")
