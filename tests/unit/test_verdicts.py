@@ -72,10 +72,20 @@ def admission(store: SQLiteStore, keyring: dsse.Keyring) -> Admission:
 
 
 def ship(
-    webhook: Admission, *, uid: str, points: int, image: str = PINNED, dry_run: bool = False
+    webhook: Admission,
+    *,
+    uid: str,
+    points: int,
+    image: str = PINNED,
+    dry_run: bool = False,
+    name: str = "api",
+    release_id: str = "",
 ) -> dict[str, Any]:
-    obj = deployment(image=image, **{"budgetops.dev/risk-points": str(points)})
-    obj["metadata"]["uid"] = uid
+    annotations = {"budgetops.dev/risk-points": str(points)}
+    if release_id:
+        annotations["budgetops.dev/release-id"] = release_id
+    obj = deployment(image=image, **annotations)
+    obj["metadata"] |= {"uid": uid, "name": name}
     body = request(
         kind="Deployment",
         resource=DEPLOYMENTS,
@@ -398,13 +408,7 @@ def test_a_reused_release_id_in_a_warn_budget_is_attested_as_a_warning(
     store.apply(risk_budget(selector={"matchLabels": {"app": "api"}}, enforcement="warn"))
     webhook = admission(store, keyring)
     for uid, name in (("dep-1", "api"), ("dep-2", "copy")):
-        obj = deployment(**{"budgetops.dev/release-id": "v1", "budgetops.dev/risk-points": "5"})
-        obj["metadata"] |= {"uid": uid, "name": name}
-        body = request(
-            kind="Deployment", resource=DEPLOYMENTS, namespace="payments", obj=obj, uid=uid
-        )
-        answer = asyncio.run(webhook.review(json.dumps(body).encode()))
-        assert answer.body["response"]["allowed"]
+        assert ship(webhook, uid=uid, points=5, name=name, release_id="v1")["allowed"]
     entry = latest_entry(store, RISK)
     envelope = store.verdict(entry.verdict)
     assert envelope is not None
