@@ -191,3 +191,19 @@ def test_a_reader_that_hangs_up_is_no_error(db: str) -> None:
     _, errors = status.communicate(timeout=60)
     assert status.returncode == 0
     assert b"Traceback" not in errors
+
+
+@pytest.mark.parametrize("command", [("serve", "--listen", "127.0.0.1:0"), (*CHARGE, "--id", "x")])
+def test_a_keyring_left_beside_the_ledger_is_not_replaced_by_a_new_one(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    """An older version kept the keyring in `<ledger>.secrets`: making a second key in the
+    new place would leave every verdict signed with the first unverifiable."""
+    stranded = Path(f"{db}.secrets") / "budgetops-verdict-keys"
+    stranded.mkdir(parents=True)
+    (stranded / "keyring.json").write_text("{}", encoding="utf-8")
+    new_place = tmp_path / "keys"
+    monkeypatch.setenv("BUDGETOPS_VERDICT_KEYS", str(new_place))
+    out = one_line_error(*run(*command, "--db", db))
+    assert f"move {stranded} to {new_place}" in out
+    assert not new_place.exists(), "no second key was made"

@@ -29,7 +29,7 @@ from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.service import SecretStore, signing_key
 from budgetops.store import BudgetKey, BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, StreamSink
-from budgetops.store.keyring import KeyFolder, keys_folder
+from budgetops.store.keyring import embedded_keys
 from budgetops.store.secrets import FileSecrets
 
 from .target import add_keys_argument, head_signer
@@ -70,9 +70,9 @@ def where(args: argparse.Namespace, ledger: Path, *, writes: bool = True) -> Ite
         finally:
             store.stop()
         return
+    keys = embedded_keys(ledger, args.verdict_keys)
     sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
     if writes:  # the heads it moves are signed like the server's
-        keys = KeyFolder(keys_folder(args.verdict_keys))
         sqlite.trail = AuditTrail(checkpoints=head_signer(keys, "", make=True))
     try:
         yield Where(sqlite, FileSecrets(secrets_dir(ledger, args.secrets_dir)), "")

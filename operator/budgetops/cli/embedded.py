@@ -13,7 +13,7 @@ from budgetops.handlers.embedded import LedgerWatch, embedded_reconciler, keep_l
 from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
 from budgetops.store import SQLiteStore
-from budgetops.store.keyring import KeyFolder, keys_folder
+from budgetops.store.keyring import embedded_keys
 from budgetops.store.secrets import FileSecrets
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, LedgerError
 
@@ -27,6 +27,7 @@ def serve_embedded(path: Path, args: argparse.Namespace, out: TextIO) -> int:
     The ledger must exist and hold a budget (only `apply` makes one): served on a missing
     or empty ledger, a typo in `--db` would admit everything. Nothing, not even a keyring,
     is made beside a ledger that is refused."""
+    keys = embedded_keys(path, args.verdict_keys)
     # Concurrent webhook requests share transactions: one status write per batch.
     store = SQLiteStore(
         path, mode="rw", group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS
@@ -40,7 +41,6 @@ def serve_embedded(path: Path, args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"ledger: {path}\n")
         log_to_stderr()
         secrets = FileSecrets(secrets_dir(path, args.secrets_dir))
-        keys = KeyFolder(keys_folder(args.verdict_keys))
         attestor, store.trail = attestation(keys, "", [], args.audit_file)
         registry = CollectorRegistry()
         registry.register(StoreCollector(store.commits.stats))

@@ -24,9 +24,8 @@ from budgetops.store.audit import AuditTrail, Checkpoints
 from budgetops.store.keyring import (
     VERDICT_KEYS_ENV,
     KeyFiles,
-    KeyFolder,
+    embedded_keys,
     key_name,
-    keys_folder,
     read_keyring,
     verdict_keyring,
 )
@@ -198,8 +197,8 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
         finally:
             store.stop()
         return
+    keys = embedded_keys(ledger, args.verdict_keys)
     sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
-    keys = KeyFolder(keys_folder(args.verdict_keys))
     if writes:
         sqlite.trail = AuditTrail(checkpoints=head_signer(keys, "", make=True))
     try:

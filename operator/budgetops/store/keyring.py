@@ -21,6 +21,7 @@ from typing import Protocol
 from budgetops.crypto.dsse import Algorithm, Keyring
 from budgetops.engine.clock import system_clock
 from budgetops.store.secrets import FileSecrets
+from budgetops.store.sqlite import LedgerError
 
 VERDICT_KEYS_SECRET = "budgetops-verdict-keys"
 VERDICT_KEYS_ENV = "BUDGETOPS_VERDICT_KEYS"
@@ -68,6 +69,28 @@ def keys_folder(given: str | None) -> Path:
         return Path(chosen).expanduser()
     config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(config) / "budgetops" / "verdict-keys"
+
+
+def embedded_keys(ledger: Path, given: str | None) -> KeyFolder:
+    """The keyring of the embedded ledger at `ledger` (see `keys_folder`).
+
+    Older versions kept it beside the ledger. Such a keyring is not read, and while the new
+    place holds none this refuses (LedgerError) rather than make a second key: verdicts
+    signed with the first would then stop verifying, with nothing said.
+    """
+    folder = keys_folder(given)
+    stranded = ledger.with_name(f"{ledger.name}.secrets") / VERDICT_KEYS_SECRET
+    if _holds_files(stranded) and not _holds_files(folder):
+        raise LedgerError(
+            f"the verdict keyring is no longer kept beside the ledger: move {stranded} to "
+            f"{folder} (or pass --verdict-keys {stranded}), ideally where the ledger's other "
+            "writers cannot read it"
+        )
+    return KeyFolder(folder)
+
+
+def _holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(path.is_file() for path in folder.iterdir())
 
 
 def key_name() -> str:
