@@ -34,11 +34,11 @@ from typing import Any
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import audit, confirm
-from budgetops.store import BudgetKey, ChargeTimeout, SQLiteStore
+from budgetops.store import ChargeTimeout, SQLiteStore
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 from cluster import load_harness
 

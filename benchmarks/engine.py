@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import audit, confirm
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 
 PENDING = 64
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)

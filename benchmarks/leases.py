@@ -46,7 +46,7 @@ from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
 from budgetops.apis.agents import Agent
 from budgetops.apis.common import SecretKeyRef
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.cli.main import main as cli_main
 from budgetops.client import BudgetClient
 from budgetops.crypto import tokens
@@ -55,7 +55,7 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.ledger import audit
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.leaseapi.service import LeaseService
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from budgetops.store.secrets import FileSecrets
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 

@@ -31,11 +31,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.conditions import set_condition
 from budgetops.engine.decisions import admit_trust
 from budgetops.engine.ledger import confirm
-from budgetops.store import BudgetKey
 from budgetops.store.events import KubeEvents
 from cluster import load_harness
 

@@ -18,11 +18,11 @@ from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
 from budgetops.apis.ledger import Account
-from budgetops.apis.resources import TrustBudget
+from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.cli.main import main
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.leaseapi.service import LeaseService, LeaseSettings
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from budgetops.store.secrets import FileSecrets
 from tests.conftest import EXAMPLES
 

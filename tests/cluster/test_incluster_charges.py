@@ -14,9 +14,8 @@ from kubernetes import config
 
 from budgetops.admission.classify import Identity
 from budgetops.admission.webhook import Admission
-from budgetops.apis.resources import TrustBudget
+from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.engine.clock import system_clock
-from budgetops.store import BudgetKey
 from budgetops.store.kube import KubeStore
 from tests.unit.test_admission import request
 from tests.waiting import eventually

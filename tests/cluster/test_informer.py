@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from budgetops.store import BudgetKey
+from budgetops.apis.resources import BudgetKey
 from budgetops.store.kube import KubeStore
 from tests.cluster.test_kube_store import hot_budget
 from tests.waiting import eventually

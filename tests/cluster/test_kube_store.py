@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from kubernetes import config
 
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust
 from budgetops.engine.ledger import audit
-from budgetops.store import BudgetKey, ChargeTimeout, Unreadable
+from budgetops.store import ChargeTimeout, Unreadable
 from budgetops.store.kube import KubeStore
 from tests.charges import charging
 

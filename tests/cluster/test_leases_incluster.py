@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
-from budgetops.apis.resources import TrustBudget, parse_manifest
+from budgetops.apis.resources import BudgetKey, TrustBudget, parse_manifest
 from budgetops.cli.incluster import kube_reconciler
 from budgetops.crypto import sealing
 from budgetops.engine.clock import system_clock
@@ -29,7 +29,6 @@ from budgetops.handlers.reconciler import Reconciler
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.leaseapi.service import LeaseService, LeaseSettings
 from budgetops.observability.events import LogEvents
-from budgetops.store import BudgetKey
 from budgetops.store.kube import KubeStore
 from budgetops.store.secrets import KubeSecrets
 from tests.conftest import EXAMPLES

@@ -16,7 +16,7 @@ from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
 from budgetops.apis.ledger import Witness
-from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import RiskBudgetStatus
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk
@@ -25,7 +25,6 @@ from budgetops.engine.reconcile import UNREADABLE, Sighting
 from budgetops.handlers.operator import keep_budgets, run_operator
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.observability.metrics import ReconcileMetrics
-from budgetops.store import BudgetKey
 from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects

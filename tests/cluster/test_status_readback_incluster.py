@@ -18,9 +18,8 @@ import pytest
 from kubernetes import config
 
 from budgetops.apis.ledger import KEY_MAX
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.ledger import InvalidCharge, audit
-from budgetops.store import BudgetKey
 from budgetops.store.commit import Waiter
 from budgetops.store.kube import KubeStore
 from tests.charges import charging

@@ -19,8 +19,8 @@ from budgetops.admission.classify import Identity, Refused, account_keys, classi
 from budgetops.admission.review import AdmissionRequest
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import MAX_BODY, Admission
-from budgetops.apis.resources import RiskBudget, TrustBudget
-from budgetops.store import BudgetKey, ChargeTimeout, SQLiteStore
+from budgetops.apis.resources import BudgetKey, RiskBudget, TrustBudget
+from budgetops.store import ChargeTimeout, SQLiteStore
 
 from .test_decisions import risk_budget, trust_budget
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from budgetops.admission.webhook import Admission
-from budgetops.apis.resources import Budget, Kind, RiskBudget, TrustBudget
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.apis.resources import Budget, BudgetKey, Kind, RiskBudget, TrustBudget
+from budgetops.store import SQLiteStore
 
 from .test_admission import admitting, deployment, request
 from .test_decisions import risk_budget, trust_budget

@@ -17,11 +17,11 @@ import pytest
 from budgetops.admission.classify import Identity, account_keys, classify
 from budgetops.admission.webhook import Admission
 from budgetops.apis.ledger import KEY_KEPT
-from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.decisions import Release, admit_risk
 from budgetops.engine.ledger import audit, confirm, refund
 from budgetops.engine.rollover import summarize_risk
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from tests.charges import charging
 
 from .test_admission import NOW, parsed, request

@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 
 from budgetops.apis.audit import AuditHead, HeadSignature
+from budgetops.apis.resources import BudgetKey
 from budgetops.cli.serving import attestation
 from budgetops.crypto import dsse
 from budgetops.engine import audit
 from budgetops.engine.canonical import config_hash
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from budgetops.store.audit import Verdict
 from budgetops.store.keyring import VERDICT_KEYS_ENV, VERDICT_KEYS_SECRET, KeyFolder, read_keyring
 from budgetops.store.secrets import FileSecrets

@@ -14,13 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from budgetops.apis.ledger import Ledger
-from budgetops.apis.resources import RiskBudget
+from budgetops.apis.resources import BudgetKey, RiskBudget
 from budgetops.cli.attestation import envelope_check
 from budgetops.crypto import dsse
 from budgetops.engine import audit, ledger
 from budgetops.engine.canonical import canonical_json, config_hash
 from budgetops.engine.verdicts import risk_config
-from budgetops.store import BudgetKey
 from budgetops.store.audit import AuditTrail, Checkpoints
 
 from .test_decisions import risk_budget

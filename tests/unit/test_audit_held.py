@@ -11,11 +11,10 @@ from __future__ import annotations
 import pytest
 
 from budgetops.apis.ledger import HELD_AUDIT_MAX
-from budgetops.apis.resources import RiskBudget
+from budgetops.apis.resources import BudgetKey, RiskBudget
 from budgetops.cli.attestation import envelope_check
 from budgetops.crypto import dsse
 from budgetops.engine import audit
-from budgetops.store import BudgetKey
 from budgetops.store.audit import AuditTrail, Checkpoints
 
 from .test_admission import NOW

@@ -6,7 +6,7 @@ from typing import Any
 
 from kubernetes import client
 
-from budgetops.store import BudgetKey
+from budgetops.apis.resources import BudgetKey
 from budgetops.store.kube import BudgetCache
 from tests.charges import charging
 

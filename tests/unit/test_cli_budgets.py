@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from budgetops.apis.resources import RiskBudget
+from budgetops.apis.resources import BudgetKey, RiskBudget
 from budgetops.cli.main import EXIT_INVALID
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from tests.kubeconfigs import unreachable as unreachable_kubeconfig
 
 from . import test_cli

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from budgetops.apis.resources import TrustBudget
+from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.handlers.embedded import LedgerWatch
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from budgetops.store.secrets import FileSecrets
 from tests.conftest import EXAMPLES
 from tests.leases import BUDGET, PROVIDER_KEY, call, create_agent

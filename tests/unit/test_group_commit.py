@@ -14,10 +14,10 @@ import pytest
 from kubernetes import client
 from urllib3.exceptions import ReadTimeoutError
 
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import find_reservation
-from budgetops.store import BudgetKey, ChargeTimeout
+from budgetops.store import ChargeTimeout
 from budgetops.store.commit import Waiter, _Lane
 from budgetops.store.kube import KubeStore
 from tests.charges import charging

@@ -25,7 +25,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from budgetops.store import BudgetKey, ChargeTimeout, NotFound
+from budgetops.apis.resources import BudgetKey
+from budgetops.store import ChargeTimeout, NotFound
 from budgetops.store.commit import Apply, GroupCommit, Waiter
 
 KEY = BudgetKey("TrustBudget", "certs")

@@ -24,8 +24,9 @@ from budgetops.apis.common import format_amount
 from budgetops.apis.leaseprotocol import HandshakeRequest, ReportRequest
 from budgetops.apis.ledger import Ledger
 from budgetops.apis.numbers import NumberError, amount, whole
+from budgetops.apis.resources import BudgetKey
 from budgetops.engine.decisions import show
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from tests.leases import LeaseApi, create_agent, handshake, lease_api
 
 from .test_admission import DEPLOYMENTS, NOW, admitting, deployment, post, request

@@ -23,7 +23,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from budgetops.apis.ledger import Account
-from budgetops.apis.resources import Budget, Kind, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, Kind, TrustBudget
 from budgetops.apis.trustbudget import Alerts
 from budgetops.engine.alerts import account_alerts
 from budgetops.engine.bands import BAND_ORDER
@@ -37,7 +37,7 @@ from budgetops.observability.metrics import (
     ReconcileMetrics,
     StoreCollector,
 )
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from tests.conftest import ROOT
 
 from .test_decisions import risk_budget, trust_budget

@@ -10,13 +10,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from budgetops.apis.resources import Budget, RiskBudget, Subject, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, Subject, TrustBudget
 from budgetops.engine.decisions import Release, admit_risk, admit_trust
 from budgetops.engine.ledger import confirm
 from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.notify.outbox import Notifier
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from tests.charges import charging
 
 from .test_decisions import trust_budget

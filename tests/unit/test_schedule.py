@@ -11,8 +11,9 @@ from datetime import timedelta
 
 import pytest
 
+from budgetops.apis.resources import BudgetKey
 from budgetops.handlers.schedule import DueQueue, Scheduler
-from budgetops.store.base import BudgetKey, Unreadable
+from budgetops.store.base import Unreadable
 from tests.waiting import eventually
 
 A, B, C = (BudgetKey("RiskBudget", name, "default") for name in "abc")

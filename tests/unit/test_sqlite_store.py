@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit
-from budgetops.store import BudgetKey, NotFound, SQLiteStore
+from budgetops.store import NotFound, SQLiteStore
 from budgetops.store.sqlite import LedgerError
 from tests.charges import charging
 from tests.waiting import eventually

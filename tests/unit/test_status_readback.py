@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from budgetops.apis.ledger import KEY_MAX, Entry
-from budgetops.apis.resources import RESOURCES, Budget, TrustBudget
+from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import InvalidCharge, audit
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from budgetops.store.commit import GroupCommit, Held, Waiter, check_readback
 from tests.charges import charging
 

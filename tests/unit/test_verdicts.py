@@ -24,14 +24,14 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from budgetops.admission.attest import Attestor
 from budgetops.admission.classify import Identity
 from budgetops.admission.webhook import Admission
-from budgetops.apis.resources import RiskBudget, TrustBudget
+from budgetops.apis.resources import BudgetKey, RiskBudget, TrustBudget
 from budgetops.cli.attestation import check_verdict
 from budgetops.cli.main import main
 from budgetops.crypto import dsse
 from budgetops.engine import ledger as engine_ledger
 from budgetops.engine.canonical import config_hash
 from budgetops.engine.verdicts import RISK_PREDICATE, TRUST_PREDICATE, risk_config
-from budgetops.store import BudgetKey, SQLiteStore
+from budgetops.store import SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints
 
 from .test_admission import NOW, deployment, request

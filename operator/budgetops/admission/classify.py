@@ -21,7 +21,7 @@ from budgetops.admission.review import AdmissionRequest, UserInfo
 from budgetops.apis.ledger import Witness
 from budgetops.apis.names import unprintable
 from budgetops.apis.numbers import PLACES, WHOLE_DIGITS, NumberError, amount, quoted, whole
-from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import (
     ANNOTATION_UNCERTAINTY,
     ANNOTATION_UNKNOWNS,
@@ -32,7 +32,6 @@ from budgetops.apis.riskbudget import (
 from budgetops.apis.trustbudget import TEMPLATE_VARIABLE, SubjectSet, TrustBudgetSpec
 from budgetops.engine.decisions import BreakGlassAsk, Release
 from budgetops.engine.unknowns import UnknownCounts
-from budgetops.store import BudgetKey
 
 NEVER_CHARGED_GROUPS = frozenset({"system:nodes", "system:bootstrappers"})
 """Kubelet certificate rotation and node bootstrap must never depend on a budget."""

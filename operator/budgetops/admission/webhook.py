@@ -38,7 +38,7 @@ from budgetops.admission.review import (
     response,
 )
 from budgetops.apis.jsonbody import JsonError, read_json
-from budgetops.apis.resources import Budget, RiskBudget, TrustBudget, field_errors
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget, field_errors
 from budgetops.engine.clock import Clock
 from budgetops.engine.decisions import (
     RESERVING_REASONS,
@@ -52,7 +52,7 @@ from budgetops.engine.rollover import summarize_risk
 from budgetops.engine.verdicts import Subject
 from budgetops.observability.events import EventRecorder, LogEvents
 from budgetops.observability.metrics import AdmissionMetrics
-from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout, NotFound, Unreadable
+from budgetops.store import BudgetStore, ChargeTimeout, NotFound, Unreadable
 
 MAX_BODY = 3 * 1024 * 1024
 """The API server's own request limit for objects is 3 MiB; a review is never larger."""

@@ -73,6 +73,27 @@ class BudgetLease(Model):
 Budget = TrustBudget | RiskBudget | BudgetLease
 
 
+@dataclass(frozen=True, order=True)
+class BudgetKey:
+    """Kind, namespace (empty for the cluster-scoped TrustBudget) and name.
+
+    A plain value of the models layer, so that pure code (classification, the engine's
+    callers) can name a budget without importing the store that keeps it.
+    """
+
+    kind: Kind
+    name: str
+    namespace: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}/{where}{self.name}"
+
+    @classmethod
+    def of(cls, budget: Budget) -> BudgetKey:
+        return cls(budget.kind, budget.metadata.name, budget.metadata.namespace or "")
+
+
 @dataclass(frozen=True)
 class PrinterColumn:
     """One `kubectl get` column."""

@@ -22,12 +22,12 @@ from typing import TextIO, TypeVar
 
 from budgetops.apis.agents import Agent
 from budgetops.apis.common import SecretKeyRef, format_time, parse_duration
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.crypto import tokens
 from budgetops.engine import agents
 from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.service import SecretStore, signing_key
-from budgetops.store import BudgetKey, BudgetStore, SQLiteStore
+from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, StreamSink
 from budgetops.store.keyring import embedded_keys
 from budgetops.store.secrets import FileSecrets

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from budgetops.apis.audit import AuditHead
 from budgetops.apis.common import format_time
-from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.crypto import dsse
 from budgetops.engine import audit
 from budgetops.engine.canonical import compact_json
@@ -33,7 +33,7 @@ from budgetops.engine.verdicts import (
     applied,
     verdict_digest,
 )
-from budgetops.store import BudgetKey, BudgetStore, NotFound
+from budgetops.store import BudgetStore, NotFound
 from budgetops.store.keyring import key_name, read_keyring, rotate_keyring, verdict_keyring
 
 from .target import Place, place, same_place

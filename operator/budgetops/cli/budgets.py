@@ -23,7 +23,7 @@ import yaml
 from budgetops.apis.common import format_amount, format_time, parse_amount, parse_duration
 from budgetops.apis.names import shown
 from budgetops.apis.numbers import NumberError, whole
-from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, Band, ChangeClass, Reliability
 from budgetops.engine import ledger
 from budgetops.engine.audit import note
@@ -37,7 +37,7 @@ from budgetops.engine.verdicts import (
     risk_predicate,
     statement,
 )
-from budgetops.store import BudgetKey, BudgetStore, NotFound
+from budgetops.store import BudgetStore, NotFound
 
 from .attestation import signed_answer
 from .target import add_arguments, place

@@ -19,11 +19,11 @@ from typing import TextIO
 from budgetops import __version__
 from budgetops.apis.common import format_duration, parse_amount, parse_duration
 from budgetops.apis.numbers import NumberError, whole
-from budgetops.apis.resources import Budget, ManifestError, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, ManifestError, TrustBudget
 from budgetops.crypto.tokens import DEFAULT_ISSUER
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, admit_trust
-from budgetops.store import BudgetKey, ChargeTimeout, NotFound, SQLiteStore
+from budgetops.store import ChargeTimeout, NotFound, SQLiteStore
 from budgetops.store.sqlite import LedgerError, explain
 
 from .agents import COMMANDS as AGENT_COMMANDS

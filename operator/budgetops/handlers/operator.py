@@ -28,10 +28,9 @@ from prometheus_client import Gauge
 from urllib3.exceptions import HTTPError
 
 from budgetops.apis.crds import PEERING_GROUP
-from budgetops.apis.resources import Kind
+from budgetops.apis.resources import BudgetKey, Kind
 from budgetops.handlers.reconciler import Reconciler
 from budgetops.handlers.schedule import Scheduler
-from budgetops.store.base import BudgetKey
 
 log = logging.getLogger("budgetops.operator")
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from budgetops.apis.notifications import Notifications
-from budgetops.apis.resources import Budget, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.alerts import UsageSamples
 from budgetops.engine.clock import Clock
 from budgetops.engine.notices import Notice
@@ -29,7 +29,7 @@ from budgetops.engine.reconcile import (
 from budgetops.handlers.leases import LeaseMirror
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import ReconcileMetrics
-from budgetops.store.base import BudgetKey, BudgetStore, NotFound
+from budgetops.store.base import BudgetStore, NotFound
 
 log = logging.getLogger("budgetops.reconciler")
 

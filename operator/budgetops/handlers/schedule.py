@@ -17,7 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Protocol
 
-from budgetops.store.base import BudgetKey, Unreadable
+from budgetops.apis.resources import BudgetKey
+from budgetops.store.base import Unreadable
 
 log = logging.getLogger("budgetops.schedule")
 

@@ -28,13 +28,13 @@ from budgetops.apis.leaseprotocol import (
     ReportRequest,
 )
 from budgetops.apis.ledger import LeaseHold
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.crypto import sealing, tokens
 from budgetops.engine import agents, leases
 from budgetops.engine.clock import Clock
 from budgetops.engine.ledger import InvalidCharge
 from budgetops.engine.rollover import summarize_trust, trust_account
-from budgetops.store import BudgetKey, BudgetStore, ChargeTimeout, NotFound
+from budgetops.store import BudgetStore, ChargeTimeout, NotFound
 
 log = logging.getLogger("budgetops.leaseapi")
 

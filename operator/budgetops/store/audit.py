@@ -24,12 +24,11 @@ from typing import Any, Protocol, TextIO
 
 from budgetops.apis.audit import AuditHead
 from budgetops.apis.ledger import HELD_AUDIT_MAX, Ledger
-from budgetops.apis.resources import Budget
+from budgetops.apis.resources import Budget, BudgetKey
 from budgetops.crypto import dsse
 from budgetops.engine import audit
 from budgetops.engine.audit import Sealed
 from budgetops.engine.clock import system_clock
-from budgetops.store.base import BudgetKey
 
 log = logging.getLogger("budgetops.audit")
 

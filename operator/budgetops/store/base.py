@@ -9,29 +9,11 @@ not at all; run again from scratch if another writer got there first.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from budgetops.apis.resources import Budget, Kind
+from budgetops.apis.resources import Budget, BudgetKey, Kind
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, order=True)
-class BudgetKey:
-    """Kind, namespace (empty for the cluster-scoped TrustBudget) and name."""
-
-    kind: Kind
-    name: str
-    namespace: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind}/{where}{self.name}"
-
-    @classmethod
-    def of(cls, budget: Budget) -> BudgetKey:
-        return cls(budget.kind, budget.metadata.name, budget.metadata.namespace or "")
 
 
 class NotFound(LookupError):

@@ -51,10 +51,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from budgetops.apis.ledger import Ledger
-from budgetops.apis.resources import Budget, field_errors
+from budgetops.apis.resources import Budget, BudgetKey, field_errors
 from budgetops.engine.ledger import InvalidCharge
 from budgetops.store.audit import queued
-from budgetops.store.base import BudgetKey, ChargeTimeout
+from budgetops.store.base import ChargeTimeout
 
 T = TypeVar("T")
 

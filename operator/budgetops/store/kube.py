@@ -23,9 +23,9 @@ from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
 from budgetops.apis.common import GROUP, VERSION
-from budgetops.apis.resources import RESOURCES, Budget, Kind, field_errors
+from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_errors
 from budgetops.store.audit import AuditTrail
-from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound, Unreadable
+from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
 from budgetops.store.commit import Apply, Committed, GroupCommit
 from budgetops.store.rest import REQUEST_TIMEOUT, request_json
 

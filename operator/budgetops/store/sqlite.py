@@ -32,10 +32,10 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from budgetops.apis.resources import RESOURCES, Budget, Kind, field_errors
+from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_errors
 from budgetops.engine.audit import Sealed
 from budgetops.store.audit import AuditTrail, verdicts_in
-from budgetops.store.base import BudgetKey, ChargeTimeout, NotFound, Unreadable
+from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
 from budgetops.store.commit import Apply, Committed, GroupCommit
 
 _SCHEMA = """
