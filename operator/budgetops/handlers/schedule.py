@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
 from budgetops.apis.resources import BudgetKey
 from budgetops.store.base import Unreadable
@@ -30,6 +30,35 @@ class StopFlag(Protocol):
     """`threading.Event` and kopf's `DaemonStopped` both answer these."""
 
     def is_set(self) -> bool: ...
+
+
+class Ticks(Protocol):
+    """The scheduler's time: monotonic seconds, and a wait that the next due instant ends.
+
+    Not the engine's `Clock` (engine/clock.py), which is wall time to the second: due
+    instants need a clock that never steps back, and waits shorter than a second.
+    `MONOTONIC` is the real one; tests pass one they move by hand, so that none of them
+    sleeps to see a budget fall due.
+    """
+
+    def now(self) -> float: ...
+
+    def wait(self, changed: threading.Condition, timeout: float) -> None:
+        """Called holding `changed`: release it until it is notified or `timeout` seconds of
+        this clock have passed (returning sooner is allowed), then hold it again."""
+        ...
+
+
+class _Monotonic:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, changed: threading.Condition, timeout: float) -> None:
+        changed.wait(timeout)
+
+
+MONOTONIC: Final[Ticks] = _Monotonic()
+"""`time.monotonic`, and `Condition.wait` with a real timeout."""
 
 
 class DueQueue:
@@ -95,7 +124,7 @@ class Scheduler:
         spacing: timedelta = timedelta(seconds=2),
         retry: timedelta = timedelta(seconds=2),
         failed: Callable[[BudgetKey], None] = lambda _: None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Ticks = MONOTONIC,
     ) -> None:
         self._reconcile = reconcile
         self._keys = keys
@@ -112,7 +141,7 @@ class Scheduler:
 
     def _woken(self, key: BudgetKey) -> None:
         ended = self._ended.get(key)
-        now = self._clock()
+        now = self._clock.now()
         self._queue.no_later_than(key, now if ended is None else max(now, ended + self._spacing))
 
     def wake(self, key: BudgetKey) -> None:
@@ -124,12 +153,12 @@ class Scheduler:
         """Reconcile until `stop` is set: every known budget at once, then each when due."""
         with self._changed:
             for key in self._keys():
-                self._queue.no_later_than(key, self._clock())
+                self._queue.no_later_than(key, self._clock.now())
         pool = ThreadPoolExecutor(self._workers, thread_name_prefix="reconcile")
         try:
             while not stop.is_set():
                 with self._changed:
-                    for key in self._queue.pop_due(self._clock()):
+                    for key in self._queue.pop_due(self._clock.now()):
                         if key in self._running:
                             self._again.add(key)
                             continue
@@ -137,12 +166,12 @@ class Scheduler:
                         pool.submit(self._reconcile, key).add_done_callback(
                             functools.partial(self._finish, key)
                         )
-                    self._changed.wait(self._wait())
+                    self._clock.wait(self._changed, self._wait())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             with self._changed:
                 for key in self._running:  # cancelled before they ran: due when next led
-                    self._queue.no_later_than(key, self._clock())
+                    self._queue.no_later_than(key, self._clock.now())
                 self._running.clear()
                 self._again.clear()
 
@@ -150,7 +179,7 @@ class Scheduler:
         due = self._queue.next_at()
         if due is None:
             return LOOK_FOR_STOP
-        return min(LOOK_FOR_STOP, max(due - self._clock(), 0.0))
+        return min(LOOK_FOR_STOP, max(due - self._clock.now(), 0.0))
 
     def _finish(self, key: BudgetKey, done: Future[timedelta | None]) -> None:
         if done.cancelled():
@@ -167,7 +196,7 @@ class Scheduler:
             delay = self._retry
         with self._changed:
             self._running.discard(key)
-            now = self._ended[key] = self._clock()
+            now = self._ended[key] = self._clock.now()
             if key in self._again:
                 self._again.discard(key)
                 self._woken(key)
