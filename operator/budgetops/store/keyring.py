@@ -20,7 +20,7 @@ from typing import Protocol
 
 from budgetops.crypto.dsse import Algorithm, Keyring
 from budgetops.engine.clock import system_clock
-from budgetops.store.secrets import FileSecrets
+from budgetops.store.filesecrets import FileSecrets
 from budgetops.store.sqlite import LedgerError
 
 VERDICT_KEYS_SECRET = "budgetops-verdict-keys"
