@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,10 +28,10 @@ from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.service import SecretStore, signing_key
 from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, StreamSink
+from budgetops.store.filesecrets import FileSecrets
 from budgetops.store.keyring import embedded_keys
-from budgetops.store.secrets import FileSecrets
 
-from .target import add_keys_argument, head_signer
+from .target import head_signer
 
 T = TypeVar("T")
 
@@ -194,47 +193,3 @@ def cmd_list(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
             f"  token issued {format_time(agent.issued_at)}\n"
         )
     return 0
-
-
-COMMANDS = {"create": cmd_create, "rotate": cmd_rotate, "revoke": cmd_revoke, "list": cmd_list}
-
-
-def add_parser(
-    verbs: argparse._SubParsersAction[argparse.ArgumentParser], *, db_help: str
-) -> argparse.ArgumentParser:
-    """`budgetops agent ...`; its `run` is set by the caller, which knows the ledger."""
-    agent = verbs.add_parser("agent", help="agents of a USD TrustBudget and their tokens")
-    actions = agent.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", help="add an agent and print its identity token")
-    create.add_argument("--provider", required=True, help="provider id, e.g. openai")
-    create.add_argument(
-        "--provider-key-secret",
-        required=True,
-        help="NAME/KEY of the Secret (a file under the secrets folder) holding the API key",
-    )
-    create.add_argument("--model", help="the provider model runtimes use by default")
-    create.add_argument("--project", help="project the agent's spending is totalled under")
-    rotate = actions.add_parser("rotate", help="issue a new token; the old one and its leases end")
-    revoke = actions.add_parser("revoke", help="refuse the agent's token and close its leases")
-    listing = actions.add_parser("list", help="the budget's agents")
-    for action in (rotate, revoke):
-        action.add_argument("agent", help="agent id (agent_...)")
-    for action in (create, rotate):
-        action.add_argument("--expires-in", help="token lifetime, e.g. 90d (default: long-lived)")
-        action.add_argument(
-            "--issuer", default=tokens.DEFAULT_ISSUER, help="the issuer the lease API expects"
-        )
-    for action in (create, rotate, revoke, listing):
-        action.add_argument("--budget", required=True, help="the USD TrustBudget")
-        action.add_argument("--db", help=db_help)
-        action.add_argument("--kubeconfig", help="work on the cluster's budgets instead")
-        action.add_argument(
-            "--namespace",
-            default=os.environ.get("POD_NAMESPACE", "budgetops-system"),
-            help="with --kubeconfig: where the signing key and provider key Secrets live",
-        )
-        action.add_argument(
-            "--secrets-dir", help="where key files live (default: <ledger>.secrets)"
-        )
-        add_keys_argument(action)
-    return agent

@@ -37,7 +37,6 @@ from budgetops.store import BudgetStore, NotFound
 from budgetops.store.keyring import key_name, read_keyring, rotate_keyring, verdict_keyring
 
 from .target import Place, place, same_place
-from .target import add_arguments as add_target_arguments
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -409,42 +408,3 @@ def cmd_keys(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
             for key in ring.verifiers.values():
                 out.write(key.to_pem().decode())
     return 0
-
-
-def add_parsers(
-    verbs: argparse._SubParsersAction[argparse.ArgumentParser], *, db_help: str
-) -> list[argparse.ArgumentParser]:
-    """`verify`, `verdict`, `audit`, `keys`; their `run` is set by the caller."""
-    verify = verbs.add_parser("verify", help="verify a verdict envelope or an audit trail")
-    verify.add_argument("envelope", nargs="?", help="a DSSE envelope (JSON file, or - for stdin)")
-    verify.add_argument("--audit", help="an audit log to check: a JSON Lines file, -, or db")
-    verify.add_argument("--budget", action="append", help="with --audit: check only this chain")
-    verify.add_argument(
-        "--partial",
-        action="store_true",
-        help="with --audit: the log may begin mid-chain (one pod's logs since it started)",
-    )
-    verify.add_argument("--public-key", action="append", help="PEM public key(s) to verify with")
-    verify.set_defaults(attestation=cmd_verify)
-    verdict = verbs.add_parser("verdict", help="the latest verdict on a workload")
-    verdict.add_argument("workload", help="KIND/NAME, e.g. deployment/api")
-    verdict.add_argument("-n", "--namespace", default="", help="the workload's namespace")
-    verdict.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    verdict.set_defaults(attestation=cmd_verdict)
-    trail = verbs.add_parser("audit", help="the embedded ledger's audit trail as JSON Lines")
-    trail.add_argument(
-        "--kind",
-        action="append",
-        help="only records of this action and its family, e.g. break-glass (uses and "
-        "refused attempts), decision, reserve; may repeat",
-    )
-    trail.set_defaults(attestation=cmd_audit)
-    keys = verbs.add_parser("keys", help="the verdict signing keyring")
-    keys.add_argument("action", choices=("list", "rotate", "export"))
-    keys.add_argument("--name", help="rotate: the new key's name (default key-<time>)")
-    keys.add_argument("--algorithm", choices=("ed25519", "ecdsa-p256"), default="ed25519")
-    keys.set_defaults(attestation=cmd_keys)
-    made = [verify, verdict, trail, keys]
-    for verb in made:
-        add_target_arguments(verb, db_help=db_help)
-    return made

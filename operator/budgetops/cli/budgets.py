@@ -1,5 +1,5 @@
-"""Reading and changing budgets by hand: status, list, consume, check, adjust, history,
-report-metrics, receipts and leases, on the embedded ledger or in a cluster.
+"""Reading and changing budgets by hand: apply, charge, status, list, consume, check, adjust,
+history, report-metrics, receipts and leases, on the embedded ledger or in a cluster.
 
 Tables by default, `-o json|yaml` for scripts, colour only on a terminal. Every write is one
 `update_status` of the store, the compare-and-swap the webhook charges through. Exit codes:
@@ -22,13 +22,12 @@ import yaml
 
 from budgetops.apis.common import format_amount, format_time, parse_amount, parse_duration
 from budgetops.apis.names import shown
-from budgetops.apis.numbers import NumberError, whole
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, Band, ChangeClass, Reliability
 from budgetops.engine import ledger
 from budgetops.engine.audit import note
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, Release, admit_risk, show
+from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
 from budgetops.engine.verdicts import (
     RISK_PREDICATE,
@@ -37,10 +36,13 @@ from budgetops.engine.verdicts import (
     risk_predicate,
     statement,
 )
-from budgetops.store import BudgetStore, NotFound
+from budgetops.store import BudgetStore, NotFound, SQLiteStore
 
 from .attestation import signed_answer
-from .target import add_arguments, place
+from .commands import EXIT_INVALID
+from .commands import _signed_points as _signed_points  # noqa: PLC0414 (tests import it here)
+from .manifests import describe, load_or_report
+from .target import place
 
 EXIT_DENIED = 1
 BAR_WIDTH = 20
@@ -340,6 +342,50 @@ def confirm_now(
             summarize_risk(budget.status, budget.spec)
 
 
+def cmd_apply(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Load manifests into the embedded ledger, keeping balances already there."""
+    budgets = load_or_report(args.filename, out)
+    if budgets is None:
+        return EXIT_INVALID
+    store = SQLiteStore(path, check_writes=True)
+    for budget in budgets:
+        stored = store.apply(budget)
+        out.write(f"{describe(stored)} applied (generation {stored.metadata.generation})\n")
+    return 0
+
+
+def cmd_charge(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Charge one issuance to an account of a TrustBudget."""
+    ttl = parse_duration(args.ttl)
+    key = BudgetKey("TrustBudget", args.budget)
+
+    def charge(budget: Budget) -> Decision:
+        assert isinstance(budget, TrustBudget)
+        if not budget.spec.renders(args.account):
+            raise ValueError(
+                f"--account {args.account!r} is not an account of {key}: its accounts are "
+                f"named {budget.spec.account_key}"
+            )
+        cost = parse_amount(args.cost) if args.cost else budget.spec.cost
+        now = system_clock()
+        decision = admit_trust(
+            budget.status,
+            budget.spec,
+            account=args.account,
+            cost=cost,
+            key=args.id,
+            ref=args.object or args.id,
+            now=now,
+            ttl=ttl,
+            dry_run=args.dry_run,
+        )
+        confirm_now(budget, decision, key=args.id, now=now)
+        return decision
+
+    with place(args, path, writes=True) as where:
+        return report(where.store.update_status(key, charge), out)
+
+
 def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Charge one release's points, confirmed at once (no object will be watched)."""
     release = _release(args)
@@ -579,122 +625,6 @@ def _ttl(value: str) -> timedelta:
     return ttl
 
 
-def _amount(value: str) -> Decimal:
-    try:
-        return parse_amount(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-
-
-def _points(value: str) -> int:
-    """As the risk-points annotation reads them: ASCII digits, 0 to MAX_RISK_POINTS."""
-    try:
-        return whole(value, low=0, high=MAX_RISK_POINTS, of="risk points")
-    except NumberError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _signed_points(value: str) -> Decimal:
-    """`+24`, `-24` or `24`: the one place a `+` is read, as the sign of a change."""
-    unsigned = value[1:] if value[:1] == "+" and "0" <= value[1:2] <= "9" else value
-    try:
-        return Decimal(whole(unsigned, low=-MAX_RISK_POINTS, high=MAX_RISK_POINTS, of="points"))
-    except NumberError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _count(value: str) -> int:
-    try:
-        return whole(value, low=0, high=1_000_000)
-    except NumberError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _release_id(value: str) -> str:
-    """An empty id (an unset `$GIT_SHA`) would be a fresh key on every retry: refused."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError("--release-id must not be empty; omit it for a new id")
-    return value.strip()
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, Path], int]] = {
-    "status": cmd_status,
-    "list": cmd_list,
-    "consume": cmd_consume,
-    "check": cmd_check,
-    "adjust": cmd_adjust,
-    "report-metrics": cmd_report_metrics,
-    "history": cmd_history,
-    "receipts": cmd_receipts,
-    "leases": cmd_leases,
-}
-
 BANDS: tuple[Band, ...] = ("Green", "Yellow", "Red", "Exhausted")
 ACCOUNT_STATES = ("OK", "Low", "Exhausted")
 """What `list` shows for a TrustBudget account (RiskBudgets show their band)."""
-
-
-def add_parsers(
-    verbs: argparse._SubParsersAction[argparse.ArgumentParser], *, db_help: str
-) -> list[argparse.ArgumentParser]:
-    """The budget commands; each sets `budgets` to its function."""
-    made = []
-
-    def verb(
-        name: str, text: str, *, budget: bool = True, output: bool = True
-    ) -> argparse.ArgumentParser:
-        """A budget command; `output`: it prints something `-o json|yaml` can reshape
-        (a write prints its receipt lines only)."""
-        parser = verbs.add_parser(name, help=text)
-        if budget:
-            parser.add_argument("budget", nargs="?", help="the budget's name")
-            parser.add_argument("--service", help="a RiskBudget by its serviceId")
-        parser.add_argument("-n", "--namespace", default="", help="the budget's namespace")
-        if output:
-            parser.add_argument(
-                "-o", "--output", choices=("table", "json", "yaml"), default="table"
-            )
-        add_arguments(parser, db_help=db_help)
-        parser.set_defaults(budgets=COMMANDS[name])
-        made.append(parser)
-        return parser
-
-    verb("status", "a budget in detail (or every budget), as of now")
-    listing = verb("list", "every budget's state", budget=False)
-    listing.add_argument("--status", help="only these states, e.g. Yellow,Red or Exhausted,Low")
-    for name, text in (
-        ("consume", "charge one release's risk points"),
-        ("check", "may this release ship? decided, nothing charged"),
-    ):
-        release = verb(name, text, output=name == "check")
-        release.add_argument("--points", type=_points, required=True)
-        release.add_argument("--reason", default="", help="what ships, for the entry")
-        release.add_argument(
-            "--release-id", type=_release_id, help="idempotency key (default: a new one)"
-        )
-        release.add_argument(
-            "--change-class",
-            default="standard",
-            choices=["standard", "low-risk", "security-fix", "incident"],
-        )
-        release.add_argument("--dry-run", action="store_true", help="decide, charge nothing")
-        release.add_argument(
-            "--ttl", default="5m", help="how long a charge stays reserved (at most 7d)"
-        )
-    adjust = verb("adjust", "change this window's allocation, with a reason", output=False)
-    adjust.add_argument("--by", type=_signed_points, required=True, help="points, + or -")
-    adjust.add_argument("--reason", required=True)
-    metrics = verb(
-        "report-metrics",
-        "this window's MTTR, change-failure rate and P1 incidents",
-        output=False,
-    )
-    metrics.add_argument("--mttr-hours", type=_amount, required=True)
-    metrics.add_argument("--change-failure-rate", type=_amount, required=True, help="percent")
-    metrics.add_argument("--p1-incidents", type=_count, default=0)
-    history = verb("history", "closed windows and the current one")
-    history.add_argument("--window", help="one window: 2026-11, 2026-W48, sprint-2026-11-16")
-    verb("receipts", "a budget's recent entries, with verdict digests")
-    leases = verb("leases", "every lease of USD budgets", budget=False)
-    leases.add_argument("--budget", help="only this TrustBudget's leases")
-    return made

@@ -13,12 +13,17 @@ from budgetops.handlers.embedded import LedgerWatch, embedded_reconciler, keep_l
 from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
 from budgetops.store import SQLiteStore
+from budgetops.store.filesecrets import FileSecrets
 from budgetops.store.keyring import embedded_keys
-from budgetops.store.secrets import FileSecrets
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, LedgerError
 
 from .agents import secrets_dir
 from .serving import attestation, log_to_stderr, serve_until_stopped
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    """`budgetops serve`: the validating webhook on the embedded ledger until interrupted."""
+    return serve_embedded(ledger, args, out)
 
 
 def serve_embedded(path: Path, args: argparse.Namespace, out: TextIO) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 import threading
 import time
@@ -202,54 +201,3 @@ def kube_reconciler(
         versions=store.cache.version,
         leases=LeaseMirror(KubeLeaseObjects(api), namespace=namespace, clock=clock),
     )
-
-
-def add_arguments(verb: argparse.ArgumentParser) -> None:
-    """The options only `run` takes."""
-    verb.add_argument("--kubeconfig", help="default: the pod's in-cluster credentials")
-    verb.add_argument(
-        "--no-reconcile",
-        dest="reconcile",
-        action="store_false",
-        help="serve admission only (another deployment reconciles)",
-    )
-    verb.add_argument(
-        "--no-peering",
-        dest="peering",
-        action="store_false",
-        help="reconcile without electing a leader (one replica only)",
-    )
-    verb.add_argument(
-        "--namespace",
-        default=os.environ.get("POD_NAMESPACE", "budgetops-system"),
-        help="where TrustBudget notification Secrets live (default: $POD_NAMESPACE)",
-    )
-    verb.add_argument(
-        "--tls-secret",
-        help="serve with the CA and certificate in this Secret of --namespace, made and "
-        "renewed by BudgetOps (instead of --tls-cert-file/--tls-key-file)",
-    )
-    verb.add_argument(
-        "--tls-service", default="budgetops", help="with --tls-secret: the webhook's Service"
-    )
-    verb.add_argument(
-        "--tls-extra-name",
-        action="append",
-        help="with --tls-secret: another DNS name or IP the certificate must serve",
-    )
-    verb.add_argument(
-        "--webhook-configuration",
-        default="budgetops",
-        help="with --tls-secret: the ValidatingWebhookConfiguration that gets the CA",
-    )
-    verb.add_argument(
-        "--tls-dir",
-        default="/tmp/budgetops-tls",
-        help="with --tls-secret: where the certificate files are written",
-    )
-    verb.add_argument(
-        "--reconcile-poll",
-        default="2s",
-        help="how often to look for the objects of pending reservations",
-    )
-    verb.set_defaults(run=cmd_run)

@@ -1,15 +1,19 @@
-"""Reading budget manifests from YAML files and folders, as `kubectl apply -f` would."""
+"""Reading budget manifests from YAML files and folders, as `kubectl apply -f` would; the
+`crds` and `validate` commands, which need nothing else."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
 from budgetops.apis.crds import crd_documents
-from budgetops.apis.resources import Budget, ManifestError, parse_manifests
+from budgetops.apis.resources import Budget, BudgetKey, ManifestError, parse_manifests
+
+from .commands import EXIT_INVALID
 
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_DEPTH = 64
@@ -101,3 +105,40 @@ def crd_files() -> dict[str, str]:
         name: CRD_HEADER + yaml.safe_dump(crd, sort_keys=False, width=100)
         for name, crd in crd_documents().items()
     }
+
+
+def cmd_crds(args: argparse.Namespace, out: TextIO) -> int:
+    """Print the CRDs (or write them into a folder, as committed in crds/)."""
+    files = crd_files()
+    if args.output:
+        folder = Path(args.output)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text, encoding="utf-8")
+        out.write(f"wrote {len(files)} CRDs to {folder}\n")
+    else:
+        out.write("---\n".join(files.values()))
+    return 0
+
+
+def load_or_report(paths: list[str], out: TextIO) -> list[Budget] | None:
+    try:
+        return load([Path(p) for p in paths])
+    except ManifestError as error:
+        for line in error.errors or [str(error)]:
+            out.write(f"invalid: {line}\n")
+        return None
+
+
+def describe(budget: Budget) -> str:
+    return str(BudgetKey.of(budget))
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    """Check manifests against the models; print each field error with its path."""
+    budgets = load_or_report(args.filename, out)
+    if budgets is None:
+        return EXIT_INVALID
+    for budget in budgets:
+        out.write(f"valid: {describe(budget)}\n")
+    return 0

@@ -22,7 +22,6 @@ from budgetops.engine.leaserecords import object_name, status_of
 from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints
 from budgetops.store.keyring import (
-    VERDICT_KEYS_ENV,
     KeyFiles,
     embedded_keys,
     key_name,
@@ -30,8 +29,9 @@ from budgetops.store.keyring import (
     verdict_keyring,
 )
 
+from .commands import DEFAULT_OPERATOR_NAMESPACE
+
 EXIT_UNREACHABLE = 4
-DEFAULT_OPERATOR_NAMESPACE = "budgetops-system"
 
 
 class ClusterUnreachable(Exception):
@@ -53,32 +53,6 @@ class Place:
     verdicts: Callable[[], Sequence[tuple[str, str, str, str]]] = tuple
     """Every kept verdict as (budget, digest, at, object)."""
     audit_lines: Callable[[], tuple[str, ...]] | None = None
-
-
-def add_arguments(verb: argparse.ArgumentParser, *, db_help: str) -> None:
-    """--db, --kubeconfig, --operator-namespace, --verdict-keys."""
-    verb.add_argument("--db", help=db_help)
-    verb.add_argument(
-        "--kubeconfig", help="work on the cluster instead (kubectl budget: the default)"
-    )
-    verb.add_argument("--context", help="in a cluster: the kubeconfig context to use")
-    verb.add_argument(
-        "--operator-namespace",
-        default=os.environ.get("POD_NAMESPACE"),
-        help="in a cluster: where BudgetOps runs (its keyring and verdict ConfigMaps; "
-        "default: $POD_NAMESPACE, else the namespace of the webhook's Service, else "
-        f"{DEFAULT_OPERATOR_NAMESPACE})",
-    )
-    add_keys_argument(verb)
-
-
-def add_keys_argument(verb: argparse.ArgumentParser) -> None:
-    """--verdict-keys: where the embedded ledger's signing keyring lives."""
-    verb.add_argument(
-        "--verdict-keys",
-        help=f"embedded: the verdict keyring's folder, kept apart from the ledger (default "
-        f"${VERDICT_KEYS_ENV}, else ~/.config/budgetops/verdict-keys)",
-    )
 
 
 def head_signer(keys: KeyFiles, namespace: str, *, make: bool) -> Checkpoints | None:

@@ -1,0 +1,104 @@
+"""The lazy CLI: a command imports the code it runs, not every command's.
+
+`budgetops status` on an embedded ledger, and `--version`, must not load the cluster client,
+the operator framework or the HTTP server (kopf, kubernetes, aiohttp) nor the metrics library:
+they cost most of a CLI call's start-up. These are behaviour tests on `sys.modules`, run in a
+fresh interpreter each, not timing tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from budgetops.cli import commands
+from budgetops.crypto.tokens import DEFAULT_ISSUER
+from budgetops.store.keyring import VERDICT_KEYS_ENV
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+HEAVY = ("kopf", "kubernetes", "aiohttp", "prometheus_client")
+
+
+def loaded_after(*argv: str) -> tuple[int, list[str]]:
+    """Run `budgetops ARGV` in a fresh interpreter: its exit code, and which HEAVY modules
+    were imported by the time it returned."""
+    script = textwrap.dedent(
+        f"""
+        import io, json, sys
+        from budgetops.cli.main import main
+        try:
+            code = main({list(argv)!r}, out=io.StringIO())
+        except SystemExit as exit:
+            code = exit.code
+        print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    return code, loaded
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lazy") / "ledger.sqlite3"
+    apply = ["apply", "-f", str(EXAMPLES), "--db", str(path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "budgetops.cli.main", *apply],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return path
+
+
+def test_version_imports_no_command() -> None:
+    assert loaded_after("--version") == (0, [])
+
+
+def test_status_on_the_embedded_ledger_imports_no_cluster_code(ledger: Path) -> None:
+    assert loaded_after("status", "--db", str(ledger)) == (0, [])
+
+
+def test_list_and_receipts_on_the_embedded_ledger_import_no_cluster_code(ledger: Path) -> None:
+    assert loaded_after("list", "--db", str(ledger)) == (0, [])
+    assert loaded_after("receipts", "payments-api", "-n", "payments", "--db", str(ledger)) == (
+        0,
+        [],
+    )
+
+
+def test_agent_list_on_the_embedded_ledger_imports_no_cluster_code(ledger: Path) -> None:
+    keys = str(ledger.with_name("verdict-keys"))
+    listing = ("agent", "list", "--budget", "agent-llm-spend", "--db", str(ledger))
+    assert loaded_after(*listing, "--verdict-keys", keys) == (0, [])
+
+
+def test_every_verb_names_a_handler_that_exists() -> None:
+    """A typo in a "module:function" target would only show when that verb runs."""
+    parser = commands.parser("budgetops", "")
+    targets = set()
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for verb in getattr(action, "choices", {}).values():
+            targets.add(verb.get_default("run"))
+            for sub in verb._subparsers._group_actions if verb._subparsers else ():
+                targets.update(leaf.get_default("run") for leaf in sub.choices.values())
+    targets.discard(None)
+    assert len(targets) == 23
+    for target in targets:
+        assert isinstance(target, commands.Target)
+        module = __import__(target.module, fromlist=[target.function])
+        assert callable(getattr(module, target.function)), target
+
+
+def test_constants_named_for_the_parser_match_their_owners() -> None:
+    assert commands.DEFAULT_ISSUER == DEFAULT_ISSUER
+    assert commands.VERDICT_KEYS_ENV == VERDICT_KEYS_ENV
