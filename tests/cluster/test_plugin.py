@@ -157,7 +157,10 @@ def test_charge_a_trust_budget_until_denied(kubectl_budget: Any) -> None:
         "charge", "plugin-certs", "--account", "user:nobody-here", "--id", "c4"
     )
     assert code == 1
-    assert "denied: Trust budget exhausted. This request requires 1 points; 0 remain." in out
+    assert (
+        "denied: TrustBudget/plugin-certs: Trust budget exhausted. "
+        "This request requires 1 points; 0 remain." in out
+    )
     code, out = kubectl_budget("status", "plugin-certs", "-o", "json")
     assert [(r["account"], r["balance"], r["status"]) for r in json.loads(out)] == [
         ("user:nobody-here", "0", "Exhausted")

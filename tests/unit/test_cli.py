@@ -70,7 +70,10 @@ def test_charge_until_denied_then_status(db: str) -> None:
         db,
     )
     assert code == EXIT_DENIED
-    assert "denied: Trust budget exhausted. This request requires 0.01 USD; 0.00 remain." in out
+    assert (
+        "denied: TrustBudget/agent-llm-spend: Trust budget exhausted. "
+        "This request requires 0.01 USD; 0.00 remain."
+    ) in out
     code, out = run("status", "--db", db)
     assert "serviceaccount:payments/agent: balance 0.00 of 100.00, spent 100.00" in out
 

@@ -63,7 +63,10 @@ def test_consume_then_status_shows_the_seed_view(db: str) -> None:
 def test_check_decides_without_charging_and_exits_1_when_it_may_not_ship(db: str) -> None:
     code, out = run("check", "--service", "payments-api", "--points", "500", "--db", db)
     assert code == 1
-    assert out.startswith("may ship: no\ndenied: Risk budget payments-api cannot cover")
+    assert out.startswith(
+        "may ship: no\ndenied: RiskBudget/payments/payments-api: "
+        "Risk budget payments-api cannot cover"
+    )
     code, out = run("check", "--service", "payments-api", "--points", "5", "-o", "json", "--db", db)
     assert code == 0
     verdict = json.loads(base64.b64decode(json.loads(out)["payload"]))  # a signed envelope

@@ -321,12 +321,13 @@ def _release(args: argparse.Namespace) -> Release:
     return Release(key=key, points=args.points, change_class=change_class, ref=args.reason or key)
 
 
-def report(decision: Decision, out: TextIO) -> int:
-    """A charge's receipt lines, and `denied: ...` with EXIT_DENIED when it was refused."""
+def report(decision: Decision, out: TextIO, budget: BudgetKey) -> int:
+    """A charge's receipt lines, and `denied: BUDGET: ...` with EXIT_DENIED when it was
+    refused (naming the budget, as the webhook's denials do)."""
     for line in decision.warnings:
         out.write(f"{line}\n")
     if not decision.allowed:
-        out.write(f"denied: {decision.message}\n")
+        out.write(f"denied: {budget}: {decision.message}\n")
         return EXIT_DENIED
     return 0
 
@@ -383,7 +384,7 @@ def cmd_charge(args: argparse.Namespace, out: TextIO, path: Path) -> int:
         return decision
 
     with place(args, path, writes=True) as where:
-        return report(where.store.update_status(key, charge), out)
+        return report(where.store.update_status(key, charge), out, key)
 
 
 def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
@@ -407,7 +408,7 @@ def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             return decision
 
         decision = where.store.update_status(key, consume)
-    code = report(decision, out)
+    code = report(decision, out, key)
     if decision.allowed:
         out.write(f"release key: {release.key}\n")
     return code
@@ -417,7 +418,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """May this release ship? Decided as admission would, charging and writing nothing."""
     release = _release(args)
     with place(args, path) as where:
-        budget = where.store.get(_risk_key(args, where.store))
+        key = _risk_key(args, where.store)
+        budget = where.store.get(key)
         assert isinstance(budget, RiskBudget)
         now = system_clock()
         decision = admit_risk(
@@ -425,7 +427,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
         )
         if args.output == "table":
             out.write(f"may ship: {'yes' if decision.allowed else 'no'}\n")
-            return report(decision, out)
+            return report(decision, out, key)
         subject = Subject(
             kind="Release",
             resource="releases",
