@@ -68,7 +68,7 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
     reconciler = kube_reconciler(api, store, events, CollectorRegistry(), clock=clock)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    scheduler = keep_budgets(reconciler, store.cache, workers=THREADS)
+    scheduler = keep_budgets(reconciler, store.informer, workers=THREADS)
     run_operator(scheduler, api, peering=False, stop=stop)
     store.stop()
 

@@ -7,7 +7,7 @@ from typing import Any
 from kubernetes import client
 
 from budgetops.apis.resources import BudgetKey
-from budgetops.store.kube import BudgetCache
+from budgetops.store.informer import BudgetCache
 from tests.charges import charging
 
 from .test_decisions import NOW, trust_budget

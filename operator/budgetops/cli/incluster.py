@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             namespace=args.namespace,
             poll=parse_duration(args.reconcile_poll),
         )
-        scheduler = keep_budgets(reconciler, store.cache)
+        scheduler = keep_budgets(reconciler, store.informer)
 
         def reconcile(stop: threading.Event) -> None:
             run_operator(
@@ -198,6 +198,6 @@ def kube_reconciler(
         announcer=announcer,
         operator_namespace=namespace,
         timing=Timing(poll=poll),
-        versions=store.cache.version,
+        versions=store.informer.version,
         leases=LeaseMirror(KubeLeaseObjects(api), namespace=namespace, clock=clock),
     )

@@ -43,7 +43,7 @@ RECONCILED_KINDS: tuple[Kind, ...] = ("TrustBudget", "RiskBudget")
 
 
 class Watched(Protocol):
-    """Budgets and a way to hear of their changes: the in-cluster store's cache, or the
+    """Budgets and a way to hear of their changes: the in-cluster store's informer, or the
     embedded ledger's version poll."""
 
     listeners: list[Callable[[BudgetKey], None]]

@@ -1,8 +1,9 @@
 """The in-cluster store: budgets are custom resources, balances live in their status.
 
-Reads come from a watch-fed cache. A charge is a compare-and-swap: the status is replaced
-with the resourceVersion it was computed from, so a concurrent writer's change is never
-overwritten; on 409 the budget is read again and the change decided again on fresh state.
+Reads come from a watch-fed cache, the informer in store/informer.py. A charge is a
+compare-and-swap: the status is replaced with the resourceVersion it was computed from, so
+a concurrent writer's change is never overwritten; on 409 the budget is read again and the
+change decided again on fresh state.
 
 Charges to one budget are group-committed (store.commit): one status write per batch.
 """
@@ -11,13 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
@@ -27,290 +25,10 @@ from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_e
 from budgetops.store.audit import AuditTrail
 from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
 from budgetops.store.commit import Apply, Committed, GroupCommit
+from budgetops.store.informer import BudgetCache, Informer, json_object
 from budgetops.store.rest import REQUEST_TIMEOUT, request_json
 
 log = logging.getLogger("budgetops.store")
-
-WATCH_SECONDS = 60
-"""Server-side length of one watch. Each watch that ends on time, each event and each
-bookmark is word from the API server: readiness asks that one came recently."""
-
-READ_SLACK = 15.0
-"""Seconds a watch's read may wait beyond its server-side length before the client gives
-up on it: a half-open connection then fails instead of blocking forever."""
-
-
-def _newer(candidate: str, current: str) -> bool:
-    """resourceVersions are opaque; etcd's are integers, so compare those, else trust order."""
-    if candidate.isdigit() and current.isdigit():
-        return int(candidate) >= int(current)
-    return True
-
-
-def _document(value: object) -> dict[str, Any]:
-    """The client returns JSON objects as `object`; a custom object is always a dict."""
-    if not isinstance(value, dict):
-        raise TypeError(f"expected a JSON object from the API server, got {type(value).__name__}")
-    return value
-
-
-def _key_of(document: dict[str, Any]) -> BudgetKey:
-    meta = document["metadata"]
-    return BudgetKey(document["kind"], meta["name"], meta.get("namespace") or "")
-
-
-class _Expired(Exception):
-    """The watch's resourceVersion is gone (410): only a new list can go on from here."""
-
-
-class BudgetCache:
-    """Every budget, kept current by one informer per kind: list once, then watch, resuming
-    each watch from the last resourceVersion seen (bookmarks included). A re-list happens
-    only at start and when the API server says that version is gone (410); it wakes the
-    listeners of every budget it found changed, added or removed."""
-
-    def __init__(
-        self,
-        api: client.CustomObjectsApi,
-        *,
-        watch_seconds: int = WATCH_SECONDS,
-        read_slack: float = READ_SLACK,
-    ) -> None:
-        self.api = api
-        self.watch_seconds = watch_seconds
-        self.read_slack = read_slack
-        self._lock = threading.Lock()
-        self._raw: dict[BudgetKey, dict[str, Any]] = {}
-        self._parsed: dict[BudgetKey, tuple[str, Budget]] = {}
-        self._specs: dict[BudgetKey, tuple[tuple[str, int], Budget]] = {}
-        self._synced = {kind: threading.Event() for kind in RESOURCES}
-        self._heard = dict.fromkeys(RESOURCES, -math.inf)
-        self._stop = threading.Event()
-        self._watches: dict[Kind, watch.Watch] = {}
-        self._threads: list[threading.Thread] = []
-        self.listeners: list[Callable[[BudgetKey], None]] = []
-        """Called (on a watch thread) with the key of every budget that changed."""
-        self.lists = 0
-        """LISTs made so far: one per kind at start, then one per 410."""
-
-    def start(self, *, timeout: float = 30.0) -> None:
-        for kind in RESOURCES:
-            thread = threading.Thread(
-                target=self._run, args=(kind,), name=f"watch-{kind}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-        deadline = time.monotonic() + timeout
-        for kind, synced in self._synced.items():
-            if not synced.wait(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"could not list {kind} objects in {timeout:.0f}s")
-
-    def stop(self, *, timeout: float = 5.0) -> None:
-        """End every watch (its connection is shut, so no thread stays blocked in a read)
-        and wait a bounded time for the watch threads."""
-        self._stop.set()
-        with self._lock:
-            watches = list(self._watches.values())
-        for running in watches:
-            running.stop()  # type: ignore[no-untyped-call]
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def fresh_watch(self) -> bool:
-        """Whether every kind's watch heard from the API server within a watch's length and
-        its read slack: an event, a bookmark, or a watch that ended on time. A watch stuck
-        on a half-open connection, or one that cannot reconnect, makes this False."""
-        limit = self.watch_seconds + self.read_slack
-        now = time.monotonic()
-        return all(now - heard <= limit for heard in self._heard.values())
-
-    def _hear(self, kind: Kind) -> None:
-        self._heard[kind] = time.monotonic()
-
-    def _run(self, kind: Kind) -> None:
-        plural = RESOURCES[kind].plural
-        backoff = 0.5
-        version: str | None = None
-        while not self._stop.is_set():
-            try:
-                if version is None:
-                    version = self._list(kind, plural)
-                version = self._follow(kind, plural, version)
-            except _Expired:
-                log.info("watching %s: version expired; listing again", plural)
-                version = None
-                continue
-            except (HTTPError, OSError, ApiException) as error:  # gone away, restarting, slow
-                if self._stop.is_set():  # stopped meanwhile: nobody is waiting for this watch
-                    return
-                log.warning("watching %s: %s; resuming in %.1fs", plural, error, backoff)
-            except Exception:
-                log.exception("watching %s failed; listing again in %.1fs", plural, backoff)
-                version = None
-            else:
-                backoff = 0.5
-                continue
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 30.0)
-
-    def _list(self, kind: Kind, plural: str) -> str:
-        """List every object of `kind` into the cache; the version to watch from."""
-        self.lists += 1
-        listing = _document(
-            self.api.list_cluster_custom_object(
-                GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT
-            )
-        )
-        for key in self._replace(kind, listing["items"]):
-            self._tell(key)
-        self._hear(kind)
-        self._synced[kind].set()
-        version: str = listing["metadata"]["resourceVersion"]
-        return version
-
-    def _follow(self, kind: Kind, plural: str, version: str) -> str:
-        """Apply watch events from `version` until the server ends the watch on time; the
-        last version seen (a bookmark's too), to resume from. Raises _Expired on 410."""
-        stream = watch.Watch()  # type: ignore[no-untyped-call]
-        with self._lock:
-            self._watches[kind] = stream
-        try:
-            events = stream.stream(  # type: ignore[no-untyped-call]
-                self.api.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                plural,
-                resource_version=version,
-                timeout_seconds=self.watch_seconds,
-                allow_watch_bookmarks=True,
-                _request_timeout=(REQUEST_TIMEOUT, self.watch_seconds + self.read_slack),
-            )
-            for event in events:
-                if self._stop.is_set():
-                    return version
-                self._hear(kind)
-                document = event["raw_object"]
-                version = document.get("metadata", {}).get("resourceVersion") or version
-                if event["type"] == "BOOKMARK":
-                    continue
-                document.setdefault("kind", kind)
-                if event["type"] == "DELETED":
-                    self.forget(_key_of(document))
-                else:
-                    self.put(document)
-        except ApiException as error:
-            if error.status == 410:
-                raise _Expired from error
-            raise
-        finally:
-            with self._lock:
-                self._watches.pop(kind, None)
-        self._hear(kind)  # the watch ended on time: the API server is there
-        return version
-
-    def _replace(self, kind: Kind, items: list[dict[str, Any]]) -> list[BudgetKey]:
-        """Hold exactly `items` for `kind`, keeping what was parsed of unchanged objects;
-        the keys that were added, changed or removed."""
-        listed = {}
-        for document in items:
-            document.setdefault("kind", kind)
-            listed[_key_of(document)] = document
-        moved = []
-        with self._lock:
-            for key in [k for k in self._raw if k.kind == kind and k not in listed]:
-                self._drop(key)
-                moved.append(key)
-            for key, document in listed.items():
-                held = self._raw.get(key)
-                version = document["metadata"].get("resourceVersion")
-                if held is None or held["metadata"].get("resourceVersion") != version:
-                    moved.append(key)
-                self._raw[key] = document
-        return sorted(moved)
-
-    def _drop(self, key: BudgetKey) -> None:
-        """Forget `key` (the lock held)."""
-        self._raw.pop(key, None)
-        self._parsed.pop(key, None)
-        self._specs.pop(key, None)
-
-    def _tell(self, key: BudgetKey) -> None:
-        for listener in self.listeners:
-            listener(key)
-
-    def put(self, document: dict[str, Any]) -> None:
-        """Keep `document` unless the cache already holds a newer version of it."""
-        key = _key_of(document)
-        version = document["metadata"].get("resourceVersion", "")
-        with self._lock:
-            held = self._raw.get(key)
-            before = None if held is None else held["metadata"].get("resourceVersion", "")
-            if before is not None and not _newer(version, before):
-                return
-            self._raw[key] = document
-        if version != before:  # the watch's echo of our own write is no news
-            self._tell(key)
-
-    def forget(self, key: BudgetKey) -> None:
-        """Drop `key`; its listeners hear of it if it was held (a deleted budget)."""
-        with self._lock:
-            held = key in self._raw
-            self._drop(key)
-        if held:
-            self._tell(key)
-
-    def fresh(self, key: BudgetKey) -> Budget | None:
-        """A private copy of the cached budget, to change: parsed anew from the stored
-        document, which costs a fraction of deep-copying the parsed model."""
-        with self._lock:
-            document = self._raw.get(key)
-        return None if document is None else RESOURCES[key.kind].model.model_validate(document)
-
-    def get(self, key: BudgetKey) -> Budget | None:
-        """The cached budget, parsed once per resourceVersion (shared: do not mutate)."""
-        with self._lock:
-            document = self._raw.get(key)
-            if document is None:
-                return None
-            version = document["metadata"].get("resourceVersion", "")
-            parsed = self._parsed.get(key)
-            if parsed is not None and parsed[0] == version:
-                return parsed[1]
-        budget = RESOURCES[key.kind].model.model_validate(document)
-        with self._lock:
-            self._parsed[key] = (version, budget)
-        return budget
-
-    def spec_only(self, key: BudgetKey) -> Budget | None:
-        """The cached budget with an empty status, parsed once per spec (uid and generation):
-        what classification needs. A busy budget's status changes with every batch, and a
-        large one takes milliseconds to parse, on the webhook's event loop (shared: do not
-        mutate; its metadata is that of the generation it was parsed at)."""
-        with self._lock:
-            document = self._raw.get(key)
-            if document is None:
-                return None
-            meta = document["metadata"]
-            stamp = (meta.get("uid", ""), meta.get("generation", 0))
-            kept = self._specs.get(key)
-            if kept is not None and kept[0] == stamp:
-                return kept[1]
-        spec = {field: value for field, value in document.items() if field != "status"}
-        budget = RESOURCES[key.kind].model.model_validate(spec)
-        with self._lock:
-            self._specs[key] = (stamp, budget)
-        return budget
-
-    def version(self, key: BudgetKey) -> str | None:
-        """The resourceVersion held for `key`, without parsing it (None: not held)."""
-        with self._lock:
-            document = self._raw.get(key)
-        return None if document is None else document["metadata"].get("resourceVersion")
-
-    def budget_keys(self) -> list[BudgetKey]:
-        with self._lock:
-            return sorted(self._raw)
 
 
 class KubeStore(Committed):
@@ -335,6 +53,12 @@ class KubeStore(Committed):
         self.cache = BudgetCache(self.api)
         self.commits = GroupCommit(self._attempt, enabled=group_commit)
         self.stats = self.commits.stats
+
+    @property
+    def informer(self) -> Informer:
+        """The cache as readers outside the store see it: budget keys, their versions, and
+        listeners woken by each change (the scheduler's and the reconciler's view)."""
+        return self.cache
 
     def start(self) -> KubeStore:
         self.cache.start()
@@ -366,8 +90,8 @@ class KubeStore(Committed):
                 self.cache.forget(key)
                 raise NotFound(str(key)) from None
             raise
-        self.cache.put(_document(document))
-        return _document(document)
+        self.cache.put(json_object(document))
+        return json_object(document)
 
     def get(self, key: BudgetKey) -> Budget:
         cached = self.cache.fresh(key)
@@ -458,7 +182,7 @@ class KubeStore(Committed):
                 created = self.api.patch_cluster_custom_object(
                     GROUP, VERSION, plural, key.name, patch
                 )
-        self.cache.put(_document(created))
+        self.cache.put(json_object(created))
         return RESOURCES[key.kind].model.model_validate(created)
 
     def delete(self, key: BudgetKey) -> bool:
@@ -513,7 +237,7 @@ class KubeStore(Committed):
         )
         if status == 409:
             return False
-        written = _document(json.loads(data))
+        written = json_object(json.loads(data))
         budget.metadata.resource_version = written["metadata"]["resourceVersion"]
         self.cache.put(written)
         return True
