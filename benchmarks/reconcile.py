@@ -57,8 +57,8 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
     from prometheus_client import CollectorRegistry
 
     from budgetops.cli.incluster import api_client, kube_reconciler
-    from budgetops.handlers.operator import keep_budgets, run_operator
     from budgetops.observability.events import QueuedEvents
+    from budgetops.reconciling.operator import keep_budgets, run_operator
     from budgetops.store.kube import KubeStore
 
     api = api_client(kubeconfig)

@@ -25,10 +25,10 @@ from budgetops.apis.resources import BudgetKey, TrustBudget, parse_manifest
 from budgetops.cli.incluster import kube_reconciler
 from budgetops.crypto import sealing
 from budgetops.engine.clock import system_clock
-from budgetops.handlers.reconciler import Reconciler
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.leaseapi.service import LeaseService, LeaseSettings
 from budgetops.observability.events import LogEvents
+from budgetops.reconciling.reconciler import Reconciler
 from budgetops.store.kube import KubeStore
 from budgetops.store.secrets import KubeSecrets
 from tests.conftest import EXAMPLES

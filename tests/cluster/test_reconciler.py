@@ -22,9 +22,9 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release, admit_risk
 from budgetops.engine.ledger import audit
 from budgetops.engine.reconcile import UNREADABLE, Sighting
-from budgetops.handlers.operator import keep_budgets, run_operator
-from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.observability.metrics import ReconcileMetrics
+from budgetops.reconciling.operator import keep_budgets, run_operator
+from budgetops.reconciling.reconciler import Reconciler, Timing
 from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from budgetops.apis.resources import BudgetKey, TrustBudget
-from budgetops.handlers.embedded import LedgerWatch
+from budgetops.reconciling.embedded import LedgerWatch
 from budgetops.store import SQLiteStore
 from budgetops.store.secrets import FileSecrets
 from tests.conftest import EXAMPLES

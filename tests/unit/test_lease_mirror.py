@@ -12,7 +12,7 @@ from budgetops.engine import leaserecords, leases, ledger
 from budgetops.engine.alerts import UsageSamples
 from budgetops.engine.leases import Usage
 from budgetops.engine.reconcile import next_due, reconcile_trust
-from budgetops.handlers.leases import LeaseMirror
+from budgetops.reconciling.leases import LeaseMirror
 from tests.unit.test_decisions import trust_budget
 
 T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, Subject, TrustBudget
 from budgetops.engine.decisions import Release, admit_risk, admit_trust
 from budgetops.engine.ledger import confirm
-from budgetops.handlers.reconciler import Reconciler, Timing
 from budgetops.notify.outbox import Notifier
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics
+from budgetops.reconciling.reconciler import Reconciler, Timing
 from budgetops.store import SQLiteStore
 from tests.charges import charging
 

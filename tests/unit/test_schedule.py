@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 
 from budgetops.apis.resources import BudgetKey
-from budgetops.handlers.schedule import LOOK_FOR_STOP, DueQueue, Scheduler
+from budgetops.reconciling.schedule import LOOK_FOR_STOP, DueQueue, Scheduler
 from budgetops.store.base import Unreadable
 from tests.waiting import eventually
 

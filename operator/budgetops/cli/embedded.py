@@ -9,9 +9,9 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 
 from budgetops.engine.clock import system_clock
-from budgetops.handlers.embedded import LedgerWatch, embedded_reconciler, keep_ledger
 from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
+from budgetops.reconciling.embedded import LedgerWatch, embedded_reconciler, keep_ledger
 from budgetops.store import SQLiteStore
 from budgetops.store.filesecrets import FileSecrets
 from budgetops.store.keyring import embedded_keys

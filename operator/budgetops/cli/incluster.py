@@ -19,9 +19,6 @@ from prometheus_client import CollectorRegistry
 from budgetops.apis.common import parse_duration
 from budgetops.crypto.webhookcerts import service_names
 from budgetops.engine.clock import Clock, system_clock
-from budgetops.handlers.leases import LeaseMirror
-from budgetops.handlers.operator import keep_budgets, run_operator
-from budgetops.handlers.reconciler import Announcer, Reconciler, Timing
 from budgetops.leaseapi.service import signing_key
 from budgetops.notify import Notifier
 from budgetops.observability.events import EventRecorder, QueuedEvents
@@ -31,6 +28,9 @@ from budgetops.observability.metrics import (
     ReconcileMetrics,
     StoreCollector,
 )
+from budgetops.reconciling.leases import LeaseMirror
+from budgetops.reconciling.operator import keep_budgets, run_operator
+from budgetops.reconciling.reconciler import Announcer, Reconciler, Timing
 from budgetops.store.audit import StreamSink
 from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore

@@ -17,11 +17,11 @@ from prometheus_client import CollectorRegistry
 
 from budgetops.apis.resources import BudgetKey
 from budgetops.engine.clock import Clock
-from budgetops.handlers.operator import keep_budgets
-from budgetops.handlers.reconciler import Reconciler, Timing
-from budgetops.handlers.schedule import Scheduler, StopFlag
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import ReconcileMetrics
+from budgetops.reconciling.operator import keep_budgets
+from budgetops.reconciling.reconciler import Reconciler, Timing
+from budgetops.reconciling.schedule import Scheduler, StopFlag
 from budgetops.store.sqlite import SQLiteStore
 
 log = logging.getLogger("budgetops.embedded")

@@ -1,7 +1,7 @@
 """One budget's reconcile, end to end: look for witnesses, run the pure step, then tell.
 
 Everything here is synchronous and kopf-free so tests can drive it directly; the scheduler
-in `handlers.schedule` decides when to call it.
+in `reconciling.schedule` decides when to call it.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from budgetops.engine.reconcile import (
     reconcile_risk,
     reconcile_trust,
 )
-from budgetops.handlers.leases import LeaseMirror
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import ReconcileMetrics
+from budgetops.reconciling.leases import LeaseMirror
 from budgetops.store.base import BudgetStore, NotFound
 
 log = logging.getLogger("budgetops.reconciler")

@@ -1,1 +1,0 @@
-"""The operator: kopf handlers that keep every budget true over time."""
