@@ -11,14 +11,13 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any, get_args
 
 from budgetops.admission.review import AdmissionRequest, UserInfo
-from budgetops.apis.ledger import Witness
 from budgetops.apis.names import unprintable
 from budgetops.apis.numbers import PLACES, WHOLE_DIGITS, NumberError, amount, quoted, whole
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
@@ -30,6 +29,10 @@ from budgetops.apis.riskbudget import (
     LabelSelector,
 )
 from budgetops.apis.trustbudget import TEMPLATE_VARIABLE, SubjectSet, TrustBudgetSpec
+from budgetops.engine.charges import Classified as Classified  # noqa: PLC0414
+from budgetops.engine.charges import Refused as Refused  # noqa: PLC0414
+from budgetops.engine.charges import RiskCharge as RiskCharge  # noqa: PLC0414
+from budgetops.engine.charges import TrustCharge as TrustCharge  # noqa: PLC0414
 from budgetops.engine.decisions import BreakGlassAsk, Release
 from budgetops.engine.unknowns import UnknownCounts
 
@@ -72,41 +75,11 @@ UNKNOWN_COUNT_MAX = 1_000_000
 """The most one reason may count: a RiskBudget's `maxUnknownCount` stops there too."""
 
 
-class Refused(ValueError):
-    """The request cannot be charged as sent; the message tells the requester why."""
-
-
 @dataclass(frozen=True)
 class Identity:
     """Who may never be charged, besides nodes, bootstrappers and kube-system."""
 
     own_service_account: str = ""
-
-
-@dataclass(frozen=True)
-class TrustCharge:
-    budget: BudgetKey
-    account: str
-    cost: Decimal
-    key: str
-    ref: str
-    witness: Witness | None = None
-    settle_now: bool = False
-    break_glass: BreakGlassAsk | None = None
-
-
-@dataclass(frozen=True)
-class RiskCharge:
-    budget: BudgetKey
-    release: Release
-
-
-@dataclass(frozen=True)
-class Classified:
-    """Everything one request should be charged for (often nothing)."""
-
-    trust: list[TrustCharge] = field(default_factory=list)
-    risk: list[RiskCharge] = field(default_factory=list)
 
 
 def in_set(subjects: SubjectSet, user: UserInfo) -> bool:

@@ -1,4 +1,9 @@
-"""The validating webhook: AdmissionReview in, charges through the store, AdmissionReview out.
+"""The validating webhook: AdmissionReview in, AdmissionReview out; a thin adapter.
+
+It parses and classifies (`admission/classify.py`: which budgets the request owes), hands the
+charges to `usecases.charging.ChargingService` (decide, reserve, attest, settle, take back:
+the only code that changes a budget's status for a charge) and shapes its decisions into an
+answer.
 
 Every body gets an answer: a malformed envelope a 400 with what is wrong, a request
 BudgetOps cannot charge a calm denial, and an internal failure a 500 that names no
@@ -13,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -24,11 +27,8 @@ from pydantic import ValidationError
 
 from budgetops.admission.attest import Attestor, subject_of
 from budgetops.admission.classify import (
-    Classified,
     Identity,
     Refused,
-    RiskCharge,
-    TrustCharge,
     classify,
 )
 from budgetops.admission.review import (
@@ -38,21 +38,12 @@ from budgetops.admission.review import (
     response,
 )
 from budgetops.apis.jsonbody import JsonError, read_json
-from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget, field_errors
+from budgetops.apis.resources import field_errors
 from budgetops.engine.clock import Clock
-from budgetops.engine.decisions import (
-    RESERVING_REASONS,
-    Decision,
-    Reason,
-    admit_risk,
-    admit_trust,
-)
-from budgetops.engine.ledger import InvalidCharge, cancel, confirm
-from budgetops.engine.rollover import summarize_risk
-from budgetops.engine.verdicts import Subject
 from budgetops.observability.events import EventRecorder, LogEvents
 from budgetops.observability.metrics import AdmissionMetrics
-from budgetops.store import BudgetStore, ChargeTimeout, NotFound, Unreadable
+from budgetops.store import BudgetStore, ChargeTimeout
+from budgetops.usecases.charging import ChargingService
 
 MAX_BODY = 3 * 1024 * 1024
 """The API server's own request limit for objects is 3 MiB; a review is never larger."""
@@ -70,23 +61,10 @@ ones, up to MAX_BODY (a few hundred ms at worst), in a thread."""
 SHUTDOWN_GRACE = DEFAULT_TIMEOUT
 """Seconds a stopping server waits for admissions in flight to be answered."""
 
-TAKE_BACK_SECONDS = 5.0
-"""How long taking back a refused request's reservations may wait for each budget."""
-
 RETRY_MESSAGE = (
     "BudgetOps could not charge this request before the API server's deadline; the request "
     "was not admitted. Please try again."
 )
-
-TRUST_VERDICTS: frozenset[Reason] = frozenset({"Exhausted", "Warned", "BreakGlass"})
-"""TrustBudget decisions that get a verdict: denials, and what passed an exhausted budget
-(break-glass, or a warn-mode budget that would have refused). Charges are audited as
-movements."""
-
-UNATTESTED: frozenset[Reason] = frozenset({"AlreadyCharged", "DryRun", "Gone"})
-"""RiskBudget decisions without a verdict: a replay (its first decision has one), a dry run
-(it records nothing; its denials carry the denial's reason, so the request's flag is
-checked too) and a deleted budget."""
 
 log = logging.getLogger("budgetops.webhook")
 
@@ -126,6 +104,14 @@ class Admission:
         self.ttl = ttl
         self.metrics = metrics or AdmissionMetrics(CollectorRegistry())
         self.events: EventRecorder = events or LogEvents()
+        self.charging = ChargingService(
+            store,
+            clock=clock,
+            ttl=ttl,
+            attestor=self.attestor,
+            metrics=self.metrics,
+            events=self.events,
+        )
 
     async def review(self, body: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> Answer:
         """Parse, classify, charge, answer. Never raises for anything a client sends."""
@@ -183,7 +169,13 @@ class Admission:
         deadline = time.monotonic() + max(timeout - ANSWER_MARGIN, 0.1)
         try:
             charges = classify(self.store.list(with_status=False), request, self.identity)
-            decisions = await self._charge(charges, request, deadline)
+            decisions = await self.charging.charge_async(
+                charges,
+                subject=subject_of(request),
+                dry_run=request.dry_run,
+                deadline=deadline,
+                what=request.describe(),
+            )
         except Refused as refusal:
             self.metrics.admissions.labels("", "denied", "Refused").inc()
             return response(request.uid, allowed=False, message=str(refusal), code=400)
@@ -192,208 +184,3 @@ class Admission:
         if denied:
             return response(request.uid, allowed=False, message=" ".join(denied))
         return response(request.uid, allowed=True, warnings=warnings)
-
-    def _steps(self, charges: Classified, request: AdmissionRequest) -> list[_Step]:
-        """One step per budget the request owes: TrustBudgets first, then RiskBudgets."""
-        now = self.clock()
-        steps = []
-        for trust in charges.trust:
-
-            def charge_trust(budget: Budget, settle: bool, c: TrustCharge = trust) -> Decision:
-                assert isinstance(budget, TrustBudget)
-                decision = admit_trust(
-                    budget.status,
-                    budget.spec,
-                    account=c.account,
-                    cost=c.cost,
-                    key=c.key,
-                    ref=c.ref,
-                    witness=c.witness,
-                    now=now,
-                    ttl=self.ttl,
-                    dry_run=request.dry_run,
-                    break_glass=c.break_glass,
-                )
-                if settle and decision.cost > 0:
-                    confirm(budget.status, key=c.key, now=now)
-                if not request.dry_run and decision.reason in TRUST_VERDICTS:
-                    self.attestor.trust(
-                        budget,
-                        charge=c,
-                        decision=decision,
-                        subject=subject_of(request),
-                        now=now,
-                    )
-                return decision
-
-            steps.append(_Step(trust.budget, trust.key, charge_trust, trust.settle_now, now))
-        for risk in charges.risk:
-            subject = subject_of(request, risk.release.key)
-
-            def charge_risk(
-                budget: Budget, _: bool, c: RiskCharge = risk, subject: Subject = subject
-            ) -> Decision:
-                assert isinstance(budget, RiskBudget)
-                decision = admit_risk(
-                    budget.status,
-                    budget.spec,
-                    release=c.release,
-                    now=now,
-                    ttl=self.ttl,
-                    dry_run=request.dry_run,
-                )
-                if not request.dry_run and decision.reason not in UNATTESTED:
-                    self.attestor.risk(
-                        budget, release=c.release, decision=decision, subject=subject, now=now
-                    )
-                return decision
-
-            steps.append(_Step(risk.budget, risk.release.key, charge_risk, False, now))
-        return steps
-
-    async def _charge(
-        self, charges: Classified, request: AdmissionRequest, deadline: float
-    ) -> list[tuple[BudgetKey, Decision]]:
-        """Charge every budget the request owes, or none: a request is admitted only if each
-        admits it, and when one refuses (or fails), what the others reserved is taken back.
-        Each decision comes with the budget that made it, so a denial can name it.
-
-        Budgets are charged one after the other, each in its own compare-and-swap: there is
-        no transaction across objects. A charge that must settle at once (a TokenRequest)
-        settles in the last budget's write, and in the others' only once all admitted.
-        """
-        steps = self._steps(charges, request)
-        decisions: list[tuple[BudgetKey, Decision]] = []
-        taken: list[_Step] = []
-        try:
-            for index, step in enumerate(steps):
-                settle = step.settle_now and index == len(steps) - 1
-                try:
-                    decision = await self._update(step.budget, step.change(settle), deadline)
-                except NotFound:  # deleted since classification: it governs nothing now
-                    decision = _gone(step.budget)
-                except Unreadable as error:
-                    log.warning("refused %s: %s", request.describe(), error)
-                    raise Refused(
-                        f"BudgetOps cannot charge this request to {step.budget}: the budget "
-                        "does not read back, and what it governs is refused until it is fixed"
-                    ) from error
-                except InvalidCharge as error:
-                    raise Refused(
-                        f"BudgetOps cannot charge this request to {step.budget}: {error}."
-                    ) from error
-                decisions.append((step.budget, decision))
-                if not decision.allowed:
-                    break
-                if decision.reason in RESERVING_REASONS:
-                    taken.append(step)
-            else:
-                await self._settle([s for s in taken if s.settle_now and s is not steps[-1]])
-                for step, (_, decision) in zip(steps, decisions, strict=True):
-                    if decision.reason == "BreakGlass":
-                        await asyncio.get_running_loop().run_in_executor(
-                            None, self._announce_break_glass, step.budget, decision
-                        )
-                return decisions
-        except BaseException:
-            await asyncio.shield(self._take_back(taken))
-            raise
-        await self._take_back(taken)
-        return decisions
-
-    async def _update(
-        self, key: BudgetKey, change: Callable[[Budget], Decision], deadline: float
-    ) -> Decision:
-        """Charge one budget and count the outcome. Only charges and break-glass uses are
-        written: denials, replays and dry runs leave the status as it was."""
-        decision = await self.store.update_status_async(
-            key,
-            change,
-            timeout=max(deadline - time.monotonic(), 0.0),
-            needs_write=lambda decided: decided.changes_ledger,
-        )
-        verdict = "allowed" if decision.allowed else "denied"
-        self.metrics.admissions.labels(key.kind, verdict, decision.reason).inc()
-        return decision
-
-    async def _take_back(self, steps: list[_Step]) -> None:
-        """Cancel the reservations of a request that was not admitted after all. Each gets
-        its own short deadline: the request's may be spent. One that cannot be cancelled is
-        logged; in a cluster the reconciler refunds it when its object never appears."""
-        for step in steps:
-
-            def undo(budget: Budget, key: str = step.key, now: datetime = step.now) -> bool:
-                assert isinstance(budget, TrustBudget | RiskBudget)
-                taken = cancel(budget.status, key=key, now=now) is not None
-                if taken and isinstance(budget, RiskBudget):
-                    summarize_risk(budget.status, budget.spec)
-                return taken
-
-            try:
-                await self.store.update_status_async(
-                    step.budget, undo, timeout=TAKE_BACK_SECONDS, needs_write=bool
-                )
-            except Exception as error:
-                log.warning(
-                    "could not take back %s's reservation %s of a refused request: %s",
-                    step.budget,
-                    step.key,
-                    error,
-                )
-
-    async def _settle(self, steps: list[_Step]) -> None:
-        """Confirm what must settle at once, once every budget admitted the request.
-
-        The request is admitted by then, so a settle that fails is logged, not raised: its
-        reservation has no witness, and the reconciler confirms it when it expires.
-        """
-        for step in steps:
-
-            def settle(budget: Budget, key: str = step.key, now: datetime = step.now) -> bool:
-                assert isinstance(budget, TrustBudget)
-                return confirm(budget.status, key=key, now=now)
-
-            try:
-                await self.store.update_status_async(
-                    step.budget, settle, timeout=TAKE_BACK_SECONDS, needs_write=bool
-                )
-            except Exception as error:
-                log.warning(
-                    "could not settle %s's charge %s at once; it is confirmed when its "
-                    "reservation expires: %s",
-                    step.budget,
-                    step.key,
-                    error,
-                )
-
-    def _announce_break_glass(self, key: BudgetKey, decision: Decision) -> None:
-        """Every break-glass use is an Event too: people watch Events, not status lists."""
-        try:
-            budget = self.store.get(key)
-        except NotFound:
-            return
-        self.events.emit(budget, type="Warning", reason="BreakGlass", message=decision.warnings[0])
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One budget's part of a request: where, under which key, and how it is charged."""
-
-    budget: BudgetKey
-    key: str
-    charge: Callable[[Budget, bool], Decision]
-    """charge(budget, settle): decide and reserve; with `settle`, confirm at once too."""
-    settle_now: bool
-    now: datetime
-
-    def change(self, settle: bool) -> Callable[[Budget], Decision]:
-        return lambda budget: self.charge(budget, settle)
-
-
-def _gone(key: BudgetKey) -> Decision:
-    return Decision(
-        True,
-        "Gone",
-        Decimal(0),
-        warnings=(f"{key} was deleted while this request was decided; it charged nothing",),
-    )

@@ -1,0 +1,505 @@
+"""Charging: what a request owes in, decisions out. The one place a charge is defined.
+
+A charge is classify → decide → reserve → attest → settle → take back. The entry points only
+say what is owed, in plain inputs (budget keys, accounts, amounts, keys, a subject, dry run,
+now): the webhook from an AdmissionReview (`admission/webhook.py`), the CLI from its flags
+(`cli/budgets.py`). This service builds every status change a charge makes and hands it to
+the store's `update_status` / `update_status_async` (which group-commits concurrent charges):
+no other module builds one.
+
+A decision that gets a verdict is attested inside the change that stores it, whoever asked:
+a denial by the CLI is audited and signed like a denial by the webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
+from budgetops.engine.charges import Classified, Refused, RiskCharge, TrustCharge
+from budgetops.engine.clock import Clock
+from budgetops.engine.decisions import (
+    RESERVING_REASONS,
+    Decision,
+    Reason,
+    Release,
+    admit_risk,
+    admit_trust,
+)
+from budgetops.engine.ledger import InvalidCharge, cancel, confirm
+from budgetops.engine.rollover import summarize_risk
+from budgetops.engine.verdicts import Subject, content_digest
+from budgetops.observability.events import EventRecorder, LogEvents
+from budgetops.observability.metrics import AdmissionMetrics
+from budgetops.store import BudgetStore, NotFound, Unreadable
+from budgetops.usecases.attest import Attestor
+
+TAKE_BACK_SECONDS = 5.0
+"""How long taking back a refused request's reservations may wait for each budget."""
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a synchronous charge of several budgets may take, when not told."""
+
+TRUST_VERDICTS: frozenset[Reason] = frozenset({"Exhausted", "Warned", "BreakGlass"})
+"""TrustBudget decisions that get a verdict: denials, and what passed an exhausted budget
+(break-glass, or a warn-mode budget that would have refused). Charges are audited as
+movements."""
+
+UNATTESTED: frozenset[Reason] = frozenset({"AlreadyCharged", "DryRun", "Gone"})
+"""RiskBudget decisions without a verdict: a replay (its first decision has one), a dry run
+(it records nothing; its denials carry the denial's reason, so the request's flag is
+checked too) and a deleted budget."""
+
+log = logging.getLogger("budgetops.charging")
+
+Decided = list[tuple[BudgetKey, Decision]]
+"""Each decision with the budget that made it, so a denial can name it."""
+
+
+def release_subject(namespace: str, release: Release) -> Subject:
+    """A release named by the CLI (`consume`, `check`): what was judged is the release as
+    declared."""
+    return Subject(
+        kind="Release",
+        resource="releases",
+        namespace=namespace,
+        name=release.key,
+        uid="",
+        digest=content_digest(
+            {
+                "releaseId": release.key,
+                "points": release.points,
+                "changeClass": release.change_class,
+            }
+        ),
+        release_id=release.key,
+    )
+
+
+def issuance_subject(*, account: str, key: str, ref: str, cost: Decimal | None) -> Subject:
+    """An issuance charged by the CLI (`charge`): what was judged is the issuance as asked."""
+    return Subject(
+        kind="Issuance",
+        resource="issuances",
+        namespace="",
+        name=ref,
+        uid="",
+        digest=content_digest(
+            {
+                "id": key,
+                "account": account,
+                "object": ref,
+                "cost": None if cost is None else str(cost),
+            }
+        ),
+    )
+
+
+def _release_subject(subject: Subject, release_key: str) -> Subject:
+    """The request's subject for one of its releases (`release:ID` keys name a release)."""
+    release_id = release_key.removeprefix("release:") if release_key.startswith("release:") else ""
+    return replace(subject, release_id=release_id)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A dry run of a release: the budget as it decided, the decision, and when."""
+
+    budget: RiskBudget
+    decision: Decision
+    now: datetime
+
+
+class ChargingService:
+    """Charges budgets in a store: the webhook's and the CLI's charges, one definition."""
+
+    def __init__(
+        self,
+        store: BudgetStore,
+        *,
+        clock: Clock,
+        ttl: timedelta,
+        attestor: Attestor | None = None,
+        metrics: AdmissionMetrics | None = None,
+        events: EventRecorder | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.ttl = ttl
+        self.attestor = attestor or Attestor()
+        self.metrics = metrics
+        """Counts each budget's decision when given (the webhook's `admissions`)."""
+        self.events: EventRecorder = events or LogEvents()
+
+    # The changes: the only status changes a charge makes, each for `update_status`.
+
+    def _trust_change(
+        self,
+        charge: TrustCharge,
+        *,
+        subject: Subject,
+        dry_run: bool,
+        settle: bool,
+        now: datetime,
+        ttl: timedelta,
+        by_hand: bool = False,
+        own_cost: bool = False,
+    ) -> Callable[[Budget], Decision]:
+        """Decide and reserve an issuance; with `settle`, confirm it at once; attest what
+        gets a verdict. `by_hand`: the account was typed, so one the budget cannot name is
+        refused as bad input; `own_cost`: the cost is the budget's own (`spec.cost`)."""
+
+        def change(budget: Budget) -> Decision:
+            assert isinstance(budget, TrustBudget)
+            c = charge
+            if by_hand and not budget.spec.renders(c.account):
+                raise ValueError(
+                    f"--account {c.account!r} is not an account of {c.budget}: its "
+                    f"accounts are named {budget.spec.account_key}"
+                )
+            if own_cost:
+                c = replace(c, cost=budget.spec.cost)
+            decision = admit_trust(
+                budget.status,
+                budget.spec,
+                account=c.account,
+                cost=c.cost,
+                key=c.key,
+                ref=c.ref,
+                witness=c.witness,
+                now=now,
+                ttl=ttl,
+                dry_run=dry_run,
+                break_glass=c.break_glass,
+            )
+            if settle and decision.cost > 0:
+                confirm(budget.status, key=c.key, now=now)
+            if not dry_run and decision.reason in TRUST_VERDICTS:
+                self.attestor.trust(budget, charge=c, decision=decision, subject=subject, now=now)
+            return decision
+
+        return change
+
+    def _risk_change(
+        self,
+        charge: RiskCharge,
+        *,
+        subject: Subject,
+        dry_run: bool,
+        settle: bool,
+        now: datetime,
+        ttl: timedelta,
+    ) -> Callable[[Budget], Decision]:
+        """Decide and reserve a release, attest it (whatever was decided); with `settle`,
+        confirm it at once."""
+
+        def change(budget: Budget) -> Decision:
+            assert isinstance(budget, RiskBudget)
+            decision = admit_risk(
+                budget.status,
+                budget.spec,
+                release=charge.release,
+                now=now,
+                ttl=ttl,
+                dry_run=dry_run,
+            )
+            if not dry_run and decision.reason not in UNATTESTED:
+                self.attestor.risk(
+                    budget, release=charge.release, decision=decision, subject=subject, now=now
+                )
+            if settle and decision.cost > 0:
+                confirm(budget.status, key=charge.release.key, now=now)
+                summarize_risk(budget.status, budget.spec)
+            return decision
+
+        return change
+
+    @staticmethod
+    def _undo(key: str, now: datetime) -> Callable[[Budget], bool]:
+        def undo(budget: Budget) -> bool:
+            assert isinstance(budget, TrustBudget | RiskBudget)
+            taken = cancel(budget.status, key=key, now=now) is not None
+            if taken and isinstance(budget, RiskBudget):
+                summarize_risk(budget.status, budget.spec)
+            return taken
+
+        return undo
+
+    @staticmethod
+    def _confirm(key: str, now: datetime) -> Callable[[Budget], bool]:
+        def settle(budget: Budget) -> bool:
+            assert isinstance(budget, TrustBudget)
+            return confirm(budget.status, key=key, now=now)
+
+        return settle
+
+    # A request's charges, all or nothing across budgets.
+
+    def _steps(self, charges: Classified, subject: Subject, dry_run: bool) -> list[_Step]:
+        """One step per budget the request owes: TrustBudgets first, then RiskBudgets."""
+        now = self.clock()
+        steps = []
+        for trust in charges.trust:
+
+            def charge_trust(settle: bool, c: TrustCharge = trust) -> Callable[[Budget], Decision]:
+                return self._trust_change(
+                    c, subject=subject, dry_run=dry_run, settle=settle, now=now, ttl=self.ttl
+                )
+
+            steps.append(_Step(trust.budget, trust.key, charge_trust, trust.settle_now, now))
+        for risk in charges.risk:
+            release_subject = _release_subject(subject, risk.release.key)
+
+            def charge_risk(
+                _: bool, c: RiskCharge = risk, s: Subject = release_subject
+            ) -> Callable[[Budget], Decision]:
+                return self._risk_change(
+                    c, subject=s, dry_run=dry_run, settle=c.settle_now, now=now, ttl=self.ttl
+                )
+
+            steps.append(_Step(risk.budget, risk.release.key, charge_risk, False, now))
+        return steps
+
+    async def charge_async(
+        self,
+        charges: Classified,
+        *,
+        subject: Subject,
+        dry_run: bool,
+        deadline: float,
+        what: str = "a request",
+    ) -> Decided:
+        """Charge every budget the request owes, or none: a request is admitted only if each
+        admits it, and when one refuses (or fails), what the others reserved is taken back.
+        `deadline` is on `time.monotonic()`; past it, ChargeTimeout. `what` names the
+        request in the log. Raises Refused for a budget that cannot be charged.
+
+        Budgets are charged one after the other, each in its own compare-and-swap: there is
+        no transaction across objects. A charge that must settle at once (a TokenRequest)
+        settles in the last budget's write, and in the others' only once all admitted.
+        """
+        steps = self._steps(charges, subject, dry_run)
+        decisions: Decided = []
+        taken: list[_Step] = []
+        try:
+            for index, step in enumerate(steps):
+                settle = step.settle_now and index == len(steps) - 1
+                try:
+                    decision = await self._update(step.budget, step.change(settle), deadline)
+                except NotFound:  # deleted since classification: it governs nothing now
+                    decision = _gone(step.budget)
+                except Unreadable as error:
+                    log.warning("refused %s: %s", what, error)
+                    raise Refused(
+                        f"BudgetOps cannot charge this request to {step.budget}: the budget "
+                        "does not read back, and what it governs is refused until it is fixed"
+                    ) from error
+                except InvalidCharge as error:
+                    raise Refused(
+                        f"BudgetOps cannot charge this request to {step.budget}: {error}."
+                    ) from error
+                decisions.append((step.budget, decision))
+                if not decision.allowed:
+                    break
+                if decision.reason in RESERVING_REASONS:
+                    taken.append(step)
+            else:
+                await self._settle([s for s in taken if s.settle_now and s is not steps[-1]])
+                for step, (_, decision) in zip(steps, decisions, strict=True):
+                    if decision.reason == "BreakGlass":
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, self._announce_break_glass, step.budget, decision
+                        )
+                return decisions
+        except BaseException:
+            await asyncio.shield(self._take_back(taken))
+            raise
+        await self._take_back(taken)
+        return decisions
+
+    def charge(
+        self,
+        charges: Classified,
+        *,
+        subject: Subject,
+        dry_run: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Decided:
+        """`charge_async` for a caller without an event loop (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        return asyncio.run(
+            self.charge_async(charges, subject=subject, dry_run=dry_run, deadline=deadline)
+        )
+
+    async def _update(
+        self, key: BudgetKey, change: Callable[[Budget], Decision], deadline: float
+    ) -> Decision:
+        """Charge one budget and count the outcome. Only charges and break-glass uses are
+        written (and what they attest): denials, replays and dry runs leave the ledger as
+        it was."""
+        decision = await self.store.update_status_async(
+            key,
+            change,
+            timeout=max(deadline - time.monotonic(), 0.0),
+            needs_write=lambda decided: decided.changes_ledger,
+        )
+        self._count(key, decision)
+        return decision
+
+    def _count(self, key: BudgetKey, decision: Decision) -> None:
+        if self.metrics is not None:
+            verdict = "allowed" if decision.allowed else "denied"
+            self.metrics.admissions.labels(key.kind, verdict, decision.reason).inc()
+
+    async def _take_back(self, steps: list[_Step]) -> None:
+        """Cancel the reservations of a request that was not admitted after all. Each gets
+        its own short deadline: the request's may be spent. One that cannot be cancelled is
+        logged; in a cluster the reconciler refunds it when its object never appears."""
+        for step in steps:
+            try:
+                await self.store.update_status_async(
+                    step.budget,
+                    self._undo(step.key, step.now),
+                    timeout=TAKE_BACK_SECONDS,
+                    needs_write=bool,
+                )
+            except Exception as error:
+                log.warning(
+                    "could not take back %s's reservation %s of a refused request: %s",
+                    step.budget,
+                    step.key,
+                    error,
+                )
+
+    async def _settle(self, steps: list[_Step]) -> None:
+        """Confirm what must settle at once, once every budget admitted the request.
+
+        The request is admitted by then, so a settle that fails is logged, not raised: its
+        reservation has no witness, and the reconciler confirms it when it expires.
+        """
+        for step in steps:
+            try:
+                await self.store.update_status_async(
+                    step.budget,
+                    self._confirm(step.key, step.now),
+                    timeout=TAKE_BACK_SECONDS,
+                    needs_write=bool,
+                )
+            except Exception as error:
+                log.warning(
+                    "could not settle %s's charge %s at once; it is confirmed when its "
+                    "reservation expires: %s",
+                    step.budget,
+                    step.key,
+                    error,
+                )
+
+    def _announce_break_glass(self, key: BudgetKey, decision: Decision) -> None:
+        """Every break-glass use is an Event too: people watch Events, not status lists."""
+        try:
+            budget = self.store.get(key)
+        except NotFound:
+            return
+        self.events.emit(budget, type="Warning", reason="BreakGlass", message=decision.warnings[0])
+
+    # The CLI's charges: one budget, settled at once (no object will be watched). A budget
+    # that is missing is NotFound and bad input is ValueError, as the CLI reports them.
+
+    def charge_account(
+        self,
+        budget: str,
+        *,
+        account: str,
+        cost: Decimal | None,
+        key: str,
+        ref: str,
+        ttl: timedelta,
+        dry_run: bool = False,
+    ) -> tuple[BudgetKey, Decision]:
+        """Charge one issuance to an account of a TrustBudget (its own cost unless `cost`)."""
+        where = BudgetKey("TrustBudget", budget)
+        charge = TrustCharge(where, account, cost or Decimal(0), key, ref, settle_now=True)
+        subject = issuance_subject(account=account, key=key, ref=ref, cost=cost)
+        change = self._trust_change(
+            charge,
+            subject=subject,
+            dry_run=dry_run,
+            settle=True,
+            now=self.clock(),
+            ttl=ttl,
+            by_hand=True,
+            own_cost=cost is None,
+        )
+        decision = self.store.update_status(
+            where, change, needs_write=lambda decided: decided.changes_ledger
+        )
+        self._count(where, decision)
+        return where, decision
+
+    def consume(
+        self,
+        where: BudgetKey,
+        release: Release,
+        *,
+        namespace: str,
+        ttl: timedelta,
+        dry_run: bool = False,
+    ) -> Decision:
+        """Charge one release's points to a RiskBudget, confirmed at once."""
+        change = self._risk_change(
+            RiskCharge(where, release, settle_now=True),
+            subject=release_subject(namespace, release),
+            dry_run=dry_run,
+            settle=True,
+            now=self.clock(),
+            ttl=ttl,
+        )
+        decision = self.store.update_status(
+            where, change, needs_write=lambda decided: decided.changes_ledger
+        )
+        self._count(where, decision)
+        return decision
+
+    def check(self, where: BudgetKey, release: Release, *, ttl: timedelta) -> Checked:
+        """May this release ship? Decided as admission would, as a dry run: charging,
+        attesting and writing nothing."""
+        budget = self.store.get(where)
+        assert isinstance(budget, RiskBudget)
+        now = self.clock()
+        change = self._risk_change(
+            RiskCharge(where, release),
+            subject=release_subject(budget.metadata.namespace or "", release),
+            dry_run=True,
+            settle=False,
+            now=now,
+            ttl=ttl,
+        )
+        return Checked(budget, change(budget), now)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One budget's part of a request: where, under which key, and how it is charged."""
+
+    budget: BudgetKey
+    key: str
+    change: Callable[[bool], Callable[[Budget], Decision]]
+    """change(settle): the status change that decides and reserves; with `settle`, confirms
+    at once too."""
+    settle_now: bool
+    now: datetime
+
+
+def _gone(key: BudgetKey) -> Decision:
+    return Decision(
+        True,
+        "Gone",
+        Decimal(0),
+        warnings=(f"{key} was deleted while this request was decided; it charged nothing",),
+    )
