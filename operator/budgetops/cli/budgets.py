@@ -1,8 +1,10 @@
 """Reading and changing budgets by hand: apply, charge, status, list, consume, check, adjust,
 history, report-metrics, receipts and leases, on the embedded ledger or in a cluster.
 
-Tables by default, `-o json|yaml` for scripts, colour only on a terminal. Every write is one
-`update_status` of the store, the compare-and-swap the webhook charges through. Exit codes:
+Tables by default, `-o json|yaml` for scripts, colour only on a terminal. `charge`, `consume`
+and `check` go through `usecases.charging.ChargingService`, the charge the webhook makes (a
+denial is audited and attested like the webhook's); every other write is one `update_status`
+of the store, the compare-and-swap the webhook charges through. Exit codes:
 0 done, 1 denied (consume, check), 2 bad input or no such budget, 4 the cluster cannot be
 reached or has no BudgetOps.
 """
@@ -27,22 +29,17 @@ from budgetops.apis.riskbudget import MAX_RISK_POINTS, Band, ChangeClass, Reliab
 from budgetops.engine import ledger
 from budgetops.engine.audit import note
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, Release, admit_risk, admit_trust, show
+from budgetops.engine.decisions import Decision, Release, show
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
-from budgetops.engine.verdicts import (
-    RISK_PREDICATE,
-    Subject,
-    content_digest,
-    risk_predicate,
-    statement,
-)
+from budgetops.engine.verdicts import RISK_PREDICATE, risk_predicate, statement
 from budgetops.store import BudgetStore, NotFound, SQLiteStore
+from budgetops.usecases.charging import ChargingService, release_subject
 
 from .attestation import signed_answer
 from .commands import EXIT_INVALID
 from .commands import _signed_points as _signed_points  # noqa: PLC0414 (tests import it here)
 from .manifests import describe, load_or_report
-from .target import place
+from .target import Place, place
 
 EXIT_DENIED = 1
 BAR_WIDTH = 20
@@ -332,17 +329,6 @@ def report(decision: Decision, out: TextIO, budget: BudgetKey) -> int:
     return 0
 
 
-def confirm_now(
-    budget: TrustBudget | RiskBudget, decision: Decision, *, key: str, now: datetime
-) -> None:
-    """A caller of the CLI issues right after charging and no watch will see the object, so
-    the reservation is confirmed in the same transaction instead of waiting to expire."""
-    if decision.cost > 0:
-        ledger.confirm(budget.status, key=key, now=now)
-        if isinstance(budget, RiskBudget):
-            summarize_risk(budget.status, budget.spec)
-
-
 def cmd_apply(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Load manifests into the embedded ledger, keeping balances already there."""
     budgets = load_or_report(args.filename, out)
@@ -355,59 +341,38 @@ def cmd_apply(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     return 0
 
 
-def cmd_charge(args: argparse.Namespace, out: TextIO, path: Path) -> int:
-    """Charge one issuance to an account of a TrustBudget."""
-    ttl = parse_duration(args.ttl)
-    key = BudgetKey("TrustBudget", args.budget)
+def charging(where: Place, ttl: timedelta) -> ChargingService:
+    """The charging service on this command's place: its verdicts signed by the keyring a
+    write has to hand (a CLI denial is audited and attested like a webhook denial)."""
+    return ChargingService(where.store, clock=system_clock, ttl=ttl, attestor=where.attestor)
 
-    def charge(budget: Budget) -> Decision:
-        assert isinstance(budget, TrustBudget)
-        if not budget.spec.renders(args.account):
-            raise ValueError(
-                f"--account {args.account!r} is not an account of {key}: its accounts are "
-                f"named {budget.spec.account_key}"
-            )
-        cost = parse_amount(args.cost) if args.cost else budget.spec.cost
-        now = system_clock()
-        decision = admit_trust(
-            budget.status,
-            budget.spec,
+
+def cmd_charge(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Charge one issuance to an account of a TrustBudget, confirmed at once."""
+    ttl = parse_duration(args.ttl)
+    cost = parse_amount(args.cost) if args.cost else None
+    with place(args, path, writes=True) as where:
+        key, decision = charging(where, ttl).charge_account(
+            args.budget,
             account=args.account,
             cost=cost,
             key=args.id,
             ref=args.object or args.id,
-            now=now,
             ttl=ttl,
             dry_run=args.dry_run,
         )
-        confirm_now(budget, decision, key=args.id, now=now)
-        return decision
-
-    with place(args, path, writes=True) as where:
-        return report(where.store.update_status(key, charge), out, key)
+    return report(decision, out, key)
 
 
 def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Charge one release's points, confirmed at once (no object will be watched)."""
     release = _release(args)
+    ttl = _ttl(args.ttl)
     with place(args, path, writes=True) as where:
         key = _risk_key(args, where.store)
-
-        def consume(budget: Budget) -> Decision:
-            assert isinstance(budget, RiskBudget)
-            now = system_clock()
-            decision = admit_risk(
-                budget.status,
-                budget.spec,
-                release=release,
-                now=now,
-                ttl=_ttl(args.ttl),
-                dry_run=args.dry_run,
-            )
-            confirm_now(budget, decision, key=release.key, now=now)
-            return decision
-
-        decision = where.store.update_status(key, consume)
+        decision = charging(where, ttl).consume(
+            key, release, namespace=key.namespace, ttl=ttl, dry_run=args.dry_run
+        )
     code = report(decision, out, key)
     if decision.allowed:
         out.write(f"release key: {release.key}\n")
@@ -417,34 +382,17 @@ def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
 def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """May this release ship? Decided as admission would, charging and writing nothing."""
     release = _release(args)
+    ttl = _ttl(args.ttl)
     with place(args, path) as where:
         key = _risk_key(args, where.store)
-        budget = where.store.get(key)
-        assert isinstance(budget, RiskBudget)
-        now = system_clock()
-        decision = admit_risk(
-            budget.status, budget.spec, release=release, now=now, ttl=_ttl(args.ttl), dry_run=True
-        )
+        checked = charging(where, ttl).check(key, release, ttl=ttl)
+        decision = checked.decision
         if args.output == "table":
             out.write(f"may ship: {'yes' if decision.allowed else 'no'}\n")
             return report(decision, out, key)
-        subject = Subject(
-            kind="Release",
-            resource="releases",
-            namespace=budget.metadata.namespace or "",
-            name=release.key,
-            uid="",
-            digest=content_digest(  # what was judged: the release as declared
-                {
-                    "releaseId": release.key,
-                    "points": release.points,
-                    "changeClass": release.change_class,
-                }
-            ),
-            release_id=release.key,
-        )
+        subject = release_subject(checked.budget.metadata.namespace or "", release)
         predicate = risk_predicate(
-            budget, release=release, decision=decision, subject=subject, now=now
+            checked.budget, release=release, decision=decision, subject=subject, now=checked.now
         )
         # A CI gate's answer is a signed verdict `verify` accepts, not a bare statement.
         envelope = signed_answer(where, statement(subject, RISK_PREDICATE, predicate))

@@ -12,12 +12,13 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import TrustBudget
+from budgetops.crypto.dsse import Keyring
 from budgetops.engine.leaserecords import object_name, status_of
 from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints
@@ -28,6 +29,7 @@ from budgetops.store.keyring import (
     read_keyring,
     verdict_keyring,
 )
+from budgetops.usecases.attest import Attestor
 
 from .commands import DEFAULT_OPERATOR_NAMESPACE
 
@@ -53,22 +55,32 @@ class Place:
     verdicts: Callable[[], Sequence[tuple[str, str, str, str]]] = tuple
     """Every kept verdict as (budget, digest, at, object)."""
     audit_lines: Callable[[], tuple[str, ...]] | None = None
+    attestor: Attestor = field(default_factory=Attestor)
+    """Signs the verdicts of this command's charges (unsigned without a keyring to hand)."""
 
 
-def head_signer(keys: KeyFiles, namespace: str, *, make: bool) -> Checkpoints | None:
-    """How a command's writes sign the heads they move: with the keyring (made if `make`
-    and missing), or unsigned, said on stderr, when it cannot be had (`verify` reports such
-    a head until a signing writer moves it)."""
+def writer_keyring(keys: KeyFiles, namespace: str, *, make: bool) -> Keyring | None:
+    """The keyring a command's writes sign with (made if `make` and missing), or None, said
+    on stderr, when it cannot be had: the heads it moves are then unsigned (`verify` reports
+    such a head until a signing writer moves it) and its verdicts recorded by digest only."""
     try:
-        ring = (
+        return (
             verdict_keyring(keys, namespace, first_key=key_name())
             if make
             else read_keyring(keys, namespace)
         )
     except (LookupError, ValueError, OSError) as error:
-        sys.stderr.write(f"warning: this write's audit head is NOT signed: {error}\n")
+        sys.stderr.write(
+            "warning: this write's audit head (and any verdict it records) is NOT signed: "
+            f"{error}\n"
+        )
         return None
-    return Checkpoints.by(ring)
+
+
+def head_signer(keys: KeyFiles, namespace: str, *, make: bool) -> Checkpoints | None:
+    """How a command's writes sign the heads they move (see `writer_keyring`)."""
+    ring = writer_keyring(keys, namespace, make=make)
+    return None if ring is None else Checkpoints.by(ring)
 
 
 def probe(api: Any, where: str) -> None:
@@ -154,7 +166,8 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
         # A command's movements are records of the budget's audit trail like the operator's:
         # held in the status until the operator publishes them with its own.
         secrets = KubeSecrets(api)
-        signed = head_signer(secrets, args.operator_namespace, make=False) if writes else None
+        ring = writer_keyring(secrets, args.operator_namespace, make=False) if writes else None
+        signed = None if ring is None else Checkpoints.by(ring)
         trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)], hold=True)
         store = KubeStore(api, trail=trail)
         store.start()
@@ -167,14 +180,17 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
                 lambda budget, digest: maps.read(budget)[1].get(digest),
                 _cluster_leases(api),
                 verdicts=maps.index,
+                attestor=Attestor(ring),
             )
         finally:
             store.stop()
         return
     keys = embedded_keys(ledger, args.verdict_keys)
     sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
+    ring = None
     if writes:
-        sqlite.trail = AuditTrail(checkpoints=head_signer(keys, "", make=True))
+        ring = writer_keyring(keys, "", make=True)
+        sqlite.trail = AuditTrail(checkpoints=None if ring is None else Checkpoints.by(ring))
     try:
         yield Place(
             sqlite,
@@ -184,6 +200,7 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
             _ledger_leases(sqlite),
             sqlite.verdict_index,
             sqlite.audit_lines,
+            Attestor(ring),
         )
     finally:
         sqlite.close()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.charges import Classified, Refused, RiskCharge, TrustCharge
@@ -36,9 +37,11 @@ from budgetops.engine.ledger import InvalidCharge, cancel, confirm
 from budgetops.engine.rollover import summarize_risk
 from budgetops.engine.verdicts import Subject, content_digest
 from budgetops.observability.events import EventRecorder, LogEvents
-from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore, NotFound, Unreadable
 from budgetops.usecases.attest import Attestor
+
+if TYPE_CHECKING:  # the CLI charges without counting: it need not load prometheus_client
+    from budgetops.observability.metrics import AdmissionMetrics
 
 TAKE_BACK_SECONDS = 5.0
 """How long taking back a refused request's reservations may wait for each budget."""
