@@ -35,11 +35,13 @@ from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
 from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
+from budgetops.engine.charges import TrustCharge
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, admit_trust
+from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit, confirm
 from budgetops.store import ChargeTimeout, SQLiteStore
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
+from budgetops.usecases.charging import Changes
 from cluster import load_harness
 
 CLIENTS = 64
@@ -158,19 +160,8 @@ def embedded(seconds: float) -> list[tuple[str, float, float, float]]:
 
 
 def _charge(store: Any, key: BudgetKey, uid: str) -> bool:
-    def change(budget: Budget) -> Decision:
-        assert isinstance(budget, TrustBudget)
-        return admit_trust(
-            budget.status,
-            budget.spec,
-            account="user:alice",
-            cost=budget.spec.cost,
-            key=uid,
-            ref=uid,
-            now=system_clock(),
-            ttl=timedelta(minutes=5),
-        )
-
+    changes = Changes(clock=system_clock, ttl=timedelta(minutes=5))
+    change = changes.trust(TrustCharge(key, "user:alice", Decimal(0), uid, uid), own_cost=True)
     try:
         return bool(
             store.update_status(

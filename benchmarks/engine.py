@@ -21,9 +21,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
-from budgetops.engine.decisions import Decision, admit_trust
+from budgetops.engine.charges import TrustCharge
+from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit, confirm
 from budgetops.store import SQLiteStore
+from budgetops.usecases.charging import Changes
 
 PENDING = 64
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -47,18 +49,13 @@ def hot_budget() -> TrustBudget:
     )
 
 
+CHANGES = Changes(clock=lambda: NOW, ttl=TTL)
+
+
 def decide_and_reserve(budget: TrustBudget, uid: str) -> Decision:
-    """Exactly what admission does per request: decide, and reserve when allowed."""
-    return admit_trust(
-        budget.status,
-        budget.spec,
-        account="user:hot",
-        cost=Decimal(1),
-        key=uid,
-        ref=uid,
-        now=NOW,
-        ttl=TTL,
-    )
+    """Exactly what admission does per request: decide, and reserve when allowed (the
+    change `usecases.charging` builds for one issuance)."""
+    return CHANGES.trust(TrustCharge(KEY, "user:hot", Decimal(1), uid, uid), now=NOW)(budget)
 
 
 def charge_and_settle(budget: Budget, uid: str) -> Decision:

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
+from budgetops.engine.charges import TrustCharge
 from budgetops.engine.conditions import set_condition
-from budgetops.engine.decisions import admit_trust
-from budgetops.engine.ledger import confirm
 from budgetops.store.events import KubeEvents
+from budgetops.usecases.charging import Changes
 from cluster import load_harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,22 +105,14 @@ def trust_budget(n: int) -> TrustBudget:
 def seed(store: Any, key: BudgetKey, accounts: int, clock: ShiftedClock) -> None:
     """Open `accounts` accounts with one confirmed issuance each, in one status write."""
 
+    changes = Changes(clock=clock, ttl=timedelta(minutes=5))
+
     def change(budget: Budget) -> None:
-        assert isinstance(budget, TrustBudget)
         now = clock()
         for a in range(accounts):
             uid = f"{key.name}-{a}"
-            admit_trust(
-                budget.status,
-                budget.spec,
-                account=f"user:{uid}",
-                cost=Decimal(1),
-                key=uid,
-                ref=uid,
-                now=now,
-                ttl=timedelta(minutes=5),
-            )
-            confirm(budget.status, key=uid, now=now)
+            issue = TrustCharge(key, f"user:{uid}", Decimal(1), uid, uid)
+            changes.trust(issue, now=now, settle=True)(budget)
 
     store.update_status(key, change, timeout=60)
 

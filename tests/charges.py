@@ -1,14 +1,18 @@
-"""Charging a TrustBudget in tests: the status change admission would make for one issuance."""
+"""Charging a TrustBudget in tests: the status change admission would make for one issuance,
+as `usecases.charging.Changes` builds it (the only place a charge is built)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from budgetops.apis.ledger import Witness
-from budgetops.apis.resources import Budget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetKey
+from budgetops.engine.charges import TrustCharge
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, admit_trust
+from budgetops.engine.decisions import Decision
+from budgetops.usecases.charging import Changes
 
 
 def charging(
@@ -24,20 +28,13 @@ def charging(
     """A change that charges the budget's cost to `account` under idempotency key `uid`, at
     `now` (the wall clock when it runs, if not given): for `update_status`, or to call on a
     budget directly."""
-
-    def change(budget: Budget) -> Decision:
-        assert isinstance(budget, TrustBudget)
-        return admit_trust(
-            budget.status,
-            budget.spec,
-            account=account,
-            cost=budget.spec.cost,
-            key=uid,
-            ref=uid if ref is None else ref,
-            now=system_clock() if now is None else now,
-            ttl=ttl,
-            witness=witness,
-            dry_run=dry_run,
-        )
-
-    return change
+    charge = TrustCharge(
+        BudgetKey("TrustBudget", ""),  # the change is handed its budget; the key names none
+        account=account,
+        cost=Decimal(0),
+        key=uid,
+        ref=uid if ref is None else ref,
+        witness=witness,
+    )
+    changes = Changes(clock=system_clock, ttl=ttl)
+    return changes.trust(charge, now=now, dry_run=dry_run, own_cost=True)

@@ -119,6 +119,132 @@ class Checked:
     now: datetime
 
 
+class Changes:
+    """The status changes a charge makes, each a function of the budget for `update_status`
+    (it may run more than once when writers race). The only code that builds one: the
+    service below writes them, and so may a caller that batches its own writes (the store
+    contract tests, the benchmarks). `now` None: the clock when the change runs."""
+
+    def __init__(self, *, clock: Clock, ttl: timedelta, attestor: Attestor | None = None) -> None:
+        self.clock = clock
+        self.ttl = ttl
+        self.attestor = attestor or Attestor()
+
+    def trust(
+        self,
+        charge: TrustCharge,
+        *,
+        subject: Subject | None = None,
+        dry_run: bool = False,
+        settle: bool = False,
+        now: datetime | None = None,
+        ttl: timedelta | None = None,
+        by_hand: bool = False,
+        own_cost: bool = False,
+    ) -> Callable[[Budget], Decision]:
+        """Decide and reserve an issuance; with `settle`, confirm it at once; attest what
+        gets a verdict. `by_hand`: the account was typed, so one the budget cannot name is
+        refused as bad input; `own_cost`: the cost is the budget's own (`spec.cost`)."""
+
+        def change(budget: Budget) -> Decision:
+            assert isinstance(budget, TrustBudget)
+            at = self.clock() if now is None else now
+            c = charge
+            if by_hand and not budget.spec.renders(c.account):
+                raise ValueError(
+                    f"--account {c.account!r} is not an account of {c.budget}: its "
+                    f"accounts are named {budget.spec.account_key}"
+                )
+            if own_cost:
+                c = replace(c, cost=budget.spec.cost)
+            decision = admit_trust(
+                budget.status,
+                budget.spec,
+                account=c.account,
+                cost=c.cost,
+                key=c.key,
+                ref=c.ref,
+                witness=c.witness,
+                now=at,
+                ttl=self.ttl if ttl is None else ttl,
+                dry_run=dry_run,
+                break_glass=c.break_glass,
+            )
+            if settle and decision.cost > 0:
+                confirm(budget.status, key=c.key, now=at)
+            if not dry_run and decision.reason in TRUST_VERDICTS:
+                self.attestor.trust(
+                    budget,
+                    charge=c,
+                    decision=decision,
+                    subject=subject
+                    or issuance_subject(account=c.account, key=c.key, ref=c.ref, cost=c.cost),
+                    now=at,
+                )
+            return decision
+
+        return change
+
+    def risk(
+        self,
+        charge: RiskCharge,
+        *,
+        subject: Subject | None = None,
+        dry_run: bool = False,
+        settle: bool = False,
+        now: datetime | None = None,
+        ttl: timedelta | None = None,
+    ) -> Callable[[Budget], Decision]:
+        """Decide and reserve a release, attest it (whatever was decided); with `settle`,
+        confirm it at once."""
+
+        def change(budget: Budget) -> Decision:
+            assert isinstance(budget, RiskBudget)
+            at = self.clock() if now is None else now
+            decision = admit_risk(
+                budget.status,
+                budget.spec,
+                release=charge.release,
+                now=at,
+                ttl=self.ttl if ttl is None else ttl,
+                dry_run=dry_run,
+            )
+            if not dry_run and decision.reason not in UNATTESTED:
+                self.attestor.risk(
+                    budget,
+                    release=charge.release,
+                    decision=decision,
+                    subject=subject
+                    or release_subject(budget.metadata.namespace or "", charge.release),
+                    now=at,
+                )
+            if settle and decision.cost > 0:
+                confirm(budget.status, key=charge.release.key, now=at)
+                summarize_risk(budget.status, budget.spec)
+            return decision
+
+        return change
+
+    @staticmethod
+    def undo(key: str, now: datetime) -> Callable[[Budget], bool]:
+        def undo(budget: Budget) -> bool:
+            assert isinstance(budget, TrustBudget | RiskBudget)
+            taken = cancel(budget.status, key=key, now=now) is not None
+            if taken and isinstance(budget, RiskBudget):
+                summarize_risk(budget.status, budget.spec)
+            return taken
+
+        return undo
+
+    @staticmethod
+    def confirm(key: str, now: datetime) -> Callable[[Budget], bool]:
+        def settle(budget: Budget) -> bool:
+            assert isinstance(budget, TrustBudget)
+            return confirm(budget.status, key=key, now=now)
+
+        return settle
+
+
 class ChargingService:
     """Charges budgets in a store: the webhook's and the CLI's charges, one definition."""
 
@@ -136,111 +262,10 @@ class ChargingService:
         self.clock = clock
         self.ttl = ttl
         self.attestor = attestor or Attestor()
+        self.changes = Changes(clock=clock, ttl=ttl, attestor=self.attestor)
         self.metrics = metrics
         """Counts each budget's decision when given (the webhook's `admissions`)."""
         self.events: EventRecorder = events or LogEvents()
-
-    # The changes: the only status changes a charge makes, each for `update_status`.
-
-    def _trust_change(
-        self,
-        charge: TrustCharge,
-        *,
-        subject: Subject,
-        dry_run: bool,
-        settle: bool,
-        now: datetime,
-        ttl: timedelta,
-        by_hand: bool = False,
-        own_cost: bool = False,
-    ) -> Callable[[Budget], Decision]:
-        """Decide and reserve an issuance; with `settle`, confirm it at once; attest what
-        gets a verdict. `by_hand`: the account was typed, so one the budget cannot name is
-        refused as bad input; `own_cost`: the cost is the budget's own (`spec.cost`)."""
-
-        def change(budget: Budget) -> Decision:
-            assert isinstance(budget, TrustBudget)
-            c = charge
-            if by_hand and not budget.spec.renders(c.account):
-                raise ValueError(
-                    f"--account {c.account!r} is not an account of {c.budget}: its "
-                    f"accounts are named {budget.spec.account_key}"
-                )
-            if own_cost:
-                c = replace(c, cost=budget.spec.cost)
-            decision = admit_trust(
-                budget.status,
-                budget.spec,
-                account=c.account,
-                cost=c.cost,
-                key=c.key,
-                ref=c.ref,
-                witness=c.witness,
-                now=now,
-                ttl=ttl,
-                dry_run=dry_run,
-                break_glass=c.break_glass,
-            )
-            if settle and decision.cost > 0:
-                confirm(budget.status, key=c.key, now=now)
-            if not dry_run and decision.reason in TRUST_VERDICTS:
-                self.attestor.trust(budget, charge=c, decision=decision, subject=subject, now=now)
-            return decision
-
-        return change
-
-    def _risk_change(
-        self,
-        charge: RiskCharge,
-        *,
-        subject: Subject,
-        dry_run: bool,
-        settle: bool,
-        now: datetime,
-        ttl: timedelta,
-    ) -> Callable[[Budget], Decision]:
-        """Decide and reserve a release, attest it (whatever was decided); with `settle`,
-        confirm it at once."""
-
-        def change(budget: Budget) -> Decision:
-            assert isinstance(budget, RiskBudget)
-            decision = admit_risk(
-                budget.status,
-                budget.spec,
-                release=charge.release,
-                now=now,
-                ttl=ttl,
-                dry_run=dry_run,
-            )
-            if not dry_run and decision.reason not in UNATTESTED:
-                self.attestor.risk(
-                    budget, release=charge.release, decision=decision, subject=subject, now=now
-                )
-            if settle and decision.cost > 0:
-                confirm(budget.status, key=charge.release.key, now=now)
-                summarize_risk(budget.status, budget.spec)
-            return decision
-
-        return change
-
-    @staticmethod
-    def _undo(key: str, now: datetime) -> Callable[[Budget], bool]:
-        def undo(budget: Budget) -> bool:
-            assert isinstance(budget, TrustBudget | RiskBudget)
-            taken = cancel(budget.status, key=key, now=now) is not None
-            if taken and isinstance(budget, RiskBudget):
-                summarize_risk(budget.status, budget.spec)
-            return taken
-
-        return undo
-
-    @staticmethod
-    def _confirm(key: str, now: datetime) -> Callable[[Budget], bool]:
-        def settle(budget: Budget) -> bool:
-            assert isinstance(budget, TrustBudget)
-            return confirm(budget.status, key=key, now=now)
-
-        return settle
 
     # A request's charges, all or nothing across budgets.
 
@@ -251,7 +276,7 @@ class ChargingService:
         for trust in charges.trust:
 
             def charge_trust(settle: bool, c: TrustCharge = trust) -> Callable[[Budget], Decision]:
-                return self._trust_change(
+                return self.changes.trust(
                     c, subject=subject, dry_run=dry_run, settle=settle, now=now, ttl=self.ttl
                 )
 
@@ -262,7 +287,7 @@ class ChargingService:
             def charge_risk(
                 _: bool, c: RiskCharge = risk, s: Subject = release_subject
             ) -> Callable[[Budget], Decision]:
-                return self._risk_change(
+                return self.changes.risk(
                     c, subject=s, dry_run=dry_run, settle=c.settle_now, now=now, ttl=self.ttl
                 )
 
@@ -368,7 +393,7 @@ class ChargingService:
             try:
                 await self.store.update_status_async(
                     step.budget,
-                    self._undo(step.key, step.now),
+                    self.changes.undo(step.key, step.now),
                     timeout=TAKE_BACK_SECONDS,
                     needs_write=bool,
                 )
@@ -390,7 +415,7 @@ class ChargingService:
             try:
                 await self.store.update_status_async(
                     step.budget,
-                    self._confirm(step.key, step.now),
+                    self.changes.confirm(step.key, step.now),
                     timeout=TAKE_BACK_SECONDS,
                     needs_write=bool,
                 )
@@ -429,7 +454,7 @@ class ChargingService:
         where = BudgetKey("TrustBudget", budget)
         charge = TrustCharge(where, account, cost or Decimal(0), key, ref, settle_now=True)
         subject = issuance_subject(account=account, key=key, ref=ref, cost=cost)
-        change = self._trust_change(
+        change = self.changes.trust(
             charge,
             subject=subject,
             dry_run=dry_run,
@@ -455,7 +480,7 @@ class ChargingService:
         dry_run: bool = False,
     ) -> Decision:
         """Charge one release's points to a RiskBudget, confirmed at once."""
-        change = self._risk_change(
+        change = self.changes.risk(
             RiskCharge(where, release, settle_now=True),
             subject=release_subject(namespace, release),
             dry_run=dry_run,
@@ -475,7 +500,7 @@ class ChargingService:
         budget = self.store.get(where)
         assert isinstance(budget, RiskBudget)
         now = self.clock()
-        change = self._risk_change(
+        change = self.changes.risk(
             RiskCharge(where, release),
             subject=release_subject(budget.metadata.namespace or "", release),
             dry_run=True,
