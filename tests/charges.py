@@ -1,4 +1,4 @@
-"""Charging a TrustBudget in tests: the status change admission would make for one issuance,
+"""Charging in tests: the status change admission would make for one issuance or release,
 as `usecases.charging.Changes` builds it (the only place a charge is built)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from decimal import Decimal
 
 from budgetops.apis.ledger import Witness
 from budgetops.apis.resources import Budget, BudgetKey
-from budgetops.engine.charges import TrustCharge
+from budgetops.engine.charges import RiskCharge, TrustCharge
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision
+from budgetops.engine.decisions import Decision, Release
 from budgetops.usecases.charging import Changes
 
 
@@ -38,3 +38,12 @@ def charging(
     )
     changes = Changes(clock=system_clock, ttl=ttl)
     return changes.trust(charge, now=now, dry_run=dry_run, own_cost=True)
+
+
+def shipping(
+    release: Release, *, now: datetime | None = None, ttl: timedelta = timedelta(minutes=5)
+) -> Callable[[Budget], Decision]:
+    """A change that charges `release` to a RiskBudget as admission would (attested, not
+    settled): for `update_status`, or to call on a budget directly."""
+    changes = Changes(clock=system_clock, ttl=ttl)
+    return changes.risk(RiskCharge(BudgetKey("RiskBudget", ""), release), now=now)

@@ -23,11 +23,11 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from budgetops.apis.ledger import Account
-from budgetops.apis.resources import Budget, BudgetKey, Kind, TrustBudget
+from budgetops.apis.resources import BudgetKey, Kind
 from budgetops.apis.trustbudget import Alerts
 from budgetops.engine.alerts import account_alerts
 from budgetops.engine.bands import BAND_ORDER
-from budgetops.engine.decisions import Reason, admit_trust
+from budgetops.engine.decisions import Reason
 from budgetops.notify.outbox import NotificationMetrics
 from budgetops.observability.metrics import (
     ALERT_KINDS,
@@ -38,6 +38,7 @@ from budgetops.observability.metrics import (
     StoreCollector,
 )
 from budgetops.store import SQLiteStore
+from tests.charges import charging
 from tests.conftest import ROOT
 
 from .test_decisions import risk_budget, trust_budget
@@ -103,20 +104,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str] | N
     key = BudgetKey.of(store.apply(trust_budget()))
     store.apply(risk_budget())
 
-    def issue(budget: Budget) -> None:
-        assert isinstance(budget, TrustBudget)
-        admit_trust(
-            budget.status,
-            budget.spec,
-            account="user:alice",
-            cost=budget.spec.cost,
-            key="uid-1",
-            ref="",
-            now=NOW,
-            ttl=timedelta(minutes=5),
-        )
-
-    store.update_status(key, issue)
+    store.update_status(key, charging("uid-1", ref="", now=NOW))
     registry = CollectorRegistry()
     registry.register(StoreCollector(store.commits.stats))
     registry.register(BudgetCollector(store))

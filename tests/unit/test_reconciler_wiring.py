@@ -11,13 +11,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, Subject, TrustBudget
-from budgetops.engine.decisions import Release, admit_risk, admit_trust
+from budgetops.engine.decisions import Release
 from budgetops.engine.ledger import confirm
 from budgetops.notify.outbox import Notifier
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics
 from budgetops.reconciling.reconciler import Reconciler, Timing
 from budgetops.store import SQLiteStore
-from tests.charges import charging
+from tests.charges import charging, shipping
 
 from .test_decisions import trust_budget
 from .test_notify_targets import TOKEN_PATH, Receiver
@@ -85,14 +85,7 @@ def test_a_band_change_reaches_status_events_metrics_and_the_channel(tmp_path: P
         )
         assert reconciler.reconcile(key) == timedelta(hours=1)  # the window ends in weeks
 
-        def ship(budget: Budget) -> Any:
-            assert isinstance(budget, RiskBudget)
-            release = Release("v1", 48, "standard")
-            return admit_risk(
-                budget.status, budget.spec, release=release, now=NOW, ttl=timedelta(minutes=5)
-            )
-
-        store.update_status(key, ship)
+        store.update_status(key, shipping(Release("v1", 48, "standard"), now=NOW))
         assert reconciler.reconcile(key) == timedelta(minutes=5)  # until the reservation expires
         notifier.deliver_due(NOW)
 
@@ -127,19 +120,9 @@ def test_budget_metrics_name_at_most_five_accounts_per_trust_budget(tmp_path: Pa
     key = BudgetKey.of(store.apply(budget))
 
     def issue(budget: Budget) -> None:
-        assert isinstance(budget, TrustBudget)
         for n in range(12):
             for i in range(n + 1):
-                admit_trust(
-                    budget.status,
-                    budget.spec,
-                    account=f"user:u{n}",
-                    cost=budget.spec.cost,
-                    key=f"u{n}-{i}",
-                    ref="",
-                    now=NOW,
-                    ttl=timedelta(minutes=5),
-                )
+                charging(f"u{n}-{i}", account=f"user:u{n}", ref="", now=NOW)(budget)
 
     store.update_status(key, issue)
     registry = CollectorRegistry()
@@ -176,20 +159,10 @@ def test_budget_metrics_count_the_accounts_each_alert_is_raised_for(tmp_path: Pa
 
     def spend(*spent: tuple[str, int]) -> Any:
         def change(budget: Budget) -> None:
-            assert isinstance(budget, TrustBudget)
             for account, times in spent:
                 for i in range(times):
                     request = f"{account}-{now[0].isoformat()}-{i}"
-                    admit_trust(
-                        budget.status,
-                        budget.spec,
-                        account=account,
-                        cost=budget.spec.cost,
-                        key=request,
-                        ref="",
-                        now=now[0],
-                        ttl=timedelta(minutes=5),
-                    )
+                    charging(request, account=account, ref="", now=now[0])(budget)
 
         return change
 
@@ -248,13 +221,7 @@ def test_a_wake_for_an_unchanged_budget_costs_no_reconcile_until_it_is_due(
     window_end = datetime(2026, 4, 1, tzinfo=UTC)
     assert reconciler.left[key] == ("7", window_end), "due at the window's end, not at idle"
 
-    def ship(budget: Budget) -> Any:  # a change the skip must not hide once it is seen
-        assert isinstance(budget, RiskBudget)
-        release = Release("v1", 48, "standard")
-        return admit_risk(
-            budget.status, budget.spec, release=release, now=NOW, ttl=timedelta(minutes=5)
-        )
-
+    ship = shipping(Release("v1", 48, "standard"), now=NOW)  # a change the skip must see
     store.update_status(key, ship)
     for minutes in (1, 2, 30):  # idle looks: "7" still held, so each is a lookup
         now[0] = NOW + timedelta(minutes=minutes)
