@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -67,8 +67,6 @@ RETRY_MESSAGE = (
 )
 
 log = logging.getLogger("budgetops.webhook")
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -169,12 +167,17 @@ class Admission:
         deadline = time.monotonic() + max(timeout - ANSWER_MARGIN, 0.1)
         try:
             charges = classify(self.store.list(with_status=False), request, self.identity)
-            decisions = await self.charging.charge_async(
-                charges,
-                subject=subject_of(request),
-                dry_run=request.dry_run,
-                deadline=deadline,
-                what=request.describe(),
+            owed = bool(charges.trust or charges.risk)  # most requests owe nothing
+            decisions = (
+                await self.charging.charge_async(
+                    charges,
+                    subject=subject_of(request),  # digests the object: only when charged
+                    dry_run=request.dry_run,
+                    deadline=deadline,
+                    what=request.describe(),
+                )
+                if owed
+                else []
             )
         except Refused as refusal:
             self.metrics.admissions.labels("", "denied", "Refused").inc()
