@@ -10,7 +10,7 @@ from decimal import Decimal
 from budgetops.apis.ledger import Witness
 from budgetops.apis.resources import Budget, BudgetKey
 from budgetops.engine.charges import RiskCharge, TrustCharge
-from budgetops.engine.clock import system_clock
+from budgetops.engine.clock import Clock, system_clock
 from budgetops.engine.decisions import Decision, Release
 from budgetops.usecases.charging import Changes
 
@@ -24,26 +24,32 @@ def charging(
     ref: str | None = None,
     witness: Witness | None = None,
     dry_run: bool = False,
+    cost: Decimal | None = None,
 ) -> Callable[[Budget], Decision]:
-    """A change that charges the budget's cost to `account` under idempotency key `uid`, at
-    `now` (the wall clock when it runs, if not given): for `update_status`, or to call on a
-    budget directly."""
+    """A change that charges `cost` (the budget's own, if not given) to `account` under
+    idempotency key `uid`, at `now` (the wall clock when it runs, if not given): for
+    `update_status`, or to call on a budget directly."""
     charge = TrustCharge(
         BudgetKey("TrustBudget", ""),  # the change is handed its budget; the key names none
         account=account,
-        cost=Decimal(0),
+        cost=Decimal(0) if cost is None else cost,
         key=uid,
         ref=uid if ref is None else ref,
         witness=witness,
     )
     changes = Changes(clock=system_clock, ttl=ttl)
-    return changes.trust(charge, now=now, dry_run=dry_run, own_cost=True)
+    return changes.trust(charge, now=now, dry_run=dry_run, own_cost=cost is None)
 
 
 def shipping(
-    release: Release, *, now: datetime | None = None, ttl: timedelta = timedelta(minutes=5)
+    release: Release,
+    *,
+    now: datetime | None = None,
+    ttl: timedelta = timedelta(minutes=5),
+    clock: Clock = system_clock,
 ) -> Callable[[Budget], Decision]:
     """A change that charges `release` to a RiskBudget as admission would (attested, not
-    settled): for `update_status`, or to call on a budget directly."""
-    changes = Changes(clock=system_clock, ttl=ttl)
+    settled), at `now` (`clock()` when it runs, if not given): for `update_status`, or to
+    call on a budget directly."""
+    changes = Changes(clock=clock, ttl=ttl)
     return changes.risk(RiskCharge(BudgetKey("RiskBudget", ""), release), now=now)

@@ -16,7 +16,7 @@ from kubernetes import config
 
 from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, admit_trust
+from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit
 from budgetops.store import ChargeTimeout, Unreadable
 from budgetops.store.kube import KubeStore
@@ -119,18 +119,8 @@ def test_status_is_owned_whole_not_field_by_field(
     key = BudgetKey.of(store.apply(hot_budget("owned-whole", 10)))
 
     def open_accounts(budget: Budget) -> None:
-        assert isinstance(budget, TrustBudget)
         for n in range(5):
-            admit_trust(
-                budget.status,
-                budget.spec,
-                account=f"user:u{n}",
-                cost=Decimal(1),
-                key=f"k{n}",
-                ref=f"k{n}",
-                now=system_clock(),
-                ttl=timedelta(minutes=5),
-            )
+            charging(f"k{n}", account=f"user:u{n}", cost=Decimal(1))(budget)
 
     store.update_status(key, open_accounts)
     written = json.loads(

@@ -19,7 +19,7 @@ from budgetops.apis.ledger import Witness
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import RiskBudgetStatus
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, Release, admit_risk
+from budgetops.engine.decisions import Decision, Release
 from budgetops.engine.ledger import audit
 from budgetops.engine.reconcile import UNREADABLE, Sighting
 from budgetops.observability.metrics import ReconcileMetrics
@@ -29,7 +29,7 @@ from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects
 from tests import waiting
-from tests.charges import charging
+from tests.charges import charging, shipping
 
 FAST = Timing(poll=timedelta(seconds=0.2), idle=timedelta(seconds=1))
 eventually = functools.partial(waiting.eventually, within=20.0, every=0.1)
@@ -218,15 +218,7 @@ def test_the_operator_moves_bands_and_rolls_the_window(
     key = BudgetKey("RiskBudget", "reconcile-risk", "default")
     store.apply(small_risk_budget(key))
 
-    def release(budget: Budget) -> Decision:
-        assert isinstance(budget, RiskBudget)
-        return admit_risk(
-            budget.status,
-            budget.spec,
-            release=Release("r1", 45, "standard"),
-            now=clock(),
-            ttl=timedelta(seconds=3),
-        )
+    release = shipping(Release("r1", 45, "standard"), ttl=timedelta(seconds=3), clock=clock)
 
     try:
         assert store.update_status(key, release).allowed
@@ -298,17 +290,7 @@ def test_with_peering_one_replica_reconciles_and_another_takes_over(
     key = BudgetKey("RiskBudget", "reconcile-ha", "default")
 
     def release(points: int, name: str) -> Callable[[Budget], Decision]:
-        def change(budget: Budget) -> Decision:
-            assert isinstance(budget, RiskBudget)
-            return admit_risk(
-                budget.status,
-                budget.spec,
-                release=Release(name, points, "standard"),
-                now=system_clock(),
-                ttl=timedelta(seconds=3),
-            )
-
-        return change
+        return shipping(Release(name, points, "standard"), ttl=timedelta(seconds=3))
 
     try:
         for _ in range(2):  # each kept as soon as it runs, so `finally` stops it
