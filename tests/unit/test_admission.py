@@ -437,19 +437,22 @@ def test_certificate_lifetimes_are_read_from_csrs_and_cert_manager(
     assert (ttl.total_seconds() if ttl else None) == seconds
 
 
+def break_glass_budget(per_day: int = 1) -> TrustBudget:
+    """One point for developers; oncall may break glass `per_day` times, for at most 1h."""
+    return trust_budget(
+        subjects={"groups": ["developers"]},
+        initialBalance=1,
+        breakGlass={
+            "subjects": {"groups": ["oncall"]},
+            "maxCertificateTTL": "1h",
+            "rateLimit": {"count": per_day, "per": "24h"},
+        },
+    )
+
+
 def test_break_glass_through_the_webhook(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "ledger.sqlite3")
-    store.apply(
-        trust_budget(
-            subjects={"groups": ["developers"]},
-            initialBalance=1,
-            breakGlass={
-                "subjects": {"groups": ["oncall"]},
-                "maxCertificateTTL": "1h",
-                "rateLimit": {"count": 1, "per": "24h"},
-            },
-        )
-    )
+    store.apply(break_glass_budget())
     admission = admitting(store)
 
     def csr(uid: str, *, groups: tuple[str, ...], ttl: int) -> dict[str, Any]:

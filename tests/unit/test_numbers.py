@@ -29,9 +29,17 @@ from budgetops.engine.decisions import show
 from budgetops.store import SQLiteStore
 from tests.leases import LeaseApi, create_agent, handshake, lease_api
 
-from .test_admission import DEPLOYMENTS, NOW, admitting, deployment, post, request
+from .test_admission import (
+    DEPLOYMENTS,
+    NOW,
+    admitting,
+    break_glass_budget,
+    deployment,
+    post,
+    request,
+)
 from .test_cli import run
-from .test_decisions import risk_budget, trust_budget
+from .test_decisions import risk_budget
 
 OUTSIDE = [
     "1e1000000",
@@ -231,17 +239,7 @@ def test_a_break_glass_lifetime_kubernetes_would_not_allow_is_refused(
 ) -> None:
     """-1 and 0 passed as short lifetimes and granted break-glass; 10**30 answered 500."""
     store = SQLiteStore(tmp_path / "ledger.sqlite3")
-    store.apply(
-        trust_budget(
-            subjects={"groups": ["developers"]},
-            initialBalance=1,
-            breakGlass={
-                "subjects": {"groups": ["oncall"]},
-                "maxCertificateTTL": "1h",
-                "rateLimit": {"count": 5, "per": "24h"},
-            },
-        )
-    )
+    store.apply(break_glass_budget(5))
     admission = Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
 
     def csr(uid: str, ttl: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from budgetops.engine.verdicts import RISK_PREDICATE, TRUST_PREDICATE, risk_conf
 from budgetops.store import SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints
 
-from .test_admission import NOW, deployment, request
+from .test_admission import NOW, break_glass_budget, deployment, request
 from .test_decisions import risk_budget, trust_budget
 
 DEPLOYMENTS = {"group": "apps", "version": "v1", "resource": "deployments"}
@@ -343,17 +343,7 @@ def test_break_glass_uses_and_refusals_are_their_own_records_in_the_chain(
     refused attempt was a plain `Exhausted` denial."""
     trail = AuditTrail(checkpoints=Checkpoints.by(keyring))
     store = SQLiteStore(tmp_path / "ledger.sqlite3", trail=trail)
-    store.apply(
-        trust_budget(
-            subjects={"groups": ["developers"]},
-            initialBalance=1,
-            breakGlass={
-                "subjects": {"groups": ["oncall"]},
-                "maxCertificateTTL": "1h",
-                "rateLimit": {"count": 1, "per": "24h"},
-            },
-        )
-    )
+    store.apply(break_glass_budget())
     webhook = admission(store, keyring)
 
     def csr(uid: str, groups: tuple[str, ...]) -> dict[str, Any]:
