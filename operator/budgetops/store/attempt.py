@@ -55,7 +55,7 @@ class Attempted(Committed):
 
     # Readiness.
 
-    log: logging.Logger
+    log = logging.getLogger("budgetops.store")
 
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
         raise NotImplementedError

@@ -43,8 +43,6 @@ class KubeStore(Attempted):
     as (or read at, if not written).
     """
 
-    log = log
-
     def __init__(
         self,
         api_client: client.ApiClient,
