@@ -11,22 +11,26 @@ the budget's chain through an AuditTrail, as SQLiteStore does, and keeps their l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_errors
+from budgetops.engine.audit import Sealed
+from budgetops.store.attempt import Attempted
 from budgetops.store.audit import AuditTrail
 from budgetops.store.base import NotFound, Unreadable
-from budgetops.store.commit import Apply, Committed, GroupCommit
+from budgetops.store.commit import GroupCommit
 
 Row = tuple[str, str]
 """The budget without its status, and its status: JSON, as SQLite keeps them."""
 
 
-class MemStore(Committed):
+class MemStore(Attempted):
     """A BudgetStore over a dict; `group_commit` and `trail` as for SQLiteStore."""
 
     def __init__(self, *, group_commit: bool = False, trail: AuditTrail | None = None) -> None:
@@ -100,22 +104,21 @@ class MemStore(Committed):
         with self._lock:
             return self._rows.pop(key, None) is not None
 
-    def ready(self) -> bool:
-        return True
-
-    def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
+    @contextlib.contextmanager
+    def _attempting(self, key: BudgetKey) -> Iterator[None]:
         """Read, apply and write under one lock: an attempt never conflicts (`fresh` is moot,
         every read is)."""
         with self._lock:
-            row = self._rows.get(key)
-            if row is None:
-                raise NotFound(str(key))
-            budget = self._decode(key, row)
-            if not apply(budget):
-                return True
-            sealed = self.trail.seal(key, budget)
-            status = budget.status.model_dump_json(by_alias=True, exclude_none=True)
-            self._rows[key] = (row[0], status)
-            self.audit.extend(record.line for record in sealed)
-        self.trail.publish(sealed)
+            yield
+
+    def _snapshot(self, key: BudgetKey, *, fresh: bool) -> Budget:
+        row = self._rows.get(key)
+        if row is None:
+            raise NotFound(str(key))
+        return self._decode(key, row)
+
+    def _persist(self, key: BudgetKey, budget: Budget, sealed: Sequence[Sealed]) -> bool:
+        status = budget.status.model_dump_json(by_alias=True, exclude_none=True)
+        self._rows[key] = (self._rows[key][0], status)
+        self.audit.extend(record.line for record in sealed)
         return True

@@ -24,6 +24,7 @@ from urllib3.exceptions import HTTPError
 
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind
+from budgetops.store.parsed import Parsed
 from budgetops.store.rest import REQUEST_TIMEOUT
 
 log = logging.getLogger("budgetops.store")
@@ -94,8 +95,8 @@ class BudgetCache:
         self.read_slack = read_slack
         self._lock = threading.Lock()
         self._raw: dict[BudgetKey, dict[str, Any]] = {}
-        self._parsed: dict[BudgetKey, tuple[str, Budget]] = {}
-        self._specs: dict[BudgetKey, tuple[tuple[str, int], Budget]] = {}
+        self._parsed: Parsed[str] = Parsed()  # by resourceVersion
+        self._specs: Parsed[tuple[str, int]] = Parsed()  # by uid and generation
         self._synced = {kind: threading.Event() for kind in RESOURCES}
         self._heard = dict.fromkeys(RESOURCES, -math.inf)
         self._stop = threading.Event()
@@ -245,8 +246,8 @@ class BudgetCache:
     def _drop(self, key: BudgetKey) -> None:
         """Forget `key` (the lock held)."""
         self._raw.pop(key, None)
-        self._parsed.pop(key, None)
-        self._specs.pop(key, None)
+        self._parsed.forget(key)
+        self._specs.forget(key)
 
     def _tell(self, key: BudgetKey) -> None:
         for listener in self.listeners:
@@ -286,13 +287,11 @@ class BudgetCache:
             document = self._raw.get(key)
             if document is None:
                 return None
-            version = document["metadata"].get("resourceVersion", "")
-            parsed = self._parsed.get(key)
-            if parsed is not None and parsed[0] == version:
-                return parsed[1]
-        budget = RESOURCES[key.kind].model.model_validate(document)
-        with self._lock:
-            self._parsed[key] = (version, budget)
+        version = document["metadata"].get("resourceVersion", "")
+        budget = self._parsed.get(key, version)
+        if budget is None:
+            budget = RESOURCES[key.kind].model.model_validate(document)
+            self._parsed.keep(key, version, budget)
         return budget
 
     def spec_only(self, key: BudgetKey) -> Budget | None:
@@ -304,15 +303,13 @@ class BudgetCache:
             document = self._raw.get(key)
             if document is None:
                 return None
-            meta = document["metadata"]
-            stamp = (meta.get("uid", ""), meta.get("generation", 0))
-            kept = self._specs.get(key)
-            if kept is not None and kept[0] == stamp:
-                return kept[1]
-        spec = {field: value for field, value in document.items() if field != "status"}
-        budget = RESOURCES[key.kind].model.model_validate(spec)
-        with self._lock:
-            self._specs[key] = (stamp, budget)
+        meta = document["metadata"]
+        stamp = (meta.get("uid", ""), meta.get("generation", 0))
+        budget = self._specs.get(key, stamp)
+        if budget is None:
+            spec = {field: value for field, value in document.items() if field != "status"}
+            budget = RESOURCES[key.kind].model.model_validate(spec)
+            self._specs.keep(key, stamp, budget)
         return budget
 
     def version(self, key: BudgetKey) -> str | None:

@@ -10,9 +10,11 @@ Charges to one budget are group-committed (store.commit): one status write per b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kubernetes import client
@@ -22,16 +24,18 @@ from urllib3.exceptions import HTTPError
 
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_errors
+from budgetops.engine.audit import Sealed
+from budgetops.store.attempt import Attempted
 from budgetops.store.audit import AuditTrail
 from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
-from budgetops.store.commit import Apply, Committed, GroupCommit
+from budgetops.store.commit import GroupCommit
 from budgetops.store.informer import BudgetCache, Informer, json_object
 from budgetops.store.rest import REQUEST_TIMEOUT, request_json
 
 log = logging.getLogger("budgetops.store")
 
 
-class KubeStore(Committed):
+class KubeStore(Attempted):
     """A BudgetStore over the API server, with group commit per budget.
 
     A status change runs on the freshest status and is persisted by compare-and-swap; after
@@ -143,16 +147,13 @@ class KubeStore(Committed):
             field_errors(error)[0],
         )
 
-    def ready(self) -> bool:
-        """Every kind's watch heard from the API server lately, and every cached budget
-        parses."""
+    def _unread(self) -> str:
+        return "cached budgets cannot be read"
+
+    def _current(self) -> bool:
+        """Every kind's watch heard from the API server lately."""
         if not self.cache.fresh_watch():
             log.warning("not ready: a budget watch has not heard from the API server lately")
-            return False
-        try:
-            self.list()
-        except Exception:
-            log.exception("cached budgets cannot be read")
             return False
         return True
 
@@ -201,24 +202,19 @@ class KubeStore(Committed):
         self.cache.forget(key)
         return True
 
-    # Status writes: compare-and-swap, group-committed.
+    # Status writes: compare-and-swap, group-committed (store.attempt).
 
-    def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
-        """Read (the cache, or the API server when `fresh`), apply, compare-and-swap. An
-        API server that does not answer makes it a ChargeTimeout: a retriable refusal."""
+    @contextlib.contextmanager
+    def _attempting(self, key: BudgetKey) -> Iterator[None]:
+        """An API server that does not answer makes an attempt a ChargeTimeout: a
+        retriable refusal."""
         try:
-            budget = self._snapshot(key, fresh=fresh)
-            if not apply(budget):
-                return True
-            sealed = self.trail.seal(key, budget)
-            if not self._write(key, budget):
-                return False
-            self.trail.publish(sealed)
-            return True
+            yield
         except HTTPError as error:  # no answer in time, or no connection
             raise ChargeTimeout(f"{key}: the API server did not answer ({error})") from error
 
     def _snapshot(self, key: BudgetKey, *, fresh: bool) -> Budget:
+        """The cache's copy, or the API server's when `fresh` (or not cached)."""
         try:
             cached = None if fresh else self.cache.fresh(key)
             if cached is None:
@@ -226,6 +222,10 @@ class KubeStore(Committed):
         except ValidationError as error:
             raise Unreadable(f"{key} does not read ({field_errors(error)[0]})") from error
         return cached
+
+    def _persist(self, key: BudgetKey, budget: Budget, sealed: Sequence[Sealed]) -> bool:
+        """The status alone: the records are published, or held in it (`AuditTrail`)."""
+        return self._write(key, budget)
 
     def _write(self, key: BudgetKey, budget: Budget) -> bool:
         """Replace /status with the resourceVersion it was computed from; False on 409."""

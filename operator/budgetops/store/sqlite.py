@@ -24,7 +24,7 @@ import secrets
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -34,9 +34,11 @@ from pydantic import ValidationError
 
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_errors
 from budgetops.engine.audit import Sealed
+from budgetops.store.attempt import Attempted
 from budgetops.store.audit import AuditTrail, verdicts_in
 from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
-from budgetops.store.commit import Apply, Committed, GroupCommit
+from budgetops.store.commit import GroupCommit
+from budgetops.store.parsed import Parsed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budgets (
@@ -158,7 +160,7 @@ def _params(key: BudgetKey) -> tuple[str, str, str]:
     return (key.kind, key.namespace, key.name)
 
 
-def _keep(db: sqlite3.Connection, sealed: list[Sealed]) -> None:
+def _keep(db: sqlite3.Connection, sealed: Sequence[Sealed]) -> None:
     """Store sealed audit records and their verdicts in the transaction of their write."""
     if not sealed:
         return
@@ -193,7 +195,7 @@ def _checkpoint(store: weakref.ref[SQLiteStore], every: float, closed: threading
         del current
 
 
-class SQLiteStore(Committed):
+class SQLiteStore(Attempted):
     """A BudgetStore over a SQLite file, safe from many threads and processes.
 
     A status change is read, changed and written inside one write transaction; with
@@ -201,6 +203,8 @@ class SQLiteStore(Committed):
     the write lock is bounded by the connection's busy timeout; past it the charge is refused
     with ChargeTimeout.
     """
+
+    log = log
 
     def __init__(
         self,
@@ -228,10 +232,10 @@ class SQLiteStore(Committed):
         self._autocheckpoint = 1000 if checkpoint_every is None else SAFETY_NET_PAGES
         self._closed = threading.Event()
         self._local = threading.local()
-        self._decoded: dict[BudgetKey, tuple[int, Budget]] = {}
-        self._specs: dict[str, Budget] = {}
+        self._decoded: Parsed[int] = Parsed()  # by row version: the last one written
+        self._specs: Parsed[str] = Parsed(most=1024)  # by stored object (spec)
         self._reported: dict[BudgetKey, int] = {}  # left out of `list`, at this row version
-        self._decoded_lock = threading.Lock()
+        self._reported_lock = threading.Lock()
         self._writer = threading.Lock()
         self.commits = GroupCommit(self._attempt, enabled=group_commit, whole=check_writes)
         self.trail = trail or AuditTrail()
@@ -413,14 +417,16 @@ class SQLiteStore(Committed):
         for kind_, namespace, name, version, obj, state in rows:
             try:
                 budgets.append(
-                    self._decode(kind_, obj, state) if with_status else self._spec_only(kind_, obj)
+                    self._decode(kind_, obj, state)
+                    if with_status
+                    else self._spec_only(BudgetKey(kind_, name, namespace), obj)
                 )
             except UnreadableBudget as error:
                 self._left_out(BudgetKey(kind_, name, namespace), version, error.why)
         return sorted(budgets, key=BudgetKey.of)
 
     def _left_out(self, key: BudgetKey, version: int, why: str) -> None:
-        with self._decoded_lock:
+        with self._reported_lock:
             if self._reported.get(key) == version:
                 return
             self._reported[key] = version
@@ -438,27 +444,16 @@ class SQLiteStore(Committed):
                 found[BudgetKey(kind, name, namespace)] = error.why
         return dict(sorted(found.items()))
 
-    def _spec_only(self, kind: str, obj: str) -> Budget:
+    def _spec_only(self, key: BudgetKey, obj: str) -> Budget:
         """A budget with an empty status, parsed once per distinct stored object (spec)."""
-        with self._decoded_lock:
-            kept = self._specs.get(obj)
+        kept = self._specs.get(key, obj)
         if kept is None:
-            kept = self._decode(kind, obj, "{}")
-            with self._decoded_lock:
-                if len(self._specs) >= 1024:  # specs of budgets since changed or deleted
-                    self._specs.clear()
-                self._specs[obj] = kept
+            kept = self._decode(key.kind, obj, "{}")
+            self._specs.keep(key, obj, kept)
         return kept
 
-    def ready(self) -> bool:
-        """The ledger can be read (a budget that does not read is left out, not a reason
-        to stop admitting for every other)."""
-        try:
-            self.list()
-        except Exception:
-            log.exception("the ledger %s cannot be read", self.path)
-            return False
-        return True
+    def _unread(self) -> str:
+        return f"the ledger {self.path} cannot be read"
 
     def delete(self, key: BudgetKey) -> bool:
         with self._transaction() as db:
@@ -467,8 +462,7 @@ class SQLiteStore(Committed):
         return deleted > 0
 
     def _forget(self, key: BudgetKey) -> None:
-        with self._decoded_lock:
-            self._decoded.pop(key, None)
+        self._decoded.forget(key)
 
     def audit_lines(self) -> tuple[str, ...]:
         """The audit trail of every budget as JSON Lines, each chain in order (none from a
@@ -515,44 +509,49 @@ class SQLiteStore(Committed):
             BudgetKey(kind, name, namespace): version for kind, namespace, name, version in rows
         }
 
-    def _attempt(self, key: BudgetKey, fresh: bool, apply: Apply) -> bool:
-        """One transaction: read (the kept copy if the row has not moved), apply, write.
+    # Status writes: one transaction an attempt (store.attempt).
 
-        The last decoded budget is kept per key with the row version it came from, which
-        keeps a hot budget cheap to charge. A batch with nothing to write leaves the kept
-        copy dropped, since it may hold changes that were not persisted. SQLite's write lock
-        serializes writers, so an attempt never conflicts.
-        """
+    @contextmanager
+    def _attempting(self, key: BudgetKey) -> Iterator[None]:
+        """One transaction. SQLite's write lock serializes writers, so an attempt never
+        conflicts; a lock held past the busy timeout makes it a ChargeTimeout."""
         try:
-            with self._transaction() as db:
-                row = db.execute(
-                    f"SELECT version FROM budgets WHERE {_KEY}", _params(key)
-                ).fetchone()
-                if row is None:
-                    raise NotFound(str(key))
-                with self._decoded_lock:
-                    kept = self._decoded.pop(key, None)
-                if kept is not None and kept[0] == row[0]:
-                    budget = kept[1]
-                else:  # someone else wrote it: only now fetch the large columns
-                    obj, status = db.execute(
-                        f"SELECT object, status FROM budgets WHERE {_KEY}", _params(key)
-                    ).fetchone()
-                    budget = self._decode(key.kind, obj, status)
-                if not apply(budget):
-                    return True
-                sealed = self.trail.seal(key, budget)
-                version = _new_version()
-                db.execute(
-                    f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
-                    (self._encode_status(budget), version, *_params(key)),
-                )
-                _keep(db, sealed)
+            with self._transaction():
+                yield
         except sqlite3.OperationalError as error:
             if "locked" in str(error):
                 raise ChargeTimeout(f"{key}: the ledger stayed locked; try again") from error
             raise
-        with self._decoded_lock:
-            self._decoded[key] = (version, budget)
-        self.trail.publish(sealed)
+
+    def _snapshot(self, key: BudgetKey, *, fresh: bool) -> Budget:
+        """The kept copy if the row has not moved, else the row read and decoded.
+
+        The last budget written is kept per key with the row version it was written as,
+        which keeps a hot budget cheap to charge. Taking it drops it, so a batch with
+        nothing to write leaves none: it may hold changes that were not persisted."""
+        db = self._connection()
+        row = db.execute(f"SELECT version FROM budgets WHERE {_KEY}", _params(key)).fetchone()
+        if row is None:
+            raise NotFound(str(key))
+        kept = self._decoded.take(key, row[0])
+        if kept is not None:
+            return kept
+        # someone else wrote it: only now fetch the large columns
+        obj, status = db.execute(
+            f"SELECT object, status FROM budgets WHERE {_KEY}", _params(key)
+        ).fetchone()
+        return self._decode(key.kind, obj, status)
+
+    def _persist(self, key: BudgetKey, budget: Budget, sealed: Sequence[Sealed]) -> bool:
+        """The status under a new row version and the sealed records, in the attempt's
+        transaction; the budget is kept as of that version. (Should the commit then fail,
+        the row keeps its old version, which the kept copy never matches.)"""
+        version = _new_version()
+        db = self._connection()
+        db.execute(
+            f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
+            (self._encode_status(budget), version, *_params(key)),
+        )
+        _keep(db, sealed)
+        self._decoded.keep(key, version, budget)
         return True
