@@ -22,11 +22,12 @@ from budgetops.store.keyring import VERDICT_KEYS_ENV
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 HEAVY = ("kopf", "kubernetes", "aiohttp", "prometheus_client")
+SIGNING = ("cryptography", "budgetops.crypto.dsse", "budgetops.usecases.charging")
 
 
-def loaded_after(*argv: str) -> tuple[int, list[str]]:
-    """Run `budgetops ARGV` in a fresh interpreter: its exit code, and which HEAVY modules
-    were imported by the time it returned."""
+def loaded_after(*argv: str, watch: tuple[str, ...] = HEAVY) -> tuple[int, list[str]]:
+    """Run `budgetops ARGV` in a fresh interpreter: its exit code, and which `watch`ed
+    modules (HEAVY unless told) were imported by the time it returned."""
     script = textwrap.dedent(
         f"""
         import io, json, sys
@@ -35,7 +36,7 @@ def loaded_after(*argv: str) -> tuple[int, list[str]]:
             code = main({list(argv)!r}, out=io.StringIO())
         except SystemExit as exit:
             code = exit.code
-        print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))
+        print(json.dumps([code, [m for m in {watch!r} if m in sys.modules]]))
         """
     )
     done = subprocess.run(
@@ -66,6 +67,12 @@ def test_version_imports_no_command() -> None:
 
 def test_status_on_the_embedded_ledger_imports_no_cluster_code(ledger: Path) -> None:
     assert loaded_after("status", "--db", str(ledger)) == (0, [])
+
+
+def test_status_and_list_load_no_signing_code(ledger: Path) -> None:
+    # Reading commands sign nothing: the keyring's code and cryptography load with a write.
+    assert loaded_after("status", "--db", str(ledger), watch=SIGNING) == (0, [])
+    assert loaded_after("list", "--db", str(ledger), watch=SIGNING) == (0, [])
 
 
 def test_list_and_receipts_on_the_embedded_ledger_import_no_cluster_code(ledger: Path) -> None:

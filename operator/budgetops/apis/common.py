@@ -55,6 +55,7 @@ class Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=True,
+        defer_build=True,
     )
 
     def to_wire(self) -> dict[str, Any]:

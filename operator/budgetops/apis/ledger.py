@@ -71,7 +71,9 @@ EntryAction = Literal[MovementAction, "break-glass", "deny"]
 # dataclasses: pydantic still validates, serializes and documents them at the boundary
 # (reading a status, writing one, generating the CRD), but the engine builds and mutates
 # them at the cost of ordinary Python objects.
-_RECORD = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+_RECORD = ConfigDict(
+    alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True
+)
 
 KEY_MAX = 253
 """Characters in an account name or an idempotency key, on write as on read."""

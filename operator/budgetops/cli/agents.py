@@ -29,9 +29,9 @@ from budgetops.leaseapi.service import SecretStore, signing_key
 from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, StreamSink
 from budgetops.store.filesecrets import FileSecrets
-from budgetops.store.keyring import embedded_keys
+from budgetops.store.keyfolder import embedded_keys
 
-from .target import head_signer
+from .signing import head_signer
 
 T = TypeVar("T")
 

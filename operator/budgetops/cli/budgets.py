@@ -13,33 +13,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import uuid
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
-from budgetops.apis.common import format_amount, format_time, parse_amount, parse_duration
+from budgetops.apis.common import format_amount, format_time
 from budgetops.apis.names import shown
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
-from budgetops.apis.riskbudget import MAX_RISK_POINTS, Band, ChangeClass, Reliability
-from budgetops.engine import ledger
-from budgetops.engine.audit import note
+from budgetops.apis.riskbudget import Band
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, Release, show
-from budgetops.engine.rollover import bring_current_trust, roll_risk_window, summarize_risk
-from budgetops.engine.verdicts import RISK_PREDICATE, risk_predicate, statement
-from budgetops.store import BudgetStore, NotFound, SQLiteStore
-from budgetops.usecases.charging import ChargingService, release_subject
+from budgetops.engine.decisions import show
+from budgetops.engine.rollover import bring_current_trust, roll_risk_window
+from budgetops.store import BudgetStore, NotFound
 
-from .attestation import signed_answer
-from .commands import EXIT_INVALID
 from .commands import _signed_points as _signed_points  # noqa: PLC0414 (tests import it here)
-from .manifests import describe, load_or_report
-from .target import Place, place
+from .target import place
 
 EXIT_DENIED = 1
 BAR_WIDTH = 20
@@ -312,160 +304,6 @@ def cmd_list(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     return 0
 
 
-def _release(args: argparse.Namespace) -> Release:
-    change_class: ChangeClass = args.change_class
-    key = args.release_id or f"cli-{uuid.uuid4().hex[:12]}"
-    return Release(key=key, points=args.points, change_class=change_class, ref=args.reason or key)
-
-
-def report(decision: Decision, out: TextIO, budget: BudgetKey) -> int:
-    """A charge's receipt lines, and `denied: BUDGET: ...` with EXIT_DENIED when it was
-    refused (naming the budget, as the webhook's denials do)."""
-    for line in decision.warnings:
-        out.write(f"{line}\n")
-    if not decision.allowed:
-        out.write(f"denied: {budget}: {decision.message}\n")
-        return EXIT_DENIED
-    return 0
-
-
-def cmd_apply(args: argparse.Namespace, out: TextIO, path: Path) -> int:
-    """Load manifests into the embedded ledger, keeping balances already there."""
-    budgets = load_or_report(args.filename, out)
-    if budgets is None:
-        return EXIT_INVALID
-    store = SQLiteStore(path, check_writes=True)
-    for budget in budgets:
-        stored = store.apply(budget)
-        out.write(f"{describe(stored)} applied (generation {stored.metadata.generation})\n")
-    return 0
-
-
-def charging(where: Place, ttl: timedelta) -> ChargingService:
-    """The charging service on this command's place: its verdicts signed by the keyring a
-    write has to hand (a CLI denial is audited and attested like a webhook denial)."""
-    return ChargingService(where.store, clock=system_clock, ttl=ttl, attestor=where.attestor)
-
-
-def cmd_charge(args: argparse.Namespace, out: TextIO, path: Path) -> int:
-    """Charge one issuance to an account of a TrustBudget, confirmed at once."""
-    ttl = parse_duration(args.ttl)
-    cost = parse_amount(args.cost) if args.cost else None
-    with place(args, path, writes=True) as where:
-        key, decision = charging(where, ttl).charge_account(
-            args.budget,
-            account=args.account,
-            cost=cost,
-            key=args.id,
-            ref=args.object or args.id,
-            ttl=ttl,
-            dry_run=args.dry_run,
-        )
-    return report(decision, out, key)
-
-
-def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
-    """Charge one release's points, confirmed at once (no object will be watched)."""
-    release = _release(args)
-    ttl = _ttl(args.ttl)
-    with place(args, path, writes=True) as where:
-        key = _risk_key(args, where.store)
-        decision = charging(where, ttl).consume(
-            key, release, namespace=key.namespace, ttl=ttl, dry_run=args.dry_run
-        )
-    code = report(decision, out, key)
-    if decision.allowed:
-        out.write(f"release key: {release.key}\n")
-    return code
-
-
-def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
-    """May this release ship? Decided as admission would, charging and writing nothing."""
-    release = _release(args)
-    ttl = _ttl(args.ttl)
-    with place(args, path) as where:
-        key = _risk_key(args, where.store)
-        checked = charging(where, ttl).check(key, release, ttl=ttl)
-        decision = checked.decision
-        if args.output == "table":
-            out.write(f"may ship: {'yes' if decision.allowed else 'no'}\n")
-            return report(decision, out, key)
-        subject = release_subject(checked.budget.metadata.namespace or "", release)
-        predicate = risk_predicate(
-            checked.budget, release=release, decision=decision, subject=subject, now=checked.now
-        )
-        # A CI gate's answer is a signed verdict `verify` accepts, not a bare statement.
-        envelope = signed_answer(where, statement(subject, RISK_PREDICATE, predicate))
-    if args.output == "json":
-        out.write(json.dumps(envelope, indent=2) + "\n")
-    else:
-        out.write(yaml.safe_dump(envelope, sort_keys=False))
-    return 0 if decision.allowed else EXIT_DENIED
-
-
-def _write(
-    args: argparse.Namespace, path: Path, change: Callable[[RiskBudget, datetime], str]
-) -> tuple[BudgetKey, str]:
-    with place(args, path, writes=True) as where:
-        key = _risk_key(args, where.store)
-
-        def apply(budget: Budget) -> str:
-            assert isinstance(budget, RiskBudget)
-            now = system_clock()
-            roll_risk_window(budget.status, budget.spec, now=now)
-            return change(budget, now)
-
-        return key, where.store.update_status(key, apply)
-
-
-def cmd_adjust(args: argparse.Namespace, out: TextIO, path: Path) -> int:
-    """Raise or lower this window's allocation (earned capacity, an admin's decision)."""
-    if not args.reason.strip():
-        raise ValueError("--reason must say why the allocation changes")
-
-    def adjust(budget: RiskBudget, now: datetime) -> str:
-        account = budget.status.accounts[budget.spec.service_id]
-        wanted = account.allocation + args.by
-        if wanted < 0 or wanted > MAX_RISK_POINTS * 10:
-            raise ValueError(f"the allocation would be {wanted} RP")
-        ledger.resize(budget.status, account=budget.spec.service_id, allocation=wanted, at=now)
-        budget.status.queued_audit()[-1]["detail"] = {"reason": args.reason.strip()[:1024]}
-        summarize_risk(budget.status, budget.spec)
-        return f"{account.allocation} RP this window ({budget.status.band})"
-
-    key, result = _write(args, path, adjust)
-    out.write(f"{key}: allocation now {result}; it applies until the window ends\n")
-    return 0
-
-
-def cmd_report_metrics(args: argparse.Namespace, out: TextIO, path: Path) -> int:
-    """Report this window's reliability: it decides the next window's earned capacity."""
-
-    def report(budget: RiskBudget, now: datetime) -> str:
-        figures = Reliability(
-            mttr_hours=args.mttr_hours,
-            change_failure_rate_percent=args.change_failure_rate,
-            p1_incidents=args.p1_incidents,
-        )
-        budget.status.reliability = figures
-        note(
-            budget.status,
-            at=now,
-            action="reliability",
-            account=budget.spec.service_id,
-            detail=figures.to_wire(),
-        )
-        window = budget.status.window
-        return window.key if window else ""
-
-    key, window = _write(args, path, report)
-    out.write(
-        f"{key}: reliability for window {window} recorded; earned capacity is decided when "
-        "the window closes\n"
-    )
-    return 0
-
-
 def cmd_history(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Closed windows (and the current one), or one window with `--window`."""
     now = system_clock()
@@ -566,13 +404,6 @@ def cmd_leases(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     columns = ("name", "budget", "account", "holder", "phase", "granted", "spent", "remaining")
     emit(rows, columns, args.output, out)
     return 0
-
-
-def _ttl(value: str) -> timedelta:
-    ttl = parse_duration(value)
-    if ttl > timedelta(days=7):
-        raise ValueError(f"--ttl {value} is longer than 7d")
-    return ttl
 
 
 BANDS: tuple[Band, ...] = ("Green", "Yellow", "Red", "Exhausted")

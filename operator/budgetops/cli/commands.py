@@ -33,6 +33,9 @@ DEFAULT_ISSUER = "budgetops.dev"
 (tests/unit/test_cli_lazy.py keeps the two equal)."""
 VERDICT_KEYS_ENV = "BUDGETOPS_VERDICT_KEYS"
 """`budgetops.store.keyring.VERDICT_KEYS_ENV`, for the same reason (kept equal the same way)."""
+WRITES = frozenset({"consume", "check", "adjust", "report-metrics"})
+"""The budget verbs run by `cli/writes.py` (with `apply` and `charge`): they load the signing
+code, which the reading verbs of `cli/budgets.py` do not."""
 EXIT_INVALID = 2
 """A usage, manifest or ledger error: what argparse itself exits with."""
 
@@ -287,7 +290,8 @@ def add_attestation_parsers(verbs: Verbs, *, db_help: str) -> None:
 
 
 def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
-    """`status`, `list`, `consume`, `check`, ..., run by `cli/budgets.py`."""
+    """`status`, `list`, `consume`, `check`, ...: those that only read run in `cli/budgets.py`,
+    those in WRITES (which sign, charge or write) in `cli/writes.py`."""
 
     def verb(
         name: str, text: str, *, budget: bool = True, output: bool = True
@@ -304,7 +308,8 @@ def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
                 "-o", "--output", choices=("table", "json", "yaml"), default="table"
             )
         add_target_arguments(parser, db_help=db_help)
-        parser.set_defaults(run=_in("budgets", f"cmd_{name.replace('-', '_')}"))
+        module = "writes" if name in WRITES else "budgets"
+        parser.set_defaults(run=_in(module, f"cmd_{name.replace('-', '_')}"))
         return parser
 
     verb("status", "a budget in detail (or every budget), as of now")
@@ -360,7 +365,7 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     validate = _in("manifests", "cmd_validate", ledger=False)
     for name, run, text in (
         ("validate", validate, "check manifests and print field errors"),
-        ("apply", _in("budgets", "cmd_apply"), "load manifests into the embedded ledger"),
+        ("apply", _in("writes", "cmd_apply"), "load manifests into the embedded ledger"),
     ):
         verb = verbs.add_parser(name, help=text)
         verb.add_argument(
@@ -380,7 +385,7 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     charge.add_argument("--id", required=True, help="idempotency key (the object's uid)")
     charge.add_argument("--cost", help="override the budget's cost")
     charge.add_argument("--object", help="what is issued, for the audit trail")
-    charge.set_defaults(run=_in("budgets", "cmd_charge"))
+    charge.set_defaults(run=_in("writes", "cmd_charge"))
 
     for verb in (charge,):
         verb.add_argument("--dry-run", action="store_true", help="decide, charge nothing")

@@ -14,26 +14,29 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import TrustBudget
-from budgetops.crypto.dsse import Keyring
 from budgetops.engine.leaserecords import object_name, status_of
 from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints
-from budgetops.store.keyring import (
-    KeyFiles,
-    embedded_keys,
-    key_name,
-    read_keyring,
-    verdict_keyring,
-)
+from budgetops.store.keyfolder import KeyFiles, embedded_keys
 from budgetops.usecases.attest import Attestor
 
 from .commands import DEFAULT_OPERATOR_NAMESPACE
 
+if TYPE_CHECKING:  # a writer's keyring comes through `Signer`, from cli/signing.py
+    from budgetops.crypto.dsse import Keyring
+
 EXIT_UNREACHABLE = 4
+
+
+class Signer(Protocol):
+    """The keyring a command's writes sign with, or None (said on stderr) when it cannot be
+    had; made if `make` and missing (`cli.signing.writer_keyring`)."""
+
+    def __call__(self, keys: KeyFiles, namespace: str, *, make: bool) -> Keyring | None: ...
 
 
 class ClusterUnreachable(Exception):
@@ -57,30 +60,6 @@ class Place:
     audit_lines: Callable[[], tuple[str, ...]] | None = None
     attestor: Attestor = field(default_factory=Attestor)
     """Signs the verdicts of this command's charges (unsigned without a keyring to hand)."""
-
-
-def writer_keyring(keys: KeyFiles, namespace: str, *, make: bool) -> Keyring | None:
-    """The keyring a command's writes sign with (made if `make` and missing), or None, said
-    on stderr, when it cannot be had: the heads it moves are then unsigned (`verify` reports
-    such a head until a signing writer moves it) and its verdicts recorded by digest only."""
-    try:
-        return (
-            verdict_keyring(keys, namespace, first_key=key_name())
-            if make
-            else read_keyring(keys, namespace)
-        )
-    except (LookupError, ValueError, OSError) as error:
-        sys.stderr.write(
-            "warning: this write's audit head (and any verdict it records) is NOT signed: "
-            f"{error}\n"
-        )
-        return None
-
-
-def head_signer(keys: KeyFiles, namespace: str, *, make: bool) -> Checkpoints | None:
-    """How a command's writes sign the heads they move (see `writer_keyring`)."""
-    ring = writer_keyring(keys, namespace, make=make)
-    return None if ring is None else Checkpoints.by(ring)
 
 
 def probe(api: Any, where: str) -> None:
@@ -145,9 +124,14 @@ def _ledger_leases(store: SQLiteStore) -> Callable[[], list[dict[str, Any]]]:
 
 
 @contextlib.contextmanager
-def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> Iterator[Place]:
+def place(
+    args: argparse.Namespace, ledger: Path, *, signer: Signer | None = None
+) -> Iterator[Place]:
     """The embedded ledger at `ledger`, or the cluster when `args.kubeconfig` is set ("" for
-    the current kubeconfig's default, as kubectl finds it)."""
+    the current kubeconfig's default, as kubectl finds it). With a `signer` the place is
+    written to, its writes signed by the keyring the signer finds (`cli.signing.writing`);
+    without one it is read only, and no signing code is loaded."""
+    writes = signer is not None
     if args.kubeconfig is not None:
         from budgetops.cli.incluster import api_client
         from budgetops.store.audit import StreamSink
@@ -166,7 +150,7 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
         # A command's movements are records of the budget's audit trail like the operator's:
         # held in the status until the operator publishes them with its own.
         secrets = KubeSecrets(api)
-        ring = writer_keyring(secrets, args.operator_namespace, make=False) if writes else None
+        ring = None if signer is None else signer(secrets, args.operator_namespace, make=False)
         signed = None if ring is None else Checkpoints.by(ring)
         trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)], hold=True)
         store = KubeStore(api, trail=trail)
@@ -188,8 +172,8 @@ def place(args: argparse.Namespace, ledger: Path, *, writes: bool = False) -> It
     keys = embedded_keys(ledger, args.verdict_keys)
     sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
     ring = None
-    if writes:
-        ring = writer_keyring(keys, "", make=True)
+    if signer is not None:
+        ring = signer(keys, "", make=True)
         sqlite.trail = AuditTrail(checkpoints=None if ring is None else Checkpoints.by(ring))
     try:
         yield Place(

@@ -371,6 +371,11 @@ class Keyring:
     active: SigningKey
     verifiers: dict[str, VerifyKey]
 
+    def sign(self, payload: bytes, *, payload_type: str = PAYLOAD_TYPE) -> Envelope:
+        """`sign` by the active key: what holders of a keyring call, so that they need not
+        import this module (and `cryptography`) until a keyring exists."""
+        return sign(payload, self.active, payload_type=payload_type)
+
     @classmethod
     def from_files(cls, files: Mapping[str, bytes]) -> Keyring:
         private, verifiers = _read(files)

@@ -20,15 +20,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from budgetops.apis.audit import AuditHead
 from budgetops.apis.ledger import HELD_AUDIT_MAX, Ledger
 from budgetops.apis.resources import Budget, BudgetKey
-from budgetops.crypto import dsse
 from budgetops.engine import audit
 from budgetops.engine.audit import Sealed
 from budgetops.engine.clock import system_clock
+
+if TYPE_CHECKING:  # the signing code (and cryptography) loads with a keyring, not here
+    from budgetops.crypto.dsse import Keyring
 
 log = logging.getLogger("budgetops.audit")
 
@@ -74,11 +76,11 @@ class Checkpoints:
     clock: Callable[[], datetime]
 
     @classmethod
-    def by(cls, keyring: dsse.Keyring) -> Checkpoints:
+    def by(cls, keyring: Keyring) -> Checkpoints:
         """Signed by the keyring's active key, dated by the system clock."""
 
         def sign(payload_type: str, payload: bytes) -> dict[str, Any]:
-            return dsse.sign(payload, keyring.active, payload_type=payload_type).to_json()
+            return keyring.sign(payload, payload_type=payload_type).to_json()
 
         return cls(sign, system_clock)
 

@@ -10,10 +10,9 @@ trail, by digest, unsigned.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from budgetops.apis.resources import RiskBudget, TrustBudget
-from budgetops.crypto import dsse
 from budgetops.engine.canonical import compact_json
 from budgetops.engine.charges import TrustCharge
 from budgetops.engine.decisions import Decision, Release
@@ -28,11 +27,14 @@ from budgetops.engine.verdicts import (
     verdict_digest,
 )
 
+if TYPE_CHECKING:  # the signing code (and cryptography) loads with a keyring, not here
+    from budgetops.crypto.dsse import Keyring
+
 
 class Attestor:
     """Builds, signs and records the verdicts of charges: the webhook's and the CLI's."""
 
-    def __init__(self, keyring: dsse.Keyring | None = None) -> None:
+    def __init__(self, keyring: Keyring | None = None) -> None:
         self.keyring = keyring
 
     def _record(
@@ -50,7 +52,7 @@ class Attestor:
         payload = compact_json(document)
         envelope = None
         if self.keyring is not None:
-            envelope = dsse.sign(payload, self.keyring.active).to_json()
+            envelope = self.keyring.sign(payload).to_json()
         attest(
             budget.status,
             at=now,
