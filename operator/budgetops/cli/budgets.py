@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from budgetops.apis.common import format_amount, format_time, parse_amount, parse_duration
+from budgetops.apis.common import format_amount, format_time, parse_amount
 from budgetops.apis.names import shown
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, Band, ChangeClass, Reliability
@@ -39,6 +39,7 @@ from .attestation import signed_answer
 from .commands import EXIT_INVALID
 from .commands import _signed_points as _signed_points  # noqa: PLC0414 (tests import it here)
 from .manifests import describe, load_or_report
+from .settings import TTLTooLong, ttl_duration
 from .target import Place, place
 
 EXIT_DENIED = 1
@@ -349,7 +350,7 @@ def charging(where: Place, ttl: timedelta) -> ChargingService:
 
 def cmd_charge(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Charge one issuance to an account of a TrustBudget, confirmed at once."""
-    ttl = parse_duration(args.ttl)
+    ttl = ttl_duration(args.ttl)  # checked by its flag already
     cost = parse_amount(args.cost) if args.cost else None
     with place(args, path, writes=True) as where:
         key, decision = charging(where, ttl).charge_account(
@@ -569,10 +570,11 @@ def cmd_leases(args: argparse.Namespace, out: TextIO, path: Path) -> int:
 
 
 def _ttl(value: str) -> timedelta:
-    ttl = parse_duration(value)
-    if ttl > timedelta(days=7):
-        raise ValueError(f"--ttl {value} is longer than 7d")
-    return ttl
+    """--ttl of `consume` and `check` (its flag checks nothing: `ttl_duration` does, here)."""
+    try:
+        return ttl_duration(value)
+    except TTLTooLong as error:
+        raise ValueError(f"--ttl {error}") from None
 
 
 BANDS: tuple[Band, ...] = ("Green", "Yellow", "Red", "Exhausted")
