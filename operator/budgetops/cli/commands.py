@@ -13,26 +13,24 @@ import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TextIO, TypeAlias, cast
 
 from budgetops import __version__
-from budgetops.apis.common import format_duration, parse_amount, parse_duration
+from budgetops.apis.common import format_duration, parse_amount
 from budgetops.apis.numbers import NumberError, whole
 from budgetops.apis.riskbudget import MAX_RISK_POINTS
 
+from .settings import DEFAULT_NAMESPACE, MAX_TTL, VERDICT_KEYS_ENV, ttl_duration
+
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
-MAX_TTL = timedelta(days=7)
-"""Longest --ttl: a reservation is meant to be confirmed or refunded within minutes."""
-DEFAULT_OPERATOR_NAMESPACE = "budgetops-system"
+DEFAULT_OPERATOR_NAMESPACE = DEFAULT_NAMESPACE
+__all__ = ["DEFAULT_OPERATOR_NAMESPACE", "MAX_TTL", "VERDICT_KEYS_ENV", "parser"]
 DEFAULT_ISSUER = "budgetops.dev"
 """`budgetops.crypto.tokens.DEFAULT_ISSUER`, named here so that the parser needs no JWT code
 (tests/unit/test_cli_lazy.py keeps the two equal)."""
-VERDICT_KEYS_ENV = "BUDGETOPS_VERDICT_KEYS"
-"""`budgetops.store.keyring.VERDICT_KEYS_ENV`, for the same reason (kept equal the same way)."""
 WRITES = frozenset({"consume", "check", "adjust", "report-metrics"})
 """The budget verbs run by `cli/writes.py` (with `apply` and `charge`): they load the signing
 code, which the reading verbs of `cli/budgets.py` do not."""
@@ -72,15 +70,14 @@ def db_path(value: str | None) -> Path:
 
 
 def _ttl(value: str) -> str:
-    """argparse type of --ttl: a duration up to MAX_TTL (kept as given)."""
+    """argparse type of --ttl: a duration up to MAX_TTL (kept as given; see `ttl_duration`)."""
     try:
-        parsed = parse_duration(value)
+        ttl_duration(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
-    except OverflowError:  # more days than timedelta holds
-        parsed = MAX_TTL * 2
-    if parsed > MAX_TTL:
-        raise argparse.ArgumentTypeError(f"{value} is longer than {format_duration(MAX_TTL)}")
+    except OverflowError as error:  # more days than timedelta holds
+        too_long = f"{value} is longer than {format_duration(MAX_TTL)}"
+        raise argparse.ArgumentTypeError(too_long) from error
     return value
 
 
@@ -181,7 +178,6 @@ def add_run_arguments(verb: argparse.ArgumentParser) -> None:
     )
     verb.add_argument(
         "--namespace",
-        default=os.environ.get("POD_NAMESPACE", "budgetops-system"),
         help="where TrustBudget notification Secrets live (default: $POD_NAMESPACE)",
     )
     verb.add_argument(
@@ -408,7 +404,6 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         verb.add_argument("--tls-key-file", help="its private key")
         verb.add_argument(
             "--own-service-account",
-            default=os.environ.get("BUDGETOPS_SERVICE_ACCOUNT", ""),
             help="our own identity, never charged (system:serviceaccount:NS:NAME)",
         )
         verb.add_argument(

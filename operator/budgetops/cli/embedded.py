@@ -17,22 +17,23 @@ from budgetops.store.filesecrets import FileSecrets
 from budgetops.store.keyring import embedded_keys
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, LedgerError
 
-from .agents import secrets_dir
 from .serving import attestation, log_to_stderr, serve_until_stopped
+from .settings import EmbeddedSettings
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     """`budgetops serve`: the validating webhook on the embedded ledger until interrupted."""
-    return serve_embedded(ledger, args, out)
+    return serve_embedded(EmbeddedSettings.from_args(args, ledger), out)
 
 
-def serve_embedded(path: Path, args: argparse.Namespace, out: TextIO) -> int:
-    """Serve admission on the ledger at `path`; settle, reset and roll windows meanwhile.
+def serve_embedded(settings: EmbeddedSettings, out: TextIO) -> int:
+    """Serve admission on the ledger at `settings.db`; settle, reset and roll windows meanwhile.
 
     The ledger must exist and hold a budget (only `apply` makes one): served on a missing
     or empty ledger, a typo in `--db` would admit everything. Nothing, not even a keyring,
     is made beside a ledger that is refused."""
-    keys = embedded_keys(path, args.verdict_keys)
+    path = settings.db
+    keys = embedded_keys(path, settings.verdict_keys)
     # Concurrent webhook requests share transactions: one status write per batch.
     store = SQLiteStore(
         path, mode="rw", group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS
@@ -45,8 +46,8 @@ def serve_embedded(path: Path, args: argparse.Namespace, out: TextIO) -> int:
             )
         out.write(f"ledger: {path}\n")
         log_to_stderr()
-        secrets = FileSecrets(secrets_dir(path, args.secrets_dir))
-        attestor, store.trail = attestation(keys, "", [], args.audit_file)
+        secrets = FileSecrets(settings.secrets_dir)
+        attestor, store.trail = attestation(keys, "", [], settings.audit_file)
         registry = CollectorRegistry()
         registry.register(StoreCollector(store.commits.stats))
         registry.register(BudgetCollector(store))
@@ -54,7 +55,7 @@ def serve_embedded(path: Path, args: argparse.Namespace, out: TextIO) -> int:
         reconciler = embedded_reconciler(store, events, registry, clock=system_clock)
         return serve_until_stopped(
             store,
-            args,
+            settings,
             out,
             registry=registry,
             events=events,

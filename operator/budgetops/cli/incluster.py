@@ -9,14 +9,13 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import TextIO
 
 from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
-from budgetops.apis.common import parse_duration
 from budgetops.crypto.webhookcerts import service_names
 from budgetops.engine.clock import Clock, system_clock
 from budgetops.leaseapi.service import signing_key
@@ -42,6 +41,7 @@ from budgetops.store.verdictmaps import VerdictMaps
 from budgetops.store.webhooktls import WebhookTLS
 
 from .serving import attestation, log_to_stderr, serve_until_stopped
+from .settings import ClusterSettings
 from .target import EXIT_UNREACHABLE, ClusterUnreachable, probe
 
 log = logging.getLogger("budgetops.run")
@@ -72,20 +72,25 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     Its stdout is the audit stream, JSON lines only, so what it says of itself goes to stderr.
     """
+    return run_in_cluster(ClusterSettings.from_args(args))
+
+
+def run_in_cluster(settings: ClusterSettings) -> int:
+    """`cmd_run` once its settings are built: see there."""
     log_to_stderr()
     out = sys.stderr
-    api = api_client(args.kubeconfig)
+    api = api_client(settings.kubeconfig)
     try:  # credentials the API server refuses: one line, not a watch's traceback
-        probe(api, args.kubeconfig or "this pod's service account")
+        probe(api, settings.kubeconfig or "this pod's service account")
     except ClusterUnreachable as error:
         log.error("cannot start: %s", error)
         return EXIT_UNREACHABLE
-    if args.tls_secret and not args.tls_cert_file:
-        bootstrap_tls(api, args)
+    if settings.makes_tls:
+        settings = bootstrap_tls(api, settings)
     secrets = KubeSecrets(api)
-    verdict_maps = VerdictMaps(api, args.namespace)
+    verdict_maps = VerdictMaps(api, settings.namespace)
     attestor, trail = attestation(
-        secrets, args.namespace, [StreamSink(sys.stdout), verdict_maps], args.audit_file
+        secrets, settings.namespace, [StreamSink(sys.stdout), verdict_maps], settings.audit_file
     )
     store = KubeStore(api, trail=trail).start()
     stack = contextlib.ExitStack()
@@ -97,14 +102,14 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     events = QueuedEvents(KubeEvents(api), busy=store.commits.busy)
     registry.register(EventsCollector(events))
     try:
-        signing_key(secrets, args.namespace)  # agents' tokens need it; made once per cluster
+        signing_key(secrets, settings.namespace)  # agents' tokens need it; made once per cluster
     except LookupError as error:
         log.warning("the lease API cannot sign or verify agent tokens yet: %s", error)
     try:
-        if not args.reconcile:
+        if not settings.reconcile:
             return serve_until_stopped(
                 store,
-                args,
+                settings,
                 out,
                 registry=registry,
                 events=events,
@@ -120,19 +125,23 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             events,
             registry,
             announcer=notifier,
-            namespace=args.namespace,
-            poll=parse_duration(args.reconcile_poll),
+            namespace=settings.namespace,
+            poll=settings.reconcile_poll,
         )
         scheduler = keep_budgets(reconciler, store.informer)
 
         def reconcile(stop: threading.Event) -> None:
             run_operator(
-                scheduler, api, peering=args.peering, stop=stop, leading=reconciler.metrics.leading
+                scheduler,
+                api,
+                peering=settings.peering,
+                stop=stop,
+                leading=reconciler.metrics.leading,
             )
 
         return serve_until_stopped(
             store,
-            args,
+            settings,
             out,
             registry=registry,
             events=events,
@@ -147,23 +156,24 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 TLS_CHECK = timedelta(hours=12)
 
 
-def bootstrap_tls(api: client.ApiClient, args: argparse.Namespace) -> None:
-    """Serve with the CA and certificate of `--tls-secret`, made or reissued as needed, and
-    look again twice a day (the server reloads the files when they change)."""
+def bootstrap_tls(api: client.ApiClient, settings: ClusterSettings) -> ClusterSettings:
+    """`settings` serving the CA and certificate of `--tls-secret`, made or reissued as
+    needed, and looked at again twice a day (the server reloads the files when they change)."""
+    if not settings.tls_secret:
+        raise ValueError("bootstrap_tls serves the certificate of --tls-secret: give one")
     names = [
-        *service_names(args.tls_service, args.namespace),
-        *(args.tls_extra_name or []),
+        *service_names(settings.tls_service, settings.namespace),
+        *settings.tls_extra_names,
     ]
     tls = WebhookTLS(
         api,
-        namespace=args.namespace,
-        secret=args.tls_secret,
+        namespace=settings.namespace,
+        secret=settings.tls_secret,
         names=names,
-        configuration=args.webhook_configuration,
-        folder=Path(args.tls_dir),
+        configuration=settings.webhook_configuration,
+        folder=settings.tls_dir,
     )
     served = tls.ensure(system_clock())
-    args.tls_cert_file, args.tls_key_file = str(served.cert_file), str(served.key_file)
 
     def renew() -> None:
         while True:
@@ -174,6 +184,7 @@ def bootstrap_tls(api: client.ApiClient, args: argparse.Namespace) -> None:
                 log.exception("could not check the webhook's certificate; trying again later")
 
     threading.Thread(target=renew, name="tls-renew", daemon=True).start()
+    return replace(settings, tls_cert_file=str(served.cert_file), tls_key_file=str(served.key_file))
 
 
 def kube_reconciler(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import signal
@@ -17,7 +16,6 @@ from budgetops.admission.attest import Attestor
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import raise_descriptor_limit, serve
 from budgetops.admission.webhook import Admission
-from budgetops.apis.common import parse_duration
 from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.app import PREFIX as LEASE_PREFIX
 from budgetops.leaseapi.app import lease_app
@@ -27,6 +25,8 @@ from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore
 from budgetops.store.audit import AuditTrail, Checkpoints, FileSink, Sink
 from budgetops.store.keyring import KeyFiles, key_name, verdict_keyring
+
+from .settings import ServeSettings
 
 log = logging.getLogger("budgetops.serve")
 
@@ -58,7 +58,7 @@ def attestation(
 
 def serve_until_stopped(
     store: BudgetStore,
-    args: argparse.Namespace,
+    settings: ServeSettings,
     out: TextIO,
     *,
     registry: CollectorRegistry | None = None,
@@ -69,34 +69,29 @@ def serve_until_stopped(
 ) -> int:
     """Run the webhook over `store` until SIGTERM or Ctrl-C, running `until(stop)` meanwhile
     if given (it must return once `stop` is set)."""
-    host, _, port = args.listen.rpartition(":")
-    if bool(args.tls_cert_file) != bool(args.tls_key_file):
-        raise ValueError("give both --tls-cert-file and --tls-key-file, or neither")
-    tls = (args.tls_cert_file, args.tls_key_file) if args.tls_cert_file else None
+    tls = settings.tls
     admission = Admission(
         store,
         clock=system_clock,
-        identity=Identity(own_service_account=args.own_service_account),
-        ttl=parse_duration(args.ttl),
+        identity=Identity(own_service_account=settings.own_service_account),
+        ttl=settings.ttl,
         metrics=AdmissionMetrics(registry or CollectorRegistry()),
         events=events,
         attestor=attestor,
     )
     mounted = {}
     if secrets is not None:
-        settings = LeaseSettings(
-            issuer=args.issuer,
-            ttl=parse_duration(args.lease_ttl),
-            namespace=getattr(args, "namespace", ""),
+        lease = LeaseSettings(
+            issuer=settings.issuer, ttl=settings.lease_ttl, namespace=settings.namespace
         )
-        service = LeaseService(store, secrets, clock=system_clock, settings=settings)
+        service = LeaseService(store, secrets, clock=system_clock, settings=lease)
         mounted[LEASE_PREFIX] = lease_app(service)
     log.info("open-file limit: %d", raise_descriptor_limit())
-    server = serve(admission, host=host or "127.0.0.1", port=int(port), tls=tls, mounted=mounted)
+    server = serve(admission, host=settings.host, port=settings.port, tls=tls, mounted=mounted)
     scheme = "https" if tls else "http"
-    out.write(f"serving POST {scheme}://{args.listen}/validate\n")
+    out.write(f"serving POST {scheme}://{settings.listen}/validate\n")
     if mounted:
-        out.write(f"serving the lease API at {scheme}://{args.listen}{LEASE_PREFIX}\n")
+        out.write(f"serving the lease API at {scheme}://{settings.listen}{LEASE_PREFIX}\n")
     out.flush()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -18,7 +18,7 @@ from typing import TextIO
 
 import yaml
 
-from budgetops.apis.common import parse_amount, parse_duration
+from budgetops.apis.common import parse_amount
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, ChangeClass, Reliability
 from budgetops.engine import ledger
@@ -34,6 +34,7 @@ from .attestation import signed_answer
 from .budgets import EXIT_DENIED, _risk_key
 from .commands import EXIT_INVALID
 from .manifests import describe, load_or_report
+from .settings import TTLTooLong, ttl_duration
 from .signing import writing
 from .target import Place, place
 
@@ -75,7 +76,7 @@ def charging(where: Place, ttl: timedelta) -> ChargingService:
 
 def cmd_charge(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Charge one issuance to an account of a TrustBudget, confirmed at once."""
-    ttl = parse_duration(args.ttl)
+    ttl = ttl_duration(args.ttl)  # checked by its flag already
     cost = parse_amount(args.cost) if args.cost else None
     with writing(args, path) as where:
         key, decision = charging(where, ttl).charge_account(
@@ -193,7 +194,8 @@ def cmd_report_metrics(args: argparse.Namespace, out: TextIO, path: Path) -> int
 
 
 def _ttl(value: str) -> timedelta:
-    ttl = parse_duration(value)
-    if ttl > timedelta(days=7):
-        raise ValueError(f"--ttl {value} is longer than 7d")
-    return ttl
+    """--ttl of `consume` and `check` (its flag checks nothing: `ttl_duration` does, here)."""
+    try:
+        return ttl_duration(value)
+    except TTLTooLong as error:
+        raise ValueError(f"--ttl {error}") from None
