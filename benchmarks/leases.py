@@ -54,10 +54,10 @@ from budgetops.engine import agents, leases
 from budgetops.engine.clock import system_clock
 from budgetops.engine.ledger import audit
 from budgetops.leaseapi.app import PREFIX, lease_app
-from budgetops.leaseapi.service import LeaseService
 from budgetops.store import SQLiteStore
 from budgetops.store.secrets import FileSecrets
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
+from budgetops.usecases.leasing import LeaseService
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "examples" / "trustbudget-llm-spend.yaml"

@@ -21,9 +21,9 @@ from budgetops.apis.ledger import Account
 from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.cli.main import main
 from budgetops.leaseapi.app import PREFIX, lease_app
-from budgetops.leaseapi.service import LeaseService, LeaseSettings
 from budgetops.store import SQLiteStore
 from budgetops.store.secrets import FileSecrets
+from budgetops.usecases.leasing import LeaseService, LeaseSettings
 from tests.conftest import EXAMPLES
 
 BUDGET = "agent-llm-spend"

@@ -25,11 +25,11 @@ from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.crypto import tokens
 from budgetops.engine import agents
 from budgetops.engine.clock import system_clock
-from budgetops.leaseapi.service import SecretStore, signing_key
 from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, StreamSink
 from budgetops.store.filesecrets import FileSecrets
 from budgetops.store.keyfolder import embedded_keys
+from budgetops.usecases.leasing import SecretStore, signing_key
 
 from .signing import head_signer
 

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 
 from budgetops.crypto.webhookcerts import service_names
 from budgetops.engine.clock import Clock, system_clock
-from budgetops.leaseapi.service import signing_key
 from budgetops.notify import Notifier
 from budgetops.observability.events import EventRecorder, QueuedEvents
 from budgetops.observability.metrics import (
@@ -39,6 +38,7 @@ from budgetops.store.rest import refresh_credentials_at_most_every
 from budgetops.store.secrets import KubeSecrets
 from budgetops.store.verdictmaps import VerdictMaps
 from budgetops.store.webhooktls import WebhookTLS
+from budgetops.usecases.leasing import signing_key
 
 from .serving import attestation, log_to_stderr, serve_until_stopped
 from .settings import ClusterSettings

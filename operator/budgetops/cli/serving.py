@@ -19,12 +19,12 @@ from budgetops.admission.webhook import Admission
 from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.app import PREFIX as LEASE_PREFIX
 from budgetops.leaseapi.app import lease_app
-from budgetops.leaseapi.service import LeaseService, LeaseSettings, SecretSource
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore
 from budgetops.store.audit import AuditTrail, Checkpoints, FileSink, Sink
 from budgetops.store.keyring import KeyFiles, key_name, verdict_keyring
+from budgetops.usecases.leasing import LeaseService, LeaseSettings, SecretSource
 
 from .settings import ServeSettings
 

@@ -1,1 +1,1 @@
-"""The lease API: runtimes borrow, report and return slices of an agent's budget."""
+"""The lease API over HTTP: routes and wire format; what each call does is usecases/leasing.py."""

@@ -23,8 +23,8 @@ from budgetops.apis.leaseprotocol import (
     ReportRequest,
 )
 from budgetops.leaseapi.openapi import document
-from budgetops.leaseapi.service import ApiError, LeaseService
 from budgetops.leaseapi.wire import BODY_MAX, dumps, error_body, parse
+from budgetops.usecases.leasing import ApiError, LeaseService
 
 log = logging.getLogger("budgetops.leaseapi")
 

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from budgetops.apis.numbers import money_text
-from budgetops.leaseapi.service import ApiError
+from budgetops.usecases.leasing import ApiError
 
 BODY_MAX = 1024 * 1024
 
