@@ -27,10 +27,10 @@ from budgetops.crypto import sealing
 from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.observability.events import LogEvents
-from budgetops.reconciling.reconciler import Reconciler
 from budgetops.store.kube import KubeStore
 from budgetops.store.secrets import KubeSecrets
 from budgetops.usecases.leasing import LeaseService, LeaseSettings
+from budgetops.usecases.reconciling import Reconciler
 from tests.conftest import EXAMPLES
 from tests.leases import call
 from tests.waiting import eventually

@@ -24,10 +24,10 @@ from budgetops.engine.ledger import audit
 from budgetops.engine.reconcile import UNREADABLE, Sighting
 from budgetops.observability.metrics import ReconcileMetrics
 from budgetops.reconciling.operator import keep_budgets, run_operator
-from budgetops.reconciling.reconciler import Reconciler, Timing
 from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
 from budgetops.store.objects import KubeObjects
+from budgetops.usecases.reconciling import Reconciler, Timing
 from tests import waiting
 from tests.charges import charging, shipping
 

@@ -15,8 +15,8 @@ from budgetops.engine.decisions import Release
 from budgetops.engine.ledger import confirm
 from budgetops.notify.outbox import Notifier
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics
-from budgetops.reconciling.reconciler import Reconciler, Timing
 from budgetops.store import SQLiteStore
+from budgetops.usecases.reconciling import Reconciler, Timing
 from tests.charges import charging, shipping
 
 from .test_decisions import trust_budget

@@ -28,7 +28,6 @@ from budgetops.observability.metrics import (
 )
 from budgetops.reconciling.leases import LeaseMirror
 from budgetops.reconciling.operator import keep_budgets, run_operator
-from budgetops.reconciling.reconciler import Announcer, Reconciler, Timing
 from budgetops.store.audit import StreamSink
 from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
@@ -39,6 +38,7 @@ from budgetops.store.secrets import KubeSecrets
 from budgetops.store.verdictmaps import VerdictMaps
 from budgetops.store.webhooktls import WebhookTLS
 from budgetops.usecases.leasing import signing_key
+from budgetops.usecases.reconciling import Announcer, Reconciler, Timing
 
 from .serving import attestation, log_to_stderr, serve_until_stopped
 from .settings import ClusterSettings

@@ -20,9 +20,9 @@ from budgetops.engine.clock import Clock
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import ReconcileMetrics
 from budgetops.reconciling.operator import keep_budgets
-from budgetops.reconciling.reconciler import Reconciler, Timing
 from budgetops.reconciling.schedule import Scheduler, StopFlag
 from budgetops.store.sqlite import SQLiteStore
+from budgetops.usecases.reconciling import Reconciler, Timing
 
 log = logging.getLogger("budgetops.embedded")
 

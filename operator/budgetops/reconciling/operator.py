@@ -29,8 +29,8 @@ from urllib3.exceptions import HTTPError
 
 from budgetops.apis.crds import PEERING_GROUP
 from budgetops.apis.resources import BudgetKey, Kind
-from budgetops.reconciling.reconciler import Reconciler
 from budgetops.reconciling.schedule import Scheduler
+from budgetops.usecases.reconciling import Reconciler
 
 log = logging.getLogger("budgetops.operator")
 

@@ -1,7 +1,9 @@
 """One budget's reconcile, end to end: look for witnesses, run the pure step, then tell.
 
-Everything here is synchronous and kopf-free so tests can drive it directly; the scheduler
-in `reconciling.schedule` decides when to call it.
+The reconcile use case: what confirms, refunds, resets, rolls windows and expires leases,
+in one `update_status` per pass. Everything here is synchronous and kopf-free so tests can
+drive it directly; the entry-point machinery in `reconciling/` (the scheduler, the kopf
+peering, the embedded ledger's version poll, the BudgetLease mirror) decides when to call it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from budgetops.engine.reconcile import (
 )
 from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import ReconcileMetrics
-from budgetops.reconciling.leases import LeaseMirror
 from budgetops.store.base import BudgetStore, NotFound
 
 log = logging.getLogger("budgetops.reconciler")
@@ -36,6 +37,14 @@ log = logging.getLogger("budgetops.reconciler")
 
 class ObjectLooker(Protocol):
     def look(self, paths: Sequence[str]) -> Seen: ...
+
+
+class LeaseMirror(Protocol):
+    """Keeps BudgetLease objects in step with a TrustBudget's leases (`reconciling/leases.py`)."""
+
+    def sync(self, budget: TrustBudget) -> None: ...
+
+    def due(self, budget: TrustBudget) -> timedelta | None: ...
 
 
 class Announcer(Protocol):
