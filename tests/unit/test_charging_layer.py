@@ -42,3 +42,17 @@ def test_admission_changes_no_status_itself() -> None:
         for call in _calls(path, {"update_status", "update_status_async"})
     ]
     assert writes == []
+
+
+def test_lease_api_and_reconciling_change_no_status_themselves() -> None:
+    """The HTTP adapter and the reconcile machinery write through their use cases
+    (`usecases/leasing.py`, `usecases/reconciling.py`), which do."""
+    writes = [
+        call
+        for folder in ("leaseapi", "reconciling")
+        for path in sorted((PACKAGE / folder).rglob("*.py"))
+        for call in _calls(path, {"update_status", "update_status_async"})
+    ]
+    assert writes == []
+    for use_case in ("leasing.py", "reconciling.py"):
+        assert _calls(PACKAGE / "usecases" / use_case, {"update_status", "update_status_async"})
