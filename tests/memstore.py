@@ -7,6 +7,11 @@ also holds. Status changes go through the same GroupCommit as SQLiteStore and Ku
 only how one budget is read and written differs. Each write seals its audit records into
 the budget's chain through an AuditTrail, as SQLiteStore does, and keeps their lines in
 `audit`. No versions, no watch, no verdict index: a test that needs those needs a real store.
+
+Fault injection, for tests of what GroupCommit and its callers do when a write goes wrong,
+is by public attributes only (each documented where it is set): `conflicts` and `rival` make
+writes lose to another writer's, `before_write` makes them wait, slow or fail, and `reads`
+records whether each attempt read afresh.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -40,6 +45,16 @@ class MemStore(Attempted):
         self.trail = trail or AuditTrail()
         self.audit: list[str] = []
         """Every sealed audit line, in the order written."""
+        self.reads: list[bool] = []
+        """Every read of an attempt, in order: whether it was asked to be fresh (a retry)."""
+        self.conflicts = 0
+        """So many of the next writes lose to another writer's: nothing written, a conflict."""
+        self.rival: Budget | None = None
+        """Another writer's budget: its status is stored in place of the next write, which
+        then loses to it (a conflict), so the retry reads the rival's."""
+        self.before_write: Callable[[BudgetKey, Budget], None] | None = None
+        """Called with each budget about to be written, under the store's lock: it may
+        wait, sleep, or raise (a write that fails; nothing is written)."""
 
     def _decode(self, key: BudgetKey, row: Row, *, with_status: bool = True) -> Budget:
         obj, status = row
@@ -106,18 +121,29 @@ class MemStore(Attempted):
 
     @contextlib.contextmanager
     def _attempting(self, key: BudgetKey) -> Iterator[None]:
-        """Read, apply and write under one lock: an attempt never conflicts (`fresh` is moot,
-        every read is)."""
+        """Read, apply and write under one lock: an attempt conflicts only as `conflicts` or
+        `rival` say (`fresh` is moot, every read is)."""
         with self._lock:
             yield
 
     def _snapshot(self, key: BudgetKey, *, fresh: bool) -> Budget:
+        self.reads.append(fresh)
         row = self._rows.get(key)
         if row is None:
             raise NotFound(str(key))
         return self._decode(key, row)
 
     def _persist(self, key: BudgetKey, budget: Budget, sealed: Sequence[Sealed]) -> bool:
+        if self.before_write is not None:
+            self.before_write(key, budget)
+        if self.rival is not None:
+            rival, self.rival = self.rival, None
+            status = rival.status.model_dump_json(by_alias=True, exclude_none=True)
+            self._rows[key] = (self._rows[key][0], status)
+            return False
+        if self.conflicts:
+            self.conflicts -= 1
+            return False
         status = budget.status.model_dump_json(by_alias=True, exclude_none=True)
         self._rows[key] = (self._rows[key][0], status)
         self.audit.extend(record.line for record in sealed)

@@ -20,7 +20,8 @@ from budgetops.admission.review import AdmissionRequest
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import MAX_BODY, Admission
 from budgetops.apis.resources import BudgetKey, RiskBudget, TrustBudget
-from budgetops.store import ChargeTimeout, SQLiteStore
+from budgetops.store import BudgetStore, ChargeTimeout, SQLiteStore
+from tests.memstore import MemStore
 
 from .test_decisions import risk_budget, trust_budget
 
@@ -199,7 +200,7 @@ def test_workloads_outside_the_selector_or_namespace_are_not_charged() -> None:
 # The server, over real HTTP on 127.0.0.1, on the embedded store.
 
 
-def admitting(store: SQLiteStore) -> Admission:
+def admitting(store: BudgetStore) -> Admission:
     """Admission over `store` at NOW, with the default identity rules."""
     return Admission(store, clock=lambda: NOW, identity=Identity(), ttl=timedelta(minutes=5))
 
@@ -352,15 +353,16 @@ def test_the_api_servers_deadline_is_read_from_the_url(query: str | None, second
     assert _timeout(query) == seconds
 
 
-class OutOfTime(SQLiteStore):
-    """The store's own deadline passing, as a busy in-cluster budget would make it."""
+class OutOfTime(MemStore):
+    """The store's own deadline passing, as a busy in-cluster budget would make it: its
+    `update_status_async` (public) answers ChargeTimeout."""
 
     async def update_status_async(self, *args: Any, **kwargs: Any) -> Any:
         raise ChargeTimeout("slow")
 
 
-def test_a_charge_out_of_time_is_a_retriable_denial(tmp_path: Path) -> None:
-    store = OutOfTime(tmp_path / "ledger.sqlite3")
+def test_a_charge_out_of_time_is_a_retriable_denial() -> None:
+    store = OutOfTime()
     store.apply(trust_budget(subjects={"groups": ["developers"]}))
     admission = admitting(store)
     answer = asyncio.run(admission.review(json.dumps(request()).encode(), timeout=5))

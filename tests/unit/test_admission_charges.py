@@ -13,7 +13,8 @@ import pytest
 
 from budgetops.admission.webhook import Admission
 from budgetops.apis.resources import Budget, BudgetKey, Kind, RiskBudget, TrustBudget
-from budgetops.store import SQLiteStore
+from budgetops.store import BudgetStore, SQLiteStore
+from tests.memstore import MemStore
 
 from .test_admission import admitting, deployment, request
 from .test_decisions import risk_budget, trust_budget
@@ -48,7 +49,7 @@ def review(admission: Admission, body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def account(store: SQLiteStore, key: BudgetKey, name: str) -> Any:
+def account(store: BudgetStore, key: BudgetKey, name: str) -> Any:
     budget = store.get(key)
     assert isinstance(budget, TrustBudget)
     return budget.status.accounts[name]
@@ -110,8 +111,9 @@ def test_a_token_request_settles_in_every_budget_only_once_all_admitted(tmp_path
     assert (held.spent, held.reserved, held.balance) == (1, 0, 4)
 
 
-class Vanishing(SQLiteStore):
-    """A budget deleted after the request was classified and before it was charged."""
+class Vanishing(MemStore):
+    """A budget deleted after the request was classified and before it was charged: its
+    `list` (public) deletes `gone` once it has answered."""
 
     gone: BudgetKey | None = None
 
@@ -122,8 +124,8 @@ class Vanishing(SQLiteStore):
         return listed
 
 
-def test_a_budget_deleted_before_its_charge_is_a_calm_answer(tmp_path: Path) -> None:
-    store = Vanishing(tmp_path / "ledger.sqlite3")
+def test_a_budget_deleted_before_its_charge_is_a_calm_answer() -> None:
+    store = Vanishing()
     store.apply(named(trust_budget(initialBalance=5), "per-user"))
     store.apply(per_team(initialBalance=2))
     store.gone = PER_TEAM
@@ -184,9 +186,9 @@ def test_a_release_id_too_long_to_store_is_refused_through_the_webhook(tmp_path:
     assert store.ready()
 
 
-class FailingSettle(SQLiteStore):
+class FailingSettle(MemStore):
     """The team budget (charged first, by name) cannot be written a second time: its settle
-    fails."""
+    fails, in `update_status_async` (public)."""
 
     writes: dict[BudgetKey, int]
 
@@ -197,12 +199,10 @@ class FailingSettle(SQLiteStore):
         return await super().update_status_async(key, change, **kwargs)
 
 
-def test_a_settle_that_fails_after_all_admitted_keeps_the_request_admitted(
-    tmp_path: Path,
-) -> None:
+def test_a_settle_that_fails_after_all_admitted_keeps_the_request_admitted() -> None:
     """Before, the failed settle became a 500 while the team budget stayed spent: a request
     refused (or, with failurePolicy Ignore, let through) and charged all the same."""
-    store = FailingSettle(tmp_path / "ledger.sqlite3")
+    store = FailingSettle()
     store.writes = {}
     tokens = [{"resource": "serviceaccounts", "subresource": "token"}]
     store.apply(named(trust_budget(match=tokens, initialBalance=5), "per-user"))

@@ -24,6 +24,7 @@ from budgetops.engine.ledger import InvalidCharge, audit
 from budgetops.store import SQLiteStore
 from budgetops.store.commit import GroupCommit, Held, Waiter, check_readback
 from tests.charges import charging
+from tests.memstore import MemStore
 
 from .test_decisions import NOW, trust_budget
 from .test_group_commit import KEY, ScriptedStore
@@ -36,7 +37,8 @@ def waiter(change: Callable[[Budget], Any]) -> Waiter:
 
 
 class WireStore(ScriptedStore):
-    """KubeStore's commit logic; a write keeps what the API server would hand back."""
+    """KubeStore's commit logic; a write keeps what the API server would hand back. Its PUT
+    of `to_wire()` has no public seam, so the HTTP round trip is replaced privately."""
 
     def _write(self, key: BudgetKey, budget: Budget) -> bool:
         self.stored = RESOURCES[key.kind].model.model_validate(budget.to_wire())  # type: ignore[assignment]
@@ -158,7 +160,8 @@ def test_a_reservation_or_entry_the_change_added_is_checked() -> None:
 
 def test_a_batch_that_reads_back_is_checked_once() -> None:
     checks: list[int] = []
-    store = ScriptedStore(trust_budget(initialBalance=10), conflicts=0)
+    store = MemStore()
+    store.apply(trust_budget(initialBalance=10))
     waiters = [waiter(charging(f"uid-{i}", now=NOW)) for i in range(5)]
     real = GroupCommit._apply
 
