@@ -4,8 +4,8 @@ On the embedded ledger, the signing key and the provider keys are files in the s
 folder beside it (`<ledger>.secrets/<name>/<key>`, the layout of a mounted Secret), which
 `budgetops serve` reads. With `--kubeconfig`, the budget is read and written through the
 API server (the same compare-and-swap store as the webhook) and the keys are Secrets in
-`--namespace`. Each change is one write of the budget's status: a rotation or revocation
-closes the agent's leases in the same write.
+`--namespace`. Each change is one write of the budget's status (`usecases.administering`):
+a rotation or revocation closes the agent's leases in the same write.
 """
 
 from __future__ import annotations
@@ -13,27 +13,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TextIO
 
 from budgetops.apis.agents import Agent
 from budgetops.apis.common import SecretKeyRef, format_time, parse_duration
-from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
+from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.crypto import tokens
-from budgetops.engine import agents
 from budgetops.engine.clock import system_clock
 from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, StreamSink
 from budgetops.store.filesecrets import FileSecrets
 from budgetops.store.keyfolder import embedded_keys
+from budgetops.usecases import administering
 from budgetops.usecases.leasing import SecretStore, signing_key
 
 from .signing import head_signer
-
-T = TypeVar("T")
 
 
 def secrets_dir(ledger: Path, given: str | None) -> Path:
@@ -118,15 +116,10 @@ def cmd_create(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
         project=args.project or "",
     )
 
-    def add(budget: Budget) -> None:
-        if not isinstance(budget, TrustBudget):
-            raise ValueError("agents belong to TrustBudgets")
-        agents.add_agent(budget.status, budget.spec, agent_id=agent_id, agent=agent, now=now)
-
     with where(args, ledger) as here:
         here.secrets.read(here.namespace, ref.name, ref.key)  # a handshake needs it
         key = signing_key(here.secrets, here.namespace)
-        _change(here, args.budget, add)
+        administering.add_agent(here.store, args.budget, agent_id=agent_id, agent=agent, now=now)
     out.write(f"agent: {agent_id}\nbudget_id: {agent.budget_id}\n")
     out.write(f"token: {_token(agent_id, agent, key, args.issuer)}\n")
     return 0
@@ -137,21 +130,16 @@ def cmd_rotate(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     token_id = tokens.new_token_id()
     expires_at = _expiry(now, args.expires_in)
 
-    def rotate(budget: Budget) -> tuple[int, Agent]:
-        assert isinstance(budget, TrustBudget)
-        closed = agents.rotate(
-            budget.status,
+    with where(args, ledger) as here:
+        key = signing_key(here.secrets, here.namespace)
+        closed, agent = administering.rotate_agent(
+            here.store,
+            args.budget,
             agent_id=args.agent,
             token_id=token_id,
-            issued_at=now,
             expires_at=expires_at,
             now=now,
         )
-        return closed, budget.status.agents[args.agent]
-
-    with where(args, ledger) as here:
-        key = signing_key(here.secrets, here.namespace)
-        closed, agent = _change(here, args.budget, rotate)
     out.write(f"agent: {args.agent}: {closed} leases closed; the old token is refused\n")
     out.write(f"token: {_token(args.agent, agent, key, args.issuer)}\n")
     return 0
@@ -160,21 +148,10 @@ def cmd_rotate(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
 def cmd_revoke(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     now = system_clock()
 
-    def revoke(budget: Budget) -> int:
-        assert isinstance(budget, TrustBudget)
-        return agents.revoke(budget.status, agent_id=args.agent, now=now)
-
     with where(args, ledger) as here:
-        closed = _change(here, args.budget, revoke)
+        closed = administering.revoke_agent(here.store, args.budget, agent_id=args.agent, now=now)
     out.write(f"agent: {args.agent} revoked: {closed} leases closed, its token is refused\n")
     return 0
-
-
-def _change(here: Where, budget: str, change: Callable[[Budget], T]) -> T:
-    try:
-        return here.store.update_status(BudgetKey("TrustBudget", budget), change)
-    except agents.UnknownAgent as error:
-        raise ValueError(f"no agent {error.args[0]} in TrustBudget {budget}") from None
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:

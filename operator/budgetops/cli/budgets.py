@@ -3,8 +3,8 @@ history, report-metrics, receipts and leases, on the embedded ledger or in a clu
 
 Tables by default, `-o json|yaml` for scripts, colour only on a terminal. `charge`, `consume`
 and `check` go through `usecases.charging.ChargingService`, the charge the webhook makes (a
-denial is audited and attested like the webhook's); every other write is one `update_status`
-of the store, the compare-and-swap the webhook charges through. Exit codes:
+denial is audited and attested like the webhook's); `adjust` and `report-metrics` through
+`usecases.administering`. Exit codes:
 0 done, 1 denied (consume, check), 2 bad input or no such budget, 4 the cluster cannot be
 reached or has no BudgetOps.
 """

@@ -11,23 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import uuid
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
 import yaml
 
 from budgetops.apis.common import parse_amount
-from budgetops.apis.resources import Budget, BudgetKey, RiskBudget
-from budgetops.apis.riskbudget import MAX_RISK_POINTS, ChangeClass, Reliability
-from budgetops.engine import ledger
-from budgetops.engine.audit import note
+from budgetops.apis.resources import BudgetKey
+from budgetops.apis.riskbudget import ChangeClass, Reliability
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release
-from budgetops.engine.rollover import roll_risk_window, summarize_risk
 from budgetops.engine.verdicts import RISK_PREDICATE, risk_predicate, statement
 from budgetops.store import SQLiteStore
+from budgetops.usecases import administering
 from budgetops.usecases.charging import ChargingService, release_subject
 
 from .attestation import signed_answer
@@ -130,62 +127,31 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     return 0 if decision.allowed else EXIT_DENIED
 
 
-def _write(
-    args: argparse.Namespace, path: Path, change: Callable[[RiskBudget, datetime], str]
-) -> tuple[BudgetKey, str]:
-    with writing(args, path) as where:
-        key = _risk_key(args, where.store)
-
-        def apply(budget: Budget) -> str:
-            assert isinstance(budget, RiskBudget)
-            now = system_clock()
-            roll_risk_window(budget.status, budget.spec, now=now)
-            return change(budget, now)
-
-        return key, where.store.update_status(key, apply)
-
-
 def cmd_adjust(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Raise or lower this window's allocation (earned capacity, an admin's decision)."""
-    if not args.reason.strip():
+    if not args.reason.strip():  # before the ledger is opened
         raise ValueError("--reason must say why the allocation changes")
-
-    def adjust(budget: RiskBudget, now: datetime) -> str:
-        account = budget.status.accounts[budget.spec.service_id]
-        wanted = account.allocation + args.by
-        if wanted < 0 or wanted > MAX_RISK_POINTS * 10:
-            raise ValueError(f"the allocation would be {wanted} RP")
-        ledger.resize(budget.status, account=budget.spec.service_id, allocation=wanted, at=now)
-        budget.status.queued_audit()[-1]["detail"] = {"reason": args.reason.strip()[:1024]}
-        summarize_risk(budget.status, budget.spec)
-        return f"{account.allocation} RP this window ({budget.status.band})"
-
-    key, result = _write(args, path, adjust)
+    with writing(args, path) as where:
+        key = _risk_key(args, where.store)
+        result = administering.adjust_allocation(
+            where.store, key, by=args.by, reason=args.reason, clock=system_clock
+        )
     out.write(f"{key}: allocation now {result}; it applies until the window ends\n")
     return 0
 
 
 def cmd_report_metrics(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Report this window's reliability: it decides the next window's earned capacity."""
-
-    def report(budget: RiskBudget, now: datetime) -> str:
-        figures = Reliability(
-            mttr_hours=args.mttr_hours,
-            change_failure_rate_percent=args.change_failure_rate,
-            p1_incidents=args.p1_incidents,
+    figures = Reliability(
+        mttr_hours=args.mttr_hours,
+        change_failure_rate_percent=args.change_failure_rate,
+        p1_incidents=args.p1_incidents,
+    )
+    with writing(args, path) as where:
+        key = _risk_key(args, where.store)
+        window = administering.report_reliability(
+            where.store, key, figures=figures, clock=system_clock
         )
-        budget.status.reliability = figures
-        note(
-            budget.status,
-            at=now,
-            action="reliability",
-            account=budget.spec.service_id,
-            detail=figures.to_wire(),
-        )
-        window = budget.status.window
-        return window.key if window else ""
-
-    key, window = _write(args, path, report)
     out.write(
         f"{key}: reliability for window {window} recorded; earned capacity is decided when "
         "the window closes\n"

@@ -1,0 +1,140 @@
+"""Administering: what a person changes by hand, outside any request.
+
+A window's allocation adjusted, its reliability figures reported, an agent created, rotated
+or revoked. Each is one change written through the store's `update_status` and audited like
+a charge; the CLI only says what (its flags) and prints the answer. Charging, leasing and
+reconciling have use cases of their own beside this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from budgetops.apis.agents import Agent
+from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
+from budgetops.apis.riskbudget import MAX_RISK_POINTS, Reliability
+from budgetops.engine import agents, ledger
+from budgetops.engine.audit import note
+from budgetops.engine.clock import Clock
+from budgetops.engine.rollover import roll_risk_window, summarize_risk
+from budgetops.store import BudgetStore
+
+T = TypeVar("T")
+
+REASON_MAX = 1024
+"""Characters of an adjustment's reason kept in the audit trail."""
+
+
+def adjust_allocation(
+    store: BudgetStore, key: BudgetKey, *, by: int, reason: str, clock: Clock
+) -> str:
+    """Raise or lower a RiskBudget's allocation for the rest of its window, with a reason
+    the audit trail keeps; returns the allocation and band, as people read them."""
+    if not reason.strip():
+        raise ValueError("--reason must say why the allocation changes")
+
+    def adjust(budget: RiskBudget, now: datetime) -> str:
+        account = budget.status.accounts[budget.spec.service_id]
+        wanted = account.allocation + by
+        if wanted < 0 or wanted > MAX_RISK_POINTS * 10:
+            raise ValueError(f"the allocation would be {wanted} RP")
+        ledger.resize(budget.status, account=budget.spec.service_id, allocation=wanted, at=now)
+        budget.status.queued_audit()[-1]["detail"] = {"reason": reason.strip()[:REASON_MAX]}
+        summarize_risk(budget.status, budget.spec)
+        return f"{account.allocation} RP this window ({budget.status.band})"
+
+    return _in_window(store, key, adjust, clock)
+
+
+def report_reliability(
+    store: BudgetStore, key: BudgetKey, *, figures: Reliability, clock: Clock
+) -> str:
+    """Record this window's reliability, which decides the next window's earned capacity;
+    returns the window's key."""
+
+    def report(budget: RiskBudget, now: datetime) -> str:
+        budget.status.reliability = figures
+        note(
+            budget.status,
+            at=now,
+            action="reliability",
+            account=budget.spec.service_id,
+            detail=figures.to_wire(),
+        )
+        window = budget.status.window
+        return window.key if window else ""
+
+    return _in_window(store, key, report, clock)
+
+
+def add_agent(
+    store: BudgetStore, budget: str, *, agent_id: str, agent: Agent, now: datetime
+) -> None:
+    """Open an agent's account in a USD TrustBudget and record the agent."""
+
+    def add(found: Budget) -> None:
+        if not isinstance(found, TrustBudget):
+            raise ValueError("agents belong to TrustBudgets")
+        agents.add_agent(found.status, found.spec, agent_id=agent_id, agent=agent, now=now)
+
+    _agents_change(store, budget, add)
+
+
+def rotate_agent(
+    store: BudgetStore,
+    budget: str,
+    *,
+    agent_id: str,
+    token_id: str,
+    expires_at: datetime | None,
+    now: datetime,
+) -> tuple[int, Agent]:
+    """Give the agent a new token; its old token and every lease under it end now. Returns
+    how many leases closed, and the agent as it now stands."""
+
+    def rotate(found: Budget) -> tuple[int, Agent]:
+        assert isinstance(found, TrustBudget)
+        closed = agents.rotate(
+            found.status,
+            agent_id=agent_id,
+            token_id=token_id,
+            issued_at=now,
+            expires_at=expires_at,
+            now=now,
+        )
+        return closed, found.status.agents[agent_id]
+
+    return _agents_change(store, budget, rotate)
+
+
+def revoke_agent(store: BudgetStore, budget: str, *, agent_id: str, now: datetime) -> int:
+    """Refuse the agent's token from now on; returns how many of its leases closed."""
+
+    def revoke(found: Budget) -> int:
+        assert isinstance(found, TrustBudget)
+        return agents.revoke(found.status, agent_id=agent_id, now=now)
+
+    return _agents_change(store, budget, revoke)
+
+
+def _in_window(
+    store: BudgetStore, key: BudgetKey, change: Callable[[RiskBudget, datetime], T], clock: Clock
+) -> T:
+    """`change` on the RiskBudget's current window, rolled first if it has closed."""
+
+    def apply(budget: Budget) -> T:
+        assert isinstance(budget, RiskBudget)
+        now = clock()
+        roll_risk_window(budget.status, budget.spec, now=now)
+        return change(budget, now)
+
+    return store.update_status(key, apply)
+
+
+def _agents_change(store: BudgetStore, budget: str, change: Callable[[Budget], T]) -> T:
+    try:
+        return store.update_status(BudgetKey("TrustBudget", budget), change)
+    except agents.UnknownAgent as error:
+        raise ValueError(f"no agent {error.args[0]} in TrustBudget {budget}") from None
