@@ -41,6 +41,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from budgetops.adapters.secrets import FileSecrets
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
@@ -56,7 +57,6 @@ from budgetops.engine.ledger import audit
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.leaseapi.service import LeaseService
 from budgetops.store import SQLiteStore
-from budgetops.store.secrets import FileSecrets
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent

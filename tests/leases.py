@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from budgetops.adapters.secrets import FileSecrets
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
@@ -23,7 +24,6 @@ from budgetops.cli.main import main
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.leaseapi.service import LeaseService, LeaseSettings
 from budgetops.store import SQLiteStore
-from budgetops.store.secrets import FileSecrets
 from tests.conftest import EXAMPLES
 
 BUDGET = "agent-llm-spend"

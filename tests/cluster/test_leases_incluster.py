@@ -18,6 +18,7 @@ import yaml
 from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
+from budgetops.adapters.secrets import KubeSecrets
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
@@ -30,7 +31,6 @@ from budgetops.leaseapi.service import LeaseService, LeaseSettings
 from budgetops.observability.events import LogEvents
 from budgetops.reconciling.reconciler import Reconciler
 from budgetops.store.kube import KubeStore
-from budgetops.store.secrets import KubeSecrets
 from tests.conftest import EXAMPLES
 from tests.leases import call
 from tests.waiting import eventually
