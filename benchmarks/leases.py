@@ -41,6 +41,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from budgetops.adapters.secrets import FileSecrets
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
@@ -55,7 +56,6 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.ledger import audit
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.store import SQLiteStore
-from budgetops.store.secrets import FileSecrets
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 from budgetops.usecases.leasing import LeaseService
 

@@ -31,10 +31,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from budgetops.adapters.events import KubeEvents
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.charges import TrustCharge
 from budgetops.engine.conditions import set_condition
-from budgetops.store.events import KubeEvents
 from budgetops.usecases.charging import Changes
 from cluster import load_harness
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from budgetops.adapters.secrets import FileSecrets
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
@@ -22,7 +23,6 @@ from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.cli.main import main
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.store import SQLiteStore
-from budgetops.store.secrets import FileSecrets
 from budgetops.usecases.leasing import LeaseService, LeaseSettings
 from tests.conftest import EXAMPLES
 

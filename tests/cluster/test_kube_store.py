@@ -182,9 +182,9 @@ def test_a_break_glass_use_is_an_event_on_the_budget(
 
     from kubernetes import config as kube_config
 
+    from budgetops.adapters.events import KubeEvents
     from budgetops.admission.classify import Identity
     from budgetops.admission.webhook import Admission
-    from budgetops.store.events import KubeEvents
 
     store = make_store()
     document = hot_budget("glass", 1).to_wire()

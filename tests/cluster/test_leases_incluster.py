@@ -18,6 +18,7 @@ import yaml
 from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
+from budgetops.adapters.secrets import KubeSecrets
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
@@ -28,7 +29,6 @@ from budgetops.engine.clock import system_clock
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.observability.events import LogEvents
 from budgetops.store.kube import KubeStore
-from budgetops.store.secrets import KubeSecrets
 from budgetops.usecases.leasing import LeaseService, LeaseSettings
 from budgetops.usecases.reconciling import Reconciler
 from tests.conftest import EXAMPLES

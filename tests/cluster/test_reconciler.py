@@ -15,6 +15,8 @@ import pytest
 from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
+from budgetops.adapters.events import KubeEvents
+from budgetops.adapters.objects import KubeObjects
 from budgetops.apis.ledger import Witness
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import RiskBudgetStatus
@@ -24,9 +26,7 @@ from budgetops.engine.ledger import audit
 from budgetops.engine.reconcile import UNREADABLE, Sighting
 from budgetops.observability.metrics import ReconcileMetrics
 from budgetops.reconciling.operator import keep_budgets, run_operator
-from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
-from budgetops.store.objects import KubeObjects
 from budgetops.usecases.reconciling import Reconciler, Timing
 from tests import waiting
 from tests.charges import charging, shipping

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from budgetops.adapters.webhooktls import WebhookTLS
 from budgetops.crypto import webhookcerts
 from budgetops.engine.clock import system_clock
-from budgetops.store.webhooktls import WebhookTLS
 from tests.cluster.conftest import CSR_CREATE
 from tests.ports import free_port
 

@@ -19,6 +19,14 @@ from typing import Any
 
 import pytest
 
+from budgetops.adapters.keyring import (
+    VERDICT_KEYS_ENV,
+    VERDICT_KEYS_SECRET,
+    KeyFolder,
+    read_keyring,
+)
+from budgetops.adapters.secrets import FileSecrets
+from budgetops.adapters.verdictmaps import MAP_BYTES_MAX, VERDICTS_PER_MAP, merged
 from budgetops.apis.audit import AuditHead, HeadSignature
 from budgetops.apis.resources import BudgetKey
 from budgetops.cli.serving import attestation
@@ -27,9 +35,6 @@ from budgetops.engine import audit
 from budgetops.engine.canonical import config_hash
 from budgetops.store import SQLiteStore
 from budgetops.store.audit import Verdict
-from budgetops.store.keyring import VERDICT_KEYS_ENV, VERDICT_KEYS_SECRET, KeyFolder, read_keyring
-from budgetops.store.secrets import FileSecrets
-from budgetops.store.verdictmaps import MAP_BYTES_MAX, VERDICTS_PER_MAP, merged
 from tests.conftest import EXAMPLES
 from tests.ports import free_port
 

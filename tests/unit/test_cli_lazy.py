@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from budgetops.adapters.keyring import VERDICT_KEYS_ENV
 from budgetops.cli import commands
 from budgetops.crypto.tokens import DEFAULT_ISSUER
-from budgetops.store.keyring import VERDICT_KEYS_ENV
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 HEAVY = ("kopf", "kubernetes", "aiohttp", "prometheus_client")

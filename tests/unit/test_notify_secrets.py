@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from budgetops.store.secrets import KubeSecrets
+from budgetops.adapters.secrets import KubeSecrets
 
 from .test_notify_targets import Receiver
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from kubernetes import client, config
 
+from budgetops.adapters.rest import refresh_credentials_at_most_every
 from budgetops.cli.incluster import api_client
-from budgetops.store.rest import refresh_credentials_at_most_every
 
 KUBECONFIG = """
 apiVersion: v1

@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from budgetops.adapters.filesecrets import FileSecrets
+from budgetops.adapters.keyfolder import embedded_keys
 from budgetops.apis.agents import Agent
 from budgetops.apis.common import SecretKeyRef, format_time, parse_duration
 from budgetops.apis.resources import BudgetKey, TrustBudget
@@ -26,8 +28,6 @@ from budgetops.crypto import tokens
 from budgetops.engine.clock import system_clock
 from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, StreamSink
-from budgetops.store.filesecrets import FileSecrets
-from budgetops.store.keyfolder import embedded_keys
 from budgetops.usecases import administering
 from budgetops.usecases.leasing import SecretStore, signing_key
 
@@ -50,9 +50,9 @@ class Where:
 @contextlib.contextmanager
 def where(args: argparse.Namespace, ledger: Path, *, writes: bool = True) -> Iterator[Where]:
     if args.kubeconfig:
+        from budgetops.adapters.secrets import KubeSecrets
         from budgetops.cli.incluster import api_client
         from budgetops.store.kube import KubeStore
-        from budgetops.store.secrets import KubeSecrets
 
         api = api_client(args.kubeconfig)
         # The movements a command makes (a revocation returns leases) are records of the

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from budgetops.adapters.keyring import key_name, read_keyring, rotate_keyring, verdict_keyring
 from budgetops.apis.audit import AuditHead
 from budgetops.apis.common import format_time
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
@@ -34,7 +35,6 @@ from budgetops.engine.verdicts import (
     verdict_digest,
 )
 from budgetops.store import BudgetStore, NotFound
-from budgetops.store.keyring import key_name, read_keyring, rotate_keyring, verdict_keyring
 
 from .target import Place, place, same_place
 

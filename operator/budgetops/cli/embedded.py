@@ -8,13 +8,13 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
+from budgetops.adapters.filesecrets import FileSecrets
+from budgetops.adapters.keyring import embedded_keys
 from budgetops.engine.clock import system_clock
 from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
 from budgetops.reconciling.embedded import LedgerWatch, embedded_reconciler, keep_ledger
 from budgetops.store import SQLiteStore
-from budgetops.store.filesecrets import FileSecrets
-from budgetops.store.keyring import embedded_keys
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, LedgerError
 
 from .serving import attestation, log_to_stderr, serve_until_stopped

@@ -16,6 +16,13 @@ from typing import TextIO
 from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
+from budgetops.adapters.events import KubeEvents
+from budgetops.adapters.leaseobjects import KubeLeaseObjects
+from budgetops.adapters.objects import KubeObjects
+from budgetops.adapters.rest import refresh_credentials_at_most_every
+from budgetops.adapters.secrets import KubeSecrets
+from budgetops.adapters.verdictmaps import VerdictMaps
+from budgetops.adapters.webhooktls import WebhookTLS
 from budgetops.crypto.webhookcerts import service_names
 from budgetops.engine.clock import Clock, system_clock
 from budgetops.notify import Notifier
@@ -29,14 +36,7 @@ from budgetops.observability.metrics import (
 from budgetops.reconciling.leases import LeaseMirror
 from budgetops.reconciling.operator import keep_budgets, run_operator
 from budgetops.store.audit import StreamSink
-from budgetops.store.events import KubeEvents
 from budgetops.store.kube import KubeStore
-from budgetops.store.leaseobjects import KubeLeaseObjects
-from budgetops.store.objects import KubeObjects
-from budgetops.store.rest import refresh_credentials_at_most_every
-from budgetops.store.secrets import KubeSecrets
-from budgetops.store.verdictmaps import VerdictMaps
-from budgetops.store.webhooktls import WebhookTLS
 from budgetops.usecases.leasing import signing_key
 from budgetops.usecases.reconciling import Announcer, Reconciler, Timing
 

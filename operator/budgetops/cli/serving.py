@@ -12,6 +12,7 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
+from budgetops.adapters.keyring import KeyFiles, key_name, verdict_keyring
 from budgetops.admission.attest import Attestor
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import raise_descriptor_limit, serve
@@ -23,7 +24,6 @@ from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore
 from budgetops.store.audit import AuditTrail, Checkpoints, FileSink, Sink
-from budgetops.store.keyring import KeyFiles, key_name, verdict_keyring
 from budgetops.usecases.leasing import LeaseService, LeaseSettings, SecretSource
 
 from .settings import ServeSettings

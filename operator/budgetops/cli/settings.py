@@ -23,7 +23,7 @@ DEFAULT_NAMESPACE = "budgetops-system"
 NAMESPACE_ENV = "POD_NAMESPACE"
 SERVICE_ACCOUNT_ENV = "BUDGETOPS_SERVICE_ACCOUNT"
 VERDICT_KEYS_ENV = "BUDGETOPS_VERDICT_KEYS"
-"""`budgetops.store.keyring.VERDICT_KEYS_ENV`, named here so that the parser needs no store
+"""`budgetops.adapters.keyring.VERDICT_KEYS_ENV`, named here so that the parser needs no store
 code (tests/unit/test_cli_lazy.py keeps the two equal)."""
 
 
@@ -117,7 +117,7 @@ class EmbeddedSettings(ServeSettings):
     """The agent signing and provider key files (default: <ledger>.secrets)."""
     verdict_keys: str | None = None
     """The verdict keyring's folder: --verdict-keys, else $BUDGETOPS_VERDICT_KEYS, else None
-    (the default place, see `budgetops.store.keyring.keys_folder`)."""
+    (the default place, see `budgetops.adapters.keyring.keys_folder`)."""
 
     @classmethod
     def from_args(

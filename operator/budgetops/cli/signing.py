@@ -12,9 +12,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from budgetops.adapters.keyring import KeyFiles, key_name, read_keyring, verdict_keyring
 from budgetops.crypto.dsse import Keyring
 from budgetops.store.audit import Checkpoints
-from budgetops.store.keyring import KeyFiles, key_name, read_keyring, verdict_keyring
 
 from .target import Place, place
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from budgetops.adapters.keyfolder import KeyFiles, embedded_keys
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import TrustBudget
 from budgetops.engine.leaserecords import object_name, status_of
 from budgetops.store import BudgetStore, SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints
-from budgetops.store.keyfolder import KeyFiles, embedded_keys
 from budgetops.usecases.attest import Attestor
 
 from .commands import DEFAULT_OPERATOR_NAMESPACE
@@ -133,11 +133,11 @@ def place(
     without one it is read only, and no signing code is loaded."""
     writes = signer is not None
     if args.kubeconfig is not None:
+        from budgetops.adapters.secrets import KubeSecrets
+        from budgetops.adapters.verdictmaps import VerdictMaps
         from budgetops.cli.incluster import api_client
         from budgetops.store.audit import StreamSink
         from budgetops.store.kube import KubeStore
-        from budgetops.store.secrets import KubeSecrets
-        from budgetops.store.verdictmaps import VerdictMaps
 
         kubeconfig = args.kubeconfig or default_kubeconfig()
         where = kubeconfig or "this pod's service account"

@@ -39,7 +39,7 @@ class EventRecorder(Protocol):
 
 class LogEvents:
     """Where there is no API server (the embedded ledger): Events go to the log.
-    In a cluster, `store.events.KubeEvents` posts them."""
+    In a cluster, `adapters.events.KubeEvents` posts them."""
 
     def emit(
         self,

@@ -22,10 +22,10 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from budgetops.adapters.rest import REQUEST_TIMEOUT
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind
 from budgetops.store.parsed import Parsed
-from budgetops.store.rest import REQUEST_TIMEOUT
 
 log = logging.getLogger("budgetops.store")
 

@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
+from budgetops.adapters.rest import REQUEST_TIMEOUT, request_json
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_errors
 from budgetops.engine.audit import Sealed
@@ -30,7 +31,6 @@ from budgetops.store.audit import AuditTrail
 from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
 from budgetops.store.commit import GroupCommit
 from budgetops.store.informer import BudgetCache, Informer, json_object
-from budgetops.store.rest import REQUEST_TIMEOUT, request_json
 
 log = logging.getLogger("budgetops.store")
 

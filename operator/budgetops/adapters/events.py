@@ -10,10 +10,10 @@ from datetime import datetime
 
 from kubernetes import client
 
+from budgetops.adapters.rest import request_json
 from budgetops.apis.common import API_VERSION, format_time
 from budgetops.apis.resources import Subject
 from budgetops.engine.clock import Clock, system_clock
-from budgetops.store.rest import request_json
 
 log = logging.getLogger("budgetops.events")
 

@@ -1,5 +1,5 @@
 """Where a verdict keyring's files are, and how they are read and written whole: a Secret in a
-cluster, a folder of its own embedded (see `store/keyring.py` for what the keyring is).
+cluster, a folder of its own embedded (see `adapters/keyring.py` for what the keyring is).
 
 Nothing here reads a key, so a command that only reads the ledger can find the keyring's
 place without loading the signing code (`crypto.dsse`, and with it `cryptography`).
@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from budgetops.adapters.filesecrets import FileSecrets
 from budgetops.engine.clock import system_clock
-from budgetops.store.filesecrets import FileSecrets
 from budgetops.store.sqlite import LedgerError
 
 VERDICT_KEYS_SECRET = "budgetops-verdict-keys"

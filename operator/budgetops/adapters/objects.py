@@ -20,8 +20,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from budgetops.adapters.rest import request_json
 from budgetops.engine.reconcile import UNREADABLE, Seen, Sighting, Unreadable
-from budgetops.store.rest import request_json
 
 log = logging.getLogger("budgetops.objects")
 

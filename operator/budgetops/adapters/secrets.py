@@ -12,7 +12,7 @@ import binascii
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from budgetops.store.filesecrets import FileSecrets
+from budgetops.adapters.filesecrets import FileSecrets
 
 __all__ = ["FileSecrets", "KubeSecrets"]  # FileSecrets lives apart: it needs no kubernetes
 

@@ -1,5 +1,5 @@
 """Secrets as files, the embedded ledger's: kept apart from `secrets.KubeSecrets` so that
-reading a ledger's keys (`store.keyring`) imports no Kubernetes client."""
+reading a ledger's keys (`adapters.keyring`) imports no Kubernetes client."""
 
 from __future__ import annotations
 

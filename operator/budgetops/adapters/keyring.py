@@ -14,8 +14,7 @@ ledger could re-sign it.
 
 from __future__ import annotations
 
-from budgetops.crypto.dsse import Algorithm, Keyring
-from budgetops.store.keyfolder import (
+from budgetops.adapters.keyfolder import (
     VERDICT_KEYS_ENV,
     VERDICT_KEYS_SECRET,
     KeyFiles,
@@ -24,8 +23,9 @@ from budgetops.store.keyfolder import (
     key_name,
     keys_folder,
 )
+from budgetops.crypto.dsse import Algorithm, Keyring
 
-__all__ = [  # where the keyring's files are (store/keyfolder.py), as callers import it here
+__all__ = [  # where the keyring's files are (adapters/keyfolder.py), as callers import it here
     "VERDICT_KEYS_ENV",
     "VERDICT_KEYS_SECRET",
     "KeyFiles",
