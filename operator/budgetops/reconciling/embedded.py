@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -21,7 +22,7 @@ from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import ReconcileMetrics
 from budgetops.reconciling.operator import keep_budgets
 from budgetops.reconciling.schedule import Scheduler, StopFlag
-from budgetops.store.sqlite import SQLiteStore
+from budgetops.store import BudgetStore
 from budgetops.usecases.reconciling import Reconciler, Timing
 
 log = logging.getLogger("budgetops.embedded")
@@ -30,11 +31,17 @@ POLL_SECONDS = 1.0
 """How often the ledger's row versions are read to notice changes."""
 
 
+class VersionedStore(BudgetStore, Protocol):
+    """A store that tells every budget's row version cheaply (the embedded ledger does)."""
+
+    def versions(self) -> dict[BudgetKey, int]: ...
+
+
 class LedgerWatch:
     """Tells listeners of every budget added, changed or removed in the ledger file, by
     whichever process, within `every` seconds."""
 
-    def __init__(self, store: SQLiteStore, *, every: float = POLL_SECONDS) -> None:
+    def __init__(self, store: VersionedStore, *, every: float = POLL_SECONDS) -> None:
         self.store = store
         self.every = every
         self.listeners: list[Callable[[BudgetKey], None]] = []
@@ -65,7 +72,7 @@ class LedgerWatch:
 
 
 def embedded_reconciler(
-    store: SQLiteStore,
+    store: BudgetStore,
     events: EventRecorder,
     registry: CollectorRegistry,
     *,
