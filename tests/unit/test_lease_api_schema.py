@@ -22,7 +22,8 @@ def test_the_lease_api_answers_as_its_document_says(tmp_path: Path) -> None:
     with lease_api(tmp_path) as api:
         _, token = create_agent(api.db)
         handshake(api, token)
-        schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{api.port}/api/v1/openapi.json")
+        base_url = f"http://127.0.0.1:{api.port}/api/v1"
+        schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
         headers = {"Authorization": f"Bearer {token}"}
         operations = [result.ok() for result in schema.get_all_operations()]
         assert len(operations) == 5
@@ -38,7 +39,8 @@ def test_the_lease_api_answers_as_its_document_says(tmp_path: Path) -> None:
                     derandomize=True,
                 )
                 def check(case: schemathesis.Case) -> None:
-                    case.call_and_validate(headers=headers)
+                    # Always loopback, whatever `servers` the document may name one day.
+                    case.call_and_validate(base_url=base_url, headers=headers)
 
                 check()
         for path, methods in schema.raw_schema["paths"].items():

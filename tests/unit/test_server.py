@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
@@ -186,36 +187,50 @@ server.close()
 """
 
 
-def test_stalled_connections_past_the_descriptor_limit_leave_requests_answered(
-    tmp_path: Path,
-) -> None:
-    """300 stalled connections against a server limited to 256 descriptors: the oldest idle
-    are shed, a normal request is answered at once, and the log stays a few lines."""
+@contextlib.contextmanager
+def child_server(tmp_path: Path, descriptors: int) -> Iterator[tuple[int, list[str]]]:
+    """The webhook in a child process whose open-file limit is `descriptors`: yields its port
+    and a list that holds its log once the block is left (the child is killed if it hangs)."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(tmp_path), "256"],
+        [sys.executable, "-c", CHILD, str(tmp_path), str(descriptors)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    stalled: list[socket.socket] = []
+    log: list[str] = []
     try:
         assert child.stdout is not None
-        port = int(child.stdout.readline())
-        for n in range(300):
-            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
-            if n % 2:
-                connection.sendall(b"POST /validate HTTP/1.1\r\nHost: x\r\n")  # a head, stalled
-            stalled.append(connection)
-        started = time.monotonic()
-        assert ask(port, timeout=5.0)[0] == 200
-        status, _ = ask(port, "POST", path="/validate", body=b"{}", headers=JSON, timeout=5.0)
-        assert status == 400
-        assert time.monotonic() - started < 4.0  # asyncio retries a failed accept() after 1 s
+        yield int(child.stdout.readline()), log
     finally:
-        for connection in stalled:
-            connection.close()
-        _, log = child.communicate("", timeout=20)
+        try:
+            log.append(child.communicate("", timeout=20)[1])
+        finally:
+            child.kill()
+
+
+def test_stalled_connections_past_the_descriptor_limit_leave_requests_answered(
+    tmp_path: Path,
+) -> None:
+    """300 stalled connections against a server limited to 256 descriptors: the oldest idle
+    are shed, a normal request is answered at once, and the log stays a few lines."""
+    stalled: list[socket.socket] = []
+    with child_server(tmp_path, 256) as (port, logged):
+        try:
+            for n in range(300):
+                connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if n % 2:
+                    connection.sendall(b"POST /validate HTTP/1.1\r\nHost: x\r\n")  # stalled
+                stalled.append(connection)
+            started = time.monotonic()
+            assert ask(port, timeout=5.0)[0] == 200
+            status, _ = ask(port, "POST", path="/validate", body=b"{}", headers=JSON, timeout=5.0)
+            assert status == 400
+            assert time.monotonic() - started < 4.0  # asyncio retries a failed accept() after 1 s
+        finally:
+            for connection in stalled:
+                connection.close()
+    log = logged[0]
     lines = [line for line in log.splitlines() if line.strip()]
     assert "Traceback" not in log, log
     assert len(lines) <= 5, log
@@ -307,25 +322,17 @@ def test_a_burst_of_connections_past_the_descriptor_limit_never_runs_out_of_them
     """Before, asyncio accepted 256 connections per turn before the cap saw any: accept()
     ran out of descriptors and stopped for a second each time, and an admission behind a
     burst of 1,100 connections against 1,024 descriptors waited 1 to 2 s."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(tmp_path), "512"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     held: list[socket.socket] = []
-    try:
-        assert child.stdout is not None
-        port = int(child.stdout.readline())
-        for _ in range(700):
-            held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-        status, _ = ask(port, "POST", path="/validate", body=b"{}", headers=JSON, timeout=10.0)
-        assert status == 400  # answered by the review
-    finally:
-        for connection in held:
-            connection.close()
-        _, log = child.communicate("", timeout=20)
+    with child_server(tmp_path, 512) as (port, logged):
+        try:
+            for _ in range(700):
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            status, _ = ask(port, "POST", path="/validate", body=b"{}", headers=JSON, timeout=10.0)
+            assert status == 400  # answered by the review
+        finally:
+            for connection in held:
+                connection.close()
+    log = logged[0]
     assert "accept() failed" not in log, log
     assert "shed idle connections" in log, log
 
