@@ -58,3 +58,24 @@ def test_a_command_is_refused_once_too_many_records_wait_for_the_operator() -> N
     _moved(budget, "one-too-many")
     with pytest.raises(ValueError, match="wait for the operator"):
         AuditTrail(hold=True).seal(BudgetKey.of(budget), budget)
+
+
+@pytest.mark.parametrize("own_records", [False, True])
+def test_held_records_edited_after_the_command_are_never_signed_over(own_records: bool) -> None:
+    """Whoever may write the status could edit held lines; the operator signs no head over
+    them, whether its own write adds records or not (before, it checked only without)."""
+    keyring = dsse.Keyring.from_files(dsse.Keyring.new("k1", "ed25519"))
+    operator = AuditTrail(checkpoints=Checkpoints.by(keyring))
+    budget = risk_budget()
+    key = BudgetKey.of(budget)
+    _moved(budget, "before")
+    operator.seal(key, budget)
+    _moved(budget, "by-the-command")
+    AuditTrail(hold=True).seal(key, budget)
+    budget.status.audit_held[0] = budget.status.audit_held[0].replace(
+        "by-the-command", "someone-else"
+    )
+    if own_records:
+        _moved(budget, "the-operators-own")
+    operator.seal(key, budget)
+    assert budget.status.audit_head.signature is None

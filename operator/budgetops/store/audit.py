@@ -117,6 +117,11 @@ class AuditTrail:
             return []
         held = [] if self.hold else _take_held(status)
         signing = self.checkpoints
+        # Never sign over held records that do not lead to the head, whether this write adds
+        # records of its own or not: `verify` then reports the unsigned head.
+        if held and not _ends_at(held, status.audit_head):
+            log.error("%s: its held audit records do not end at its head; not signed", key)
+            signing = None
         uid = budget.metadata.uid or ""
         sealed = audit.seal(
             status,
@@ -128,11 +133,8 @@ class AuditTrail:
         if self.hold:
             _hold(status, sealed)
         elif held and not sealed and signing is not None and status.audit_head.signature is None:
-            if _ends_at(held, status.audit_head):
-                line = audit.sign_head(status, budget=str(key), uid=uid, sign=signing.sign)
-                held[-1] = Sealed(held[-1].record, held[-1].line, line)
-            else:  # never sign a head the held records do not lead to: verify reports it
-                log.error("%s: its held audit records do not end at its head; not signed", key)
+            line = audit.sign_head(status, budget=str(key), uid=uid, sign=signing.sign)
+            held[-1] = Sealed(held[-1].record, held[-1].line, line)
         return [*held, *sealed]
 
     def publish(self, records: Sequence[Sealed]) -> None:
