@@ -32,6 +32,7 @@ from budgetops.usecases import administering
 from budgetops.usecases.leasing import SecretStore, signing_key
 
 from .signing import head_signer
+from .target import cluster_api
 
 
 def secrets_dir(ledger: Path, given: str | None) -> Path:
@@ -49,12 +50,11 @@ class Where:
 
 @contextlib.contextmanager
 def where(args: argparse.Namespace, ledger: Path, *, writes: bool = True) -> Iterator[Where]:
-    if args.kubeconfig:
+    if args.kubeconfig is not None:  # "" in the kubectl plugin: the current cluster
         from budgetops.adapters.secrets import KubeSecrets
-        from budgetops.cli.incluster import api_client
         from budgetops.store.kube import KubeStore
 
-        api = api_client(args.kubeconfig)
+        api = cluster_api(args)
         # The movements a command makes (a revocation returns leases) are records of the
         # budget's audit trail like the operator's: held in the status until the operator
         # publishes them, and echoed on this command's stderr.

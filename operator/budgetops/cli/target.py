@@ -135,17 +135,10 @@ def place(
     if args.kubeconfig is not None:
         from budgetops.adapters.secrets import KubeSecrets
         from budgetops.adapters.verdictmaps import VerdictMaps
-        from budgetops.cli.incluster import api_client
         from budgetops.store.audit import StreamSink
         from budgetops.store.kube import KubeStore
 
-        kubeconfig = args.kubeconfig or default_kubeconfig()
-        where = kubeconfig or "this pod's service account"
-        try:
-            api = api_client(kubeconfig, context=getattr(args, "context", None))
-        except Exception as error:  # a missing or unreadable kubeconfig, no in-cluster env
-            raise ClusterUnreachable(f"cannot use the kubeconfig {where}: {error}") from None
-        probe(api, where)
+        api = cluster_api(args)
         args.operator_namespace = args.operator_namespace or operator_namespace(api)
         # A command's movements are records of the budget's audit trail like the operator's:
         # held in the status until the operator publishes them with its own.
@@ -188,6 +181,22 @@ def place(
         )
     finally:
         sqlite.close()
+
+
+def cluster_api(args: argparse.Namespace) -> Any:
+    """The API server `args.kubeconfig` names ("" for the current kubeconfig's default, as
+    kubectl finds it, or this pod's service account), with `--context`; probed, so that an
+    unreachable cluster is ClusterUnreachable before any watch starts."""
+    from budgetops.cli.incluster import api_client
+
+    kubeconfig = args.kubeconfig or default_kubeconfig()
+    where = kubeconfig or "this pod's service account"
+    try:
+        api = api_client(kubeconfig, context=getattr(args, "context", None))
+    except Exception as error:  # a missing or unreadable kubeconfig, no in-cluster env
+        raise ClusterUnreachable(f"cannot use the kubeconfig {where}: {error}") from None
+    probe(api, where)
+    return api
 
 
 def operator_namespace(api: Any) -> str:
