@@ -309,3 +309,17 @@ def test_a_user_in_two_governed_groups_is_charged_in_each_all_or_nothing(
     replay = review(admission, request(groups=alice, uid="a1"))
     assert replay["allowed"], "a retry of the admitted request is free in both accounts"
     assert account(store, CERTS, "group:ops").reserved == 2
+
+
+def test_keys_read_back_in_name_order_are_still_let_go_by_age() -> None:
+    """The API server hands an object's keys back sorted by name, not in the order they
+    settled: a young key named first held every old one back, and memory grew unbounded."""
+    young = NOW - timedelta(seconds=10)
+    old = NOW - 3 * KEY_KEPT
+    settled = {"0000-young": young} | {f"uid-{n:05d}": old for n in range(3000)}
+    budget = trust_budget()
+    wire = budget.to_wire()
+    wire["status"]["settled"] = {k: v.isoformat() for k, v in sorted(settled.items())}
+    read = TrustBudget.model_validate(wire)
+    read.status.forget_settled(NOW)
+    assert list(read.status.settled) == ["0000-young"]
