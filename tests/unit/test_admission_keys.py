@@ -323,3 +323,26 @@ def test_keys_read_back_in_name_order_are_still_let_go_by_age() -> None:
     read = TrustBudget.model_validate(wire)
     read.status.forget_settled(NOW)
     assert list(read.status.settled) == ["0000-young"]
+
+
+def test_free_releases_leave_no_memory_so_marks_stay_within_the_allocation() -> None:
+    """A release of 0 RP costs nothing to repeat; remembering each for the window let
+    release ids grow the status without bound."""
+    budget = risk_budget()
+    for n in range(500):
+        release = Release(key=f"free-{n}", points=0, change_class="standard", of=f"api@{n}")
+        decision = admit_risk(budget.status, budget.spec, release=release, now=NOW, ttl=KEY_KEPT)
+        assert decision.allowed
+        confirm(budget.status, key=f"free-{n}", now=NOW)
+    assert budget.status.releases == {}
+    paid = Release(key="free-7", points=5, change_class="standard", of="other@1")
+    charged = admit_risk(budget.status, budget.spec, release=paid, now=NOW, ttl=KEY_KEPT)
+    assert (charged.reason, charged.cost) == ("Charged", 5), "a new charge, never free"
+
+
+def test_a_dry_run_forgets_no_key() -> None:
+    budget = trust_budget()
+    charge(budget, "uid-1", now=NOW)
+    confirm(budget.status, key="uid-1", now=NOW)
+    charge(budget, "uid-2", now=NOW + 3 * KEY_KEPT, dry_run=True)
+    assert "uid-1" in budget.status.settled
