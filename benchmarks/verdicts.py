@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from budgetops.admission.attest import Attestor, subject_of
+from budgetops.admission.attest import subject_of
 from budgetops.admission.classify import Identity
 from budgetops.admission.review import AdmissionRequest
 from budgetops.admission.webhook import Admission
@@ -41,6 +41,7 @@ from budgetops.engine import audit
 from budgetops.engine.decisions import Release, admit_risk
 from budgetops.store import SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints, StreamSink
+from budgetops.usecases.attest import Attestor
 
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
 TTL = timedelta(minutes=5)

@@ -15,12 +15,12 @@ from typing import Any
 import jq
 import pytest
 
-from budgetops.admission.attest import Attestor
 from budgetops.admission.classify import Identity
 from budgetops.admission.webhook import Admission
 from budgetops.crypto import dsse
 from budgetops.engine.clock import system_clock
 from budgetops.store import SQLiteStore
+from budgetops.usecases.attest import Attestor
 
 from .test_admission import request
 from .test_decisions import trust_budget

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from budgetops.admission.attest import Attestor
 from budgetops.admission.classify import Identity
 from budgetops.admission.webhook import Admission
 from budgetops.apis.resources import BudgetKey, RiskBudget, TrustBudget
@@ -33,6 +32,7 @@ from budgetops.engine.canonical import config_hash
 from budgetops.engine.verdicts import RISK_PREDICATE, TRUST_PREDICATE, risk_config
 from budgetops.store import SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints
+from budgetops.usecases.attest import Attestor
 
 from .test_admission import NOW, break_glass_budget, deployment, request
 from .test_decisions import risk_budget, trust_budget

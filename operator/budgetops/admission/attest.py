@@ -1,5 +1,5 @@
 """Signed verdicts at admission: the subject of a request. The envelope of a decision is
-signed and recorded by `usecases.attest.Attestor` (re-exported here), inside the charge."""
+signed and recorded by `usecases.attest.Attestor`, inside the charge."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 from budgetops.admission.classify import WORKLOADS
 from budgetops.admission.review import AdmissionRequest
 from budgetops.engine.verdicts import Subject, content_digest
-from budgetops.usecases.attest import Attestor as Attestor  # noqa: PLC0414 (callers import it here)
 
 IMAGES_KEPT = 32
 """Images named in a verdict at most (a pod runs a handful)."""

@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from budgetops.admission.attest import Attestor, subject_of
+from budgetops.admission.attest import subject_of
 from budgetops.admission.classify import (
     Identity,
     Refused,
@@ -43,6 +43,7 @@ from budgetops.engine.clock import Clock
 from budgetops.observability.events import EventRecorder, LogEvents
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore, ChargeTimeout
+from budgetops.usecases.attest import Attestor
 from budgetops.usecases.charging import ChargingService
 
 MAX_BODY = 3 * 1024 * 1024

@@ -13,7 +13,6 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 
 from budgetops.adapters.keyring import KeyFiles, key_name, verdict_keyring
-from budgetops.admission.attest import Attestor
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import raise_descriptor_limit, serve
 from budgetops.admission.webhook import Admission
@@ -24,6 +23,7 @@ from budgetops.observability.events import EventRecorder
 from budgetops.observability.metrics import AdmissionMetrics
 from budgetops.store import BudgetStore
 from budgetops.store.audit import AuditTrail, Checkpoints, FileSink, Sink
+from budgetops.usecases.attest import Attestor
 from budgetops.usecases.leasing import LeaseService, LeaseSettings, SecretSource
 
 from .settings import ServeSettings

@@ -18,7 +18,7 @@ from budgetops.apis.riskbudget import MAX_RISK_POINTS, Reliability
 from budgetops.engine import agents, ledger
 from budgetops.engine.audit import note
 from budgetops.engine.clock import Clock
-from budgetops.engine.rollover import roll_risk_window, summarize_risk
+from budgetops.engine.rollover import roll_risk_window, summarize_risk, summarize_trust
 from budgetops.store import BudgetStore
 
 T = TypeVar("T")
@@ -74,9 +74,7 @@ def add_agent(
 ) -> None:
     """Open an agent's account in a USD TrustBudget and record the agent."""
 
-    def add(found: Budget) -> None:
-        if not isinstance(found, TrustBudget):
-            raise ValueError("agents belong to TrustBudgets")
+    def add(found: TrustBudget) -> None:
         agents.add_agent(found.status, found.spec, agent_id=agent_id, agent=agent, now=now)
 
     _agents_change(store, budget, add)
@@ -94,8 +92,7 @@ def rotate_agent(
     """Give the agent a new token; its old token and every lease under it end now. Returns
     how many leases closed, and the agent as it now stands."""
 
-    def rotate(found: Budget) -> tuple[int, Agent]:
-        assert isinstance(found, TrustBudget)
+    def rotate(found: TrustBudget) -> tuple[int, Agent]:
         closed = agents.rotate(
             found.status,
             agent_id=agent_id,
@@ -112,8 +109,7 @@ def rotate_agent(
 def revoke_agent(store: BudgetStore, budget: str, *, agent_id: str, now: datetime) -> int:
     """Refuse the agent's token from now on; returns how many of its leases closed."""
 
-    def revoke(found: Budget) -> int:
-        assert isinstance(found, TrustBudget)
+    def revoke(found: TrustBudget) -> int:
         return agents.revoke(found.status, agent_id=agent_id, now=now)
 
     return _agents_change(store, budget, revoke)
@@ -133,8 +129,16 @@ def _in_window(
     return store.update_status(key, apply)
 
 
-def _agents_change(store: BudgetStore, budget: str, change: Callable[[Budget], T]) -> T:
+def _agents_change(store: BudgetStore, budget: str, change: Callable[[TrustBudget], T]) -> T:
+    """`change` on the TrustBudget; its summaries follow (closed leases return points)."""
+
+    def apply(found: Budget) -> T:
+        assert isinstance(found, TrustBudget)  # the key names one
+        result = change(found)
+        summarize_trust(found.status)
+        return result
+
     try:
-        return store.update_status(BudgetKey("TrustBudget", budget), change)
+        return store.update_status(BudgetKey("TrustBudget", budget), apply)
     except agents.UnknownAgent as error:
         raise ValueError(f"no agent {error.args[0]} in TrustBudget {budget}") from None
