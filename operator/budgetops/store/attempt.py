@@ -69,12 +69,13 @@ class Attempted(Committed):
         return True
 
     def ready(self) -> bool:
-        """Reads answer from current state and the budgets list (a budget that does not
-        read is left out, not a reason to stop admitting for every other)."""
+        """Reads answer from current state and the budgets list as admission reads it (specs,
+        cached; a budget that does not read is left out, not a reason to stop admitting for
+        every other). A probe decodes no status: that grew with every account."""
         if not self._current():
             return False
         try:
-            self.list()
+            self.list(with_status=False)
         except Exception:
             self.log.exception(self._unread())
             return False
