@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
-from budgetops.apis.common import format_amount
+from budgetops.apis.common import format_amount, parse_amount
 from budgetops.apis.leaseprotocol import HandshakeRequest, ReportRequest
 from budgetops.apis.ledger import Ledger
 from budgetops.apis.numbers import NumberError, amount, whole
@@ -330,3 +330,11 @@ def test_an_allocation_change_reads_a_sign_and_ascii_digits_only() -> None:
     for text in ("1_0", "\u0661", "+-5", "24 0"):
         with pytest.raises(argparse.ArgumentTypeError, match="must be a whole number of points"):
             _signed_points(text)
+
+
+def test_an_amount_padded_past_the_bound_is_refused_before_it_is_cached() -> None:
+    """Surrounding spaces were stripped before the length check, and the padded text was
+    the key of the amount cache: a megabyte per entry, 4,096 entries."""
+    with pytest.raises(ValueError, match="is not an amount"):
+        parse_amount(" " * 1_000_000 + "5")
+    assert parse_amount(" 5 ") == 5

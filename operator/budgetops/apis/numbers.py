@@ -85,7 +85,7 @@ def amount(value: object) -> Decimal:
     """
     if isinstance(value, str):
         text = value.strip(_SPACE)
-        if len(text) > TEXT_MAX or not _DECIMAL.fullmatch(text):
+        if len(value) > TEXT_MAX or not _DECIMAL.fullmatch(text):  # padding counts too
             raise _refused(value)
         return Decimal(text)
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
