@@ -20,7 +20,7 @@ from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit
 from budgetops.store import NotFound, SQLiteStore
-from budgetops.store.sqlite import LedgerError
+from budgetops.store.errors import LedgerError
 from tests.charges import charging
 from tests.waiting import eventually
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from budgetops.adapters.filesecrets import FileSecrets
 from budgetops.engine.clock import system_clock
-from budgetops.store.sqlite import LedgerError
+from budgetops.store.errors import LedgerError
 
 VERDICT_KEYS_SECRET = "budgetops-verdict-keys"
 VERDICT_KEYS_ENV = "BUDGETOPS_VERDICT_KEYS"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from budgetops.store import ChargeTimeout, NotFound
-from budgetops.store.sqlite import LedgerError, explain
+from budgetops.store.errors import LedgerError, explain
 
 from .commands import EXIT_INVALID, db_path
 from .target import EXIT_UNREACHABLE, ClusterUnreachable

@@ -15,7 +15,8 @@ from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
 from budgetops.reconciling.embedded import LedgerWatch, embedded_reconciler, keep_ledger
 from budgetops.store import SQLiteStore
-from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, LedgerError
+from budgetops.store.errors import LedgerError
+from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
 
 from .serving import attestation, log_to_stderr, serve_until_stopped
 from .settings import EmbeddedSettings

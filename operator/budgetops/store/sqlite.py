@@ -38,6 +38,7 @@ from budgetops.store.attempt import Attempted
 from budgetops.store.audit import AuditTrail, verdicts_in
 from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
 from budgetops.store.commit import GroupCommit
+from budgetops.store.errors import LedgerError, explain
 from budgetops.store.parsed import Parsed
 
 _SCHEMA = """
@@ -95,10 +96,6 @@ Mode = Literal["rwc", "rw", "ro"]
 only read one that exists."""
 
 
-class LedgerError(Exception):
-    """The ledger file cannot be used as asked; the message names it and says what to do."""
-
-
 class UnreadableBudget(LedgerError, Unreadable):
     """A budget in the ledger that does not read back; `why` is what is wrong with it."""
 
@@ -123,31 +120,6 @@ def _uri(path: Path, mode: Mode) -> str:
     if _writable(path) and _writable(path.absolute().parent):
         return uri
     return f"{uri}&immutable=1"
-
-
-def explain(path: Path, error: sqlite3.Error | OSError) -> str:
-    """One line on what went wrong with the ledger at `path` and what to do about it."""
-    text = str(error)
-    if path.is_dir():
-        return f"{path} is a folder: give --db (or BUDGETOPS_DB) the path of a ledger file"
-    if isinstance(error, PermissionError) or "readonly" in text:
-        return (
-            f"the ledger {path} is read-only ({text}): `budgetops status` can read it; to "
-            "write to it, make the file and its folder writable, or point --db at a copy"
-        )
-    if isinstance(error, sqlite3.OperationalError) and "locked" in text:
-        return f"the ledger {path} stayed locked by another process ({text}); try again"
-    if isinstance(error, sqlite3.OperationalError) and "unable to open" in text:
-        return (
-            f"cannot open the ledger {path} ({text}): check that its folder exists and that "
-            "you may read (and, to write, write) the file and its folder"
-        )
-    if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
-        return (
-            f"{path} is not a readable ledger ({text}): restore it from a backup, or point "
-            "--db at another file"
-        )
-    return f"the ledger {path}: {text}"
 
 
 def _new_version() -> int:
