@@ -39,8 +39,8 @@ from budgetops.engine.charges import TrustCharge
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit, confirm
-from budgetops.store import ChargeTimeout, SQLiteStore
-from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
+from budgetops.store import ChargeTimeout
+from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, SQLiteStore
 from budgetops.usecases.charging import Changes
 from cluster import load_harness
 

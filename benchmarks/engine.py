@@ -24,7 +24,7 @@ from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.charges import TrustCharge
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit, confirm
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases.charging import Changes
 
 PENDING = 64

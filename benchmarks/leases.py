@@ -55,8 +55,7 @@ from budgetops.engine import agents, leases
 from budgetops.engine.clock import system_clock
 from budgetops.engine.ledger import audit
 from budgetops.leaseapi.app import PREFIX, lease_app
-from budgetops.store import SQLiteStore
-from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
+from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, SQLiteStore
 from budgetops.usecases.leasing import LeaseService
 
 ROOT = Path(__file__).resolve().parent.parent

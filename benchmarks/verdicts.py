@@ -39,8 +39,8 @@ from budgetops.apis.resources import RiskBudget
 from budgetops.crypto import dsse
 from budgetops.engine import audit
 from budgetops.engine.decisions import Release, admit_risk
-from budgetops.store import SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints, StreamSink
+from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases.attest import Attestor
 
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)

@@ -22,7 +22,7 @@ from budgetops.apis.ledger import Account
 from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.cli.main import main
 from budgetops.leaseapi.app import PREFIX, lease_app
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases.leasing import LeaseService, LeaseSettings
 from tests.conftest import EXAMPLES
 

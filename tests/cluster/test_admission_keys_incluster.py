@@ -21,7 +21,7 @@ from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
 from budgetops.apis.resources import BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.clock import system_clock
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.cluster.conftest import CSR_CREATE, DEPLOYMENT_WRITES, webhook_configuration
 from tests.cluster.test_webhook_roundtrip import csr_manifest, deployment_manifest
 from tests.tls import loopback_server_pair

@@ -20,7 +20,8 @@ from budgetops.admission.review import AdmissionRequest
 from budgetops.admission.server import serve
 from budgetops.admission.webhook import MAX_BODY, Admission
 from budgetops.apis.resources import BudgetKey, RiskBudget, TrustBudget
-from budgetops.store import BudgetStore, ChargeTimeout, SQLiteStore
+from budgetops.store import BudgetStore, ChargeTimeout
+from budgetops.store.sqlite import SQLiteStore
 from tests.memstore import MemStore
 
 from .test_decisions import risk_budget, trust_budget

@@ -13,7 +13,8 @@ import pytest
 
 from budgetops.admission.webhook import Admission
 from budgetops.apis.resources import Budget, BudgetKey, Kind, RiskBudget, TrustBudget
-from budgetops.store import BudgetStore, SQLiteStore
+from budgetops.store import BudgetStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.memstore import MemStore
 
 from .test_admission import admitting, deployment, request

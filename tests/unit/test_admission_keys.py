@@ -21,7 +21,7 @@ from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.decisions import Release, admit_risk
 from budgetops.engine.ledger import audit, confirm, refund
 from budgetops.engine.rollover import summarize_risk
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.charges import charging
 
 from .test_admission import NOW, parsed, request

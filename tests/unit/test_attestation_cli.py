@@ -33,8 +33,8 @@ from budgetops.cli.serving import attestation
 from budgetops.crypto import dsse
 from budgetops.engine import audit
 from budgetops.engine.canonical import config_hash
-from budgetops.store import SQLiteStore
 from budgetops.store.audit import Verdict
+from budgetops.store.sqlite import SQLiteStore
 from tests.conftest import EXAMPLES
 from tests.ports import free_port
 

@@ -19,7 +19,7 @@ from budgetops.admission.classify import Identity
 from budgetops.admission.webhook import Admission
 from budgetops.crypto import dsse
 from budgetops.engine.clock import system_clock
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases.attest import Attestor
 
 from .test_admission import request

@@ -13,7 +13,7 @@ import yaml
 
 from budgetops.apis.resources import BudgetKey, RiskBudget
 from budgetops.cli.main import EXIT_INVALID
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.kubeconfigs import unreachable as unreachable_kubeconfig
 
 from . import test_cli

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from budgetops.apis.resources import BudgetKey, RiskBudget, TrustBudget
 from budgetops.cli.budgets import EXIT_DENIED
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.unit.test_cli import db as db  # noqa: PLC0414 (the fixture)
 from tests.unit.test_cli import run
 

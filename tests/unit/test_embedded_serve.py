@@ -17,7 +17,7 @@ import pytest
 from budgetops.adapters.secrets import FileSecrets
 from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.reconciling.embedded import LedgerWatch
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.conftest import EXAMPLES
 from tests.leases import BUDGET, PROVIDER_KEY, call, create_agent
 from tests.ports import free_port

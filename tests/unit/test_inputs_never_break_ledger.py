@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from budgetops.apis.ledger import Ledger
 from budgetops.engine.ledger import audit
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.conftest import EXAMPLES
 from tests.leases import LeaseApi, cli, create_agent, handshake, lease_api
 from tests.unit.test_admission import request

@@ -19,7 +19,7 @@ from budgetops.apis.ledger import Account, Entry
 from budgetops.apis.names import name_problem, shown
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.ledger import InvalidCharge, check_charge
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 
 from .test_admission import admitting, deployment, request
 from .test_cli import run

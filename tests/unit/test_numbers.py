@@ -26,7 +26,7 @@ from budgetops.apis.ledger import Ledger
 from budgetops.apis.numbers import NumberError, amount, whole
 from budgetops.apis.resources import BudgetKey
 from budgetops.engine.decisions import show
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.leases import LeaseApi, create_agent, handshake, lease_api
 
 from .test_admission import (

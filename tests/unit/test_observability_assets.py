@@ -37,7 +37,7 @@ from budgetops.observability.metrics import (
     ReconcileMetrics,
     StoreCollector,
 )
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.charges import charging
 from tests.conftest import ROOT
 

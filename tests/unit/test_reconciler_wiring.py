@@ -15,7 +15,7 @@ from budgetops.engine.decisions import Release
 from budgetops.engine.ledger import confirm
 from budgetops.notify.outbox import Notifier
 from budgetops.observability.metrics import BudgetCollector, ReconcileMetrics
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases.reconciling import Reconciler, Timing
 from tests.charges import charging, shipping
 

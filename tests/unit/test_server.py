@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import Limits, WebhookServer, serve
 from budgetops.admission.webhook import Admission
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from tests.unit.test_admission import request
 
 NOW = datetime(2026, 1, 1, 15, 30, tzinfo=UTC)
@@ -171,7 +171,7 @@ from pathlib import Path
 from budgetops.admission.classify import Identity
 from budgetops.admission.server import Limits, serve
 from budgetops.admission.webhook import Admission
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 
 limit = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))

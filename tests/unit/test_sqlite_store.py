@@ -19,8 +19,9 @@ import pytest
 from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import audit
-from budgetops.store import NotFound, SQLiteStore
+from budgetops.store import NotFound
 from budgetops.store.errors import LedgerError
+from budgetops.store.sqlite import SQLiteStore
 from tests.charges import charging
 from tests.waiting import eventually
 

@@ -21,8 +21,8 @@ from budgetops.apis.ledger import KEY_MAX, Entry
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import InvalidCharge, audit
-from budgetops.store import SQLiteStore
 from budgetops.store.commit import GroupCommit, Held, Waiter, check_readback
+from budgetops.store.sqlite import SQLiteStore
 from tests.charges import charging
 from tests.memstore import MemStore
 

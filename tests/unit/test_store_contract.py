@@ -14,7 +14,8 @@ import pytest
 
 from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision
-from budgetops.store import BudgetStore, NotFound, SQLiteStore
+from budgetops.store import BudgetStore, NotFound
+from budgetops.store.sqlite import SQLiteStore
 from tests.charges import charging
 from tests.memstore import MemStore
 

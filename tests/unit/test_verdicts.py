@@ -30,8 +30,8 @@ from budgetops.crypto import dsse
 from budgetops.engine import ledger as engine_ledger
 from budgetops.engine.canonical import config_hash
 from budgetops.engine.verdicts import RISK_PREDICATE, TRUST_PREDICATE, risk_config
-from budgetops.store import SQLiteStore
 from budgetops.store.audit import AuditTrail, Checkpoints
+from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases.attest import Attestor
 
 from .test_admission import NOW, break_glass_budget, deployment, request

@@ -26,8 +26,9 @@ from budgetops.apis.common import SecretKeyRef, format_time, parse_duration
 from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.crypto import tokens
 from budgetops.engine.clock import system_clock
-from budgetops.store import BudgetStore, SQLiteStore
+from budgetops.store import BudgetStore
 from budgetops.store.audit import AuditTrail, StreamSink
+from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases import administering
 from budgetops.usecases.leasing import SecretStore, signing_key
 

@@ -14,9 +14,8 @@ from budgetops.engine.clock import system_clock
 from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
 from budgetops.reconciling.embedded import LedgerWatch, embedded_reconciler, keep_ledger
-from budgetops.store import SQLiteStore
 from budgetops.store.errors import LedgerError
-from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS
+from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, SQLiteStore
 
 from .serving import attestation, log_to_stderr, serve_until_stopped
 from .settings import EmbeddedSettings

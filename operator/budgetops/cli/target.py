@@ -20,8 +20,9 @@ from budgetops.adapters.keyfolder import KeyFiles, embedded_keys
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import TrustBudget
 from budgetops.engine.leaserecords import object_name, status_of
-from budgetops.store import BudgetStore, SQLiteStore
+from budgetops.store import BudgetStore
 from budgetops.store.audit import AuditTrail, Checkpoints
+from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases.attest import Attestor
 
 from .commands import DEFAULT_OPERATOR_NAMESPACE

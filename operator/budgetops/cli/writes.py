@@ -23,7 +23,7 @@ from budgetops.apis.riskbudget import ChangeClass, Reliability
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release
 from budgetops.engine.verdicts import RISK_PREDICATE, risk_predicate, statement
-from budgetops.store import SQLiteStore
+from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases import administering
 from budgetops.usecases.charging import ChargingService, release_subject
 
