@@ -56,7 +56,8 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
     """The operator process: what `budgetops run` reconciles with, on a shifted clock."""
     from prometheus_client import CollectorRegistry
 
-    from budgetops.cli.incluster import api_client, kube_reconciler
+    from budgetops.cli.incluster import kube_reconciler
+    from budgetops.cli.target import api_client
     from budgetops.observability.events import QueuedEvents
     from budgetops.reconciling.operator import keep_budgets, run_operator
     from budgetops.store.kube import KubeStore
@@ -65,7 +66,9 @@ def operate(kubeconfig: str, offset_seconds: float) -> None:
     clock = ShiftedClock(timedelta(seconds=offset_seconds))
     store = KubeStore(api).start()
     events = QueuedEvents(KubeEvents(api, clock=clock), busy=store.commits.busy)
-    reconciler = kube_reconciler(api, store, events, CollectorRegistry(), clock=clock)
+    reconciler = kube_reconciler(
+        api, store, events, CollectorRegistry(), versions=store.informer.version, clock=clock
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     scheduler = keep_budgets(reconciler, store.informer, workers=THREADS)
@@ -256,7 +259,7 @@ def main() -> None:
         return
     from kubernetes import client
 
-    from budgetops.cli.incluster import api_client
+    from budgetops.cli.target import api_client
     from budgetops.store.kube import KubeStore
 
     harness = load_harness()

@@ -91,7 +91,14 @@ def cluster(budget_crds: Any) -> Iterator[Cluster]:
     server = serve(
         admission, host="127.0.0.1", port=0, tls=None, mounted={PREFIX: lease_app(service)}
     )
-    reconciler = kube_reconciler(api, store, LogEvents(), CollectorRegistry(), namespace=NAMESPACE)
+    reconciler = kube_reconciler(
+        api,
+        store,
+        LogEvents(),
+        CollectorRegistry(),
+        versions=store.informer.version,
+        namespace=NAMESPACE,
+    )
     try:
         yield Cluster(kubeconfig, server.port, store, reconciler, custom)
     finally:

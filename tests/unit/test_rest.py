@@ -7,7 +7,7 @@ from pathlib import Path
 from kubernetes import client, config
 
 from budgetops.adapters.rest import refresh_credentials_at_most_every
-from budgetops.cli.incluster import api_client
+from budgetops.cli.target import api_client
 
 KUBECONFIG = """
 apiVersion: v1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,13 +26,13 @@ from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.crypto import tokens
 from budgetops.engine.clock import system_clock
 from budgetops.store import BudgetStore
-from budgetops.store.audit import AuditTrail, StreamSink
-from budgetops.store.sqlite import SQLiteStore
+from budgetops.store.audit import AuditTrail
 from budgetops.usecases import administering
 from budgetops.usecases.leasing import SecretStore, signing_key
 
+from . import stores
 from .signing import head_signer
-from .target import cluster_api
+from .target import cluster_api, held_trail
 
 
 def secrets_dir(ledger: Path, given: str | None) -> Path:
@@ -53,29 +52,18 @@ class Where:
 def where(args: argparse.Namespace, ledger: Path, *, writes: bool = True) -> Iterator[Where]:
     if args.kubeconfig is not None:  # "" in the kubectl plugin: the current cluster
         from budgetops.adapters.secrets import KubeSecrets
-        from budgetops.store.kube import KubeStore
 
         api = cluster_api(args)
-        # The movements a command makes (a revocation returns leases) are records of the
-        # budget's audit trail like the operator's: held in the status until the operator
-        # publishes them, and echoed on this command's stderr.
         secrets = KubeSecrets(api)
         signed = head_signer(secrets, args.namespace, make=False) if writes else None
-        trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)], hold=True)
-        store = KubeStore(api, trail=trail).start()
-        try:
+        with stores.cluster_store(api, held_trail(signed)) as store:
             yield Where(store, secrets, args.namespace)
-        finally:
-            store.stop()
         return
     keys = embedded_keys(ledger, args.verdict_keys)
-    sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
-    if writes:  # the heads it moves are signed like the server's
-        sqlite.trail = AuditTrail(checkpoints=head_signer(keys, "", make=True))
-    try:
+    with stores.ledger(ledger, "write" if writes else "read") as sqlite:
+        if writes:  # the heads it moves are signed like the server's
+            sqlite.trail = AuditTrail(checkpoints=head_signer(keys, "", make=True))
         yield Where(sqlite, FileSecrets(secrets_dir(ledger, args.secrets_dir)), "")
-    finally:
-        sqlite.close()
 
 
 def _secret_ref(value: str) -> SecretKeyRef:

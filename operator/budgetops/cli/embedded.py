@@ -15,8 +15,8 @@ from budgetops.observability.events import LogEvents
 from budgetops.observability.metrics import BudgetCollector, StoreCollector
 from budgetops.reconciling.embedded import LedgerWatch, embedded_reconciler, keep_ledger
 from budgetops.store.errors import LedgerError
-from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, SQLiteStore
 
+from . import stores
 from .serving import attestation, log_to_stderr, serve_until_stopped
 from .settings import EmbeddedSettings
 
@@ -34,11 +34,7 @@ def serve_embedded(settings: EmbeddedSettings, out: TextIO) -> int:
     is made beside a ledger that is refused."""
     path = settings.db
     keys = embedded_keys(path, settings.verdict_keys)
-    # Concurrent webhook requests share transactions: one status write per batch.
-    store = SQLiteStore(
-        path, mode="rw", group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS
-    )
-    try:
+    with stores.serving_ledger(path) as store:
         if not store.versions():
             raise LedgerError(
                 f"the ledger {path} holds no budgets, so serving it would admit everything: "
@@ -63,5 +59,3 @@ def serve_embedded(settings: EmbeddedSettings, out: TextIO) -> int:
             secrets=secrets,
             attestor=attestor,
         )
-    finally:
-        store.close()

@@ -9,20 +9,21 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import TextIO
 
-from kubernetes import client, config
+from kubernetes import client
 from prometheus_client import CollectorRegistry
 
 from budgetops.adapters.events import KubeEvents
 from budgetops.adapters.leaseobjects import KubeLeaseObjects
 from budgetops.adapters.objects import KubeObjects
-from budgetops.adapters.rest import refresh_credentials_at_most_every
 from budgetops.adapters.secrets import KubeSecrets
 from budgetops.adapters.verdictmaps import VerdictMaps
 from budgetops.adapters.webhooktls import WebhookTLS
+from budgetops.apis.resources import BudgetKey
 from budgetops.crypto.webhookcerts import service_names
 from budgetops.engine.clock import Clock, system_clock
 from budgetops.notify import Notifier
@@ -35,36 +36,17 @@ from budgetops.observability.metrics import (
 )
 from budgetops.reconciling.leases import LeaseMirror
 from budgetops.reconciling.operator import keep_budgets, run_operator
+from budgetops.store import BudgetStore
 from budgetops.store.audit import StreamSink
-from budgetops.store.kube import KubeStore
 from budgetops.usecases.leasing import signing_key
 from budgetops.usecases.reconciling import Announcer, Reconciler, Timing
 
+from . import stores
 from .serving import attestation, log_to_stderr, serve_until_stopped
 from .settings import ClusterSettings
-from .target import EXIT_UNREACHABLE, ClusterUnreachable, probe
+from .target import EXIT_UNREACHABLE, ClusterUnreachable, api_client, probe
 
 log = logging.getLogger("budgetops.run")
-
-
-def api_client(kubeconfig: str | None, *, context: str | None = None) -> client.ApiClient:
-    """From a kubeconfig file (its current context, or `context`), or the pod's service
-    account when there is none; pooled for the webhook's and the reconciler's threads,
-    credentials refreshed every few seconds."""
-    api: client.ApiClient
-    if kubeconfig:
-        api = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            kubeconfig, context=context
-        )
-    else:
-        configuration = client.Configuration()
-        config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-        api = client.ApiClient(configuration)
-    api.configuration.connection_pool_maxsize = 64
-    refresh_credentials_at_most_every(api.configuration)
-    return api
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -92,9 +74,8 @@ def run_in_cluster(settings: ClusterSettings) -> int:
     attestor, trail = attestation(
         secrets, settings.namespace, [StreamSink(sys.stdout), verdict_maps], settings.audit_file
     )
-    store = KubeStore(api, trail=trail).start()
     stack = contextlib.ExitStack()
-    stack.callback(store.stop)
+    store = stack.enter_context(stores.cluster_store(api, trail))
     stack.callback(verdict_maps.stop)
     registry = CollectorRegistry()
     registry.register(StoreCollector(store.stats))
@@ -124,6 +105,7 @@ def run_in_cluster(settings: ClusterSettings) -> int:
             store,
             events,
             registry,
+            versions=store.informer.version,
             announcer=notifier,
             namespace=settings.namespace,
             poll=settings.reconcile_poll,
@@ -189,17 +171,19 @@ def bootstrap_tls(api: client.ApiClient, settings: ClusterSettings) -> ClusterSe
 
 def kube_reconciler(
     api: client.ApiClient,
-    store: KubeStore,
+    store: BudgetStore,
     events: EventRecorder,
     registry: CollectorRegistry,
     *,
+    versions: Callable[[BudgetKey], str | None],
     clock: Clock = system_clock,
     announcer: Announcer | None = None,
     namespace: str = "budgetops-system",
     poll: timedelta = Timing.poll,
 ) -> Reconciler:
     """The reconciler `run` keeps budgets with (and the reconcile benchmark measures):
-    witnesses looked up in the API server, idle looks answered from the cache's versions."""
+    witnesses looked up in the API server, idle looks answered from `versions`, the
+    resourceVersion the store's informer holds for a budget."""
     return Reconciler(
         store=store,
         objects=KubeObjects(api),
@@ -209,6 +193,6 @@ def kube_reconciler(
         announcer=announcer,
         operator_namespace=namespace,
         timing=Timing(poll=poll),
-        versions=store.informer.version,
+        versions=versions,
         leases=LeaseMirror(KubeLeaseObjects(api), namespace=namespace, clock=clock),
     )

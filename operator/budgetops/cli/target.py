@@ -2,7 +2,8 @@
 
 `budgetops` works on the embedded ledger unless given `--kubeconfig`; `kubectl budget` (the
 same code) works on the cluster of the current kubeconfig unless given `--db`. In a cluster
-every write goes through `KubeStore`, the compare-and-swap store the webhook uses.
+every write goes through the compare-and-swap store the webhook uses (`cli/stores.py`
+builds both).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,13 +22,14 @@ from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import TrustBudget
 from budgetops.engine.leaserecords import object_name, status_of
 from budgetops.store import BudgetStore
-from budgetops.store.audit import AuditTrail, Checkpoints
-from budgetops.store.sqlite import SQLiteStore
-from budgetops.usecases.attest import Attestor
+from budgetops.store.audit import AuditTrail, Checkpoints, StreamSink
 
+from . import stores
 from .commands import DEFAULT_OPERATOR_NAMESPACE
 
 if TYPE_CHECKING:  # a writer's keyring comes through `Signer`, from cli/signing.py
+    from kubernetes.client import ApiClient
+
     from budgetops.crypto.dsse import Keyring
 
 EXIT_UNREACHABLE = 4
@@ -59,8 +61,9 @@ class Place:
     verdicts: Callable[[], Sequence[tuple[str, str, str, str]]] = tuple
     """Every kept verdict as (budget, digest, at, object)."""
     audit_lines: Callable[[], tuple[str, ...]] | None = None
-    attestor: Attestor = field(default_factory=Attestor)
-    """Signs the verdicts of this command's charges (unsigned without a keyring to hand)."""
+    keyring: Keyring | None = None
+    """What signs the verdicts of this command's charges: None when it only reads, or when
+    no keyring could be had (its verdicts are then recorded by digest only)."""
 
 
 def probe(api: Any, where: str) -> None:
@@ -100,7 +103,7 @@ def _cluster_leases(api: Any) -> Callable[[], list[dict[str, Any]]]:
     return leases
 
 
-def _ledger_leases(store: SQLiteStore) -> Callable[[], list[dict[str, Any]]]:
+def _ledger_leases(store: BudgetStore) -> Callable[[], list[dict[str, Any]]]:
     """The embedded ledger's leases, shaped like the BudgetLease objects a cluster keeps."""
 
     def leases() -> list[dict[str, Any]]:
@@ -132,25 +135,17 @@ def place(
     the current kubeconfig's default, as kubectl finds it). With a `signer` the place is
     written to, its writes signed by the keyring the signer finds (`cli.signing.writing`);
     without one it is read only, and no signing code is loaded."""
-    writes = signer is not None
     if args.kubeconfig is not None:
         from budgetops.adapters.secrets import KubeSecrets
         from budgetops.adapters.verdictmaps import VerdictMaps
-        from budgetops.store.audit import StreamSink
-        from budgetops.store.kube import KubeStore
 
         api = cluster_api(args)
         args.operator_namespace = args.operator_namespace or operator_namespace(api)
-        # A command's movements are records of the budget's audit trail like the operator's:
-        # held in the status until the operator publishes them with its own.
         secrets = KubeSecrets(api)
         ring = None if signer is None else signer(secrets, args.operator_namespace, make=False)
-        signed = None if ring is None else Checkpoints.by(ring)
-        trail = AuditTrail(checkpoints=signed, sinks=[StreamSink(sys.stderr)], hold=True)
-        store = KubeStore(api, trail=trail)
-        store.start()
+        trail = held_trail(None if ring is None else Checkpoints.by(ring))
         maps = VerdictMaps(api, args.operator_namespace)
-        try:
+        with stores.cluster_store(api, trail) as store:
             yield Place(
                 store,
                 secrets,
@@ -158,18 +153,15 @@ def place(
                 lambda budget, digest: maps.read(budget)[1].get(digest),
                 _cluster_leases(api),
                 verdicts=maps.index,
-                attestor=Attestor(ring),
+                keyring=ring,
             )
-        finally:
-            store.stop()
         return
     keys = embedded_keys(ledger, args.verdict_keys)
-    sqlite = SQLiteStore(ledger, mode="rw" if writes else "ro", check_writes=writes)
-    ring = None
-    if signer is not None:
-        ring = signer(keys, "", make=True)
-        sqlite.trail = AuditTrail(checkpoints=None if ring is None else Checkpoints.by(ring))
-    try:
+    with stores.ledger(ledger, "read" if signer is None else "write") as sqlite:
+        ring = None
+        if signer is not None:  # made only once the ledger is known to serve
+            ring = signer(keys, "", make=True)
+            sqlite.trail = AuditTrail(checkpoints=None if ring is None else Checkpoints.by(ring))
         yield Place(
             sqlite,
             keys,
@@ -178,18 +170,45 @@ def place(
             _ledger_leases(sqlite),
             sqlite.verdict_index,
             sqlite.audit_lines,
-            Attestor(ring),
+            ring,
         )
-    finally:
-        sqlite.close()
+
+
+def held_trail(checkpoints: Checkpoints | None) -> AuditTrail:
+    """The audit trail of a command in a cluster: its movements are records of the budget's
+    chain like the operator's, held in the status until the operator publishes them with
+    its own, and echoed on this command's stderr."""
+    return AuditTrail(checkpoints=checkpoints, sinks=[StreamSink(sys.stderr)], hold=True)
+
+
+def api_client(kubeconfig: str | None, *, context: str | None = None) -> ApiClient:
+    """From a kubeconfig file (its current context, or `context`), or the pod's service
+    account when there is none; pooled for the webhook's and the reconciler's threads,
+    credentials refreshed every few seconds."""
+    from kubernetes import client, config
+
+    from budgetops.adapters.rest import refresh_credentials_at_most_every
+
+    api: ApiClient
+    if kubeconfig:
+        api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            kubeconfig, context=context
+        )
+    else:
+        configuration = client.Configuration()
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+        api = client.ApiClient(configuration)
+    api.configuration.connection_pool_maxsize = 64
+    refresh_credentials_at_most_every(api.configuration)
+    return api
 
 
 def cluster_api(args: argparse.Namespace) -> Any:
     """The API server `args.kubeconfig` names ("" for the current kubeconfig's default, as
     kubectl finds it, or this pod's service account), with `--context`; probed, so that an
     unreachable cluster is ClusterUnreachable before any watch starts."""
-    from budgetops.cli.incluster import api_client
-
     kubeconfig = args.kubeconfig or default_kubeconfig()
     where = kubeconfig or "this pod's service account"
     try:

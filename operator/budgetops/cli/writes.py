@@ -23,10 +23,11 @@ from budgetops.apis.riskbudget import ChangeClass, Reliability
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release
 from budgetops.engine.verdicts import RISK_PREDICATE, risk_predicate, statement
-from budgetops.store.sqlite import SQLiteStore
 from budgetops.usecases import administering
+from budgetops.usecases.attest import Attestor
 from budgetops.usecases.charging import ChargingService, release_subject
 
+from . import stores
 from .attestation import signed_answer
 from .budgets import EXIT_DENIED, _risk_key
 from .commands import EXIT_INVALID
@@ -58,17 +59,18 @@ def cmd_apply(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     budgets = load_or_report(args.filename, out)
     if budgets is None:
         return EXIT_INVALID
-    store = SQLiteStore(path, check_writes=True)
-    for budget in budgets:
-        stored = store.apply(budget)
-        out.write(f"{describe(stored)} applied (generation {stored.metadata.generation})\n")
+    with stores.ledger(path, "create") as store:
+        for budget in budgets:
+            stored = store.apply(budget)
+            out.write(f"{describe(stored)} applied (generation {stored.metadata.generation})\n")
     return 0
 
 
 def charging(where: Place, ttl: timedelta) -> ChargingService:
     """The charging service on this command's place: its verdicts signed by the keyring a
     write has to hand (a CLI denial is audited and attested like a webhook denial)."""
-    return ChargingService(where.store, clock=system_clock, ttl=ttl, attestor=where.attestor)
+    attestor = Attestor(where.keyring)
+    return ChargingService(where.store, clock=system_clock, ttl=ttl, attestor=attestor)
 
 
 def cmd_charge(args: argparse.Namespace, out: TextIO, path: Path) -> int:
