@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from budgetops.cli.budgets import EXIT_DENIED
-from budgetops.cli.main import EXIT_INVALID, main
+from budgetops.cli.commands import EXIT_INVALID
+from budgetops.cli.main import main
 from tests.conftest import EXAMPLES, ROOT
 
 

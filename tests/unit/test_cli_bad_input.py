@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from budgetops.cli.main import EXIT_INVALID
+from budgetops.cli.commands import EXIT_INVALID
 
 from .test_cli import db, run
 

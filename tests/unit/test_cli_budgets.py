@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from budgetops.apis.resources import BudgetKey, RiskBudget
-from budgetops.cli.main import EXIT_INVALID
+from budgetops.cli.commands import EXIT_INVALID
 from budgetops.store.sqlite import SQLiteStore
 from tests.kubeconfigs import unreachable as unreachable_kubeconfig
 

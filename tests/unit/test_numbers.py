@@ -316,7 +316,7 @@ def test_a_sub_cent_cost_is_charged_exactly_from_the_cli(db: str) -> None:
 
 @pytest.mark.parametrize("port", ["\u0661\u0662", "9" * 5000, "65536"])
 def test_a_listen_port_is_ascii_digits_in_range(port: str) -> None:
-    from budgetops.cli.main import _listen
+    from budgetops.cli.commands import _listen
 
     with pytest.raises(argparse.ArgumentTypeError, match="is not host:port"):
         _listen(f"127.0.0.1:{port}")
@@ -324,7 +324,7 @@ def test_a_listen_port_is_ascii_digits_in_range(port: str) -> None:
 
 
 def test_an_allocation_change_reads_a_sign_and_ascii_digits_only() -> None:
-    from budgetops.cli.budgets import _signed_points
+    from budgetops.cli.commands import _signed_points
 
     assert [_signed_points(v) for v in ("+24", "-24", "24")] == [24, -24, 24]
     for text in ("1_0", "\u0661", "+-5", "24 0"):

@@ -30,7 +30,6 @@ from budgetops.engine.decisions import show
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window
 from budgetops.store import BudgetStore, NotFound
 
-from .commands import _signed_points as _signed_points  # noqa: PLC0414 (tests import it here)
 from .target import place
 
 EXIT_DENIED = 1

@@ -13,21 +13,6 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from . import commands
-from .commands import DEFAULT_DB, DEFAULT_TTL, EXIT_INVALID, MAX_TTL, _listen, _ttl
-from .commands import db_path as _db_path
-
-__all__ = [  # with the names tests and older callers import from here
-    "DEFAULT_DB",
-    "DEFAULT_TTL",
-    "EXIT_INVALID",
-    "MAX_TTL",
-    "_db_path",
-    "_listen",
-    "_ttl",
-    "main",
-    "parser",
-    "plugin",
-]
 
 
 def parser(prog: str = "budgetops") -> argparse.ArgumentParser:
