@@ -20,7 +20,6 @@ from urllib3.exceptions import ReadTimeoutError
 
 from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision
-from budgetops.engine.ledger import find_reservation
 from budgetops.store import ChargeTimeout
 from budgetops.store.commit import Waiter, _Lane
 from budgetops.store.kube import KubeStore
@@ -260,7 +259,7 @@ def test_a_replay_is_not_admitted_from_a_batch_that_was_never_stored(
     store.commits._drain(KEY, _Lane([first, replay]))  # one batch, as a writer thread takes it
     assert first.done
     assert replay.done
-    reserved = find_reservation(held(store).status, "k") is not None
+    reserved = held(store).status.reservation_of("k") is not None
     for answered in (first, replay):
         if answered.error is None and answered.result.allowed:
             assert reserved, f"{answered.result.reason}, yet nothing was stored under k"

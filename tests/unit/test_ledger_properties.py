@@ -78,7 +78,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def remembered(self, key: str) -> bool:
         """Whether the ledger must still know `key`: reserved, or settled within KEY_KEPT."""
-        if ledger.find_reservation(self.ledger, key) is not None:
+        if self.ledger.reservation_of(key) is not None:
             return True
         return key in self.charged and self.charged[key] >= self.now - KEY_KEPT
 
@@ -106,7 +106,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(key=keys)
     def refund(self, key: str) -> None:
-        if ledger.find_reservation(self.ledger, key) is not None:
+        if self.ledger.reservation_of(key) is not None:
             ledger.refund(self.ledger, key=key, now=self.now)
             self.charged[key] = self.now
 

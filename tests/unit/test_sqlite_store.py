@@ -117,18 +117,12 @@ def test_several_processes_never_overspend(store: SQLiteStore) -> None:
 def charges_on_disk(path: Path, copy: Path) -> int:
     """Charges in the database file alone, as if its WAL were lost: what checkpoints moved."""
     shutil.copyfile(path, copy)
-    with contextlib.closing(sqlite3.connect(copy)) as db:
-        try:
-            row = db.execute("SELECT status FROM budgets").fetchone()
-        except sqlite3.OperationalError:  # not even the table has reached the file
-            return 0
-    return (
-        0
-        if row is None
-        else len(
-            json.loads(row[0]).get("accounts", {}).get("user:alice", {}).get("reservations", {})
-        )
-    )
+    try:
+        budget = SQLiteStore(copy, mode="ro").get(KEY)
+    except (LedgerError, NotFound):  # not even the budget has reached the file
+        return 0
+    account = budget.status.accounts.get("user:alice")
+    return 0 if account is None else len(account.reservations)
 
 
 @pytest.mark.parametrize("every", [None, 0.05])

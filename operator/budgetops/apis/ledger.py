@@ -303,6 +303,10 @@ class Ledger(Model):
             "consume, adjust), held here until the operator publishes them in chain order."
         ),
     )
+    _reserved_in: dict[str, str] | None = PrivateAttr(default=None)
+    """Which account holds the reservation under each key: built on first use, then kept by
+    `reserved` / `unreserved`, so finding a key costs the same in a budget of ten accounts
+    or a hundred thousand. Reservations change only through those two."""
     _audit: list[dict[str, Any]] = PrivateAttr(default_factory=list)
     """Audit records of this change, not yet chained: the store seals them into the chain
     in the write that stores the change, and publishes them once that write succeeded."""
@@ -315,6 +319,34 @@ class Ledger(Model):
         """The audit records queued by the change being made, oldest first."""
         return self._audit
 
+    def reservation_of(self, key: str) -> str | None:
+        """The account holding a reservation under `key`, if any."""
+        if self._reserved_in is None:
+            self._reserved_in = {
+                held: name
+                for name, account in self.accounts.items()
+                for held in account.reservations
+            }
+        name = self._reserved_in.get(key)
+        if name is None:
+            return None
+        account = self.accounts.get(name)
+        # An account taken away with its reservations leaves a stale name: not reserved.
+        return name if account is not None and key in account.reservations else None
+
+    def reserved(self, account: str, key: str, held: Reservation) -> None:
+        """Hold `held` in `account` under `key` (the account exists)."""
+        self.accounts[account].reservations[key] = held
+        if self._reserved_in is not None:
+            self._reserved_in[key] = account
+
+    def unreserved(self, account: str, key: str) -> Reservation:
+        """Take the reservation under `key` out of `account` and return it."""
+        held = self.accounts[account].reservations.pop(key)
+        if self._reserved_in is not None:
+            self._reserved_in.pop(key, None)
+        return held
+
     def remember_settled(self, key: str, at: datetime) -> None:
         """Remember the object key `key` as settled at `at`, for KEY_KEPT."""
         self.settled[key] = at
@@ -322,18 +354,30 @@ class Ledger(Model):
     def forget_settled(self, now: datetime) -> None:
         """Let go of keys settled more than KEY_KEPT before `now`, in batches (see
         KEYS_FORGOTTEN_EVERY): keys are kept in the order they settled, so the first one
-        tells whether a pass is due. A key stamped after `now` (by a clock that was ahead)
-        counts as settled now, so it cannot hold the others back."""
-        if not self.settled:
+        tells whether a pass is due, and a pass removes keys from the old end only, one by
+        one (a store that keeps a row per key writes just those). A key stamped after `now`
+        (by a clock that was ahead) counts as settled now, so it cannot hold the others back."""
+        settled = self.settled
+        if not settled:
             return
         cutoff = now - KEY_KEPT
-        if cutoff - KEYS_FORGOTTEN_EVERY < next(iter(self.settled.values())) <= now:
+        if cutoff - KEYS_FORGOTTEN_EVERY < next(iter(settled.values())) <= now:
             return
-        self.settled = {key: min(at, now) for key, at in self.settled.items() if at >= cutoff}
+        ahead = [key for key, at in settled.items() if at > now]
+        for key in ahead:  # re-dated to now, and so moved to where now belongs: the end
+            del settled[key]
+            settled[key] = now
+        expired = []
+        for key, at in settled.items():
+            if at >= cutoff:
+                break
+            expired.append(key)
+        for key in expired:
+            del settled[key]
 
-    def forget_releases_before(self, instant: datetime, *, keep: set[str]) -> None:
+    def forget_releases_before(self, instant: datetime) -> None:
         """Let go of release ids charged before `instant` (their window closed), except
-        those in `keep` (still reserved: their object is still in flight)."""
-        self.releases = {
-            key: mark for key, mark in self.releases.items() if mark.at >= instant or key in keep
-        }
+        those still reserved (their object is still in flight)."""
+        for key in [key for key, mark in self.releases.items() if mark.at < instant]:
+            if self.reservation_of(key) is None:
+                del self.releases[key]

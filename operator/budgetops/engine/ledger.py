@@ -148,12 +148,7 @@ def record(
 def is_known(ledger: Ledger, key: str) -> bool:
     """Whether `key` is reserved now, was settled recently, or is a release id charged in
     this window: charging it again is a replay (or, for a release id, a conflict)."""
-    if key in ledger.settled or key in ledger.releases:
-        return True
-    for account in ledger.accounts.values():  # noqa: SIM110 - a loop: this is the hot path
-        if key in account.reservations:
-            return True
-    return False
+    return key in ledger.settled or key in ledger.releases or ledger.reservation_of(key) is not None
 
 
 def reserve(
@@ -198,21 +193,15 @@ def reserve(
     at = max(now, target.window_start)
     target.balance -= amount
     target.reserved += amount
-    target.reservations[key] = Reservation(
-        amount=amount, created_at=at, expires_at=at + ttl, object=ref, witness=witness
+    ledger.reserved(
+        account,
+        key,
+        Reservation(amount=amount, created_at=at, expires_at=at + ttl, object=ref, witness=witness),
     )
     if release_of is not None:
         ledger.releases[key] = ReleaseMark(of=release_of, at=at)
     record(ledger, at=now, account=account, action="reserve", amount=amount, key=key, ref=ref)
     return Charge("reserved", amount, target.balance)
-
-
-def find_reservation(ledger: Ledger, key: str) -> str | None:
-    """The account holding a reservation under `key`, if any."""
-    for name, account in ledger.accounts.items():
-        if key in account.reservations:
-            return name
-    return None
 
 
 def _settle_reservation(
@@ -225,11 +214,11 @@ def _settle_reservation(
     Returns the amount, or None when nothing is reserved under `key` (a held amount can be
     zero: an emergency release admitted on an empty budget).
     """
-    name = find_reservation(ledger, key)
+    name = ledger.reservation_of(key)
     if name is None:
         return None
     account = ledger.accounts[name]
-    held = account.reservations.pop(key)
+    held = ledger.unreserved(name, key)
     account.reserved -= held.amount
     if action == "confirm" and held.created_at >= account.window_start:
         account.spent += held.amount
@@ -308,9 +297,7 @@ def reset(
     target.balance = new_allocation - held
     target.window_start = window_start
     target.resets_at = resets_at
-    if ledger.releases:
-        reserved = {key for a in ledger.accounts.values() for key in a.reservations}
-        ledger.forget_releases_before(window_start, keep=reserved)
+    ledger.forget_releases_before(window_start)
     record(ledger, at=window_start, account=account, action="reset", amount=new_allocation)
 
 

@@ -31,6 +31,7 @@ class Attempted(Committed):
         with self._attempting(key):
             budget = self._snapshot(key, fresh=fresh)
             if not apply(budget):
+                self._unwritten(key, budget)
                 return True
             sealed = self.trail.seal(key, budget)
             if not self._persist(key, budget, sealed):
@@ -47,6 +48,10 @@ class Attempted(Committed):
         """The budget to apply changes to, the store's own copy (afresh if `fresh`);
         raises NotFound, or Unreadable for a budget that does not read."""
         raise NotImplementedError
+
+    def _unwritten(self, key: BudgetKey, budget: Budget) -> None:
+        """The attempt's changes needed no write; by default the snapshot is dropped (it
+        may hold changes that were not persisted)."""
 
     def _persist(self, key: BudgetKey, budget: Budget, sealed: Sequence[Sealed]) -> bool:
         """Write `budget.status` (and, where the store keeps them, the `sealed` records)

@@ -251,9 +251,10 @@ class GroupCommit:
 
     `whole`: check that the whole status reads back before each write, what the snapshot
     held included (see `Held`): a command line can afford it, and it also refuses to
-    write over a status that was broken before. `clock` and `sleep` (the pause after a
-    conflict) are the monotonic clock's by default; tests hand in their own to script
-    deadlines.
+    write over a status that was broken before. `readback`: how a store that writes only
+    what a batch changed checks it (store.rows); by default the status less what its
+    snapshot held (`Held`). `clock` and `sleep` (the pause after a conflict) are the
+    monotonic clock's by default; tests hand in their own to script deadlines.
     """
 
     def __init__(
@@ -262,6 +263,7 @@ class GroupCommit:
         *,
         enabled: bool = True,
         whole: bool = False,
+        readback: Callable[[BudgetKey, Budget], object] | None = None,
         writers: int = WRITERS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -269,6 +271,7 @@ class GroupCommit:
         self.attempt = attempt
         self.enabled = enabled
         self.whole = whole
+        self.readback = readback
         self.writers = writers
         self.clock = clock
         self.sleep = sleep
@@ -393,7 +396,7 @@ class GroupCommit:
         after which it stopped reading back when `careful`, else none."""
         decided = []
         now = self.clock()
-        held = None if self.whole else Held.of(budget)
+        check = self._checker(key, budget)
         for waiter in pending:
             if _past_cutoff(key, waiter, now):
                 continue
@@ -408,15 +411,23 @@ class GroupCommit:
             decided.append(_Decided(waiter, result, writes=writes))
             if careful:
                 try:
-                    check_readback(key, budget, held=held)
+                    check()
                 except InvalidCharge as error:
                     raise _Spoiled(waiter, error) from error
         if not careful and any(d.writes for d in decided):
             try:
-                check_readback(key, budget, held=held)
+                check()
             except InvalidCharge as error:
                 raise _Spoiled(None, error) from error
         return decided
+
+    def _checker(self, key: BudgetKey, budget: Budget) -> Callable[[], object]:
+        """What checks that `budget`, once its changes ran, reads back (taken before they run)."""
+        if self.whole:
+            return functools.partial(check_readback, key, budget)
+        if self.readback is not None:
+            return functools.partial(self.readback, key, budget)
+        return functools.partial(check_readback, key, budget, held=Held.of(budget))
 
     def commit(self, key: BudgetKey, batch: list[Waiter]) -> None:
         """Apply and persist one batch, and answer each waiter from the attempt that was

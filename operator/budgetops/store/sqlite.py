@@ -40,6 +40,7 @@ from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
 from budgetops.store.commit import GroupCommit
 from budgetops.store.errors import LedgerError, explain
 from budgetops.store.parsed import Parsed
+from budgetops.store.rows import Rows, Stored, read
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budgets (
@@ -53,6 +54,20 @@ CREATE TABLE IF NOT EXISTS budgets (
     PRIMARY KEY (kind, namespace, name)
 )
 """
+
+_ROWS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS status_rows (
+    kind      TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    map       TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    row       TEXT NOT NULL,
+    PRIMARY KEY (kind, namespace, name, map, key)
+) WITHOUT ROWID
+"""
+"""One row per entry of a status's big maps (store.rows): an account, a settled key, a
+release id, an alerting account. The budget's own `status` column holds the rest."""
 
 _AUDIT_SCHEMA = (
     """
@@ -205,11 +220,17 @@ class SQLiteStore(Attempted):
         self._closed = threading.Event()
         self._local = threading.local()
         self._decoded: Parsed[int] = Parsed()  # by row version: the last one written
+        self._rows: dict[BudgetKey, Rows] = {}  # what the budget handed out last was read as
         self._specs: Parsed[str] = Parsed(most=1024)  # by stored object (spec)
         self._reported: dict[BudgetKey, int] = {}  # left out of `list`, at this row version
         self._reported_lock = threading.Lock()
         self._writer = threading.Lock()
-        self.commits = GroupCommit(self._attempt, enabled=group_commit, whole=check_writes)
+        self.commits = GroupCommit(
+            self._attempt,
+            enabled=group_commit,
+            whole=check_writes,
+            readback=lambda key, budget: self._rows[key].changes(key, budget),
+        )
         self.trail = trail or AuditTrail()
         if mode == "ro":
             self._check_schema(self._connection())
@@ -217,6 +238,7 @@ class SQLiteStore(Attempted):
             with self._transaction() as db:
                 self._check_schema(db)
                 db.execute(_SCHEMA)
+                db.execute(_ROWS_SCHEMA)
                 for table in _AUDIT_SCHEMA:
                     db.execute(table)
         if checkpoint_every is not None:
@@ -307,13 +329,39 @@ class SQLiteStore(Attempted):
             connection.close()
             self._local.connection = None
 
-    def _decode(self, kind: str, obj: str, status: str) -> Budget:
+    def _decode(self, kind: str, obj: str, status: str, rows: Sequence[Stored] = ()) -> Budget:
+        return self._read(kind, obj, status, rows)[0]
+
+    def _read(
+        self, kind: str, obj: str, status: str, rows: Sequence[Stored]
+    ) -> tuple[Budget, Rows]:
+        """The budget from its row and its maps' rows, and those maps as read."""
         try:
             document: dict[str, Any] = json.loads(obj)
-            document["status"] = json.loads(status)
-            return RESOURCES[kind].model.model_validate(document)  # type: ignore[index]
+            document["status"], found = read(status, list(rows))
+            budget = RESOURCES[kind].model.model_validate(document)  # type: ignore[index]
         except (ValueError, KeyError, TypeError) as error:
             raise self._unreadable(kind, obj, error) from error
+        found.track(budget.status)
+        return budget, found
+
+    def _rows_of(self, db: sqlite3.Connection, key: BudgetKey) -> list[Stored]:
+        return db.execute(
+            f"SELECT map, key, row FROM status_rows WHERE {_KEY}", _params(key)
+        ).fetchall()
+
+    def _all_rows(self, kind: Kind | None) -> dict[tuple[str, str, str], list[Stored]]:
+        """Every budget's maps' rows (of one kind if given), by (kind, namespace, name)."""
+        query = "SELECT kind, namespace, name, map, key, row FROM status_rows"
+        rows = (
+            self._connection().execute(f"{query} WHERE kind = ?", (kind,))
+            if kind
+            else self._connection().execute(query)
+        )
+        found: dict[tuple[str, str, str], list[Stored]] = {}
+        for kind_, namespace, name, map_, entry, row in rows:
+            found.setdefault((kind_, namespace, name), []).append((map_, entry, row))
+        return found
 
     def _unreadable(self, kind: str, obj: str, error: Exception) -> UnreadableBudget:
         try:
@@ -372,7 +420,7 @@ class SQLiteStore(Attempted):
         )
         if row is None:
             raise NotFound(str(key))
-        return self._decode(key.kind, row[0], row[1])
+        return self._decode(key.kind, row[0], row[1], self._rows_of(self._connection(), key))
 
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
         """Every budget that reads. One that does not is left out, as KubeStore leaves it
@@ -385,11 +433,12 @@ class SQLiteStore(Attempted):
             if kind
             else self._connection().execute(query)
         ).fetchall()
+        maps = self._all_rows(kind) if with_status else {}
         budgets = []
         for kind_, namespace, name, version, obj, state in rows:
             try:
                 budgets.append(
-                    self._decode(kind_, obj, state)
+                    self._decode(kind_, obj, state, maps.get((kind_, namespace, name), ()))
                     if with_status
                     else self._spec_only(BudgetKey(kind_, name, namespace), obj)
                 )
@@ -408,10 +457,11 @@ class SQLiteStore(Attempted):
         rows = self._connection().execute(
             "SELECT kind, namespace, name, object, status FROM budgets"
         )
+        maps = self._all_rows(None)
         found = {}
         for kind, namespace, name, obj, status in rows:
             try:
-                self._decode(kind, obj, status)
+                self._decode(kind, obj, status, maps.get((kind, namespace, name), ()))
             except UnreadableBudget as error:
                 found[BudgetKey(kind, name, namespace)] = error.why
         return dict(sorted(found.items()))
@@ -430,6 +480,7 @@ class SQLiteStore(Attempted):
     def delete(self, key: BudgetKey) -> bool:
         with self._transaction() as db:
             deleted = db.execute(f"DELETE FROM budgets WHERE {_KEY}", _params(key)).rowcount
+            db.execute(f"DELETE FROM status_rows WHERE {_KEY}", _params(key))
         self._forget(key)
         return deleted > 0
 
@@ -506,24 +557,49 @@ class SQLiteStore(Attempted):
         if row is None:
             raise NotFound(str(key))
         kept = self._decoded.take(key, row[0])
-        if kept is not None:
+        if kept is not None and key in self._rows:
+            self._rows[key].version = row[0]
             return kept
         # someone else wrote it: only now fetch the large columns
         obj, status = db.execute(
             f"SELECT object, status FROM budgets WHERE {_KEY}", _params(key)
         ).fetchone()
-        return self._decode(key.kind, obj, status)
+        budget, self._rows[key] = self._read(key.kind, obj, status, self._rows_of(db, key))
+        self._rows[key].version = row[0]
+        return budget
+
+    def _unwritten(self, key: BudgetKey, budget: Budget) -> None:
+        """A batch that wrote nothing keeps its budget if it still equals what is stored, so
+        a replay or a dry run does not make the next charge read every account again."""
+        rows = self._rows.get(key)
+        if rows is not None and rows.version is not None and rows.unchanged(key, budget):
+            self._decoded.keep(key, rows.version, budget)
 
     def _persist(self, key: BudgetKey, budget: Budget, sealed: Sequence[Sealed]) -> bool:
-        """The status under a new row version and the sealed records, in the attempt's
-        transaction; the budget is kept as of that version. (Should the commit then fail,
-        the row keeps its old version, which the kept copy never matches.)"""
+        """What the batch changed under a new row version: the budget's row, its maps' rows
+        that changed, and the sealed records, in the attempt's transaction; the budget is
+        kept as of that version. (Should the commit then fail, the row keeps its old
+        version, which the kept copy never matches.)"""
         version = _new_version()
+        rows = self._rows[key]
+        found = rows.changes(key, budget)
         db = self._connection()
         db.execute(
             f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
-            (self._encode_status(budget), version, *_params(key)),
+            (found.head, version, *_params(key)),
         )
+        if found.drop:
+            db.executemany(
+                f"DELETE FROM status_rows WHERE {_KEY} AND map = ? AND key = ?",
+                [(*_params(key), name, entry) for name, entry in found.drop],
+            )
+        if found.put:
+            db.executemany(
+                "INSERT OR REPLACE INTO status_rows VALUES (?, ?, ?, ?, ?, ?)",
+                [(*_params(key), name, entry, row) for name, entry, row in found.put],
+            )
         _keep(db, sealed)
+        rows.wrote(found, budget.status)
+        rows.version = version
         self._decoded.keep(key, version, budget)
         return True

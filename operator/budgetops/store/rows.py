@@ -1,0 +1,235 @@
+"""A status kept as rows: one for what every charge rewrites, one per entry of its big maps.
+
+A budget's status holds a few maps that grow with its accounts and its traffic: the accounts,
+the settled keys, the release ids and which accounts alert. Written as one document, each
+charge would rewrite all of them, and a budget of 100,000 accounts would cost 10,000 times
+one of ten. So the embedded ledger stores each entry of those maps as its own row and the
+rest of the status (recent entries, the audit head, conditions: bounded) as the budget's row.
+
+`Tracked` is what makes a write proportional to what a change touched: the maps of a status
+in memory are Tracked dicts, which note each key a change set, deleted or (for mutable
+values, such as an account) read; `Rows.changes` turns those notes into the rows to write,
+each checked to read back with its own model before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from budgetops.apis.resources import Budget, BudgetKey, field_errors
+from budgetops.engine.ledger import InvalidCharge
+
+V = TypeVar("V")
+
+KEYED = {"accounts": True, "settled": False, "releases": False, "alerting": False}
+"""The status maps stored a row per entry, and whether a change may mutate an entry in place
+(an account: so reading one marks it; a timestamp, a release mark or a list of alerts is
+only ever replaced)."""
+
+
+class Tracked(dict[str, V]):
+    """A dict that notes the keys a change touched: set or deleted, or read when `mutable`;
+    anything that hands out every value (`values`, `items`) notes `everything`."""
+
+    __slots__ = ("everything", "mutable", "touched")
+
+    def __init__(self, items: dict[str, V], *, mutable: bool) -> None:
+        super().__init__(items)
+        self.mutable = mutable
+        self.touched: set[str] = set()
+        self.everything = False
+
+    def settle(self) -> None:
+        """Forget what was touched: it has been written."""
+        self.touched = set()
+        self.everything = False
+
+    def __getitem__(self, key: str) -> V:
+        if self.mutable:
+            self.touched.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self.mutable:
+            self.touched.add(key)
+        return super().get(key, default)
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self.touched.add(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.touched.add(key)
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.touched.add(key)
+        return super().pop(key, *default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self.touched.add(key)
+        return super().setdefault(key, default)
+
+    def values(self) -> Any:
+        self.everything |= self.mutable
+        return super().values()
+
+    def items(self) -> Any:
+        self.everything |= self.mutable
+        return super().items()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # rare: take it all as touched
+        super().update(*args, **kwargs)
+        self.everything = True
+
+    def popitem(self) -> tuple[str, V]:
+        key, value = super().popitem()
+        self.touched.add(key)
+        return key, value
+
+    def clear(self) -> None:
+        self.touched |= set(self)
+        super().clear()
+
+
+@cache
+def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    """Validates one map of `model` (with its key and value rules), as a whole status would."""
+    info = model.model_fields[name]
+    return TypeAdapter(info.rebuild_annotation())
+
+
+def keyed(status: BaseModel) -> Iterator[str]:
+    """The maps of `status` kept a row per entry."""
+    return (name for name in KEYED if name in type(status).model_fields)
+
+
+@dataclass
+class Changes:
+    """What one write stores: the budget's row, and the rows of its maps to put and drop."""
+
+    head: str
+    put: list[tuple[str, str, str]] = field(default_factory=list)
+    """(map, key, row) for each entry set or changed; the row is the JSON of a map holding
+    that one entry, exactly what is checked to read back."""
+    drop: list[tuple[str, str]] = field(default_factory=list)
+    """(map, key) for each entry gone."""
+
+
+@dataclass
+class Rows:
+    """The maps of one budget's status as they were last read or written, for `changes`.
+
+    `written` holds each mutable entry as last written, so a change that read every account
+    (a reconcile pass) writes only those that differ."""
+
+    maps: dict[str, Tracked[Any]] = field(default_factory=dict)
+    written: dict[tuple[str, str], str] = field(default_factory=dict)
+    head: str | None = None
+    """The budget's row as last written here (None: as read, not known to match)."""
+    version: int | None = None
+    """The stored version this was read or written as (the store's to set)."""
+    moved: bool = False
+    """The budget's row still held its maps inline (a ledger written before rows): the next
+    write moves every entry out, in the same transaction."""
+
+    def track(self, status: BaseModel) -> None:
+        """Make the maps of `status` Tracked (as read, or as just written)."""
+        for name in keyed(status):
+            current = getattr(status, name)
+            if not isinstance(current, Tracked):
+                current = Tracked(current, mutable=KEYED[name])
+                setattr(status, name, current)
+            current.settle()
+            self.maps[name] = current
+
+    def changes(self, key: BudgetKey, budget: Budget) -> Changes:
+        """The rows a write of `budget` stores, each checked to read back (InvalidCharge
+        names the first that does not; nothing is written then)."""
+        status = budget.status
+        names = list(keyed(status))
+        head = status.model_dump_json(by_alias=True, exclude_none=True, exclude=set(names))
+        _check(key, type(status).model_validate_json, head)
+        found = Changes(head)
+        for name in names:
+            now: dict[str, Any] = getattr(status, name)
+            before = self.maps.get(name)
+            if self.moved or before is None or now is not before:
+                old = set() if before is None else before.keys()
+                found.drop += [(name, k) for k in old - now.keys()]
+                touched: list[str] = list(now)
+            elif before.everything:
+                touched = list(now)
+            else:
+                touched = list(before.touched)
+            adapter = _adapter(type(status), name)
+            for entry in touched:
+                if entry not in now:
+                    if before is not None and now is before:
+                        found.drop.append((name, entry))
+                    continue
+                text = adapter.dump_json(
+                    {entry: dict.__getitem__(now, entry)}, by_alias=True, exclude_none=True
+                ).decode()
+                if KEYED[name] and self.written.get((name, entry)) == text and not self.moved:
+                    continue
+                _check(key, adapter.validate_json, text)
+                found.put.append((name, entry, text))
+        return found
+
+    def wrote(self, found: Changes, status: BaseModel) -> None:
+        """`found` is stored: what it put is what the rows now hold."""
+        for name, entry, text in found.put:
+            if KEYED[name]:
+                self.written[(name, entry)] = text
+        for name, entry in found.drop:
+            self.written.pop((name, entry), None)
+        self.head = found.head
+        self.moved = False
+        self.track(status)
+
+    def unchanged(self, key: BudgetKey, budget: Budget) -> bool:
+        """Whether `budget` still equals what is stored: a batch that wrote nothing (a
+        replay, a dry run) may then keep it instead of reading it again."""
+        try:
+            found = self.changes(key, budget)
+        except InvalidCharge:
+            return False
+        return not found.put and not found.drop and found.head == self.head
+
+
+def _check(key: BudgetKey, read: Callable[[str], object], text: str) -> None:
+    """Raise InvalidCharge, naming the budget, unless `text` reads back with `read`."""
+    try:
+        read(text)
+    except ValidationError as error:
+        raise InvalidCharge(
+            f"{key}: this change would leave a status that does not read back "
+            f"({field_errors(error)[0]}); nothing was written"
+        ) from error
+
+
+Stored = tuple[str, str, str]
+"""A map's row as stored: (map, key, row)."""
+
+
+def read(head: str, rows: list[Stored]) -> tuple[dict[str, Any], Rows]:
+    """The status as one document, from its row and its maps' rows, and `Rows` to track it
+    with once parsed. A row that still holds entries of its maps inline (written before
+    rows) is read as it is; a map's row wins over an inline entry. The maps' names are
+    single words, so each is its own wire name."""
+    status = json.loads(head)
+    if not isinstance(status, dict):
+        raise TypeError("a status is an object")
+    found = Rows(moved=any(status.get(name) for name in KEYED))
+    for name, key, row in rows:
+        status.setdefault(name, {}).update(json.loads(row))
+        if KEYED.get(name):
+            found.written[(name, key)] = row
+    return status, found
