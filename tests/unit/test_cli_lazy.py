@@ -23,6 +23,17 @@ from budgetops.crypto.tokens import DEFAULT_ISSUER
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 HEAVY = ("kopf", "kubernetes", "aiohttp", "prometheus_client")
 SIGNING = ("cryptography", "budgetops.crypto.dsse", "budgetops.usecases.charging")
+MODELS = ("pydantic", "budgetops.apis.common")
+READING_UNNEEDED = (
+    "yaml",
+    "budgetops.usecases.attest",
+    "budgetops.engine.charges",
+    "budgetops.cli.settings",
+    "budgetops.store.kube",
+)
+"""What a table of the embedded ledger never needs: YAML is for `-o yaml`, attesting and the
+charge inputs for writes, the serving settings for `serve` and `run`, and the store in a
+cluster for `--kubeconfig`."""
 
 
 def loaded_after(*argv: str, watch: tuple[str, ...] = HEAVY) -> tuple[int, list[str]]:
@@ -65,6 +76,12 @@ def test_version_imports_no_command() -> None:
     assert loaded_after("--version") == (0, [])
 
 
+def test_version_and_help_load_no_models() -> None:
+    # The parser's flag types import the models only when such a flag is given.
+    assert loaded_after("--version", watch=MODELS) == (0, [])
+    assert loaded_after("status", "--help", watch=MODELS) == (0, [])
+
+
 def test_status_on_the_embedded_ledger_imports_no_cluster_code(ledger: Path) -> None:
     assert loaded_after("status", "--db", str(ledger)) == (0, [])
 
@@ -73,6 +90,11 @@ def test_status_and_list_load_no_signing_code(ledger: Path) -> None:
     # Reading commands sign nothing: the keyring's code and cryptography load with a write.
     assert loaded_after("status", "--db", str(ledger), watch=SIGNING) == (0, [])
     assert loaded_after("list", "--db", str(ledger), watch=SIGNING) == (0, [])
+
+
+def test_status_and_list_tables_load_only_what_reading_needs(ledger: Path) -> None:
+    assert loaded_after("status", "--db", str(ledger), watch=READING_UNNEEDED) == (0, [])
+    assert loaded_after("list", "--db", str(ledger), watch=READING_UNNEEDED) == (0, [])
 
 
 def test_list_and_receipts_on_the_embedded_ledger_import_no_cluster_code(ledger: Path) -> None:

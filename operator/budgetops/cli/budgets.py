@@ -19,8 +19,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from budgetops.apis.common import format_amount, format_time
 from budgetops.apis.names import shown
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
@@ -67,6 +65,8 @@ def emit(rows: list[dict[str, Any]], columns: Sequence[str], output: str, out: T
         out.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
     if output == "yaml":
+        import yaml  # only here: a table or JSON, what most calls ask for, needs none
+
         out.write(yaml.safe_dump(json.loads(json.dumps(rows, default=str)), sort_keys=False))
         return
     cells = [[str(row.get(c, "")) for c in columns] for row in rows]

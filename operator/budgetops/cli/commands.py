@@ -2,8 +2,9 @@
 
 Building the parser imports no command module: each verb names its handler as a `Target`,
 and `main` imports the handler's module only once the verb is chosen, so `budgetops status`
-loads the ledger's code but never kopf, kubernetes or aiohttp, and `--version` loads neither.
-Keep this module light: argparse, the models' small parsers, and constants.
+loads the ledger's code but never kopf, kubernetes or aiohttp, and `--version` loads neither,
+nor pydantic. Keep this module light: argparse, `apis.numbers` and constants; a flag whose
+type needs the models (an amount, a duration, risk points) imports them when it is parsed.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from pathlib import Path
 from typing import TextIO, TypeAlias, cast
 
 from budgetops import __version__
-from budgetops.apis.common import format_duration, parse_amount
 from budgetops.apis.numbers import NumberError, whole
-from budgetops.apis.riskbudget import MAX_RISK_POINTS
-
-from .settings import DEFAULT_NAMESPACE, MAX_TTL, VERDICT_KEYS_ENV, ttl_duration
 
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
-DEFAULT_OPERATOR_NAMESPACE = DEFAULT_NAMESPACE
-__all__ = ["DEFAULT_OPERATOR_NAMESPACE", "MAX_TTL", "VERDICT_KEYS_ENV", "parser"]
+DEFAULT_NAMESPACE = "budgetops-system"
+"""Where BudgetOps runs when neither a flag nor $POD_NAMESPACE says: `run` finds its Secrets
+there, and a command in a cluster the keyring and verdict ConfigMaps."""
+VERDICT_KEYS_ENV = "BUDGETOPS_VERDICT_KEYS"
+"""`budgetops.adapters.keyring.VERDICT_KEYS_ENV`, named here so that the parser needs no store
+code (tests/unit/test_cli_lazy.py keeps the two equal)."""
 DEFAULT_ISSUER = "budgetops.dev"
 """`budgetops.crypto.tokens.DEFAULT_ISSUER`, named here so that the parser needs no JWT code
 (tests/unit/test_cli_lazy.py keeps the two equal)."""
@@ -71,6 +72,10 @@ def db_path(value: str | None) -> Path:
 
 def _ttl(value: str) -> str:
     """argparse type of --ttl: a duration up to MAX_TTL (kept as given; see `ttl_duration`)."""
+    from budgetops.apis.common import format_duration
+
+    from .settings import MAX_TTL, ttl_duration
+
     try:
         ttl_duration(value)
     except ValueError as error:
@@ -98,6 +103,8 @@ def _listen(value: str) -> str:
 
 
 def _amount(value: str) -> Decimal:
+    from budgetops.apis.common import parse_amount
+
     try:
         return parse_amount(value)
     except ValueError as error:
@@ -106,6 +113,8 @@ def _amount(value: str) -> Decimal:
 
 def _points(value: str) -> int:
     """As the risk-points annotation reads them: ASCII digits, 0 to MAX_RISK_POINTS."""
+    from budgetops.apis.riskbudget import MAX_RISK_POINTS
+
     try:
         return whole(value, low=0, high=MAX_RISK_POINTS, of="risk points")
     except NumberError as error:
@@ -114,6 +123,8 @@ def _points(value: str) -> int:
 
 def _signed_points(value: str) -> Decimal:
     """`+24`, `-24` or `24`: the one place a `+` is read, as the sign of a change."""
+    from budgetops.apis.riskbudget import MAX_RISK_POINTS
+
     unsigned = value[1:] if value[:1] == "+" and "0" <= value[1:2] <= "9" else value
     try:
         return Decimal(whole(unsigned, low=-MAX_RISK_POINTS, high=MAX_RISK_POINTS, of="points"))
@@ -147,7 +158,7 @@ def add_target_arguments(verb: argparse.ArgumentParser, *, db_help: str) -> None
         default=os.environ.get("POD_NAMESPACE"),
         help="in a cluster: where BudgetOps runs (its keyring and verdict ConfigMaps; "
         "default: $POD_NAMESPACE, else the namespace of the webhook's Service, else "
-        f"{DEFAULT_OPERATOR_NAMESPACE})",
+        f"{DEFAULT_NAMESPACE})",
     )
     add_keys_argument(verb)
 
@@ -243,7 +254,7 @@ def add_agent_parser(verbs: Verbs, *, db_help: str) -> argparse.ArgumentParser:
         action.add_argument("--kubeconfig", help="work on the cluster's budgets instead")
         action.add_argument(
             "--namespace",
-            default=os.environ.get("POD_NAMESPACE", "budgetops-system"),
+            default=os.environ.get("POD_NAMESPACE", DEFAULT_NAMESPACE),
             help="with --kubeconfig: where the signing key and provider key Secrets live",
         )
         action.add_argument(

@@ -1,7 +1,7 @@
 """What `serve` and `run` serve with: one frozen settings object, built once from the parsed
 flags and the environment, validated once, and the only configuration serving code reads.
 
-Light on purpose (the parser imports it for `ttl_duration`): the models' small parsers only.
+The parser imports it only to check a --ttl, so `--version` and `status` never load it.
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ from typing import TypedDict
 
 from budgetops.apis.common import format_duration, parse_duration
 
+from .commands import DEFAULT_NAMESPACE, VERDICT_KEYS_ENV
+
 MAX_TTL = timedelta(days=7)
 """Longest --ttl: a reservation is meant to be confirmed or refunded within minutes."""
-DEFAULT_NAMESPACE = "budgetops-system"
-"""Where `run` finds its Secrets when neither --namespace nor $POD_NAMESPACE says."""
 NAMESPACE_ENV = "POD_NAMESPACE"
 SERVICE_ACCOUNT_ENV = "BUDGETOPS_SERVICE_ACCOUNT"
-VERDICT_KEYS_ENV = "BUDGETOPS_VERDICT_KEYS"
-"""`budgetops.adapters.keyring.VERDICT_KEYS_ENV`, named here so that the parser needs no store
-code (tests/unit/test_cli_lazy.py keeps the two equal)."""
 
 
 class TTLTooLong(ValueError):

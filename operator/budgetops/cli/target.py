@@ -25,7 +25,7 @@ from budgetops.store import BudgetStore
 from budgetops.store.audit import AuditTrail, Checkpoints, StreamSink
 
 from . import stores
-from .commands import DEFAULT_OPERATOR_NAMESPACE
+from .commands import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:  # a writer's keyring comes through `Signer`, from cli/signing.py
     from kubernetes.client import ApiClient
@@ -221,7 +221,7 @@ def cluster_api(args: argparse.Namespace) -> Any:
 
 def operator_namespace(api: Any) -> str:
     """Where BudgetOps runs, when not told: the namespace of the Service its webhook
-    configuration calls (the chart labels it), else DEFAULT_OPERATOR_NAMESPACE (a user
+    configuration calls (the chart labels it), else DEFAULT_NAMESPACE (a user
     who may not list webhook configurations, or a webhook called by URL)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
@@ -232,14 +232,14 @@ def operator_namespace(api: Any) -> str:
             label_selector="app.kubernetes.io/name=budgetops", _request_timeout=5
         )
     except (ApiException, HTTPError, OSError):
-        return DEFAULT_OPERATOR_NAMESPACE
+        return DEFAULT_NAMESPACE
     namespaces = {
         hook.client_config.service.namespace
         for configuration in found.items
         for hook in configuration.webhooks or []
         if hook.client_config.service is not None
     }
-    return namespaces.pop() if len(namespaces) == 1 else DEFAULT_OPERATOR_NAMESPACE
+    return namespaces.pop() if len(namespaces) == 1 else DEFAULT_NAMESPACE
 
 
 def same_place(args: argparse.Namespace) -> str:
