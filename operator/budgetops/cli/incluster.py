@@ -59,8 +59,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 def run_in_cluster(settings: ClusterSettings) -> int:
     """`cmd_run` once its settings are built: see there."""
-    log_to_stderr()
-    out = sys.stderr
+    log_to_stderr(json_lines=True)
     api = api_client(settings.kubeconfig)
     try:  # credentials the API server refuses: one line, not a watch's traceback
         probe(api, settings.kubeconfig or "this pod's service account")
@@ -91,7 +90,7 @@ def run_in_cluster(settings: ClusterSettings) -> int:
             return serve_until_stopped(
                 store,
                 settings,
-                out,
+                None,
                 registry=registry,
                 events=events,
                 secrets=secrets,
@@ -124,7 +123,7 @@ def run_in_cluster(settings: ClusterSettings) -> int:
         return serve_until_stopped(
             store,
             settings,
-            out,
+            None,
             registry=registry,
             events=events,
             until=reconcile,

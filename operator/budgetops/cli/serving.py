@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -31,11 +34,48 @@ from .settings import ServeSettings
 log = logging.getLogger("budgetops.serve")
 
 
-def log_to_stderr() -> None:
-    """A server's log, Events included where there is no API server to post them to."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+def log_to_stderr(*, json_lines: bool = False) -> None:
+    """A server's log, Events included where there is no API server to post them to.
+
+    `json_lines`: one JSON object per line, warnings and uncaught exceptions included, for
+    a pod, whose stdout and stderr a log pipeline reads as one stream (the audit records are
+    told apart by their `hash`, the log lines by their `level`)."""
+    if not json_lines:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.captureWarnings(True)
+    uncaught = logging.getLogger("budgetops.uncaught")
+    sys.excepthook = lambda kind, error, trace: uncaught.critical(
+        "uncaught exception", exc_info=(kind, error, trace)
     )
+    threading.excepthook = lambda hook: uncaught.critical(
+        "uncaught exception in thread %s",
+        hook.thread.name if hook.thread else "?",
+        exc_info=(hook.exc_type, hook.exc_value or hook.exc_type(), hook.exc_traceback),
+    )
+
+
+class JsonLines(logging.Formatter):
+    """A log record as one line of JSON: time (UTC), level, logger, message, and the
+    traceback, if any, as one string."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, ensure_ascii=False)
 
 
 def attestation(
@@ -59,7 +99,7 @@ def attestation(
 def serve_until_stopped(
     store: BudgetStore,
     settings: ServeSettings,
-    out: TextIO,
+    out: TextIO | None,
     *,
     registry: CollectorRegistry | None = None,
     events: EventRecorder | None = None,
@@ -68,7 +108,8 @@ def serve_until_stopped(
     attestor: Attestor | None = None,
 ) -> int:
     """Run the webhook over `store` until SIGTERM or Ctrl-C, running `until(stop)` meanwhile
-    if given (it must return once `stop` is set)."""
+    if given (it must return once `stop` is set). What it serves is said on `out`, or
+    logged if None."""
     tls = settings.tls
     admission = Admission(
         store,
@@ -89,10 +130,15 @@ def serve_until_stopped(
     log.info("open-file limit: %d", raise_descriptor_limit())
     server = serve(admission, host=settings.host, port=settings.port, tls=tls, mounted=mounted)
     scheme = "https" if tls else "http"
-    out.write(f"serving POST {scheme}://{settings.listen}/validate\n")
+    serving = [f"serving POST {scheme}://{settings.listen}/validate"]
     if mounted:
-        out.write(f"serving the lease API at {scheme}://{settings.listen}{LEASE_PREFIX}\n")
-    out.flush()
+        serving.append(f"serving the lease API at {scheme}://{settings.listen}{LEASE_PREFIX}")
+    for line in serving:
+        if out is None:
+            log.info("%s", line)
+        else:
+            out.write(f"{line}\n")
+            out.flush()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
