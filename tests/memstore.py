@@ -28,7 +28,7 @@ from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_e
 from budgetops.engine.audit import Sealed
 from budgetops.store.attempt import Attempted
 from budgetops.store.audit import AuditTrail
-from budgetops.store.base import NotFound, Unreadable
+from budgetops.store.base import NotFound, Unreadable, one_account
 from budgetops.store.commit import GroupCommit
 
 Row = tuple[str, str]
@@ -84,12 +84,12 @@ class MemStore(Attempted):
             self._rows[key] = (json.dumps(document), json.dumps(status))
         return self.get(key)
 
-    def get(self, key: BudgetKey) -> Budget:
+    def get(self, key: BudgetKey, *, account: str | None = None) -> Budget:
         with self._lock:
             row = self._rows.get(key)
         if row is None:
             raise NotFound(str(key))
-        return self._decode(key, row)
+        return one_account(self._decode(key, row), account)
 
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
         with self._lock:

@@ -209,3 +209,27 @@ def test_status_shows_a_budget_that_does_not_read_and_the_others_still_charge(db
         "charge", "developer-certificates", "--account", "user:alice", "--id", "x", "--db", db
     )
     assert code == 0, out
+
+
+def test_status_of_one_account_shows_that_account_alone(db: str) -> None:
+    for n, account in enumerate(["user:alice", "user:bob", "user:alice"]):
+        code, out = run(
+            "charge", "developer-certificates", "--account", account, "--id", f"csr-{n}",
+            "--db", db,
+        )  # fmt: skip
+        assert code == 0, out
+    code, out = run("status", "developer-certificates", "--account", "user:alice", "--db", db)
+    assert code == 0, out
+    assert out.splitlines()[0].startswith("user:alice: 98 of 100 points left, OK, resets ")
+    assert "user:bob" not in out
+    code, out = run(
+        "status", "developer-certificates", "--account", "user:zed", "-o", "json", "--db", db
+    )
+    assert code == 0, out
+    (row,) = json.loads(out)
+    assert (row["account"], row["balance"], row["resetsAt"]) == ("user:zed", "100", "")
+    code, out = run("status", "--account", "user:alice", "--db", db)
+    assert (code, out) == (
+        EXIT_INVALID,
+        "invalid: --account names an account of a TrustBudget: give the budget's name\n",
+    )

@@ -140,3 +140,21 @@ def test_every_account_reads_back_after_reopening(tmp_path: Path) -> None:
     assert sum(a.reserved for a in written.status.accounts.values()) == sum(
         n % 3 for n in range(40)
     )
+
+
+def test_one_account_reads_without_the_others(tmp_path: Path) -> None:
+    """Asking for one account reads its row alone: a budget of any size answers in the
+    same time, and (shown here) another account's row does not even have to read."""
+    path = tmp_path / "ledger.sqlite3"
+    store = SQLiteStore(path)
+    store.apply(trust_budget())
+    for n in range(5):
+        store.update_status(KEY, charging(f"uid-{n}", account=f"user:u{n}", now=NOW))
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE status_rows SET row = '{\"user:u4\": 7}' WHERE key = 'user:u4'")
+    store = SQLiteStore(path, mode="ro")
+    assert store.unreadable() != {}  # the whole budget no longer reads...
+    one = store.get(KEY, account="user:u2")  # ...one other account still does
+    assert list(one.status.accounts) == ["user:u2"]
+    assert one.status.accounts["user:u2"].reserved == 1

@@ -138,3 +138,18 @@ def test_update_status_async_changes_what_get_reads(store: BudgetStore) -> None:
     decision = asyncio.run(store.update_status_async(KEY, change))
     assert decision.allowed
     assert reserved(store) == 1
+
+
+def test_get_with_an_account_answers_that_account_alone(store: BudgetStore) -> None:
+    for n, account in enumerate(["user:alice", "user:bob", "user:carol", "user:bob"]):
+        store.update_status(KEY, charging(f"uid-{n}", account=account, now=NOW))
+    whole = store.get(KEY)
+    bob = store.get(KEY, account="user:bob")
+    nobody = store.get(KEY, account="user:nobody")
+    assert isinstance(whole, TrustBudget)
+    assert isinstance(bob, TrustBudget)
+    assert isinstance(nobody, TrustBudget)
+    assert bob.status.accounts == {"user:bob": whole.status.accounts["user:bob"]}
+    assert bob.status.accounts["user:bob"].reserved == 2
+    assert (nobody.status.accounts, nobody.spec) == ({}, whole.spec)
+    assert store.get(KEY) == whole  # the whole budget is not changed by asking for a part

@@ -103,7 +103,9 @@ def risk_row(budget: RiskBudget) -> dict[str, Any]:
     }
 
 
-def trust_rows(budget: TrustBudget) -> list[dict[str, Any]]:
+def trust_rows(budget: TrustBudget, named: str | None = None) -> list[dict[str, Any]]:
+    """A row per account (`named` alone, if given: asked about before its first charge, it
+    shows the full balance it would open with)."""
     unit = budget.spec.unit
     if not budget.status.accounts:
         return [
@@ -111,7 +113,7 @@ def trust_rows(budget: TrustBudget) -> list[dict[str, Any]]:
                 "kind": "TrustBudget",
                 "namespace": "",
                 "name": budget.metadata.name,
-                "account": "(none charged yet)",
+                "account": "(none charged yet)" if named is None else named,
                 "balance": show(budget.spec.initial_balance, unit),
                 "allocated": show(budget.spec.initial_balance, unit),
                 "unit": unit,
@@ -210,9 +212,23 @@ def summary(budget: Budget) -> list[str]:
     return [f"{key}: {lease.phase}, {lease.remaining} of {lease.granted} left"]
 
 
+def _trust_table(rows: list[dict[str, Any]], out: TextIO) -> None:
+    """`status BUDGET` of a TrustBudget: a line and a bar per account."""
+    for row in rows:
+        used = Decimal(row["allocated"]) - Decimal(row["balance"])
+        resets = f"resets {row['resetsAt']}" if row["resetsAt"] else "no window yet"
+        out.write(
+            f"{shown(row['account'])}: {row['balance']} of {row['allocated']} "
+            f"{row['unit']} left, {coloured(row['status'], out)}, {resets}\n"
+            f"  {bar(used, Decimal(row['allocated']))}\n"
+        )
+
+
 def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """One budget in detail (`BUDGET` or `--service`), or every budget, as of now."""
     now = system_clock()
+    if args.account is not None and (args.service or args.namespace or not args.budget):
+        raise ValueError("--account names an account of a TrustBudget: give the budget's name")
     with place(args, path) as where:
         if args.service or args.budget:
             key = (
@@ -220,7 +236,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
                 if args.service or args.namespace
                 else BudgetKey("TrustBudget", args.budget)
             )
-            budget = where.store.get(key)
+            budget = where.store.get(key, account=args.account)
             _current(budget, now)
             if isinstance(budget, RiskBudget):
                 if args.output != "table":
@@ -229,16 +245,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
                     _detail(budget, out)
                 return 0
             assert isinstance(budget, TrustBudget)
-            rows = trust_rows(budget)
+            rows = trust_rows(budget, args.account)
             if args.output == "table":
-                for row in rows:
-                    used = Decimal(row["allocated"]) - Decimal(row["balance"])
-                    out.write(
-                        f"{shown(row['account'])}: {row['balance']} of {row['allocated']} "
-                        f"{row['unit']} left, {coloured(row['status'], out)}, "
-                        f"resets {row['resetsAt']}\n"
-                        f"  {bar(used, Decimal(row['allocated']))}\n"
-                    )
+                _trust_table(rows, out)
                 return 0
             emit(rows, (), args.output, out)
             return 0

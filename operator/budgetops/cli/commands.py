@@ -319,7 +319,12 @@ def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
         parser.set_defaults(run=_in(module, f"cmd_{name.replace('-', '_')}"))
         return parser
 
-    verb("status", "a budget in detail (or every budget), as of now")
+    status = verb("status", "a budget in detail (or every budget), as of now")
+    status.add_argument(
+        "--account",
+        help="only this account of a TrustBudget (e.g. user:alice), read alone: as quick "
+        "in a budget of a hundred thousand accounts as in one of ten",
+    )
     listing = verb("list", "every budget's state", budget=False)
     listing.add_argument("--status", help="only these states, e.g. Yellow,Red or Exhausted,Low")
     for name, text in (

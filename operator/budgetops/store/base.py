@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from budgetops.apis.ledger import Ledger
 from budgetops.apis.resources import Budget, BudgetKey, Kind
 
 T = TypeVar("T")
@@ -29,6 +30,17 @@ class ChargeTimeout(TimeoutError):
     """The charge could not be decided and written before the caller's deadline."""
 
 
+def one_account(budget: Budget, account: str | None) -> Budget:
+    """`budget` as `get(key, account=...)` answers: a copy whose status holds `account` alone
+    (`budget` itself when no account is asked for, or it keeps no ledger)."""
+    status = getattr(budget, "status", None)
+    if account is None or not isinstance(status, Ledger):
+        return budget
+    found = status.accounts.get(account)
+    only = status.model_copy(update={"accounts": {} if found is None else {account: found}})
+    return budget.model_copy(update={"status": only})
+
+
 class BudgetStore(Protocol):
     """Where budgets live and how their status is changed."""
 
@@ -36,8 +48,10 @@ class BudgetStore(Protocol):
         """Create the budget or update its spec, keeping its status; returns what is stored."""
         ...
 
-    def get(self, key: BudgetKey) -> Budget:
-        """The stored budget; raises NotFound."""
+    def get(self, key: BudgetKey, *, account: str | None = None) -> Budget:
+        """The stored budget; raises NotFound. With `account`, its status holds that account
+        alone (none if it was never charged): a store that keeps accounts apart reads only
+        that one, so the answer takes the same time in a budget of any size."""
         ...
 
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:

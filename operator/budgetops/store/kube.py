@@ -28,7 +28,7 @@ from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_e
 from budgetops.engine.audit import Sealed
 from budgetops.store.attempt import Attempted
 from budgetops.store.audit import AuditTrail
-from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
+from budgetops.store.base import ChargeTimeout, NotFound, Unreadable, one_account
 from budgetops.store.commit import GroupCommit
 from budgetops.store.informer import BudgetCache, Informer, json_object
 
@@ -97,12 +97,12 @@ class KubeStore(Attempted):
         self.cache.put(json_object(document))
         return json_object(document)
 
-    def get(self, key: BudgetKey) -> Budget:
+    def get(self, key: BudgetKey, *, account: str | None = None) -> Budget:
         cached = self.cache.fresh(key)
         if cached is not None:
-            return cached
+            return one_account(cached, account)
         document = self._fetch(key)
-        return RESOURCES[key.kind].model.model_validate(document)
+        return one_account(RESOURCES[key.kind].model.model_validate(document), account)
 
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
         """Cached budgets, shared with the cache; without status, parsed once per spec.

@@ -36,7 +36,7 @@ from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_e
 from budgetops.engine.audit import Sealed
 from budgetops.store.attempt import Attempted
 from budgetops.store.audit import AuditTrail, verdicts_in
-from budgetops.store.base import ChargeTimeout, NotFound, Unreadable
+from budgetops.store.base import ChargeTimeout, NotFound, Unreadable, one_account
 from budgetops.store.commit import GroupCommit
 from budgetops.store.errors import LedgerError, explain
 from budgetops.store.parsed import Parsed
@@ -412,15 +412,22 @@ class SQLiteStore(Attempted):
         self._forget(key)
         return self.get(key)
 
-    def get(self, key: BudgetKey) -> Budget:
-        row = (
-            self._connection()
-            .execute(f"SELECT object, status FROM budgets WHERE {_KEY}", _params(key))
-            .fetchone()
-        )
+    def get(self, key: BudgetKey, *, account: str | None = None) -> Budget:
+        """The budget from its row and its maps' rows; with `account`, from its row and that
+        account's row alone (one indexed read, whatever the budget's size)."""
+        db = self._connection()
+        row = db.execute(
+            f"SELECT object, status FROM budgets WHERE {_KEY}", _params(key)
+        ).fetchone()
         if row is None:
             raise NotFound(str(key))
-        return self._decode(key.kind, row[0], row[1], self._rows_of(self._connection(), key))
+        if account is None:
+            return self._decode(key.kind, row[0], row[1], self._rows_of(db, key))
+        rows = db.execute(
+            f"SELECT map, key, row FROM status_rows WHERE {_KEY} AND map = 'accounts' AND key = ?",
+            (*_params(key), account),
+        ).fetchall()
+        return one_account(self._decode(key.kind, row[0], row[1], rows), account)
 
     def list(self, kind: Kind | None = None, *, with_status: bool = True) -> list[Budget]:
         """Every budget that reads. One that does not is left out, as KubeStore leaves it
