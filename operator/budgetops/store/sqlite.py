@@ -589,7 +589,9 @@ class SQLiteStore(Attempted):
         version, which the kept copy never matches.)"""
         version = _new_version()
         rows = self._rows[key]
-        found = rows.changes(key, budget)
+        # Group commit checked these rows once the batch's changes ran (its `readback`);
+        # since then only the audit trail sealed the batch's records into the head.
+        found = rows.changes(key, budget, check=False)
         db = self._connection()
         db.execute(
             f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
