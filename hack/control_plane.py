@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -46,10 +47,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 KUBERNETES_VERSION = "v1.34.2"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
+PAUSE_VERSION = "1"  # bump when hack/go/pause/main.go changes
 
 GO_TEMPLATES = Path(__file__).resolve().parent / "go"
 MARKER = ".complete"
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
+NODE_COMMANDS = ("kubelet", "kube-scheduler")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 READY_TIMEOUT = 60.0
 STOP_GRACE = 5.0
@@ -150,8 +153,10 @@ def _kubernetes_module_edits(go_mod: str) -> list[str]:
     ]
 
 
-def _build_kubernetes(module: Path, out: Path, log: Log) -> None:
-    """kube-apiserver, kube-controller-manager and kubectl from a throwaway module."""
+def _build_kubernetes(
+    module: Path, out: Path, log: Log, commands: Sequence[str] = KUBE_COMMANDS
+) -> None:
+    """``commands`` (by default the control plane's) from a throwaway module."""
     _go("mod", "init", "budgetops.local/kubernetes-tools", cwd=module, log=log)
     go_mod = _module_file(f"k8s.io/kubernetes@{KUBERNETES_VERSION}", cwd=module, log=log)
     _go("mod", "edit", *_kubernetes_module_edits(go_mod), cwd=module, log=log)
@@ -167,7 +172,7 @@ def _build_kubernetes(module: Path, out: Path, log: Log) -> None:
             for name, value in version.items()
         }
     )
-    for command in KUBE_COMMANDS:
+    for command in commands:
         package = f"k8s.io/kubernetes/cmd/{command}"
         _go(
             "build",
@@ -227,6 +232,24 @@ COMPONENTS = (
 )
 
 
+def _build_pause(module: Path, out: Path, log: Log) -> None:
+    """The pod sandbox's pause process, from hack/go/pause (standard library only)."""
+    _go("mod", "init", "budgetops.local/pause", cwd=module, log=log)
+    shutil.copy(GO_TEMPLATES / "pause" / "main.go", module)
+    _go("build", "-trimpath", "-ldflags=-s -w", "-o", str(out / "pause"), ".", cwd=module, log=log)
+
+
+# Apart from COMPONENTS so that tests needing no node never wait for (or miss) kubelet's build.
+NODE_COMPONENTS = (
+    _Component(
+        f"kubernetes-node-{KUBERNETES_VERSION}",
+        NODE_COMMANDS,
+        lambda module, out, log: _build_kubernetes(module, out, log, NODE_COMMANDS),
+    ),
+    _Component(f"pause-{PAUSE_VERSION}", ("pause",), _build_pause),
+)
+
+
 def _binaries_in(root: Path) -> Binaries:
     paths = {
         name.replace("-", "_"): root / component.directory / name
@@ -279,16 +302,32 @@ def _ensure_component(component: _Component, *, root: Path, log: Log) -> None:
     log(f"{component.directory}: built in {seconds:.0f} s -> {final}")
 
 
-def ensure_binaries(log: Log = _stderr) -> Binaries:
-    """Build whatever is missing from the cache (idempotent) and return the paths."""
+def _ensure_components(components: Sequence[_Component], log: Log) -> Path:
     if shutil.which("go") is None:
         raise BuildError("the Go toolchain ('go') is not on PATH")
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with _build_lock(root):
-        for component in COMPONENTS:
+        for component in components:
             _ensure_component(component, root=root, log=log)
-    return _binaries_in(root)
+    return root
+
+
+def ensure_binaries(log: Log = _stderr) -> Binaries:
+    """Build whatever is missing from the cache (idempotent) and return the paths."""
+    return _binaries_in(_ensure_components(COMPONENTS, log))
+
+
+def node_binaries(*, build: bool, log: Log = _stderr) -> dict[str, Path] | None:
+    """kubelet, kube-scheduler and pause by name: built if ``build``, else cached or None."""
+    root = _ensure_components(NODE_COMPONENTS, log) if build else cache_root()
+    if not all(_complete(root, component) for component in NODE_COMPONENTS):
+        return None
+    return {
+        name: root / component.directory / name
+        for component in NODE_COMPONENTS
+        for name in component.executables
+    }
 
 
 # --- certificates ---------------------------------------------------------------------------
@@ -395,8 +434,11 @@ def _write_leaf(
     return cert_path, key_path
 
 
-def write_pki(directory: Path) -> Pki:
-    """CA, API server serving cert, admin client cert (system:masters), service-account keys."""
+def write_pki(directory: Path, address: str = "127.0.0.1") -> Pki:
+    """CA, API server serving cert, admin client cert (system:masters), service-account keys.
+
+    The serving cert names ``address`` (where clients reach the API server) besides loopback.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = _sign(
@@ -414,7 +456,7 @@ def write_pki(directory: Path) -> Pki:
         "kubernetes.default.svc",
         "kubernetes.default.svc.cluster.local",
     ]
-    addresses = [IPv4Address("127.0.0.1"), IPv4Address("10.96.0.1")]
+    addresses = sorted({IPv4Address("127.0.0.1"), IPv4Address("10.96.0.1"), IPv4Address(address)})
     san = x509.SubjectAlternativeName(
         [*(x509.DNSName(name) for name in names), *(x509.IPAddress(ip) for ip in addresses)]
     )
@@ -515,7 +557,20 @@ class ControlPlane:
 
     Use as a context manager. Every process is stopped by PID on ``stop()``, at interpreter exit,
     and (when started from the main thread on Linux) by the kernel if this process is killed.
+    ``address`` is where kube-apiserver listens and what it advertises: 127.0.0.1 unless a node
+    must reach it (hack/node.py passes its own link address).
     """
+
+    # Only what tests lean on: default ServiceAccounts, namespace deletion, ownerReference
+    # cleanup, signing approved CSRs, and the kube-root-ca.crt ConfigMap in each namespace.
+    CONTROLLERS: tuple[str, ...] = (
+        "serviceaccount-controller",
+        "serviceaccount-token-controller",
+        "namespace-controller",
+        "garbage-collector-controller",
+        "certificatesigningrequest-signing-controller",
+        "root-ca-certificate-publisher-controller",
+    )
 
     def __init__(
         self,
@@ -525,6 +580,7 @@ class ControlPlane:
         keep: bool = False,
         timeout: float = READY_TIMEOUT,
         log: Log = _stderr,
+        address: str = "127.0.0.1",
     ) -> None:
         found = binaries or cached_binaries()
         if found is None:
@@ -541,6 +597,7 @@ class ControlPlane:
             self.workdir = workdir.resolve()
         self.keep = keep
         self.timeout = timeout
+        self.address = address
         self._log = log
         self.kubeconfig = self.workdir / "kubeconfig"
         self.ca_file = self.workdir / "pki" / "ca.crt"
@@ -549,7 +606,7 @@ class ControlPlane:
         self.pki: Pki | None = None
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def __enter__(self) -> ControlPlane:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -569,9 +626,9 @@ class ControlPlane:
         started = time.monotonic()
         deadline = started + self.timeout
         try:
-            self.pki = pki = write_pki(self.workdir / "pki")
+            self.pki = pki = write_pki(self.workdir / "pki", self.address)
             etcd_port, peer_port, api_port = _free_ports(3)
-            self.server = f"https://127.0.0.1:{api_port}"
+            self.server = f"https://{self.address}:{api_port}"
             self._write_credentials(pki)
             self._spawn("etcd", self._etcd_args(client=etcd_port, peer=peer_port))
             self._wait("etcd /health", f"http://127.0.0.1:{etcd_port}/health", deadline)
@@ -652,8 +709,8 @@ class ControlPlane:
     def _apiserver_args(self, pki: Pki, *, etcd: int, port: int) -> list[str]:
         return [
             f"--etcd-servers=http://127.0.0.1:{etcd}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving_cert}",
@@ -673,19 +730,9 @@ class ControlPlane:
         ]
 
     def _controller_manager_args(self, pki: Pki) -> list[str]:
-        # Only what tests lean on: default ServiceAccounts, namespace deletion, ownerReference
-        # cleanup, signing approved CSRs, and the kube-root-ca.crt ConfigMap in each namespace.
-        controllers = [
-            "serviceaccount-controller",
-            "serviceaccount-token-controller",
-            "namespace-controller",
-            "garbage-collector-controller",
-            "certificatesigningrequest-signing-controller",
-            "root-ca-certificate-publisher-controller",
-        ]
         return [
             f"--kubeconfig={self.kubeconfig}",
-            f"--controllers={','.join(controllers)}",
+            f"--controllers={','.join(self.CONTROLLERS)}",
             f"--service-account-private-key-file={pki.service_account_key}",
             f"--root-ca-file={pki.ca_cert}",
             f"--cluster-signing-cert-file={pki.ca_cert}",
@@ -695,11 +742,12 @@ class ControlPlane:
             "--secure-port=0",
         ]
 
-    def _spawn(self, name: str, args: list[str]) -> None:
-        executable = getattr(self.binaries, name.replace("-", "_"))
+    def _spawn(self, name: str, args: list[str], *, command: Sequence[str] = ()) -> None:
+        """Start ``command`` (by default the binary called ``name``) with ``args``, logged."""
+        command = command or [str(getattr(self.binaries, name.replace("-", "_")))]
         with (self.workdir / f"{name}.log").open("wb") as log_file:
             self._processes[name] = subprocess.Popen(
-                [*_die_with_parent(), str(executable), *args],
+                [*_die_with_parent(), *command, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -739,10 +787,13 @@ def _stop_all() -> None:
 def _cmd_build(_: argparse.Namespace) -> int:
     try:
         binaries = ensure_binaries()
+        node = node_binaries(build=True)  # hack/node.py installs the rest a node needs
     except BuildError as error:
         print(f"build failed: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(binaries.as_dict(), indent=2))
+    assert node is not None
+    paths = binaries.as_dict() | {name.replace("-", "_"): str(path) for name, path in node.items()}
+    print(json.dumps(paths, indent=2))
     return 0
 
 

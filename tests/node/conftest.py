@@ -1,0 +1,72 @@
+"""A control plane with one real node (hack/node.py), started once per test session.
+
+Pods run for real: containerd, runc, a CNI bridge in a network namespace of the node's own,
+kubelet and kube-scheduler. When something is not installed or built the node tests fail with
+the command that prepares it (they never skip silently; CI must be honest). They carry the
+`cluster` and `node` markers, so `-m "not node"` leaves them out.
+
+Fixtures: `node_cluster` (a hack/node.py NodeCluster: kubectl(), kubeconfig, import_image()),
+and `node_image`, the BudgetOps image built by hack/image.sh and imported into the node, named
+`budgetops:test` for pod specs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.image.conftest import (
+    TAG,
+    Image,
+    image,  # noqa: F401  (the fixture: hack/image.sh, once)
+)
+
+NODE_HARNESS = ROOT / "hack" / "node.py"
+
+
+def _load_node_harness() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("node", NODE_HARNESS)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["node"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+node = _load_node_harness()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "node: runs real pods on hack/node.py's node")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.cluster)
+            item.add_marker(pytest.mark.node)
+
+
+@pytest.fixture(scope="session")
+def node_cluster() -> Iterator[Any]:
+    try:
+        cluster = node.NodeCluster()
+    except node.NodeError as error:  # not installed or built: says what to run
+        pytest.fail(str(error), pytrace=False)
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def node_image(node_cluster: Any, image: Image) -> str:  # noqa: F811
+    """The BudgetOps image, in the node as `budgetops:test` (pods may also say its id)."""
+    node_cluster.import_image(TAG)
+    return TAG
