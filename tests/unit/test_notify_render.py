@@ -27,18 +27,22 @@ YELLOW = Notice(
     severity="warning",
     at=AT,
     details=(
+        "Consider pausing non-critical changes until the next budget window.",
         "Still allowed: standard, low-risk, security-fix, incident",
         "Window 2026-01 resets at 2026-02-01T00:00:00Z",
     ),
+    headline="Risk Budget at 40% for checkout",
 )
 GREEN = Notice(BUDGET, "BandChanged", "checkout: Yellow -> Green, 78 / 200 RP (39%)", at=AT)
 
 
 def test_one_notice_as_plain_text() -> None:
     assert plain_text(Batch(BUDGET, (YELLOW,))) == (
-        "RiskBudget payments/checkout: BandChanged\n"
+        "[Warning] Risk Budget at 40% for checkout\n"
+        "RiskBudget payments/checkout\n"
         "\n"
         "2026-01-12T09:30:00Z [warning] checkout: Green -> Yellow, 80 / 200 RP (40%)\n"
+        "    Consider pausing non-critical changes until the next budget window.\n"
         "    Still allowed: standard, low-risk, security-fix, incident\n"
         "    Window 2026-01 resets at 2026-02-01T00:00:00Z\n"
     )
@@ -48,13 +52,17 @@ def test_webhook_carries_every_notice_as_data() -> None:
     batch = Batch(BUDGET, (YELLOW, Notice(BUDGET, "Recovered", "1 accounts no longer alerting")))
     assert webhook_json(batch) == {
         "budget": BUDGET,
+        "subject": "[Warning] Risk Budget at 40% for checkout (and 1 more notice)",
+        "severity": "warning",
         "notices": [
             {
                 "reason": "BandChanged",
                 "summary": "checkout: Green -> Yellow, 80 / 200 RP (40%)",
                 "severity": "warning",
+                "headline": "Risk Budget at 40% for checkout",
                 "at": "2026-01-12T09:30:00Z",
                 "details": [
+                    "Consider pausing non-critical changes until the next budget window.",
                     "Still allowed: standard, low-risk, security-fix, incident",
                     "Window 2026-01 resets at 2026-02-01T00:00:00Z",
                 ],
@@ -63,6 +71,7 @@ def test_webhook_carries_every_notice_as_data() -> None:
                 "reason": "Recovered",
                 "summary": "1 accounts no longer alerting",
                 "severity": "info",
+                "headline": "",
                 "at": None,
                 "details": [],
             },
@@ -75,8 +84,10 @@ def test_webhook_carries_every_notice_as_data() -> None:
 def test_slack_escapes_its_markup_characters() -> None:
     batch = Batch(BUDGET, (YELLOW, GREEN))
     assert slack_json(batch) == {
-        "text": "*RiskBudget payments/checkout: 2 notices*\n"
+        "text": "*[Warning] Risk Budget at 40% for checkout (and 1 more notice)*\n"
+        "RiskBudget payments/checkout\n"
         "• 2026-01-12T09:30:00Z checkout: Green -&gt; Yellow, 80 / 200 RP (40%)\n"
+        "    Consider pausing non-critical changes until the next budget window.\n"
         "    Still allowed: standard, low-risk, security-fix, incident\n"
         "    Window 2026-01 resets at 2026-02-01T00:00:00Z\n"
         "• 2026-01-12T09:30:00Z checkout: Yellow -&gt; Green, 78 / 200 RP (39%)"
@@ -84,33 +95,41 @@ def test_slack_escapes_its_markup_characters() -> None:
 
 
 def test_teams_message_card_is_coloured_by_the_worst_severity() -> None:
-    critical = Notice(BUDGET, "Exhausted", "checkout: 200 / 200 RP (100%)", severity="critical")
+    critical = Notice(
+        BUDGET,
+        "BandChanged",
+        "checkout: Yellow -> Exhausted, 200 / 200 RP (100%)",
+        severity="critical",
+        headline="Risk Budget Exhausted for checkout",
+    )
     assert teams_json(Batch(BUDGET, (YELLOW, critical))) == {
         "@type": "MessageCard",
         "@context": "https://schema.org/extensions",
-        "summary": "RiskBudget payments/checkout: 2 notices",
-        "title": "RiskBudget payments/checkout: 2 notices",
+        "summary": "[Critical] Risk Budget Exhausted for checkout (and 1 more notice)",
+        "title": "[Critical] Risk Budget Exhausted for checkout (and 1 more notice)",
+        "text": "RiskBudget payments/checkout",
         "themeColor": "C62828",
         "sections": [
             {
                 "activityTitle": "checkout: Green -> Yellow, 80 / 200 RP (40%)",
                 "activitySubtitle": "2026-01-12T09:30:00Z warning",
-                "text": "Still allowed: standard, low-risk, security-fix, incident\n\n"
+                "text": "Consider pausing non-critical changes until the next budget window.\n\n"
+                "Still allowed: standard, low-risk, security-fix, incident\n\n"
                 "Window 2026-01 resets at 2026-02-01T00:00:00Z",
             },
             {
-                "activityTitle": "checkout: 200 / 200 RP (100%)",
+                "activityTitle": "checkout: Yellow -> Exhausted, 200 / 200 RP (100%)",
                 "activitySubtitle": "critical",
             },
         ],
     }
 
 
-def test_email_names_the_budget_in_the_subject_and_the_numbers_in_the_body() -> None:
+def test_email_says_how_bad_in_the_subject_and_the_numbers_in_the_body() -> None:
     message = email_message(
         Batch(BUDGET, (YELLOW,)), sender="budgetops@example.com", recipients=["a@x.io", "b@x.io"]
     )
-    assert message["Subject"] == "[BudgetOps] RiskBudget payments/checkout: BandChanged"
+    assert message["Subject"] == "[Warning] Risk Budget at 40% for checkout"
     assert message["From"] == "budgetops@example.com"
     assert message["To"] == "a@x.io, b@x.io"
     assert message.get_content_type() == "text/plain"
@@ -136,7 +155,7 @@ def test_a_long_batch_lists_the_first_notices_and_counts_the_rest(
     notices = tuple(Notice(BUDGET, "LowBalance", f"user:{i} is low") for i in range(count))
     batch = Batch(BUDGET, notices, dropped=dropped)
     listed = [f"[info] user:{i} is low" for i in range(min(count, MAX_LISTED))]
-    assert plain_text(batch).splitlines()[2:] == [*listed, *remarks]
+    assert plain_text(batch).splitlines()[3:] == [*listed, *remarks]
     assert slack_json(batch)["text"].splitlines()[-len(remarks) - 1 :] == [
         f"• user:{min(count, MAX_LISTED) - 1} is low",
         *remarks,
@@ -144,3 +163,49 @@ def test_a_long_batch_lists_the_first_notices_and_counts_the_rest(
     sections = teams_json(batch)["sections"]
     assert len(sections) == min(count, MAX_LISTED) + (1 if remarks else 0)
     assert len(webhook_json(batch)["notices"]) == count
+
+
+def test_the_subject_is_tagged_by_the_worst_notice_and_falls_back_to_the_reason() -> None:
+    window = Notice(BUDGET, "WindowClosed", "checkout: window 2026-01 closed at 80 / 200 RP")
+    low = Notice(BUDGET, "LowBalance", "user:bob: balance low", severity="warning")
+    assert Batch(BUDGET, (window,)).subject == (
+        "[Info] WindowClosed on RiskBudget payments/checkout"
+    )
+    assert Batch(BUDGET, (window, low, YELLOW)).subject == (
+        "[Warning] LowBalance on RiskBudget payments/checkout (and 2 more notices)"
+    )
+
+
+RED = Notice(
+    "TrustBudget issuance",
+    "Exhausted",
+    "user:alice: exhausted, 0 / 100 points remain (0.0%)",
+    severity="critical",
+    details=("Issuance to this account is refused until it resets.",),
+    headline="Trust Budget Exhausted for user:alice",
+)
+
+
+def test_every_channel_leads_with_the_same_subject_and_advice() -> None:
+    """Email, Slack, Teams and the webhook each put the seed's subject first and carry the
+    advice lines, so whoever reads any one of them reads the same words."""
+    batch = Batch("TrustBudget issuance", (RED,))
+    subject = "[Critical] Trust Budget Exhausted for user:alice"
+    advice = "Issuance to this account is refused until it resets."
+    email = email_message(batch, sender="b@x.io", recipients=["a@x.io"])
+    assert email["Subject"] == subject
+    assert email.get_content().startswith(f"{subject}\nTrustBudget issuance\n")
+    assert slack_json(batch)["text"].splitlines()[:2] == [f"*{subject}*", "TrustBudget issuance"]
+    assert advice in slack_json(batch)["text"]
+    teams = teams_json(batch)
+    assert (teams["title"], teams["themeColor"], teams["sections"][0]["text"]) == (
+        subject,
+        "C62828",
+        advice,
+    )
+    body = webhook_json(batch)
+    assert (body["subject"], body["severity"], body["notices"][0]["details"]) == (
+        subject,
+        "critical",
+        [advice],
+    )

@@ -42,6 +42,7 @@ BATCH = Batch(
             "checkout: Green -> Yellow, 80 / 200 RP (40%)",
             severity="warning",
             details=("Still allowed: standard, low-risk, security-fix, incident",),
+            headline="Risk Budget at 40% for checkout",
         ),
     ),
 )
@@ -304,7 +305,7 @@ def test_email_arrives_with_subject_body_and_recipients(mailbox: Mailbox) -> Non
     assert mailbox.logins == [SMTP_USER]
     assert envelope.mail_from == "budgetops@example.com"
     assert envelope.rcpt_tos == to
-    assert message["Subject"] == "[BudgetOps] RiskBudget payments/checkout: BandChanged"
+    assert message["Subject"] == "[Warning] Risk Budget at 40% for checkout"
     assert message["To"] == ", ".join(to)
     body = message.get_body()
     assert body is not None

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from budgetops.apis.ledger import Witness
 from budgetops.apis.resources import RiskBudget, TrustBudget
 from budgetops.engine.alerts import UsageSamples
@@ -221,7 +223,10 @@ def test_low_balance_then_exhaustion_are_each_announced_once() -> None:
     assert summaries(low) == [
         "user:alice: balance low, 1 / 10 points remain (10.0%); resets at 2026-03-11T00:00:00Z"
     ]
-    assert [n.severity for n in low.notices] == ["warning"]
+    assert [(n.severity, n.headline) for n in low.notices] == [
+        ("warning", "Trust Budget low for user:alice: 10.0% left")
+    ]
+    assert low.notices[0].details == ("Review how often this account issues before it runs out.",)
     condition = next(c for c in budget.status.conditions if c.type == "LowBalance")
     assert (condition.status, condition.message) == ("True", "1 accounts: user:alice")
     since = condition.last_transition_time
@@ -229,6 +234,11 @@ def test_low_balance_then_exhaustion_are_each_announced_once() -> None:
     out = run_trust(budget, START + timedelta(minutes=12), all_present(budget), samples)
     assert [n.reason for n in out.notices] == ["Exhausted"]
     assert out.notices[0].severity == "critical"
+    assert out.notices[0].headline == "Trust Budget Exhausted for user:alice"
+    assert out.notices[0].details == (
+        "Issuance to this account is refused until it resets.",
+        "Check whether this was expected; if not, look for credential abuse.",
+    )
     condition = next(c for c in budget.status.conditions if c.type == "LowBalance")
     assert condition.last_transition_time == since  # still True: the time stays
     assert budget.status.alerting == {"user:alice": ["Exhausted", "LowBalance"]}
@@ -258,12 +268,77 @@ def test_a_band_change_is_announced_with_its_numbers_and_what_may_still_ship() -
     outcome = reconcile_risk(status, spec, budget="rb", generation=1, now=START, seen={})
     [notice] = outcome.notices
     assert notice.summary == "payments-api: Green -> Yellow, 48 / 120 RP (40.0%)"
+    assert (notice.severity, notice.headline) == (
+        "warning",
+        "Risk Budget at 40.0% for payments-api",
+    )
     assert notice.details == (
+        "Consider pausing non-critical changes until the next budget window.",
         "Still allowed: standard, low-risk, security-fix, incident",
         "Window 2026-03 resets at 2026-04-01T00:00:00Z",
     )
     assert announced_band(status.conditions) == "Yellow"
     assert reconcile_risk(status, spec, budget="rb", generation=1, now=START, seen={}).notices == []
+
+
+@pytest.mark.parametrize(
+    ("points", "bands", "severity", "headline", "advice"),
+    [
+        (
+            90,
+            {},
+            "critical",
+            "Risk Budget at 75.0% for payments-api",
+            ("Only low-risk changes, security fixes and incident responses are allowed.",),
+        ),
+        (
+            120,
+            {},
+            "critical",
+            "Risk Budget Exhausted for payments-api",
+            (
+                "Only security fixes and incident responses are allowed.",
+                "Contact the platform team for emergency capacity.",
+            ),
+        ),
+        (
+            90,
+            {"red": ["incident"]},
+            "critical",
+            "Risk Budget at 75.0% for payments-api",
+            ("Only incident responses are allowed.",),
+        ),
+        (
+            120,
+            {"exhausted": []},
+            "critical",
+            "Risk Budget Exhausted for payments-api",
+            ("No change may ship.", "Contact the platform team for emergency capacity."),
+        ),
+    ],
+)
+def test_red_and_exhausted_are_critical_and_say_what_this_budget_still_allows(
+    points: int, bands: dict[str, Any], severity: str, headline: str, advice: tuple[str, ...]
+) -> None:
+    """The seed's advice, with the band's own policy spelled out: a budget that freezes
+    more in Red says so, never the defaults."""
+    budget = risk_budget(bands=bands)
+    spec, status = budget.spec, budget.status
+    reconcile_risk(status, spec, budget="rb", generation=1, now=START, seen={})
+    admit_risk(status, spec, release=Release("v1", points, "standard"), now=START, ttl=TTL)
+    [notice] = reconcile_risk(status, spec, budget="rb", generation=1, now=START, seen={}).notices
+    assert (notice.severity, notice.headline) == (severity, headline)
+    assert notice.details[: len(advice)] == advice
+    assert notice.details[len(advice)].startswith("Still allowed: ")
+
+
+def test_back_to_green_is_news_without_advice() -> None:
+    budget = risk_budget()
+    confirmed_release(budget, "v1", 90, datetime(2026, 1, 30, tzinfo=UTC))
+    back = run_risk(budget, datetime(2026, 2, 1, 0, 0, 1, tzinfo=UTC)).notices[-1]
+    assert (back.reason, back.severity) == ("BandChanged", "info")
+    assert back.headline == "Risk Budget at 0.0% for payments-api"
+    assert back.details[0] == "Still allowed: standard, low-risk, security-fix, incident"
 
 
 def run_risk(budget: RiskBudget, now: datetime) -> Outcome:

@@ -91,9 +91,13 @@ def test_a_band_change_reaches_status_events_metrics_and_the_channel(tmp_path: P
 
     [(kind, reason, message)] = events.events
     assert (kind, reason) == ("Warning", "BandChanged")
-    assert message.startswith("payments-api: Green -> Yellow, 48 / 120 RP (40.0%) Still allowed:")
+    assert message.startswith(
+        "payments-api: Green -> Yellow, 48 / 120 RP (40.0%) Consider pausing non-critical "
+        "changes until the next budget window. Still allowed:"
+    )
     [request] = receiver.requests
     payload = json.loads(request.body)
+    assert payload["subject"] == "[Warning] Risk Budget at 40.0% for payments-api"
     assert payload["notices"][0]["summary"] == "payments-api: Green -> Yellow, 48 / 120 RP (40.0%)"
     stored = store.get(key)
     assert isinstance(stored, RiskBudget)

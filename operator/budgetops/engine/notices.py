@@ -34,7 +34,9 @@ class Notice:
 
     `budget` names it the way kubectl does (`RiskBudget payments/checkout`, `TrustBudget
     issuance`); `summary` is one line with the numbers (`checkout: Green -> Yellow, 80 / 200
-    RP (40%)`); `details` add what is still allowed and why.
+    RP (40%)`); `details` add what to do, what is still allowed and why; `headline` is what a
+    message's subject says of it (`Risk Budget at 40% for checkout`), empty where the
+    reason and the budget say enough.
     """
 
     budget: str
@@ -43,6 +45,7 @@ class Notice:
     severity: Severity = "info"
     at: datetime | None = None
     details: tuple[str, ...] = ()
+    headline: str = ""
 
     @property
     def event_type(self) -> Literal["Normal", "Warning"]:

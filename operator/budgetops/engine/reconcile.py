@@ -17,7 +17,7 @@ from typing import Final
 
 from budgetops.apis.common import Condition, format_duration, format_time
 from budgetops.apis.ledger import Account, Ledger, Reservation
-from budgetops.apis.riskbudget import Band, RiskBudgetSpec, RiskBudgetStatus
+from budgetops.apis.riskbudget import Band, ChangeClass, RiskBudgetSpec, RiskBudgetStatus
 from budgetops.apis.trustbudget import AlertKind, TrustBudgetSpec, TrustBudgetStatus
 from budgetops.engine import leases, ledger
 from budgetops.engine.alerts import UsageSamples, account_alerts
@@ -228,6 +228,29 @@ def _alert_summary(
     return f"{name}: {what}, {_balance_text(account, spec)}"
 
 
+def _alert_headline(kind: AlertKind, name: str, account: Account) -> str:
+    if kind == "Exhausted":
+        return f"Trust Budget Exhausted for {name}"
+    if kind == "LowBalance":
+        left = percent_used(account.balance, account.allocation)
+        return f"Trust Budget low for {name}: {left}% left"
+    return f"Trust Budget depleting rapidly for {name}"
+
+
+def _alert_advice(kind: AlertKind, spec: TrustBudgetSpec) -> tuple[str, ...]:
+    """What to do about an account alert, after the seed's recommended actions."""
+    if kind == "LowBalance":
+        return ("Review how often this account issues before it runs out.",)
+    if kind == "RapidDepletion":
+        return ("Check for a leaked credential or a runaway automation.",)
+    refused = (
+        "This budget only warns: issuance goes on, uncovered."
+        if spec.enforcement == "warn"
+        else "Issuance to this account is refused until it resets."
+    )
+    return (refused, "Check whether this was expected; if not, look for credential abuse.")
+
+
 def _trust_conditions(status: TrustBudgetStatus, *, now: datetime, generation: int | None) -> bool:
     changed = False
     for kind in ("Exhausted", "LowBalance", "RapidDepletion"):
@@ -356,6 +379,8 @@ def _alert_accounts(
                 _alert_summary(kind, name, account, spec, recent),
                 severity=_ALERT_SEVERITY[kind],
                 at=now,
+                details=_alert_advice(kind, spec),
+                headline=_alert_headline(kind, name, account),
             )
         )
     if len(raised_now) > ACCOUNT_NOTICES_MAX:
@@ -414,9 +439,44 @@ one's lastTransitionTime says when the budget crossed that line."""
 _BAND_SEVERITY: dict[Band, Severity] = {
     "Green": "info",
     "Yellow": "warning",
-    "Red": "warning",
+    "Red": "critical",
     "Exhausted": "critical",
 }
+"""The seed's: `[Warning]` at Yellow, `[Critical]` at Red or Exhausted."""
+
+_CLASS_WORDS: dict[ChangeClass, str] = {
+    "standard": "standard changes",
+    "low-risk": "low-risk changes",
+    "security-fix": "security fixes",
+    "incident": "incident responses",
+}
+
+
+def _in_words(classes: list[ChangeClass]) -> str:
+    words = [_CLASS_WORDS[c] for c in _CLASS_WORDS if c in classes]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def band_advice(band: Band, allowed: list[ChangeClass]) -> tuple[str, ...]:
+    """What to do in `band`: the seed's advice, and what this budget's band policy lets
+    through whenever it holds something back (so a custom policy is never misstated)."""
+    advice = []
+    if band == "Yellow":
+        advice.append("Consider pausing non-critical changes until the next budget window.")
+    if not allowed:
+        advice.append("No change may ship.")
+    elif set(allowed) != set(_CLASS_WORDS):
+        advice.append(f"Only {_in_words(allowed)} are allowed.")
+    if band == "Exhausted":
+        advice.append("Contact the platform team for emergency capacity.")
+    return tuple(advice)
+
+
+def band_headline(band: Band, service: str, percent: str) -> str:
+    """A band change's subject, as the seed words it."""
+    if band == "Exhausted":
+        return f"Risk Budget Exhausted for {service}"
+    return f"Risk Budget at {percent}% for {service}"
 
 
 def announced_band(conditions: list[Condition]) -> Band:
@@ -509,7 +569,7 @@ def reconcile_risk(
             generation=generation,
         )
     if band != previous:
-        allowed = ", ".join(spec.bands.allows(band)) or "nothing"
+        classes = spec.bands.allows(band)
         assert status.window is not None
         outcome.notices.append(
             Notice(
@@ -519,9 +579,11 @@ def reconcile_risk(
                 severity=_BAND_SEVERITY[band],
                 at=now,
                 details=(
-                    f"Still allowed: {allowed}",
+                    *band_advice(band, classes),
+                    f"Still allowed: {', '.join(classes) or 'nothing'}",
                     f"Window {status.window.key} resets at {format_time(status.window.end)}",
                 ),
+                headline=band_headline(band, service, status.percent_used),
             )
         )
     _mark_ready(status, outcome, f"band {band}", now, generation)

@@ -1,7 +1,8 @@
 """What a notification says, per channel: pure functions from a batch of Notices to payloads.
 
-The words come from the engine (`Notice.summary` and `details`); here they are only laid out
-for each destination, so a webhook, Slack, Teams and email read the same numbers.
+The words come from the engine (`Notice.summary`, `details` and `headline`); here they are only
+laid out for each destination, so a webhook, Slack, Teams and email read the same numbers under
+the same subject (`[Warning] ...`, `[Critical] ...`).
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ class Batch:
         return max((n.severity for n in self.notices), key=_RANK.__getitem__, default="info")
 
     @property
-    def title(self) -> str:
-        """`RiskBudget payments/checkout: BandChanged`, or the count when there are several."""
-        what = self.notices[0].reason if len(self.notices) == 1 else f"{len(self.notices)} notices"
-        return f"{self.budget}: {what}"
+    def subject(self) -> str:
+        """The seed's subject line, tagged by the worst severity and led by the first notice
+        that has it: `[Warning] Risk Budget at 40% for checkout`, `[Critical] Risk Budget
+        Exhausted for checkout (and 2 more notices)`."""
+        worst = next(n for n in self.notices if n.severity == self.severity)
+        what = worst.headline or f"{worst.reason} on {self.budget}"
+        more = len(self.notices) - 1
+        tail = f" (and {more} more notice{'s' if more > 1 else ''})" if more else ""
+        return f"[{self.severity.capitalize()}] {what}{tail}"
 
 
 def _listed(batch: Batch) -> tuple[Sequence[Notice], list[str]]:
@@ -57,7 +63,7 @@ def _stamp(notice: Notice) -> str:
 def plain_text(batch: Batch) -> str:
     """The message as plain text: the generic webhook's `text` and the email body."""
     listed, remarks = _listed(batch)
-    lines = [batch.title, ""]
+    lines = [batch.subject, batch.budget, ""]
     for notice in listed:
         lines.append(f"{_stamp(notice)}[{notice.severity}] {notice.summary}")
         lines.extend(f"    {detail}" for detail in notice.details)
@@ -69,11 +75,14 @@ def webhook_json(batch: Batch) -> dict[str, Any]:
     """The generic webhook body: every notice as data (the pending cap bounds them), plus text."""
     return {
         "budget": batch.budget,
+        "subject": batch.subject,
+        "severity": batch.severity,
         "notices": [
             {
                 "reason": n.reason,
                 "summary": n.summary,
                 "severity": n.severity,
+                "headline": n.headline,
                 "at": format_time(n.at) if n.at else None,
                 "details": list(n.details),
             }
@@ -92,7 +101,7 @@ def _slack_escape(text: str) -> str:
 def slack_json(batch: Batch) -> dict[str, Any]:
     """A Slack incoming-webhook message in mrkdwn: a bold title, one bullet per notice."""
     listed, remarks = _listed(batch)
-    lines = [f"*{_slack_escape(batch.title)}*"]
+    lines = [f"*{_slack_escape(batch.subject)}*", _slack_escape(batch.budget)]
     for notice in listed:
         lines.append(f"• {_stamp(notice)}{_slack_escape(notice.summary)}")
         lines.extend(f"    {_slack_escape(detail)}" for detail in notice.details)
@@ -116,17 +125,18 @@ def teams_json(batch: Batch) -> dict[str, Any]:
     return {
         "@type": "MessageCard",
         "@context": "https://schema.org/extensions",
-        "summary": batch.title,
-        "title": batch.title,
+        "summary": batch.subject,
+        "title": batch.subject,
+        "text": batch.budget,
         "themeColor": _TEAMS_COLOR[batch.severity],
         "sections": sections,
     }
 
 
 def email_message(batch: Batch, *, sender: str, recipients: Sequence[str]) -> EmailMessage:
-    """A plain-text email; the subject names the budget, the body carries the numbers."""
+    """A plain-text email; the subject says how bad and of what, the body the numbers."""
     message = EmailMessage()
-    message["Subject"] = f"[BudgetOps] {batch.title}"
+    message["Subject"] = batch.subject
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message.set_content(plain_text(batch))
