@@ -163,6 +163,29 @@ class Alerts(Model):
     rapid_depletion: RapidDepletion = Field(default_factory=RapidDepletion)
 
 
+class Sessions(Model):
+    """What each runtime leasing from this budget is told with every lease (USD budgets)."""
+
+    max_call_cost: PositiveAmount | None = Field(
+        default=None,
+        description=(
+            "No single call may cost more (USD): the SDK refuses a call estimated above it "
+            "before making it; a report of one above it is counted (the money is spent) and "
+            "flagged in the lease API's answer"
+        ),
+    )
+    warn_at_percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=99,
+        description=(
+            "Warn the runtime, in the lease API's answers and the SDK's callback, once a "
+            "lease has spent this share of what it was granted, or its account this share "
+            "of its allocation"
+        ),
+    )
+
+
 class RateLimit(Model):
     """At most `count` uses per `per` (uses are counted from status, which keeps 100)."""
 
@@ -220,6 +243,11 @@ class TrustBudgetSpec(Model):
             "costs and initialBalance must be whole numbers of points (unit is points)",
         ),
         (
+            "!has(self.sessions) || !has(self.sessions.maxCallCost) || "
+            "(has(self.unit) && self.unit == 'USD')",
+            "sessions.maxCallCost limits the calls of a USD budget's leases: set unit: USD",
+        ),
+        (
             "!has(self.accountKey) || "
             f"self.accountKey.findAll('[$][{{][^}}]*[}}]').all(v, v in [{_KNOWN_VARIABLES}])",
             "the account key may use only ${username}, ${group}, ${namespace} and ${name}",
@@ -238,6 +266,7 @@ class TrustBudgetSpec(Model):
     enforcement: Enforcement = "enforce"
     break_glass: BreakGlass | None = None
     cert_manager: CertManager = Field(default_factory=CertManager)
+    sessions: Sessions = Field(default_factory=Sessions)
     notifications: Notifications = Field(default_factory=Notifications)
     environment: str = Field(
         default="",
@@ -257,6 +286,10 @@ class TrustBudgetSpec(Model):
 
     @model_validator(mode="after")
     def _whole_points(self) -> Self:
+        if self.unit == "points" and self.sessions.max_call_cost is not None:
+            raise ValueError(
+                "sessions.maxCallCost limits the calls of a USD budget's leases: set unit: USD"
+            )
         if self.unit == "points":
             amounts = [("cost", self.cost), ("initialBalance", self.initial_balance)]
             amounts += [
@@ -327,6 +360,7 @@ __all__ = [
     "RapidDepletion",
     "RateLimit",
     "ResourceMatch",
+    "Sessions",
     "SubjectSet",
     "Subjects",
     "TrustBudgetSpec",

@@ -5,9 +5,11 @@ from budgetops.client.errors import (
     BudgetError,
     BudgetExceeded,
     BudgetExhausted,
+    CallOverLimit,
     InvalidToken,
     ProtocolError,
 )
+from budgetops.client.records import UsageWarning
 from budgetops.client.runtime import BudgetClient
 from budgetops.client.spending import Usage
 from budgetops.client.sync import SyncBudgetClient
@@ -17,6 +19,7 @@ __all__ = [
     "BudgetError",
     "BudgetExceeded",
     "BudgetExhausted",
+    "CallOverLimit",
     "ClientConfig",
     "ClientOptions",
     "Clock",
@@ -24,4 +27,5 @@ __all__ = [
     "ProtocolError",
     "SyncBudgetClient",
     "Usage",
+    "UsageWarning",
 ]

@@ -7,7 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from budgetops.client.records import UsageWarning
 
 Clock = Callable[[], float]
 """Unix seconds; the timestamp of each usage record."""
@@ -33,6 +36,7 @@ class ClientOptions(TypedDict, total=False):
     backoff: float
     drain_interval: float
     timeout: float
+    on_warning: Callable[[UsageWarning], None] | None
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class ClientConfig:
     """Seconds between attempts to send the file queue while the control plane is away."""
     timeout: float = 10.0
     """Seconds a request may take, end to end."""
+    on_warning: Callable[[UsageWarning], None] | None = None
+    """Called, on the client's loop, when a lease or the account reaches the budget's
+    warning share; keep it quick (it runs between calls)."""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

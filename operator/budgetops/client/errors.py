@@ -21,6 +21,19 @@ class BudgetExceeded(BudgetError):
         self.remaining = remaining
 
 
+class CallOverLimit(BudgetError):
+    """The estimate is more than one call may cost under the agent's budget
+    (`spec.sessions.maxCallCost`, told with each lease): no refresh will help."""
+
+    def __init__(self, estimated: Decimal, limit: Decimal) -> None:
+        super().__init__(
+            f"the estimated cost of {estimated} USD is more than the {limit} USD one call may "
+            "cost under this budget: split the call, or ask for a higher limit"
+        )
+        self.estimated = estimated
+        self.limit = limit
+
+
 class BudgetExhausted(BudgetError):
     """The control plane has nothing more to lend: no refresh will help."""
 

@@ -38,10 +38,11 @@ from budgetops.client.errors import (
     BudgetError,
     BudgetExceeded,
     BudgetExhausted,
+    CallOverLimit,
     InvalidToken,
     ProtocolError,
 )
-from budgetops.client.records import Lease, UsageRecord
+from budgetops.client.records import Lease, UsageRecord, UsageWarning
 from budgetops.client.spending import Usage
 from budgetops.client.transport import HANDSHAKE, REFRESH, RELEASE, REPORT, Transport
 from budgetops.client.wire import JsonObject, budget_id_of, money, text
@@ -120,6 +121,10 @@ class BudgetClient:
         self._pump_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._closed = False
+        self.max_call_cost: Decimal | None = None
+        """What one call may cost under the agent's budget, as the last lease said."""
+        self._warn_at: int | None = None
+        self._warned: set[str] = set()
 
     async def __aenter__(self) -> BudgetClient:
         await self.start()
@@ -189,6 +194,8 @@ class BudgetClient:
         InvalidToken once the token was refused."""
         if self._failure is not None:
             raise self._failure.with_traceback(None)
+        if self.max_call_cost is not None and estimated_cost > self.max_call_cost:
+            raise CallOverLimit(estimated_cost, self.max_call_cost)
         if self._available < estimated_cost:
             raise BudgetExceeded(estimated_cost, self._available)
 
@@ -248,6 +255,7 @@ class BudgetClient:
             )
         )
         self._available -= due
+        self._warn_of(lease)
         if len(self._pending) >= self.config.batch_size:
             self._wake.set()
         elif self._flush_timer is None:
@@ -359,6 +367,9 @@ class BudgetClient:
         self._leases[lease.lease_id] = lease
         self._lease = lease
         self._available = lease.remaining - self._held
+        self.max_call_cost = _optional_money(answer, "max_call_cost")
+        warn_at = answer.get("warn_at_percent")
+        self._warn_at = warn_at if isinstance(warn_at, int) and 0 < warn_at < 100 else None
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None
@@ -534,7 +545,7 @@ class BudgetClient:
             "reports": [record.to_report() for record in records],
         }
         try:
-            await self._http.post(REPORT, body)
+            answer = await self._http.post(REPORT, body)
         except ProtocolError as error:
             if error.retryable:
                 log.warning("reporting %d records failed, queued: %s", len(records), error)
@@ -549,7 +560,47 @@ class BudgetClient:
             for record in records:
                 outcome.add(await self._report(lease_id, [record]))
             return outcome
+        self._heard(lease_id, answer)
         return _Outcome(acked=records)
+
+    def _warn_of(self, lease: Lease) -> None:
+        """Warn once per lease when what it reported reaches the warning share: known here
+        at once, before the control plane counts it."""
+        share = self._warn_at
+        if share is None or lease.granted <= 0 or lease.reported * 100 < share * lease.granted:
+            return
+        used = (lease.reported * 100 / lease.granted).quantize(Decimal("0.1"))
+        self._warn(
+            UsageWarning(
+                "lease",
+                used,
+                f"{lease.lease_id} has spent {lease.reported:.2f} of the {lease.granted:.2f} "
+                f"USD it was granted ({used}%; the budget warns at {share}%)",
+            ),
+            once=f"lease:{lease.lease_id}",
+        )
+
+    def _heard(self, lease_id: str, answer: JsonObject) -> None:
+        """The warnings a report's answer carries (the account's reach the runtime only so)."""
+        found = answer.get("warnings")
+        for item in found if isinstance(found, list) else ():
+            if not isinstance(item, dict) or item.get("scope") not in ("lease", "account"):
+                continue
+            try:
+                used = Decimal(str(item.get("percent_used")))
+            except ArithmeticError:
+                continue
+            scope = str(item["scope"])
+            once = f"lease:{lease_id}" if scope == "lease" else "account"
+            self._warn(UsageWarning(scope, used, str(item.get("message", ""))), once=once)
+
+    def _warn(self, warning: UsageWarning, *, once: str) -> None:
+        if once in self._warned:
+            return
+        self._warned.add(once)
+        log.warning("%s", warning.message)
+        if self.config.on_warning is not None:
+            self.config.on_warning(warning)
 
     def _closed_under(self, record: UsageRecord) -> _Outcome:
         """A record refused because its call was made after its lease closed: charged to the
@@ -588,6 +639,10 @@ def _batches(records: Sequence[UsageRecord]) -> list[tuple[str, list[UsageRecord
             for start in range(0, len(ordered), MAX_BATCH)
         ]
     return batches
+
+
+def _optional_money(answer: JsonObject, key: str) -> Decimal | None:
+    return None if answer.get(key) is None else money(answer, key)
 
 
 def _optional_text(answer: JsonObject, key: str) -> str | None:

@@ -78,6 +78,11 @@ class SyncBudgetClient:
         return self.client.provider
 
     @property
+    def max_call_cost(self) -> Decimal | None:
+        """What one call may cost under the agent's budget, as the last lease said."""
+        return self.client.max_call_cost
+
+    @property
     def provider_model(self) -> str | None:
         return self.client.provider_model
 

@@ -51,6 +51,16 @@ def _object(required: list[str], **properties: Any) -> dict[str, Any]:
 
 
 _TIME = {"type": "string", "format": "date-time"}
+_TERMS = {
+    "max_call_cost": _MONEY | {"description": "no single call may cost more (USD)"},
+    "warn_at_percent": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 99,
+        "description": "reports answer with warnings once a lease or its account spent this share",
+    },
+}
+"""The limits of the runtime's calls, in every answer that grants a lease when set."""
 _SEALED = r"^AES256:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$"
 _RESPONSES: dict[str, dict[str, Any]] = {
     "Handshake": _object(
@@ -66,6 +76,7 @@ _RESPONSES: dict[str, dict[str, Any]] = {
         provider={"type": "string"},
         provider_model={"type": "string"},
         expires_at=_TIME,
+        **_TERMS,
     ),
     "Report": _object(
         ["lease_id", "accepted", "duplicates", "spent", "remaining"],
@@ -76,6 +87,20 @@ _RESPONSES: dict[str, dict[str, Any]] = {
         remaining=_MONEY,
         uncovered=_MONEY,
         late=_MONEY,
+        warnings={
+            "type": "array",
+            "items": _object(
+                ["scope", "percent_used", "message"],
+                scope={"enum": ["lease", "account"]},
+                percent_used={"type": "string", "pattern": r"^[0-9]+[.][0-9]$"},
+                message={"type": "string"},
+            ),
+        },
+        over_max_call_cost={
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "request ids of calls that cost more than one call may: counted",
+        },
     ),
     "Refresh": _object(
         ["status", "budget_remaining", "total_allocated", "total_spent"],
@@ -88,6 +113,7 @@ _RESPONSES: dict[str, dict[str, Any]] = {
         total_spent=_MONEY,
         leased_out=_MONEY,
         expires_at=_TIME,
+        **_TERMS,
     ),
     "Release": _object(
         ["lease_id", "status", "returned", "spent", "budget_remaining"],

@@ -30,7 +30,7 @@ from budgetops.apis.leaseprotocol import (
 from budgetops.apis.ledger import LeaseHold
 from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.crypto import sealing, tokens
-from budgetops.engine import agents, leases
+from budgetops.engine import agents, leases, sessions
 from budgetops.engine.clock import Clock
 from budgetops.engine.ledger import InvalidCharge
 from budgetops.engine.rollover import summarize_trust, trust_account
@@ -103,6 +103,8 @@ class Lent:
     granted: Decimal
     hold: LeaseHold | None
     totals: dict[str, Decimal]
+    terms: dict[str, Any]
+    """The limits of the runtime's calls under this budget (`sessions.lease_terms`)."""
 
 
 def invalid_token(message: str) -> ApiError:
@@ -285,7 +287,8 @@ class LeaseService:
             "total_spent": account.spent,
             "leased_out": account.leased_out,
         }
-        return Lent(lease_id, granted, account.leases.get(lease_id), totals)
+        terms = sessions.lease_terms(budget.spec.sessions)
+        return Lent(lease_id, granted, account.leases.get(lease_id), totals, terms)
 
     # Operations -------------------------------------------------------------------------
 
@@ -320,6 +323,7 @@ class LeaseService:
             "lease_id": lease_id,
             "provider": agent.provider,
             "expires_at": format_time(hold.expires_at),
+            **lent.terms,
         }
         if agent.provider_model:
             answer["provider_model"] = agent.provider_model
@@ -360,7 +364,11 @@ class LeaseService:
             leases.Usage(r.request_id, r.seq, r.cost_usd, r.timestamp) for r in request.reports
         ]
 
-        def count(budget: TrustBudget, agent: Agent) -> leases.Counted:
+        costs = {r.request_id: r.cost_usd for r in request.reports}
+
+        def count(
+            budget: TrustBudget, agent: Agent
+        ) -> tuple[leases.Counted, list[sessions.UsageWarning], list[str]]:
             try:
                 counted = leases.report(
                     budget.status,
@@ -380,12 +388,20 @@ class LeaseService:
             if counted.accepted:
                 self._tally(budget, agent, request, counted)
                 summarize_trust(budget.status)
-            return counted
+            limits = budget.spec.sessions
+            warned = sessions.warnings(
+                limits,
+                lease_id=request.lease_id,
+                hold=counted.hold,
+                account=claims.agent_id,
+                of=budget.status.accounts[claims.agent_id],
+            )
+            return counted, warned, sessions.over_cap(limits, costs)
 
-        _, counted = await self._change(
+        _, (counted, warned, over) = await self._change(
             claims,
             count,
-            needs_write=lambda c: c.accepted > 0,
+            needs_write=lambda c: c[0].accepted > 0,
             authorize=_reporter(request.lease_id),
         )
         answer: dict[str, Any] = {
@@ -397,6 +413,16 @@ class LeaseService:
         }
         if counted.uncovered:
             answer["uncovered"] = counted.uncovered
+        if warned:
+            answer["warnings"] = [warning.to_wire() for warning in warned]
+        if over:
+            log.warning(
+                "%s reported %d calls above its budget's maxCallCost: %s",
+                claims.agent_id,
+                len(over),
+                ", ".join(over[:10]),
+            )
+            answer["over_max_call_cost"] = over
         if counted.late:
             answer["late"] = counted.late
         return answer
@@ -439,6 +465,7 @@ class LeaseService:
             "lease_id": lent.lease_id,
             "expires_at": format_time(hold.expires_at),
             **totals,
+            **lent.terms,
         }
 
     async def release(self, token: str, request: ReleaseRequest) -> dict[str, Any]:
