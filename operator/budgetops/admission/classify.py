@@ -19,7 +19,15 @@ from typing import Any, get_args
 
 from budgetops.admission.review import AdmissionRequest, UserInfo
 from budgetops.apis.names import unprintable
-from budgetops.apis.numbers import PLACES, WHOLE_DIGITS, NumberError, amount, quoted, whole
+from budgetops.apis.numbers import (
+    PLACES,
+    WHOLE_DIGITS,
+    NumberError,
+    amount,
+    counts,
+    quoted,
+    whole,
+)
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import (
     ANNOTATION_UNCERTAINTY,
@@ -67,12 +75,6 @@ _GO_DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?)(h|ms|m|s)")
 
 EXPIRATION_SECONDS = (600, 2**31 - 1)
 """What Kubernetes allows in `spec.expirationSeconds` (CSR, TokenRequest): int32, from 10m."""
-
-UNKNOWNS_TEXT_MAX = 4096
-"""Characters the unknowns annotation may hold: a few dozen reasons with their counts."""
-UNKNOWN_REASONS_MAX = 64
-UNKNOWN_COUNT_MAX = 1_000_000
-"""The most one reason may count: a RiskBudget's `maxUnknownCount` stops there too."""
 
 
 @dataclass(frozen=True)
@@ -315,46 +317,16 @@ def _change_class(text: str, annotation: str) -> ChangeClass:
     raise Refused(f"{annotation} must be one of {', '.join(allowed)}, not {text!r}.")
 
 
-def _count(text: str) -> int:
-    return whole(text, low=0, high=UNKNOWN_COUNT_MAX)
-
-
-def _no_fractions(text: str) -> int:
-    raise NumberError(f"{text} is not a whole count")
-
-
 def _unknowns(annotations: dict[str, str]) -> UnknownCounts | None:
-    """The release's unknowns, bounded as they are read: the text, the number of reasons and
-    each count (as digits, before `int` sees them), so no annotation costs more to read than
-    its few kilobytes."""
+    """The release's unknowns, read as `budgetops check --unknowns` reads them."""
     counts_text = annotations.get(ANNOTATION_UNKNOWNS)
     uncertainty_text = annotations.get(ANNOTATION_UNCERTAINTY)
     if counts_text is None and uncertainty_text is None:
         return None
-    counts: dict[str, int] = {}
-    if counts_text is not None:
-        parsed: Any = None
-        if len(counts_text) <= UNKNOWNS_TEXT_MAX:
-            try:
-                parsed = json.loads(
-                    counts_text,
-                    parse_int=_count,
-                    parse_float=_no_fractions,
-                    parse_constant=_no_fractions,
-                )
-            except (ValueError, RecursionError):
-                parsed = None
-        if (
-            not isinstance(parsed, dict)
-            or len(parsed) > UNKNOWN_REASONS_MAX
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in parsed.values())
-        ):
-            raise Refused(
-                f'{ANNOTATION_UNKNOWNS} must be a JSON object of counts, e.g. {{"Reachability": 2}}'
-                f", with at most {UNKNOWN_REASONS_MAX} reasons of 0 to {UNKNOWN_COUNT_MAX} each"
-                f", not {quoted(counts_text)}."
-            )
-        counts = {str(k): v for k, v in parsed.items()}
+    try:
+        by_reason = {} if counts_text is None else counts(counts_text)
+    except NumberError as error:
+        raise Refused(f"{ANNOTATION_UNKNOWNS} {error}.") from None
     uncertainty = Decimal(0)
     if uncertainty_text is not None:
         try:
@@ -365,7 +337,7 @@ def _unknowns(annotations: dict[str, str]) -> UnknownCounts | None:
                 f"{PLACES} decimals and {WHOLE_DIGITS} digits before the point, "
                 f"not {quoted(uncertainty_text)}."
             ) from None
-    return UnknownCounts(by_reason=counts, cumulative_uncertainty=uncertainty)
+    return UnknownCounts(by_reason=by_reason, cumulative_uncertainty=uncertainty)
 
 
 def _digest(value: Any) -> str:

@@ -9,8 +9,12 @@ bounded count of digits, no exponent, and amounts in a form the ledger writes an
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
+from typing import Any
+
+from budgetops.apis.names import unprintable
 
 PLACES = 6
 """Decimals an amount may have: sub-cent costs (an LLM call of 0.0457 USD) are exact."""
@@ -30,6 +34,15 @@ _SPACE = " \t\r\n"
 """White space around a number that is ignored: ASCII only, as YAML and shells write it."""
 _WHOLE = re.compile(r"-?[0-9]{1,18}")
 _DECIMAL = re.compile(rf"0*[0-9]{{1,{WHOLE_DIGITS}}}(\.[0-9]{{1,{PLACES}}})?")
+
+
+COUNTS_TEXT_MAX = 4096
+"""Characters a set of counts by reason may be written with: a few dozen reasons."""
+REASONS_MAX = 64
+REASON_MAX = 63
+"""Characters a reason's name may have (`Reachability`, `Identity`)."""
+COUNT_MAX = 1_000_000
+"""The most one reason may count: a RiskBudget's `maxUnknownCount` stops there too."""
 
 
 class NumberError(ValueError):
@@ -113,3 +126,38 @@ def _refused(value: object) -> NumberError:
         f"{quoted(value)} is not an amount: use a non-negative number with at most {PLACES} "
         f"decimals and at most {WHOLE_DIGITS} digits before the point"
     )
+
+
+def counts(text: str) -> dict[str, int]:
+    """Whole counts by reason, as a JSON object (`{"Reachability": 2}`): the unknowns a
+    release reports, from an annotation or a flag. Bounded as it is read (the text, the
+    number of reasons, each name, each count as digits before `int` sees it), so no input
+    costs more to read than its few kilobytes or stores a name a ledger would not take."""
+    parsed: Any = None
+    if len(text) <= COUNTS_TEXT_MAX:
+        try:
+            parsed = json.loads(
+                text, parse_int=_count, parse_float=_not_whole, parse_constant=_not_whole
+            )
+        except (ValueError, RecursionError):
+            parsed = None
+    if (
+        not isinstance(parsed, dict)
+        or len(parsed) > REASONS_MAX
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in parsed.values())
+        or not all(0 < len(k) <= REASON_MAX and unprintable(k) is None for k in parsed)
+    ):
+        raise NumberError(
+            'must be a JSON object of counts, e.g. {"Reachability": 2}, with at most '
+            f"{REASONS_MAX} reasons (names of 1 to {REASON_MAX} printable characters) of 0 "
+            f"to {COUNT_MAX} each, not {quoted(text)}"
+        )
+    return dict(parsed)
+
+
+def _count(text: str) -> int:
+    return whole(text, low=0, high=COUNT_MAX)
+
+
+def _not_whole(text: str) -> int:
+    raise NumberError(f"{text} is not a whole count")

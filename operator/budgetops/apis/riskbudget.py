@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from decimal import Decimal
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, WithJsonSchema, model_validator
@@ -19,6 +20,7 @@ from budgetops.apis.common import (
 )
 from budgetops.apis.ledger import Ledger
 from budgetops.apis.notifications import Notifications
+from budgetops.apis.numbers import COUNT_MAX, REASON_MAX, REASONS_MAX
 
 MAX_RISK_POINTS = 100_000
 """The most risk points one release may declare."""
@@ -128,7 +130,7 @@ class ReleaseDeclaration(Model):
 class UnknownsBudget(Model):
     """Limits on what a release could not assess (unknown reachability, identity, ...)."""
 
-    max_unknown_count: int = Field(ge=0, le=1_000_000)
+    max_unknown_count: int = Field(ge=0, le=COUNT_MAX)
     max_cumulative_uncertainty: Amount
     reason_limits: dict[str, Annotated[int, WithJsonSchema({"type": "integer", "minimum": 0})]] = (
         Field(default_factory=dict)
@@ -141,6 +143,26 @@ class UnknownsBudget(Model):
         if negative:
             raise ValueError(f"reason limits must not be negative: {', '.join(negative)}")
         return self
+
+
+OTHER_REASONS = "(other)"
+"""Where a window's tally counts reasons past the REASONS_MAX it names, so releases naming
+a new reason each cannot grow a status without bound."""
+
+
+class UnknownsTally(Model):
+    """A window's unknowns: what the releases it admitted reported, and how many releases
+    exceeded the unknowns budget (admitted with a warning, or blocked)."""
+
+    releases: int = Field(default=0, ge=0, description="Admitted releases that reported unknowns")
+    total: int = Field(default=0, ge=0, description="Unknowns those releases reported")
+    cumulative_uncertainty: Amount = Decimal(0)
+    by_reason: dict[
+        Annotated[str, Field(min_length=1, max_length=max(REASON_MAX, len(OTHER_REASONS)))],
+        Annotated[int, Field(ge=0)],
+    ] = Field(default_factory=dict, max_length=REASONS_MAX + 1)
+    warned: int = Field(default=0, ge=0, description="Releases admitted past a limit")
+    blocked: int = Field(default=0, ge=0, description="Releases refused for their unknowns")
 
 
 class EarnedCapacity(Model):
@@ -252,6 +274,7 @@ class WindowSummary(Model):
     reliability: Reliability = Field(default_factory=Reliability)
     earned_increase: int = Field(default=0, description="Points this window earned the next one")
     earned_reason: str = Field(default="", max_length=1024)
+    unknowns: UnknownsTally = Field(default_factory=UnknownsTally)
 
 
 class RiskBudgetStatus(Ledger):
@@ -266,5 +289,6 @@ class RiskBudgetStatus(Ledger):
     band_reached: Band = "Green"
     earned_increase: int = 0
     reliability: Reliability = Field(default_factory=Reliability)
+    unknowns: UnknownsTally = Field(default_factory=UnknownsTally)
     history: list[WindowSummary] = Field(default_factory=list, max_length=24)
     conditions: list[Condition] = Field(default_factory=list)

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from budgetops.apis.common import format_amount, format_time
 from budgetops.apis.names import shown
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
-from budgetops.apis.riskbudget import Band
+from budgetops.apis.riskbudget import Band, UnknownsTally
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import show
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window
@@ -100,6 +100,7 @@ def risk_row(budget: RiskBudget) -> dict[str, Any]:
         "percentUsed": status.percent_used,
         "status": status.band,
         "resetsAt": format_time(status.window.end) if status.window else "",
+        "unknowns": status.unknowns.model_dump(mode="json", by_alias=True),
     }
 
 
@@ -184,6 +185,15 @@ def _detail(budget: RiskBudget, out: TextIO) -> None:
         f"{bar(Decimal(row['consumed']), Decimal(row['allocated']))}\n"
         f"Remaining: {row['remaining']} RP\nResets: {row['resetsAt']}\n"
     )
+    tally = budget.status.unknowns
+    if budget.spec.unknowns is not None or tally != UnknownsTally():
+        reasons = ", ".join(f"{shown(r)} {n}" for r, n in sorted(tally.by_reason.items()))
+        out.write(
+            f"Unknowns: {tally.total} in {tally.releases} releases"
+            f"{f' ({reasons})' if reasons else ''}, uncertainty "
+            f"{format_amount(tally.cumulative_uncertainty)}; "
+            f"{tally.warned} let through past a limit, {tally.blocked} blocked\n"
+        )
 
 
 def summary(budget: Budget) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO, TypeAlias, cast
 
 from budgetops import __version__
-from budgetops.apis.numbers import NumberError, whole
+from budgetops.apis.numbers import NumberError, counts, whole
 
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
@@ -128,6 +128,14 @@ def _signed_points(value: str) -> Decimal:
     unsigned = value[1:] if value[:1] == "+" and "0" <= value[1:2] <= "9" else value
     try:
         return Decimal(whole(unsigned, low=-MAX_RISK_POINTS, high=MAX_RISK_POINTS, of="points"))
+    except NumberError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _unknowns(value: str) -> dict[str, int]:
+    """As the unknowns annotation reads them (`apis.numbers.counts`): the same bounds."""
+    try:
+        return counts(value)
     except NumberError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -345,6 +353,17 @@ def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
         release.add_argument("--dry-run", action="store_true", help="decide, charge nothing")
         release.add_argument(
             "--ttl", default="5m", help="how long a charge stays reserved (at most 7d)"
+        )
+        release.add_argument(
+            "--unknowns",
+            type=_unknowns,
+            help="what the release could not assess, as budgetops.dev/unknowns: "
+            '{"Reachability": 2}',
+        )
+        release.add_argument(
+            "--uncertainty",
+            type=_amount,
+            help="summed uncertainty of the unknowns, as budgetops.dev/uncertainty: 1.2",
         )
     adjust = verb("adjust", "change this window's allocation, with a reason", output=False)
     adjust.add_argument("--by", type=_signed_points, required=True, help="points, + or -")

@@ -12,6 +12,7 @@ import argparse
 import json
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
@@ -22,6 +23,7 @@ from budgetops.apis.resources import BudgetKey
 from budgetops.apis.riskbudget import ChangeClass, Reliability
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Release
+from budgetops.engine.unknowns import UnknownCounts
 from budgetops.engine.verdicts import RISK_PREDICATE, risk_predicate, statement
 from budgetops.usecases import administering
 from budgetops.usecases.attest import Attestor
@@ -38,9 +40,22 @@ from .target import Place, place
 
 
 def _release(args: argparse.Namespace) -> Release:
+    """The release as the flags declare it; `--unknowns`/`--uncertainty` as a workload's
+    annotations would (either alone reports the other as none)."""
     change_class: ChangeClass = args.change_class
     key = args.release_id or f"cli-{uuid.uuid4().hex[:12]}"
-    return Release(key=key, points=args.points, change_class=change_class, ref=args.reason or key)
+    unknowns = None
+    if args.unknowns is not None or args.uncertainty is not None:
+        unknowns = UnknownCounts(
+            by_reason=args.unknowns or {}, cumulative_uncertainty=args.uncertainty or Decimal(0)
+        )
+    return Release(
+        key=key,
+        points=args.points,
+        change_class=change_class,
+        ref=args.reason or key,
+        unknowns=unknowns,
+    )
 
 
 def report(decision: Decision, out: TextIO, budget: BudgetKey) -> int:

@@ -35,7 +35,7 @@ from budgetops.engine.rollover import (
     summarize_risk,
     trust_account,
 )
-from budgetops.engine.unknowns import UnknownCounts, UnknownsCheck, check_unknowns
+from budgetops.engine.unknowns import UnknownCounts, UnknownsCheck, check_unknowns, tally
 
 Reason = Literal[
     "Charged",
@@ -423,6 +423,8 @@ def admit_risk(
     reason: Reason = "Charged"
     if refusal is not None:
         if spec.enforcement != "warn":
+            if refusal[0] == "UnknownsExceeded" and not dry_run:
+                status.unknowns.blocked += 1  # stored with the denial's verdict
             return Decision(False, refusal[0], Decimal(0), message=refusal[1], seen=seen)
         warnings.append(f"{refusal[1]} (warn only)")
         reason = "Warned"
@@ -449,6 +451,7 @@ def admit_risk(
         witness=release.witness,
         release_of=release.of,
     )
+    tally(status.unknowns, release.unknowns, check)
     summarize_risk(status, spec)
     warnings.insert(
         0,

@@ -14,6 +14,7 @@ from budgetops.apis.riskbudget import (
     Reliability,
     RiskBudgetSpec,
     RiskBudgetStatus,
+    UnknownsTally,
     WindowRef,
     WindowSummary,
 )
@@ -97,6 +98,7 @@ def _close(status: RiskBudgetStatus, service: str) -> WindowSummary:
         entries=sum(1 for e in status.entries if e.action == "reserve"),
         band_reached=status.band_reached,
         reliability=status.reliability,
+        unknowns=status.unknowns,
     )
 
 
@@ -144,6 +146,7 @@ def roll_risk_window(status: RiskBudgetStatus, spec: RiskBudgetSpec, *, now: dat
         status.allocation = int(status.accounts[service].allocation)
         status.earned_increase = earned.increase
         status.reliability = Reliability()
+        status.unknowns = UnknownsTally()
         status.entries = [e for e in status.entries if e.at >= window.start]
         status.band_reached = "Green"
         summarize_risk(status, spec)

@@ -8,10 +8,14 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from budgetops.apis.common import format_amount, format_time
-from budgetops.apis.riskbudget import UnknownsBudget
+from budgetops.apis.numbers import PLACES, REASONS_MAX, WHOLE_DIGITS
+from budgetops.apis.riskbudget import OTHER_REASONS, UnknownsBudget, UnknownsTally
 from budgetops.engine.canonical import config_hash
 
 CheckResult = Literal["pass", "warn", "fail"]
+
+MOST_UNCERTAINTY = Decimal(f"{'9' * WHOLE_DIGITS}.{'9' * PLACES}")
+"""Where a window's summed uncertainty stops: the largest amount a status reads back."""
 
 
 @dataclass(frozen=True)
@@ -123,3 +127,22 @@ def check_unknowns(
         config_hash=config_hash(unknowns_config(config)),
         evaluated_at=now,
     )
+
+
+def tally(window: UnknownsTally, counts: UnknownCounts | None, check: UnknownsCheck | None) -> None:
+    """Count an admitted release in its window's tally: the unknowns it reported (reasons
+    past REASONS_MAX under OTHER_REASONS), and whether it was let through past a limit."""
+    if check is not None and check.result != "pass":
+        window.warned += 1
+    if counts is None or not (counts.total or counts.cumulative_uncertainty):
+        return
+    window.releases += 1
+    window.total += counts.total
+    window.cumulative_uncertainty = min(
+        window.cumulative_uncertainty + counts.cumulative_uncertainty, MOST_UNCERTAINTY
+    )
+    for reason, count in sorted(counts.by_reason.items()):
+        if count:
+            known = reason in window.by_reason or len(window.by_reason) < REASONS_MAX
+            key = reason if known else OTHER_REASONS
+            window.by_reason[key] = window.by_reason.get(key, 0) + count

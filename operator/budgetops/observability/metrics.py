@@ -169,6 +169,22 @@ class BudgetCollector(Collector):
         band = GaugeMetricFamily(
             "budgetops_risk_band", "1 for the band a RiskBudget is in.", labels=[*labels, "band"]
         )
+        unknowns = GaugeMetricFamily(
+            "budgetops_risk_unknowns",
+            "Unknowns reported by the releases a RiskBudget admitted this window.",
+            labels=labels,
+        )
+        uncertainty = GaugeMetricFamily(
+            "budgetops_risk_unknowns_uncertainty",
+            "Summed uncertainty of the releases a RiskBudget admitted this window.",
+            labels=labels,
+        )
+        unknown_releases = GaugeMetricFamily(
+            "budgetops_risk_unknowns_releases",
+            "Releases this window by what their unknowns did: reported (admitted with "
+            "unknowns), warned (admitted past a limit), blocked (refused for them).",
+            labels=[*labels, "outcome"],
+        )
         exhausted = GaugeMetricFamily(
             "budgetops_trust_exhausted_accounts", "Accounts with nothing left.", labels=labels
         )
@@ -211,6 +227,15 @@ class BudgetCollector(Collector):
             if isinstance(budget, RiskBudget):
                 for level in BAND_ORDER:
                     band.add_metric([*key, level], 1.0 if budget.status.band == level else 0.0)
+                tally = budget.status.unknowns
+                unknowns.add_metric(key, tally.total)
+                uncertainty.add_metric(key, float(tally.cumulative_uncertainty))
+                for outcome, count in (
+                    ("reported", tally.releases),
+                    ("warned", tally.warned),
+                    ("blocked", tally.blocked),
+                ):
+                    unknown_releases.add_metric([*key, outcome], count)
             elif isinstance(budget, TrustBudget):
                 exhausted.add_metric(key, budget.status.exhausted_accounts)
                 raised = budget.status.alerting.values()
@@ -228,3 +253,4 @@ class BudgetCollector(Collector):
                     by_project.add_metric([*key, project], float(amount))
         yield from (allocation, consumed, pending, band, exhausted, alerting, top)
         yield from (active_leases, lent, by_provider, by_project)
+        yield from (unknowns, uncertainty, unknown_releases)

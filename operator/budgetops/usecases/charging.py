@@ -67,20 +67,22 @@ Decided = list[tuple[BudgetKey, Decision]]
 
 def release_subject(namespace: str, release: Release) -> Subject:
     """A release named by the CLI (`consume`, `check`): what was judged is the release as
-    declared."""
+    declared, its unknowns included when it reports any (as a workload's annotations are
+    part of its digest)."""
+    declared: dict[str, object] = {
+        "releaseId": release.key,
+        "points": release.points,
+        "changeClass": release.change_class,
+    }
+    if release.unknowns is not None:
+        declared["unknowns"] = release.unknowns.to_predicate()
     return Subject(
         kind="Release",
         resource="releases",
         namespace=namespace,
         name=release.key,
         uid="",
-        digest=content_digest(
-            {
-                "releaseId": release.key,
-                "points": release.points,
-                "changeClass": release.change_class,
-            }
-        ),
+        digest=content_digest(declared),
         release_id=release.key,
     )
 
