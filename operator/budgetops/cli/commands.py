@@ -337,10 +337,10 @@ def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
     listing.add_argument("--status", help="only these states, e.g. Yellow,Red or Exhausted,Low")
     for name, text in (
         ("consume", "charge one release's risk points"),
-        ("check", "may this release ship? decided, nothing charged"),
+        ("check", "may this release ship, or this account issue? decided, nothing charged"),
     ):
         release = verb(name, text, output=name == "check")
-        release.add_argument("--points", type=_points, required=True)
+        release.add_argument("--points", type=_points, required=name == "consume")
         release.add_argument("--reason", default="", help="what ships, for the entry")
         release.add_argument(
             "--release-id", type=_release_id, help="idempotency key (default: a new one)"
@@ -365,6 +365,11 @@ def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
             type=_amount,
             help="summed uncertainty of the unknowns, as budgetops.dev/uncertainty: 1.2",
         )
+        if name == "check":
+            release.add_argument(
+                "--account", help="a TrustBudget's account: may it issue? (e.g. user:alice)"
+            )
+            release.add_argument("--cost", help="with --account: instead of the budget's cost")
     adjust = verb("adjust", "change this window's allocation, with a reason", output=False)
     adjust.add_argument("--by", type=_signed_points, required=True, help="points, + or -")
     adjust.add_argument("--reason", required=True)

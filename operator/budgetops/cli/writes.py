@@ -14,20 +14,27 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
-from budgetops.apis.common import parse_amount
+from budgetops.apis.common import format_time, parse_amount
+from budgetops.apis.names import shown
 from budgetops.apis.resources import BudgetKey
 from budgetops.apis.riskbudget import ChangeClass, Reliability
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, Release
+from budgetops.engine.decisions import Decision, Receipt, Release, show
 from budgetops.engine.unknowns import UnknownCounts
-from budgetops.engine.verdicts import RISK_PREDICATE, risk_predicate, statement
+from budgetops.engine.verdicts import (
+    RISK_PREDICATE,
+    TRUST_PREDICATE,
+    risk_predicate,
+    statement,
+    trust_predicate,
+)
 from budgetops.usecases import administering
 from budgetops.usecases.attest import Attestor
-from budgetops.usecases.charging import ChargingService, release_subject
+from budgetops.usecases.charging import ChargingService, issuance_subject, release_subject
 
 from . import stores
 from .attestation import signed_answer
@@ -58,11 +65,32 @@ def _release(args: argparse.Namespace) -> Release:
     )
 
 
+def receipt_block(receipt: Receipt) -> str:
+    """An issuance's receipt as the seed lays it out: the account (its budget id), the cost
+    and what remains, in the budget's unit; admission keeps the one line (`Receipt.line`)."""
+    unit = receipt.unit
+    resets = format_time(receipt.resets_at) if receipt.resets_at else "never"
+    return (
+        "--- Trust Budget Receipt ---\n"
+        f"Budget ID: {shown(receipt.account)}\n"
+        f"Cost: {show(receipt.cost, unit)} {unit}\n"
+        f"Remaining: {show(receipt.remaining, unit)} {unit}\n"
+        f"Resets: {resets}\n"
+        "----------------------------\n"
+    )
+
+
 def report(decision: Decision, out: TextIO, budget: BudgetKey) -> int:
-    """A charge's receipt lines, and `denied: BUDGET: ...` with EXIT_DENIED when it was
-    refused (naming the budget, as the webhook's denials do)."""
-    for line in decision.warnings:
-        out.write(f"{line}\n")
+    """A charge's receipt (a block for an issuance, else its lines), and `denied: BUDGET:
+    ...` with EXIT_DENIED when it was refused (naming the budget, as the webhook's denials
+    do)."""
+    if decision.receipt is not None:
+        out.write(receipt_block(decision.receipt))
+        if decision.reason == "DryRun":
+            out.write("dry run, not charged\n")
+    else:
+        for line in decision.warnings:
+            out.write(f"{line}\n")
     if not decision.allowed:
         out.write(f"denied: {budget}: {decision.message}\n")
         return EXIT_DENIED
@@ -122,6 +150,13 @@ def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
 
 def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """May this release ship? Decided as admission would, charging and writing nothing."""
+    if args.account is not None:
+        return _check_issuance(args, out, path)
+    if args.points is None or args.cost is not None:
+        raise ValueError(
+            "check takes --points for a RiskBudget's release, or --account (and --cost) for "
+            "a TrustBudget's issuance"
+        )
     release = _release(args)
     ttl = _ttl(args.ttl)
     with place(args, path) as where:
@@ -137,7 +172,44 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
         )
         # A CI gate's answer is a signed verdict `verify` accepts, not a bare statement.
         envelope = signed_answer(where, statement(subject, RISK_PREDICATE, predicate))
-    if args.output == "json":
+    return _answer(envelope, args.output, out, decision)
+
+
+def _check_issuance(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """May this account issue? Decided as `charge` would, charging and writing nothing."""
+    if not args.budget or args.service or args.points is not None:
+        raise ValueError(
+            "check --account takes the TrustBudget's name, and no --service or --points"
+        )
+    ttl = _ttl(args.ttl)
+    cost = parse_amount(args.cost) if args.cost is not None else None
+    key = f"check-{uuid.uuid4().hex[:12]}"
+    budget = BudgetKey("TrustBudget", args.budget)
+    with place(args, path) as where:
+        checked = charging(where, ttl).check_account(
+            args.budget, account=args.account, cost=cost, key=key, ttl=ttl
+        )
+        decision = checked.decision
+        if args.output == "table":
+            out.write(f"may issue: {'yes' if decision.allowed else 'no'}\n")
+            return report(decision, out, budget)
+        subject = issuance_subject(account=args.account, key=key, ref=key, cost=cost)
+        predicate = trust_predicate(
+            checked.budget,
+            account=args.account,
+            cost=checked.budget.spec.cost if cost is None else cost,
+            key=key,
+            decision=decision,
+            subject=subject,
+            now=checked.now,
+        )
+        envelope = signed_answer(where, statement(subject, TRUST_PREDICATE, predicate))
+    return _answer(envelope, args.output, out, decision)
+
+
+def _answer(envelope: dict[str, Any], output: str, out: TextIO, decision: Decision) -> int:
+    """`check -o json|yaml`: the signed verdict, and whether it may go ahead as exit code."""
+    if output == "json":
         out.write(json.dumps(envelope, indent=2) + "\n")
     else:
         out.write(yaml.safe_dump(envelope, sort_keys=False))

@@ -70,6 +70,28 @@ class Seen:
 
 
 @dataclass(frozen=True)
+class Receipt:
+    """What an issuance cost an account and what it left: one line in kubectl's warnings,
+    a block in the CLI's answer (`cli/writes.py`)."""
+
+    account: str
+    cost: Decimal
+    remaining: Decimal
+    allocation: Decimal
+    unit: Unit
+    resets_at: datetime | None
+
+    @property
+    def line(self) -> str:
+        unit = self.unit
+        return (
+            f"Trust budget {self.account}: cost {show(self.cost, unit)}, remaining "
+            f"{show(self.remaining, unit)} of {show(self.allocation, unit)}, resets "
+            f"{_resets(self.resets_at)}"
+        )
+
+
+@dataclass(frozen=True)
 class Decision:
     """Allowed or not, what was charged, the denial message and the lines kubectl shows."""
 
@@ -80,6 +102,8 @@ class Decision:
     warnings: tuple[str, ...] = ()
     seen: Seen | None = None
     """What the decision saw before it charged (what a verdict attests)."""
+    receipt: Receipt | None = None
+    """An issuance charged (or, in a dry run, that would be) in full."""
 
     @property
     def changes_ledger(self) -> bool:
@@ -200,13 +224,11 @@ def admit_trust(
         if dry_run:
             return Decision(True, "DryRun", ZERO, warnings=(f"{note} (dry run, not charged)",))
         return Decision(True, "Warned", charged.amount, warnings=(note,), seen=seen)
-    receipt = (
-        f"Trust budget {account}: cost {show(cost, unit)}, remaining {show(charge.balance, unit)} "
-        f"of {show(target.allocation, unit)}, resets {_resets(target.resets_at)}"
-    )
+    receipt = Receipt(account, cost, charge.balance, target.allocation, unit, target.resets_at)
     if dry_run:
-        return Decision(True, "DryRun", ZERO, warnings=(f"{receipt} (dry run, not charged)",))
-    return Decision(True, "Charged", cost, warnings=(receipt,), seen=seen)
+        note = f"{receipt.line} (dry run, not charged)"
+        return Decision(True, "DryRun", ZERO, warnings=(note,), receipt=receipt)
+    return Decision(True, "Charged", cost, warnings=(receipt.line,), seen=seen, receipt=receipt)
 
 
 def _break_glass_refusal(

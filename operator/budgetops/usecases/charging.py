@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.charges import Classified, Refused, RiskCharge, TrustCharge
@@ -60,6 +60,8 @@ UNATTESTED: frozenset[Reason] = frozenset({"AlreadyCharged", "DryRun", "Gone"})
 checked too) and a deleted budget."""
 
 log = logging.getLogger("budgetops.charging")
+
+Checking = TypeVar("Checking", RiskBudget, TrustBudget)
 
 Decided = list[tuple[BudgetKey, Decision]]
 """Each decision with the budget that made it, so a denial can name it."""
@@ -113,10 +115,10 @@ def _release_subject(subject: Subject, release_key: str) -> Subject:
 
 
 @dataclass(frozen=True)
-class Checked:
-    """A dry run of a release: the budget as it decided, the decision, and when."""
+class Checked(Generic[Checking]):
+    """A dry run: the budget as it decided, the decision, and when."""
 
-    budget: RiskBudget
+    budget: Checking
     decision: Decision
     now: datetime
 
@@ -496,7 +498,22 @@ class ChargingService:
         self._count(where, decision)
         return decision
 
-    def check(self, where: BudgetKey, release: Release, *, ttl: timedelta) -> Checked:
+    def check_account(
+        self, budget: str, *, account: str, cost: Decimal | None, key: str, ttl: timedelta
+    ) -> Checked[TrustBudget]:
+        """May this account issue? Decided as `charge_account` would (its own cost unless
+        `cost`), as a dry run on that one account: charging, attesting and writing nothing."""
+        where = BudgetKey("TrustBudget", budget)
+        found = self.store.get(where, account=account)
+        assert isinstance(found, TrustBudget)
+        now = self.clock()
+        charge = TrustCharge(where, account, found.spec.cost if cost is None else cost, key, key)
+        change = self.changes.trust(
+            charge, dry_run=True, now=now, ttl=ttl, by_hand=True, own_cost=False
+        )
+        return Checked(found, change(found), now)
+
+    def check(self, where: BudgetKey, release: Release, *, ttl: timedelta) -> Checked[RiskBudget]:
         """May this release ship? Decided as admission would, as a dry run: charging,
         attesting and writing nothing."""
         budget = self.store.get(where)
