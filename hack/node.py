@@ -133,7 +133,7 @@ def prepare(log: cp.Log = cp._stderr) -> dict[str, Path]:
 def _not_ready_message(needs: Sequence[str]) -> str:
     return (
         f"the node is not prepared ({'; '.join(needs)}): run `python hack/node.py prepare` "
-        "as root (about 6 minutes the first time)"
+        "as root (up to about 15 minutes from nothing on 2 cores)"
     )
 
 
@@ -240,8 +240,8 @@ def _remove_cgroups() -> None:
                 top.rmdir()
 
 
-def _clean_host(state: dict[str, Any], log: cp.Log) -> None:
-    """Undo everything a node cluster recorded in ``state``; idempotent, best effort, loud."""
+def _clean_pods(state: dict[str, Any], log: cp.Log) -> None:
+    """Kill the pods and shims a node cluster left, unmount under its workdir, drop cgroups."""
     workdir = Path(state["workdir"])
     socket = Path(state["containerd_socket"])
     for attempt in range(20):  # pods may be forking while we kill; converge
@@ -253,16 +253,21 @@ def _clean_host(state: dict[str, Any], log: cp.Log) -> None:
     for point in _mounts_under(workdir):
         subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
     _remove_cgroups()
-    # Deleting either end deletes the pair; the namespace itself goes away asynchronously.
-    subprocess.run(["ip", "link", "delete", HOST_LINK], capture_output=True, check=False)
-    if Path(f"/run/netns/{NETNS}").exists():
-        # Its veth pair, the host's route to the pods, and its firewall and NAT rules go with it.
-        subprocess.run(["ip", "netns", "delete", NETNS], capture_output=True, check=False)
-    for created in state.get("created", []):
-        shutil.rmtree(created, ignore_errors=True)
     left = _mounts_under(workdir)
     if left:
         log(f"still mounted under {workdir}: {left}")
+
+
+def _clean_network(state: dict[str, Any]) -> None:
+    """Delete the namespace (with it its veth pair, the host's route to the pods, its firewall
+    and NAT rules) and the host paths the cluster created. Last: the API server's connections
+    into the namespace must close before, or its shutdown waits on them."""
+    # Deleting either end deletes the pair; the namespace itself goes away asynchronously.
+    subprocess.run(["ip", "link", "delete", HOST_LINK], capture_output=True, check=False)
+    if Path(f"/run/netns/{NETNS}").exists():
+        subprocess.run(["ip", "netns", "delete", NETNS], capture_output=True, check=False)
+    for created in state.get("created", []):
+        shutil.rmtree(created, ignore_errors=True)
 
 
 # --- the cluster ----------------------------------------------------------------------------
@@ -344,9 +349,10 @@ class NodeCluster(cp.ControlPlane):
                 cp._terminate(self._processes.pop(name))
         state = self._state()
         if state is not None:
-            _clean_host(state, self._log)
+            _clean_pods(state, self._log)
         super().stop()
         if state is not None:
+            _clean_network(state)
             STATE.unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.close()
@@ -416,7 +422,8 @@ class NodeCluster(cp.ControlPlane):
         if STATE.exists():  # a run that was killed: its processes are gone, its leftovers not
             leftover = json.loads(STATE.read_text())
             self._log(f"cleaning what a killed node cluster left ({leftover['workdir']})")
-            _clean_host(leftover, self._log)
+            _clean_pods(leftover, self._log)
+            _clean_network(leftover)
             shutil.rmtree(leftover["workdir"], ignore_errors=True)
         for taken in (f"{HOST_ADDRESS}/", f"{POD_GATEWAY.rsplit('.', 1)[0]}."):
             routes = _run("ip", "-4", "-o", "address") + _run("ip", "-4", "route")

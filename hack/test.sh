@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: install into .venv, build (or reuse) the test control
-# plane, lint and type-check, then every test, cluster tests included.
+# plane and its node, lint and type-check, then every test, cluster and node tests included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
 python hack/control_plane.py build >/dev/null
+# The node's Debian packages (containerd, runc, CNI plugins, iptables) when missing: apt-get.
+python hack/node.py prepare >/dev/null
 ruff check .
 ruff format --check .
 mypy
-mypy --strict hack/control_plane.py
+mypy --strict hack/control_plane.py hack/node.py
 lint-imports
 python -m pytest "$@"
