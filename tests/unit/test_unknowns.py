@@ -26,6 +26,7 @@ from budgetops.cli.budgets import EXIT_DENIED
 from budgetops.engine.unknowns import UnknownCounts
 from budgetops.observability.metrics import BudgetCollector
 from budgetops.store.sqlite import SQLiteStore
+from tests.conftest import EXAMPLES
 
 from .test_admission import DEPLOYMENTS, NOW, deployment, request
 from .test_cli import run
@@ -220,3 +221,14 @@ def test_check_and_consume_take_unknowns_and_decide_as_the_webhook_does(blocking
         labels = where | {"outcome": outcome}
         assert registry.get_sample_value("budgetops_risk_unknowns_releases", labels) == count
     store.close()
+
+
+def test_a_release_past_an_unknowns_limit_that_warns_has_a_warn_verdict(tmp_path: Path) -> None:
+    """It was `pass`: the verdict's result looked at the decision's reason only."""
+    path = str(tmp_path / "ledger.sqlite3")
+    assert run("apply", "-f", str(EXAMPLES / "riskbudget-payments.yaml"), "--db", path)[0] == 0
+    flags = ("--points", "1", "--unknowns", '{"Reachability": 6}', "--db", path, "-o", "json")
+    code, envelope = run("check", "payments-api", "-n", "payments", *flags)
+    assert code == 0
+    check = _payload(envelope)["predicate"]["budgetCheck"]
+    assert (check["result"], check["actualCounts"]["byReason"]) == ("warn", {"Reachability": 6})

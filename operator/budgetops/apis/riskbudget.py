@@ -157,12 +157,18 @@ class UnknownsTally(Model):
     releases: int = Field(default=0, ge=0, description="Admitted releases that reported unknowns")
     total: int = Field(default=0, ge=0, description="Unknowns those releases reported")
     cumulative_uncertainty: Amount = Decimal(0)
-    by_reason: dict[
-        Annotated[str, Field(min_length=1, max_length=max(REASON_MAX, len(OTHER_REASONS)))],
-        Annotated[int, Field(ge=0)],
-    ] = Field(default_factory=dict, max_length=REASONS_MAX + 1)
+    by_reason: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, max_length=REASONS_MAX + 1
+    )
     warned: int = Field(default=0, ge=0, description="Releases admitted past a limit")
     blocked: int = Field(default=0, ge=0, description="Releases refused for their unknowns")
+
+    @model_validator(mode="after")
+    def _named(self) -> Self:
+        """Reason names as `apis.numbers.counts` reads them (a CRD cannot bound map keys)."""
+        if any(not 0 < len(reason) <= REASON_MAX for reason in self.by_reason):
+            raise ValueError(f"reason names must have 1 to {REASON_MAX} characters")
+        return self
 
 
 class EarnedCapacity(Model):

@@ -136,7 +136,9 @@ def applied(budget: RiskBudget | TrustBudget) -> tuple[dict[str, Any], str]:
         known = f"{meta.namespace}/{meta.name}/{meta.uid}/{meta.generation}"
     else:
         known = spec.model_dump_json()
-    key = (budget.kind, known, str(allocation))
+    # The tier table can change under the same spec: the allocation it gives is in the key.
+    base = spec.base_allocation() if isinstance(spec, RiskBudgetSpec) else None
+    key = (budget.kind, known, str(allocation), str(base))
     found = _APPLIED.get(key)
     if found is None:
         config = (
@@ -151,8 +153,13 @@ def applied(budget: RiskBudget | TrustBudget) -> tuple[dict[str, Any], str]:
 
 
 def _result(decision: Decision) -> CheckResult:
+    """`fail` when denied; `warn` when admitted past a limit, an unknowns limit whose
+    action is warn included; else `pass`."""
     if not decision.allowed:
         return "fail"
+    check = decision.seen.check if decision.seen is not None else None
+    if check is not None and check.result == "warn":
+        return "warn"
     return (
         "warn"
         if decision.reason in ("Warned", "Uncovered", "BreakGlass", "ReleaseReused")
