@@ -114,13 +114,13 @@ def test_a_stale_resource_version_on_status_gets_409(
 
 def test_cel_rules_reject_what_pydantic_rejects(crds: Any) -> None:
     """Rules the schema alone cannot say are enforced by the server too (CEL)."""
-    document = yaml.safe_load((EXAMPLES / "budgetlease-llm.yaml").read_text())
+    document = yaml.safe_load((EXAMPLES / "records" / "budgetlease-llm.yaml").read_text())
     document["metadata"]["name"] = "zero-amount"
     document["spec"]["amount"] = "0.00"
     document["spec"].pop("refreshThreshold")
     result = crds.kubectl("apply", "-f", "-", input=yaml.safe_dump(document), check=False)
     assert "must be a positive amount" in result.stderr
-    lease = yaml.safe_load((EXAMPLES / "budgetlease-llm.yaml").read_text())
+    lease = yaml.safe_load((EXAMPLES / "records" / "budgetlease-llm.yaml").read_text())
     crds.kubectl("apply", "-f", "-", input=yaml.safe_dump(lease))
     lease["spec"]["budgetRef"]["name"] = "another-budget"
     result = crds.kubectl("apply", "-f", "-", input=yaml.safe_dump(lease), check=False)

@@ -95,6 +95,8 @@ def test_chart_renders_every_kind_by_default(binaries: Any) -> None:
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",  # BudgetLeases are the operator's to write
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingWebhookConfiguration",
     ]
     hook = hook_of(rendered)

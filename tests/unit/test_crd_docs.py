@@ -83,10 +83,10 @@ def _example_paths(value: object, node: dict[str, Any], path: str) -> Iterator[s
 
 def _examples() -> list[tuple[str, int, dict[str, Any]]]:
     found = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    for path in [*sorted(EXAMPLES.glob("*.yaml")), *sorted(EXAMPLES.glob("records/*.yaml"))]:
         for index, document in enumerate(yaml.safe_load_all(path.read_text(encoding="utf-8"))):
             if isinstance(document, dict) and document.get("kind") in RESOURCES:
-                found.append((path.name, index, document))
+                found.append((path.relative_to(EXAMPLES).as_posix(), index, document))
     return found
 
 
