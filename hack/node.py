@@ -266,7 +266,7 @@ def _clean_network(state: dict[str, Any]) -> None:
     subprocess.run(["ip", "link", "delete", HOST_LINK], capture_output=True, check=False)
     if Path(f"/run/netns/{NETNS}").exists():
         subprocess.run(["ip", "netns", "delete", NETNS], capture_output=True, check=False)
-    for created in state.get("created", []):
+    for created in state.get("created", ()):
         shutil.rmtree(created, ignore_errors=True)
 
 
@@ -327,8 +327,8 @@ class NodeCluster(cp.ControlPlane):
 
     def start(self) -> None:
         started = time.monotonic()
-        self._take_lock()
         try:
+            self._take_lock()
             self._network()
             super().start()
             plane_ready = time.monotonic()
@@ -449,7 +449,8 @@ class NodeCluster(cp.ControlPlane):
         return state
 
     def _network(self) -> None:
-        """The namespace, the veth pair to it, and its rules: only pods <-> API server port."""
+        """The namespace and the veth pair to it (any left by a lost run of ours go first)."""
+        _clean_network({})
         _run("ip", "netns", "add", NETNS)
         _run("ip", "link", "add", HOST_LINK, "type", "veth", "peer", "name", NODE_LINK)
         _run("ip", "link", "set", NODE_LINK, "netns", NETNS)
