@@ -76,6 +76,8 @@ METRICS = (
     " context=ssl._create_unverified_context(), timeout=5).read().decode())"
 )
 LEADING = "budgetops_reconciler_leading 1.0"
+TERMINATION_GRACE = 40  # the chart's terminationGracePeriodSeconds
+MEMORY_LIMIT = 256 * 1024 * 1024  # the chart's resources.limits.memory
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +137,11 @@ def test_the_pods_run_as_the_chart_says(release: Any) -> None:
     assert len(pods) == 2
     seen = {}
     for pod in pods:
-        assert all(c["restartCount"] == 0 for c in pod["status"]["containerStatuses"]), pod
         name = pod["metadata"]["name"]
+        [container] = pod["status"]["containerStatuses"]
+        if container["restartCount"]:
+            previous = cluster.kubectl("logs", "-n", NAMESPACE, name, "--previous", check=False)
+            pytest.fail(f"{name} restarted: {container}\n{previous.stdout[-6000:]}")
         seen[name] = json.loads(_exec(cluster, name, "python3", "-c", INSIDE))
     for name, inside in seen.items():
         assert (inside["uid"], inside["gid"]) == (65532, 65532), name
@@ -157,19 +162,11 @@ def test_the_pods_run_as_the_chart_says(release: Any) -> None:
     assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     assert hook["clientConfig"]["service"]["name"] == APP
     for name in seen:
-        lines = _log_lines(cluster, name)
-        logged = [line for line in lines if "level" in line]
+        logged = [line for line in _log_lines(cluster, name) if "level" in line]
         assert any(
             line["message"] == "serving POST https://0.0.0.0:8443/validate" for line in logged
         )
-        problems = [
-            line
-            for line in logged
-            if line["level"] in ("ERROR", "CRITICAL")
-            or "Read-only file system" in json.dumps(line)
-            or "Permission denied" in json.dumps(line)
-        ]
-        assert not problems, problems
+        assert _problems(cluster, name) == [], name
 
 
 def test_alice_spends_until_denied_calmly_and_the_pods_publish_the_records(
@@ -255,6 +252,10 @@ def test_deleting_the_leader_while_charging_loses_and_doubles_nothing(release: A
     stream.start()
     time.sleep(2)
     cluster.kubectl("delete", "pod", leader, "-n", NAMESPACE, "--wait=false")
+    deleted = time.monotonic()
+    _until(lambda: not _exists(cluster, leader), "the leader pod is gone", within=60)
+    # Within the grace period: its process stopped on SIGTERM, it was not killed.
+    assert time.monotonic() - deleted < TERMINATION_GRACE, time.monotonic() - deleted
     stream.join()
     _rolled_out(cluster)
     _until(
@@ -311,6 +312,12 @@ def test_helm_upgrade_under_admissions_keeps_answering_and_the_pdb_holds(
     assert refused.returncode != 0
     assert "disruption budget" in refused.stderr, refused.stderr
     _rolled_out(cluster)
+    for pod in _pods(cluster):
+        name = pod["metadata"]["name"]
+        assert _problems(cluster, name) == [], name
+        # The chart's memory limit (256Mi) leaves room above what a replica has used.
+        peak = _exec(cluster, name, "sed", "-n", "s/^VmHWM: *//p", "/proc/1/status").split()
+        assert int(peak[0]) * 1024 < 0.75 * MEMORY_LIMIT, peak
 
 
 def test_uninstall_keeps_the_budgets(release: Any) -> None:
@@ -431,6 +438,22 @@ def _log_lines(cluster: Any, pod: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in text.splitlines()]
     assert all(isinstance(line, dict) for line in lines)
     return lines
+
+
+def _problems(cluster: Any, pod: str) -> list[dict[str, Any]]:
+    """A replica's log lines that say something failed, or that it wrote where it may not."""
+    return [
+        line
+        for line in _log_lines(cluster, pod)
+        if line.get("level") in ("ERROR", "CRITICAL")
+        or any(words in json.dumps(line) for words in ("Read-only file system", "EROFS"))
+        or "Permission denied" in json.dumps(line)
+    ]
+
+
+def _exists(cluster: Any, pod: str) -> bool:
+    got = cluster.kubectl("get", "pod", pod, "-n", NAMESPACE, "--ignore-not-found", "-o", "name")
+    return bool(got.stdout.strip())
 
 
 def _evict(cluster: Any, pod: str) -> subprocess.CompletedProcess[str]:
