@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from budgetops.apis.ledger import KEY_KEPT, KEYS_FORGOTTEN_EVERY, ReleaseMark
+from budgetops.apis.ledger import KEY_KEPT, KEYS_FORGOTTEN_EVERY, Entry, ReleaseMark
 from budgetops.apis.resources import BudgetKey, TrustBudget
 from budgetops.engine.ledger import InvalidCharge, confirm
 from budgetops.store.rows import Rows
@@ -158,3 +158,14 @@ def test_one_account_reads_without_the_others(tmp_path: Path) -> None:
     one = store.get(KEY, account="user:u2")  # ...one other account still does
     assert list(one.status.accounts) == ["user:u2"]
     assert one.status.accounts["user:u2"].reserved == 1
+
+
+def test_a_new_entry_that_would_not_read_back_is_caught() -> None:
+    budget, rows = opened(with_accounts(3))
+    charging("uid-x", account="user:u1", now=NOW)(budget)
+    rows.changes(KEY, budget)  # one new entry, as the engine wrote it: reads back
+    budget.status.entries.append(
+        Entry(at=NOW, account="user:u1", action="reserve", amount=Decimal(1), verdict="v" * 72)
+    )
+    with pytest.raises(InvalidCharge, match="TrustBudget/certs"):
+        rows.changes(KEY, budget)

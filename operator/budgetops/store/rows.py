@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from budgetops.apis.ledger import ENTRIES_KEPT, Ledger
 from budgetops.apis.resources import Budget, BudgetKey, field_errors
 from budgetops.engine.ledger import InvalidCharge
 
@@ -138,9 +139,13 @@ class Rows:
     moved: bool = False
     """The budget's row still held its maps inline (a ledger written before rows): the next
     write moves every entry out, in the same transaction."""
+    held: dict[int, object] = field(default_factory=dict)
+    """The recent entries as read or written, by identity (kept, so an id stays unique): the
+    engine adds and drops entries but never changes one, so only new ones need a check."""
 
     def track(self, status: BaseModel) -> None:
         """Make the maps of `status` Tracked (as read, or as just written)."""
+        self.held = {id(entry): entry for entry in getattr(status, "entries", ())}
         for name in keyed(status):
             current = getattr(status, name)
             if not isinstance(current, Tracked):
@@ -156,7 +161,7 @@ class Rows:
         names = list(keyed(status))
         head = status.model_dump_json(by_alias=True, exclude_none=True, exclude=set(names))
         if check:
-            _check(key, type(status).model_validate_json, head)
+            self._check_head(key, status, names)
         found = Changes(head)
         for name in names:
             now: dict[str, Any] = getattr(status, name)
@@ -184,6 +189,24 @@ class Rows:
                     _check(key, adapter.validate_json, text)
                 found.put.append((name, entry, text))
         return found
+
+    def _check_head(self, key: BudgetKey, status: BaseModel, names: list[str]) -> None:
+        """The budget's row reads back: all of it but the entries it held before, which read
+        back when they were read or were checked when they were written."""
+        model = type(status)
+        if not isinstance(status, Ledger):
+            text = status.model_dump_json(by_alias=True, exclude_none=True, exclude=set(names))
+            _check(key, model.model_validate_json, text)
+            return
+        text = status.model_dump_json(by_alias=True, exclude_none=True, exclude={*names, "entries"})
+        _check(key, model.model_validate_json, text)
+        fresh = [entry for entry in status.entries if id(entry) not in self.held]
+        adapter = _adapter(model, "entries")
+        _check(key, adapter.validate_json, adapter.dump_json(fresh, by_alias=True).decode())
+        if len(status.entries) > ENTRIES_KEPT:
+            raise InvalidCharge(
+                f"{key}: more than {ENTRIES_KEPT} recent entries; nothing was written"
+            )
 
     def wrote(self, found: Changes, status: BaseModel) -> None:
         """`found` is stored: what it put is what the rows now hold."""
