@@ -87,6 +87,7 @@ def test_chart_renders_every_kind_by_default(binaries: Any) -> None:
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",  # the RiskBudget tier table
         *["CustomResourceDefinition"] * 3,
         "Deployment",
         "NetworkPolicy",
@@ -95,8 +96,9 @@ def test_chart_renders_every_kind_by_default(binaries: Any) -> None:
         "RoleBinding",
         "Service",
         "ServiceAccount",
-        "ValidatingAdmissionPolicy",  # BudgetLeases are the operator's to write
-        "ValidatingAdmissionPolicyBinding",
+        # BudgetLeases are the operator's to write; a RiskBudget's tier is in the table.
+        *["ValidatingAdmissionPolicy"] * 2,
+        *["ValidatingAdmissionPolicyBinding"] * 2,
         "ValidatingWebhookConfiguration",
     ]
     hook = hook_of(rendered)
@@ -170,7 +172,10 @@ def test_pods_are_restricted_spread_and_probed(binaries: Any) -> None:
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert mounts == {"tmp": "/tmp"}, "operator TLS: the certificate is written under /tmp"
+    assert mounts == {
+        "tmp": "/tmp",  # operator TLS: the certificate is written under /tmp
+        "tiers": "/etc/budgetops/tiers",  # read only: the tier table's ConfigMap
+    }
     assert "emptyDir" in volumes["tmp"]
     mounted = one(render(binaries, "webhook.tls.mode=selfSigned"), "Deployment")
     tls = {v["name"]: v for v in mounted["spec"]["template"]["spec"]["volumes"]}["tls"]
@@ -260,7 +265,7 @@ def test_operator_tls_is_made_renewed_and_injected_by_budgetops(binaries: Any) -
         "--tls-dir=/tmp/budgetops-tls",
     } <= set(args)
     assert not any(a.startswith("--tls-cert-file") for a in args)
-    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp", "tiers"]  # no TLS Secret mounted
     scoped = [
         rule
         for doc in rendered
@@ -400,7 +405,8 @@ def test_webhook_routes_extra_rules_and_calls_a_url(binaries: Any) -> None:
 
 def test_monitoring_is_opt_in_and_ships_the_rules_and_dashboard(binaries: Any) -> None:
     kinds = {doc["kind"] for doc in render(binaries)}
-    assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    assert not [d for d in render(binaries) if "grafana_dashboard" in d["metadata"]["labels"]]
     rendered = render(
         binaries,
         "serviceMonitor.enabled=true",
@@ -428,7 +434,8 @@ def test_monitoring_is_opt_in_and_ships_the_rules_and_dashboard(binaries: Any) -
     }
     rules = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
     assert one(rendered, "PrometheusRule")["spec"] == {"groups": rules["groups"]}
-    dashboard = one(rendered, "ConfigMap")
+    [dashboard] = [d for d in rendered if "grafana_dashboard" in d["metadata"]["labels"]]
+    assert dashboard["kind"] == "ConfigMap"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     [text] = dashboard["data"].values()
     assert json.loads(text) == json.loads((CHART / "files" / "dashboard.json").read_text())

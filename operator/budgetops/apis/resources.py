@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ConfigDict, Field, ValidationError
 
+from budgetops.apis import tiers
 from budgetops.apis.budgetlease import BudgetLeaseSpec, BudgetLeaseStatus
 from budgetops.apis.common import API_VERSION, NAME_PATTERN, Model
 from budgetops.apis.riskbudget import RiskBudgetSpec, RiskBudgetStatus
@@ -212,9 +213,14 @@ def parse_manifest(document: Mapping[str, Any], *, source: str = "manifest") -> 
         raise ManifestError(source, [f"kind: expected one of {known}, got {kind!r}"])
     info = RESOURCES[kind]
     try:
-        return info.model.model_validate(dict(document))
+        budget = info.model.model_validate(dict(document))
     except ValidationError as error:
         raise ManifestError(source, field_errors(error)) from error
+    if isinstance(budget, RiskBudget):  # a stored budget is never refused for it (tiers.py)
+        refused = tiers.active().refusal(budget.spec.tier, budget.spec.allocation)
+        if refused is not None:
+            raise ManifestError(source, [f"spec.tier: {refused}"])
+    return budget
 
 
 def parse_manifests(documents: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Budget]:

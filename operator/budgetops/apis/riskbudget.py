@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, WithJsonSchema, model_validator
 
+from budgetops.apis import tiers
 from budgetops.apis.common import (
     Amount,
     Condition,
@@ -21,12 +22,10 @@ from budgetops.apis.common import (
 from budgetops.apis.ledger import Ledger
 from budgetops.apis.notifications import Notifications
 from budgetops.apis.numbers import COUNT_MAX, REASON_MAX, REASONS_MAX
+from budgetops.apis.tiers import TierNumber
 
 MAX_RISK_POINTS = 100_000
 """The most risk points one release may declare."""
-
-TIER_ALLOCATIONS: dict[int, int] = {0: 300, 1: 200, 2: 120, 3: 80}
-"""Risk points per window by tier: internal, customer-facing, critical, safety-critical."""
 
 ChangeClass = Literal["standard", "low-risk", "security-fix", "incident"]
 Band = Literal["Green", "Yellow", "Red", "Exhausted"]
@@ -211,17 +210,14 @@ class LabelSelector(Model):
 class RiskBudgetSpec(Model):
     """A service's risk allowance per window and the rules for spending it."""
 
-    model_config = cel(
-        (
-            "has(self.tier) || has(self.allocation)",
-            "set a tier (0-3) or an explicit allocation",
-        ),
-    )
-
     service_id: str = Field(
         min_length=1, max_length=253, pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
     )
-    tier: int | None = Field(default=None, ge=0, le=3)
+    tier: TierNumber | None = Field(
+        default=None,
+        description="A row of the operator's tier table (built in: 0-3); its defaultTier when "
+        "neither tier nor allocation is set",
+    )
     allocation: int | None = Field(default=None, ge=1, le=1_000_000)
     window: Window = Field(default_factory=Window)
     carry_over: bool = False
@@ -239,18 +235,14 @@ class RiskBudgetSpec(Model):
         description="Named in this budget's signed verdicts; the namespace when empty",
     )
 
-    @model_validator(mode="after")
-    def _sized(self) -> Self:
-        if self.tier is None and self.allocation is None:
-            raise ValueError("set a tier (0-3) or an explicit allocation")
-        return self
-
     def base_allocation(self) -> int:
-        """The explicit allocation if given, else the tier's."""
+        """The explicit allocation if given, else its tier's in the active tier table (the
+        table's defaultTier when it names none). ValueError when the table lacks that tier:
+        the table can change after a budget was stored, so this is checked where a window is
+        sized, never when a stored budget is read."""
         if self.allocation is not None:
             return self.allocation
-        assert self.tier is not None  # guaranteed by _sized
-        return TIER_ALLOCATIONS[self.tier]
+        return tiers.active().row(self.tier)[1].allocation
 
 
 class WindowRef(Model):

@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from budgetops.apis import tiers
 from budgetops.apis.common import format_amount, format_time
 from budgetops.apis.names import shown
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
@@ -32,12 +33,6 @@ from .target import place
 
 EXIT_DENIED = 1
 BAR_WIDTH = 20
-TIERS = {
-    0: "Internal",
-    1: "Customer-Facing Non-Critical",
-    2: "Customer-Facing Critical",
-    3: "Safety-Critical",
-}
 COLOURS: dict[str, str] = {
     "Green": "32",
     "Yellow": "33",
@@ -175,10 +170,15 @@ def _risk_key(args: argparse.Namespace, store: BudgetStore) -> BudgetKey:
 def _detail(budget: RiskBudget, out: TextIO) -> None:
     """The seed's view of one service's budget."""
     row = risk_row(budget)
-    tier = budget.spec.tier
+    spec = budget.spec
     out.write(f"Service: {row['service']}\nWindow: {row['window']}\n")
-    if tier is not None:
-        out.write(f"Tier: {TIERS[tier]} ({tier})\n")
+    table = tiers.active()
+    if spec.allocation is None and table.refusal(spec.tier, None):
+        out.write(f"Tier: {spec.tier} ({table.refusal(spec.tier, None)})\n")
+    elif spec.allocation is None:  # sized by its tier, or by the table's default one
+        number, tier = table.row(spec.tier)
+        default = ", the default" if spec.tier is None else ""
+        out.write(f"Tier: {tier.name} ({number}{default})\n")
     out.write(
         f"Status: {coloured(row['status'], out)}\n"
         f"Budget: {row['consumed']} / {row['allocated']} RP ({row['percentUsed']}%)\n"

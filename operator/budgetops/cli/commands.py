@@ -440,6 +440,11 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         verb.add_argument(
             "--listen", default="127.0.0.1:8443", type=_listen, help="host:port (or localhost:port)"
         )
+        verb.add_argument(
+            "--tiers",
+            help="the tier table (YAML), read at start and again when it changes (default "
+            "$BUDGETOPS_TIERS, else the built-in one)",
+        )
         verb.add_argument("--tls-cert-file", help="serving certificate (required off loopback)")
         verb.add_argument("--tls-key-file", help="its private key")
         verb.add_argument(

@@ -22,6 +22,7 @@ def dispatch(args: argparse.Namespace, stream: TextIO) -> int:
     """`args.run(args, stream)`: the verb's exit code, or the one its failure calls for."""
     ledger = db_path(args.db) if hasattr(args, "db") else None
     try:
+        _use_tiers(args)
         code: int = args.run(args, stream)
     except ClusterUnreachable as error:
         stream.write(f"error: {error}\n")
@@ -56,6 +57,19 @@ def dispatch(args: argparse.Namespace, stream: TextIO) -> int:
             stream.write(f"error: {error}\n")
         return EXIT_INVALID
     return code
+
+
+def _use_tiers(args: argparse.Namespace) -> None:
+    """The tier table, when one is given (`--tiers`, `$BUDGETOPS_TIERS`), before any budget
+    is sized; `serve` and `run` keep looking at it for changes. Without one nothing loads."""
+    path = getattr(args, "tiers", None) or os.environ.get("BUDGETOPS_TIERS")
+    if not path:
+        return
+    from budgetops.adapters.tierfile import TierFile
+
+    table = TierFile(Path(path))
+    if hasattr(args, "tiers"):
+        table.watch()
 
 
 def _first_line(error: ValueError) -> str:

@@ -102,6 +102,18 @@ def _close(status: RiskBudgetStatus, service: str) -> WindowSummary:
     )
 
 
+def _base_allocation(spec: RiskBudgetSpec) -> int:
+    """The allocation a new window opens with, before anything changes: a tier the tier
+    table lacks refuses the one request (or reconcile) that would open it, never the budget,
+    which keeps its current window until the table or the spec names a tier it has."""
+    try:
+        return spec.base_allocation()
+    except ValueError as error:
+        raise ledger.InvalidCharge(
+            f"RiskBudget {spec.service_id} cannot open a window: {error}"
+        ) from None
+
+
 def roll_risk_window(status: RiskBudgetStatus, spec: RiskBudgetSpec, *, now: datetime) -> int:
     """Bring a RiskBudget into the window holding `now`; returns how many windows closed.
 
@@ -111,28 +123,30 @@ def roll_risk_window(status: RiskBudgetStatus, spec: RiskBudgetSpec, *, now: dat
     service = spec.service_id
     current = window_at(spec.window, now)
     if status.window is None or service not in status.accounts:
+        base = _base_allocation(spec)
         ledger.open_account(
             status,
             key=service,
-            allocation=Decimal(spec.base_allocation()),
+            allocation=Decimal(base),
             window_start=current.start,
             resets_at=current.end,
         )
         status.window = _window_ref(current)
-        status.allocation = spec.base_allocation()
+        status.allocation = base
         summarize_risk(status, spec)
         return 0
     missed = windows_between(spec.window, last=_as_window(status.window), now=now)
+    base = _base_allocation(spec) if missed else 0
     for window in missed:
         closed = _close(status, service)
         earned = earned_increase(
             spec.earned_capacity,
-            base_allocation=spec.base_allocation(),
+            base_allocation=base,
             windows=[h.reliability for h in [*status.history, closed]],
         )
         closed.earned_increase, closed.earned_reason = earned.increase, earned.reason
         history = [*status.history, closed][-HISTORY_KEPT:]
-        allocation = spec.base_allocation() + earned.increase
+        allocation = base + earned.increase
         ledger.reset(
             status,
             account=service,
