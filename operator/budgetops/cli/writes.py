@@ -20,7 +20,7 @@ import yaml
 
 from budgetops.apis.common import format_time, parse_amount
 from budgetops.apis.names import shown
-from budgetops.apis.resources import BudgetKey
+from budgetops.apis.resources import BudgetKey, BudgetLease
 from budgetops.apis.riskbudget import ChangeClass, Reliability
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Receipt, Release, show
@@ -101,6 +101,15 @@ def cmd_apply(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Load manifests into the embedded ledger, keeping balances already there."""
     budgets = load_or_report(args.filename, out)
     if budgets is None:
+        return EXIT_INVALID
+    records = [describe(b) for b in budgets if isinstance(b, BudgetLease)]
+    if records:  # refused as the chart's policy refuses them in a cluster, before any write
+        out.write(
+            f"invalid: {', '.join(records)}: a BudgetLease is a record BudgetOps writes of a "
+            "lease; applied by hand it would lend nothing. A lease is obtained through the "
+            "lease API (POST /api/v1/auth/handshake with an agent's token); see "
+            "docs/lease-api.md\n"
+        )
         return EXIT_INVALID
     with stores.ledger(path, "create") as store:
         for budget in budgets:
