@@ -29,7 +29,7 @@ def opened(budget: TrustBudget) -> tuple[TrustBudget, Rows]:
     rows = Rows()
     rows.track(budget.status)
     budget.status.accounts.values()  # touches every account: all are written
-    rows.wrote(rows.changes(KEY, budget), budget.status)
+    rows.wrote(rows.changes(budget), budget.status)
     return budget, rows
 
 
@@ -42,7 +42,7 @@ def with_accounts(count: int) -> TrustBudget:
 
 def put(rows: Rows, budget: TrustBudget) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
-    for name, entry, _ in rows.changes(KEY, budget).put:
+    for name, entry, _ in rows.changes(budget).put:
         found.setdefault(name, set()).add(entry)
     return found
 
@@ -51,7 +51,7 @@ def test_a_charge_writes_the_row_of_its_account_and_nothing_of_the_others() -> N
     budget, rows = opened(with_accounts(200))
     charging("uid-new", account="user:u7", now=NOW)(budget)
     assert put(rows, budget) == {"accounts": {"user:u7"}}
-    assert rows.changes(KEY, budget).drop == []
+    assert rows.changes(budget).drop == []
 
 
 def test_a_pass_that_reads_every_account_writes_only_those_that_changed() -> None:
@@ -67,10 +67,10 @@ def test_forgetting_settled_keys_drops_just_those_rows() -> None:
     budget, rows = opened(with_accounts(20))
     for n in range(20):
         confirm(budget.status, key=f"uid-{n}", now=NOW + timedelta(seconds=2 * n))
-    rows.wrote(rows.changes(KEY, budget), budget.status)  # the keys are stored
+    rows.wrote(rows.changes(budget), budget.status)  # the keys are stored
     later = NOW + KEY_KEPT + KEYS_FORGOTTEN_EVERY + timedelta(seconds=1)  # 31 s past the first
     budget.status.forget_settled(later)
-    changes = rows.changes(KEY, budget)
+    changes = rows.changes(budget)
     assert sorted(changes.drop) == sorted(("settled", f"uid-{n}") for n in range(16))
     assert changes.put == []
 
@@ -79,7 +79,7 @@ def test_a_row_that_would_not_read_back_names_the_budget_and_nothing_is_written(
     budget, rows = opened(with_accounts(3))
     budget.status.releases["r" * 300] = ReleaseMark(of="x", at=NOW)  # longer than a key may be
     with pytest.raises(InvalidCharge, match="TrustBudget/certs"):
-        rows.changes(KEY, budget)
+        rows.check(KEY, budget)
 
 
 def write_old_layout(path: Path, budget: TrustBudget) -> None:
@@ -163,9 +163,9 @@ def test_one_account_reads_without_the_others(tmp_path: Path) -> None:
 def test_a_new_entry_that_would_not_read_back_is_caught() -> None:
     budget, rows = opened(with_accounts(3))
     charging("uid-x", account="user:u1", now=NOW)(budget)
-    rows.changes(KEY, budget)  # one new entry, as the engine wrote it: reads back
+    rows.check(KEY, budget)  # one new entry, as the engine wrote it: reads back
     budget.status.entries.append(
         Entry(at=NOW, account="user:u1", action="reserve", amount=Decimal(1), verdict="v" * 72)
     )
     with pytest.raises(InvalidCharge, match="TrustBudget/certs"):
-        rows.changes(KEY, budget)
+        rows.check(KEY, budget)

@@ -154,21 +154,34 @@ class Rows:
             current.settle()
             self.maps[name] = current
 
-    def changes(self, key: BudgetKey, budget: Budget, *, check: bool = True) -> Changes:
-        """The rows a write of `budget` stores, each checked to read back unless `check` is
-        False (InvalidCharge names the first that does not; nothing is written then)."""
+    def changes(self, budget: Budget) -> Changes:
+        """The rows a write of `budget` stores (`check` says whether they read back)."""
         status = budget.status
         names = list(keyed(status))
         head = status.model_dump_json(by_alias=True, exclude_none=True, exclude=set(names))
-        if check:
-            self._check_head(key, status, names)
-        found = Changes(head)
+        return Changes(head, *self._entries(status, names))
+
+    def check(self, key: BudgetKey, budget: Budget) -> None:
+        """Raise InvalidCharge, naming the budget, unless what a write of `budget` would
+        store reads back, each row with its own model: group commit's `readback`."""
+        status = budget.status
+        names = list(keyed(status))
+        self._check_head(key, status, names)
+        for name, _, text in self._entries(status, names)[0]:
+            _check(key, _adapter(type(status), name).validate_json, text)
+
+    def _entries(
+        self, status: BaseModel, names: list[str]
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+        """The map entries to put (as rows) and to drop since the maps were tracked."""
+        put: list[tuple[str, str, str]] = []
+        drop: list[tuple[str, str]] = []
         for name in names:
             now: dict[str, Any] = getattr(status, name)
             before = self.maps.get(name)
             if self.moved or before is None or now is not before:
                 old = set() if before is None else before.keys()
-                found.drop += [(name, k) for k in old - now.keys()]
+                drop += [(name, k) for k in old - now.keys()]
                 touched: list[str] = list(now)
             elif before.everything:
                 touched = list(now)
@@ -178,17 +191,15 @@ class Rows:
             for entry in touched:
                 if entry not in now:
                     if before is not None and now is before:
-                        found.drop.append((name, entry))
+                        drop.append((name, entry))
                     continue
                 text = adapter.dump_json(
                     {entry: dict.__getitem__(now, entry)}, by_alias=True, exclude_none=True
                 ).decode()
                 if KEYED[name] and self.written.get((name, entry)) == text and not self.moved:
                     continue
-                if check:
-                    _check(key, adapter.validate_json, text)
-                found.put.append((name, entry, text))
-        return found
+                put.append((name, entry, text))
+        return put, drop
 
     def _check_head(self, key: BudgetKey, status: BaseModel, names: list[str]) -> None:
         """The budget's row reads back: all of it but the entries it held before, which read
@@ -219,13 +230,10 @@ class Rows:
         self.moved = False
         self.track(status)
 
-    def unchanged(self, key: BudgetKey, budget: Budget) -> bool:
+    def unchanged(self, budget: Budget) -> bool:
         """Whether `budget` still equals what is stored: a batch that wrote nothing (a
         replay, a dry run) may then keep it instead of reading it again."""
-        try:
-            found = self.changes(key, budget)
-        except InvalidCharge:
-            return False
+        found = self.changes(budget)
         return not found.put and not found.drop and found.head == self.head
 
 

@@ -229,7 +229,7 @@ class SQLiteStore(Attempted):
             self._attempt,
             enabled=group_commit,
             whole=check_writes,
-            readback=lambda key, budget: self._rows[key].changes(key, budget),
+            readback=lambda key, budget: self._rows[key].check(key, budget),
         )
         self.trail = trail or AuditTrail()
         if mode == "ro":
@@ -579,7 +579,7 @@ class SQLiteStore(Attempted):
         """A batch that wrote nothing keeps its budget if it still equals what is stored, so
         a replay or a dry run does not make the next charge read every account again."""
         rows = self._rows.get(key)
-        if rows is not None and rows.version is not None and rows.unchanged(key, budget):
+        if rows is not None and rows.version is not None and rows.unchanged(budget):
             self._decoded.keep(key, rows.version, budget)
 
     def _persist(self, key: BudgetKey, budget: Budget, sealed: Sequence[Sealed]) -> bool:
@@ -591,7 +591,7 @@ class SQLiteStore(Attempted):
         rows = self._rows[key]
         # Group commit checked these rows once the batch's changes ran (its `readback`);
         # since then only the audit trail sealed the batch's records into the head.
-        found = rows.changes(key, budget, check=False)
+        found = rows.changes(budget)
         db = self._connection()
         db.execute(
             f"UPDATE budgets SET status = ?, version = ? WHERE {_KEY}",
