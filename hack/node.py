@@ -461,7 +461,7 @@ class NodeCluster(cp.ControlPlane):
         _run("ip", "address", "add", f"{NODE_ADDRESS}/{LINK_PREFIX}", "dev", NODE_LINK, netns=True)
         _run("ip", "link", "set", NODE_LINK, "up", netns=True)
         # Per namespace: the host's own ip_forward is not touched.
-        _run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", netns=True)
+        _run("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward", netns=True)
 
     def _firewall(self, api_port: int) -> None:
         """The `kubernetes` Service as one DNAT rule; forwarding only pods <-> API server."""
