@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,7 @@ def test_the_chart_renders_one_table_that_the_pods_mount_and_read(binaries: Any)
     rendered = render(binaries, **{"riskBudgetTiers__tiers__0": None})
     [table] = [d for d in rendered if d["kind"] == "ConfigMap" and "tiers.yaml" in d["data"]]
     read = TierTable.model_validate(yaml.safe_load(table["data"]["tiers.yaml"]))
+    assert table["metadata"]["labels"]["budgetops.dev/tier-table"] == "true"  # kubectl budget
     assert read.tiers == {n: t for n, t in BUILT_IN.tiers.items() if n}, "null drops tier 0"
     assert read.default_tier == 1
     pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
@@ -163,3 +165,54 @@ def test_the_chart_refuses_a_bad_table_before_anything_changes(
     binaries: Any, values: list[str], says: str
 ) -> None:
     assert says in refusal(binaries, *values)
+
+
+def test_kubectl_budget_sizes_a_window_by_the_operators_table(budget_crds: Any) -> None:
+    """A window `kubectl budget consume` opens itself is sized as the operator would size it:
+    by the chart's ConfigMap, found by its label in the operator's namespace."""
+    control_plane = budget_crds
+    control_plane.kubectl("create", "namespace", "tier-ops", check=False)
+    table = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "ops-budgetops-tiers",
+            "namespace": "tier-ops",
+            "labels": {"budgetops.dev/tier-table": "true"},
+        },
+        "data": {"tiers.yaml": "tiers:\n  7: {name: Nightly, allocation: 700}\n"},
+    }
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(table))
+    control_plane.kubectl("apply", "-f", "-", input=_risk_budget("nightly", tier=7))
+    cli = ("--kubeconfig", str(control_plane.kubeconfig), "--operator-namespace", "tier-ops")
+    try:
+        consumed = _budgetops("consume", "--service", "nightly", "-n", "default",
+                              "--points", "7", *cli)  # fmt: skip
+        assert consumed.returncode == 0, consumed.stdout + consumed.stderr
+        assert _allocation(control_plane, "nightly") == "700"
+        shown = _budgetops("status", "--service", "nightly", "-n", "default", *cli)
+        assert "Tier: Nightly (7)" in shown.stdout, shown.stdout + shown.stderr
+        table["data"] = {"tiers.yaml": "tiers: {7: {name: Nightly, allocation: 0}}\n"}
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps(table))
+        control_plane.kubectl("apply", "-f", "-", input=_risk_budget("nightly-two", tier=7))
+        refused = _budgetops("consume", "--service", "nightly-two", "-n", "default",
+                             "--points", "7", *cli)  # fmt: skip
+        assert refused.returncode == 2
+        assert "warning: tier table ConfigMap tier-ops/ops-budgetops-tiers: tiers[7]" in (
+            refused.stderr
+        )
+        assert "tier 7 is not in the tier table (tiers 0, 1, 2, 3)" in refused.stdout
+    finally:
+        for name in ("nightly", "nightly-two"):
+            control_plane.kubectl("delete", "rb", name, "-n", "default", "--wait=false")
+        control_plane.kubectl("delete", "namespace", "tier-ops", "--wait=false")
+
+
+def _budgetops(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "budgetops.cli.main", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )

@@ -1,5 +1,6 @@
 """The tier table from a file: `--tiers FILE` or `$BUDGETOPS_TIERS`, in a cluster the chart's
-ConfigMap mounted into the operator's pod.
+ConfigMap mounted into the operator's pod; for `kubectl budget`, that ConfigMap read through the
+API server (`from_cluster`).
 
 Read once at start, where a bad file stops the command with the reason; then, for `serve` and
 `run`, looked at again every two seconds, so an edited ConfigMap (which the kubelet swaps into
@@ -13,6 +14,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -23,6 +25,9 @@ from budgetops.apis.tiers import TierTable
 
 MAX_BYTES = 64 * 1024
 """A tier table is a hundred short rows at most; anything longer is not one."""
+TABLE_LABEL = "budgetops.dev/tier-table"
+"""The label of the chart's tier table ConfigMap, by which `kubectl budget` finds it."""
+TABLE_KEY = "tiers.yaml"
 LOOK_EVERY = 2.0
 """Seconds between looks at the file for a change."""
 
@@ -32,17 +37,50 @@ log = logging.getLogger("budgetops.tiers")
 def load(path: Path) -> TierTable:
     """The table in `path` (YAML or JSON); ValueError naming the file and every field wrong."""
     with path.open("rb") as file:
-        raw = file.read(MAX_BYTES + 1)
+        return parse(file.read(MAX_BYTES + 1), where=str(path))
+
+
+def parse(raw: bytes, *, where: str) -> TierTable:
+    """A table's text, from a file or a ConfigMap named `where` in the errors."""
     if len(raw) > MAX_BYTES:
-        raise ValueError(f"tier table {path}: longer than {MAX_BYTES} bytes")
+        raise ValueError(f"tier table {where}: longer than {MAX_BYTES} bytes")
     try:
         document = yaml.safe_load(raw)
     except yaml.YAMLError as error:
-        raise ValueError(f"tier table {path}: not YAML: {error}") from None
+        raise ValueError(f"tier table {where}: not YAML: {error}") from None
     try:
         return TierTable.model_validate(document)
     except ValidationError as error:
-        raise ValueError(f"tier table {path}: {'; '.join(field_errors(error))}") from None
+        raise ValueError(f"tier table {where}: {'; '.join(field_errors(error))}") from None
+
+
+def from_cluster(api: Any, namespace: str) -> TierTable | None:
+    """The chart's table, found by its label in the operator's `namespace`; None when there
+    is none (a cluster without the chart's table uses the built-in one). Raises ValueError
+    when it cannot be read or does not validate: the caller says so and goes on."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        found = client.CoreV1Api(api).list_namespaced_config_map(
+            namespace, label_selector=f"{TABLE_LABEL}=true", _request_timeout=5
+        )
+    except ApiException as error:
+        raise ValueError(
+            f"cannot list ConfigMaps in {namespace} to find the tier table ({error.status} "
+            f"{error.reason})"
+        ) from None
+    if not found.items:
+        return None
+    names = [str(item.metadata.name if item.metadata else "") for item in found.items]
+    if len(names) > 1:
+        raise ValueError(f"more than one tier table in {namespace}: {', '.join(sorted(names))}")
+    [table] = found.items
+    where = f"ConfigMap {namespace}/{names[0]}"
+    text = (table.data or {}).get(TABLE_KEY)
+    if text is None:
+        raise ValueError(f"tier table {where}: no key {TABLE_KEY}")
+    return parse(text.encode(), where=where)
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:

@@ -141,6 +141,7 @@ def place(
 
         api = cluster_api(args)
         args.operator_namespace = args.operator_namespace or operator_namespace(api)
+        _cluster_tiers(api, args.operator_namespace)
         secrets = KubeSecrets(api)
         ring = None if signer is None else signer(secrets, args.operator_namespace, make=False)
         trail = held_trail(None if ring is None else Checkpoints.by(ring))
@@ -217,6 +218,24 @@ def cluster_api(args: argparse.Namespace) -> Any:
         raise ClusterUnreachable(f"cannot use the kubeconfig {where}: {error}") from None
     probe(api, where)
     return api
+
+
+def _cluster_tiers(api: Any, namespace: str) -> None:
+    """Size windows by the operator's tier table (the chart's ConfigMap), unless told
+    otherwise by $BUDGETOPS_TIERS; one that cannot be read is said on stderr, and the table
+    in force (the built-in one) stays."""
+    if os.environ.get("BUDGETOPS_TIERS"):
+        return
+    from budgetops.adapters.tierfile import from_cluster
+    from budgetops.apis import tiers
+
+    try:
+        table = from_cluster(api, namespace)
+    except ValueError as error:
+        sys.stderr.write(f"warning: {error}; windows this command opens use the built-in tiers\n")
+        return
+    if table is not None:
+        tiers.use(table)
 
 
 def operator_namespace(api: Any) -> str:
