@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import DEPLOYMENT_WRITES, webhook_configuration
-from tests.cluster.test_incluster_admission import _wait_healthy, budgetops_run
-from tests.cluster.test_verdicts_incluster import budgetops
-from tests.ports import free_port
-from tests.tls import loopback_server_pair
+from tests.cluster.test_verdicts_incluster import OPERATOR_NAMESPACE, admission_replica, budgetops
 
-OPERATOR_NAMESPACE = "verdicts-operator"
 NAMESPACE = "unknowns-shop"
 HOOK = "budgetops-unknowns"
 LIMITS = {
@@ -82,33 +74,9 @@ def operator(budget_crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         control_plane.kubectl("create", "namespace", namespace, check=False)
     for app, action in (("warned", "warn"), ("blocked", "block")):
         control_plane.kubectl("apply", "-f", "-", input=json.dumps(risk_budget(app, action)))
-    folder: Path = tmp_path_factory.mktemp("unknowns")
-    ca, serving = loopback_server_pair(folder)
-    port = free_port()
-    command = budgetops_run(
-        control_plane.kubeconfig, port, serving, "--no-reconcile", "--namespace", OPERATOR_NAMESPACE
-    )
-    with (folder / "stdout.jsonl").open("wb") as out, (folder / "stderr.log").open("wb") as err:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
-        try:
-            _wait_healthy(port, ca.cert)
-            hook = webhook_configuration(
-                HOOK,
-                port=port,
-                ca=ca.cert.read_bytes(),
-                rules=[DEPLOYMENT_WRITES],
-                namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
-            )
-            control_plane.kubectl("apply", "-f", "-", input=json.dumps(hook))
-            yield control_plane
-        finally:
-            control_plane.kubectl("delete", "validatingwebhookconfiguration", HOOK, check=False)
-            control_plane.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-            process.terminate()
-            process.wait(timeout=15)
-    assert process.returncode == 0, (folder / "stderr.log").read_text()[-2000:]
+    folder = tmp_path_factory.mktemp("unknowns")
+    with admission_replica(control_plane, folder, hook=HOOK, namespace=NAMESPACE):
+        yield control_plane
 
 
 def actual_counts(control_plane: Any, workload: str) -> Any:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +77,12 @@ def risk_budget(allocation: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def operator(budget_crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One `budgetops run` replica (admission only) whose stdout is the audit trail."""
-    control_plane = budget_crds
-    for namespace in (OPERATOR_NAMESPACE, NAMESPACE):
-        control_plane.kubectl("create", "namespace", namespace, check=False)
-    control_plane.kubectl("apply", "-f", "-", input=json.dumps(risk_budget(50)))
-    folder = tmp_path_factory.mktemp("verdicts")
+@contextmanager
+def admission_replica(
+    control_plane: Any, folder: Path, *, hook: str, namespace: str
+) -> Iterator[Path]:
+    """One `budgetops run` replica (admission only, its keys in OPERATOR_NAMESPACE) behind a
+    webhook for Deployments in `namespace`; yields its stdout, the audit trail."""
     ca, serving = loopback_server_pair(folder)
     port = free_port()
     trail = folder / "stdout.jsonl"
@@ -96,21 +95,33 @@ def operator(budget_crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         )
         try:
             _wait_healthy(port, ca.cert)
-            hook = webhook_configuration(
-                HOOK,
+            configuration = webhook_configuration(
+                hook,
                 port=port,
                 ca=ca.cert.read_bytes(),
                 rules=[DEPLOYMENT_WRITES],
-                namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+                namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
             )
-            control_plane.kubectl("apply", "-f", "-", input=json.dumps(hook))
+            control_plane.kubectl("apply", "-f", "-", input=json.dumps(configuration))
             yield trail
         finally:
-            control_plane.kubectl("delete", "validatingwebhookconfiguration", HOOK, check=False)
-            control_plane.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+            control_plane.kubectl("delete", "validatingwebhookconfiguration", hook, check=False)
+            control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
             process.terminate()
             process.wait(timeout=15)
     assert process.returncode == 0, (folder / "stderr.log").read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def operator(budget_crds: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One replica whose stdout is the audit trail."""
+    control_plane = budget_crds
+    for namespace in (OPERATOR_NAMESPACE, NAMESPACE):
+        control_plane.kubectl("create", "namespace", namespace, check=False)
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(risk_budget(50)))
+    folder = tmp_path_factory.mktemp("verdicts")
+    with admission_replica(control_plane, folder, hook=HOOK, namespace=NAMESPACE) as trail:
+        yield trail
 
 
 def fetch_envelope(control_plane: Any) -> str:
