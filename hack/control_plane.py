@@ -822,19 +822,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
     except BuildError as error:
         print(f"build failed: {error}", file=sys.stderr)
         return 1
+    serve(ControlPlane(binaries, workdir=args.workdir, keep=args.keep))
+    return 0
+
+
+def serve(plane: ControlPlane, started: Callable[[], None] = lambda: None) -> None:
+    """Start ``plane``, call ``started``, print how to use it, run until Ctrl-C or SIGTERM."""
     # Explicit, because a shell starting us in the background leaves SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _request_stop)
-    with (
-        contextlib.suppress(_StopRequested),
-        ControlPlane(binaries, workdir=args.workdir, keep=args.keep) as plane,
-    ):
+    with contextlib.suppress(_StopRequested), plane:
+        started()
         print(f"kubeconfig: {plane.kubeconfig}")
-        print(f"kubectl:    {binaries.kubectl}")
+        print(f"kubectl:    {plane.binaries.kubectl}")
         print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
         while True:
             signal.pause()
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

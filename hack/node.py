@@ -702,16 +702,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
     except (NodeError, cp.BuildError) as error:
         print(f"prepare failed: {error}", file=sys.stderr)
         return 1
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, cp._request_stop)
-    with contextlib.suppress(cp._StopRequested), NodeCluster(keep=args.keep) as cluster:
+    cluster = NodeCluster(keep=args.keep)
+
+    def import_images() -> None:
         for tag in args.image:
             print(f"imported {tag}: {', '.join(cluster.import_image(tag))}")
-        print(f"kubeconfig: {cluster.kubeconfig}")
-        print(f"kubectl:    {cluster.binaries.kubectl}")
-        print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
-        while True:
-            signal.pause()
+
+    cp.serve(cluster, import_images)
     return 0
 
 

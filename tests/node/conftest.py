@@ -13,12 +13,11 @@ and `node_image`, the BudgetOps image built by hack/image.sh and imported into t
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,20 +29,8 @@ from tests.image.conftest import (
     image,  # noqa: F401  (the fixture: hack/image.sh, once)
 )
 
-NODE_HARNESS = ROOT / "hack" / "node.py"
-
-
-def _load_node_harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("node", NODE_HARNESS)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["node"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-node = _load_node_harness()
+sys.path.insert(0, str(ROOT / "hack"))  # hack/node.py, and the control_plane.py it imports
+node = importlib.import_module("node")
 
 
 def pytest_configure(config: pytest.Config) -> None:
