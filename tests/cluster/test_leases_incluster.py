@@ -174,3 +174,71 @@ def test_an_agent_borrows_reports_and_releases_and_the_objects_record_it(
     assert Decimal(cluster.spent(agent)["spent"]) == 4
     eventually(lambda: cluster.leases()[lease_id]["status"]["spent"] == "4")
     assert cluster.leases()[lease_id]["status"]["lateSpent"] == "1"
+
+
+def test_an_agent_leases_up_to_its_own_allocation_and_a_change_applies_at_once(
+    cluster: Cluster,
+) -> None:
+    """spec.agentAllocations through the API server: `agent create --allocation` and `agent
+    set` patch it, a kubectl-style merge patch of the spec is taken on the next lease, the
+    CRD's rules refuse it on a points budget, and informative allocations show progress."""
+    made = cluster.agent(
+        "create", "--provider", "openai", "--provider-key-secret", "openai/api-key",
+        "--allocation", "15",
+    )  # fmt: skip
+    agent, token = made["agent"], made["token"]
+    hello = {"ic_token": token, "requested_budget": 10, "runtime_version": "1.0.0"}
+    budget = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "trustbudgets", KEY.name)
+    assert budget["spec"]["agentAllocations"] == {agent: "15"}
+    eventually(lambda: agent in cluster.store.get(KEY).status.agents)  # type: ignore[union-attr]
+
+    def lend() -> tuple[int, Any]:
+        status, body, _ = call(cluster.port, "POST", "/auth/handshake", hello)
+        return status, body
+
+    first = lend()[1]
+    assert (first["budget_granted"], first["budget_remaining"]) == (10, 5)
+    assert lend()[1]["budget_granted"] == 5
+    status, body = lend()
+    assert (status, body["error"]["code"]) == (403, "BUDGET_EXCEEDED")
+
+    assert cluster.agent("set", agent, "--allocation", "40") == {
+        "agent": f"{agent}: 25.00 of 40.00 USD left"
+    }
+    assert Decimal(cluster.spent(agent)["allocation"]) == 40  # at once, before any lease
+    assert lend()[1]["budget_granted"] == 10
+
+    # Applied as a user would, with no CLI: the next lease takes it.
+    patch = {"spec": {"agentAllocations": {agent: "30"}}}
+    cluster.custom.patch_cluster_custom_object(GROUP, VERSION, "trustbudgets", KEY.name, patch)
+    status, body = lend()  # 25 lent of 30: 5 left
+    assert (status, body["budget_granted"], body["budget_remaining"]) == (200, 5, 0)
+
+    informative = {"total": "50", "providers": {"openai": "2"}}
+    cluster.custom.patch_cluster_custom_object(
+        GROUP, VERSION, "trustbudgets", KEY.name, {"spec": {"informativeAllocations": informative}}
+    )
+    record = {"request_id": "r1", "seq": 1, "tokens": 10, "cost_usd": 3, "model": "gpt-4",
+              "provider": "openai", "timestamp": 1}  # fmt: skip
+    lease_id = first["lease_id"]
+    status, counted, text = call(
+        cluster.port, "POST", "/budget/report", {"lease_id": lease_id, "reports": [record]},
+        token=token,
+    )  # fmt: skip
+    assert (status, counted["accepted"]) == (200, 1), text  # past the provider's 2: not refused
+    shares = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "trustbudgets", KEY.name)[
+        "status"
+    ]["spentBy"]["percentUsed"]
+    assert shares == {"total": "6.0", "providers": {"openai": "150.0"}, "projects": {}}
+
+    for refused, message in (
+        ({"unit": "points"}, "set unit: USD"),
+        ({"agentAllocations": {"agent_" + "a" * 40: "5"}}, "at most 38 characters"),
+        ({"informativeAllocations": {"projects": {"p" * 64: "5"}}}, "at most 63 characters"),
+    ):
+        with pytest.raises(client.ApiException) as error:
+            cluster.custom.patch_cluster_custom_object(
+                GROUP, VERSION, "trustbudgets", KEY.name, {"spec": refused}
+            )
+        assert error.value.status == 422
+        assert message in error.value.body

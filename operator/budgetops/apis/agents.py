@@ -8,11 +8,11 @@ the token and closing the agent's leases are one compare-and-swap.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, WithJsonSchema
+from pydantic import Field, WithJsonSchema, model_validator
 
-from budgetops.apis.common import Amount, Model, SecretKeyRef, Timestamp
+from budgetops.apis.common import Amount, Model, PositiveAmount, SecretKeyRef, Timestamp, cel
 
 AGENT_ID_PATTERN = r"^agent_[a-z0-9]{6,32}$"
 BUDGET_ID_PATTERN = r"^budget-[a-z0-9]{6,32}$"
@@ -60,6 +60,56 @@ OTHER, so a runtime naming a new provider per report cannot grow a status withou
 OTHER = "(other)"
 
 
+AGENT_ID_MAX = len("agent_") + 32
+NAME_MAX = 63
+"""Longest provider or project name an informative allocation may name (an agent's project
+is at most this long; a provider is a DNS label)."""
+
+
+class InformativeAllocations(Model):
+    """What spending is measured against, by provider, by project and in all (the master):
+    shown as progress in status, metrics and `budgetops status`, never a refusal. Only an
+    agent's own allocation (or `initialBalance`) refuses."""
+
+    model_config = cel(
+        (
+            f"(!has(self.providers) || self.providers.all(k, size(k) <= {NAME_MAX}))"
+            f" && (!has(self.projects) || self.projects.all(k, size(k) <= {NAME_MAX}))",
+            f"provider and project names are at most {NAME_MAX} characters",
+        )
+    )
+
+    total: PositiveAmount | None = Field(
+        default=None, description="All the budget's reported spending (USD), the master budget"
+    )
+    providers: dict[str, PositiveAmount] = Field(
+        default_factory=dict, max_length=TOTALS_KEPT, description="USD by provider id"
+    )
+    projects: dict[str, PositiveAmount] = Field(
+        default_factory=dict, max_length=TOTALS_KEPT, description="USD by the agents' project"
+    )
+
+    @model_validator(mode="after")
+    def _short_names(self) -> Self:
+        for name in [*self.providers, *self.projects]:
+            if len(name) > NAME_MAX:
+                raise ValueError(f"{name[:NAME_MAX]}...: names are at most {NAME_MAX} characters")
+        return self
+
+
+PercentText = Annotated[str, Field(max_length=32)]
+"""A percentage to one decimal: the largest amount over the smallest still fits."""
+
+
+class PercentUsed(Model):
+    """Spending as a percentage of each informative allocation set, to one decimal (above
+    100 once spending passes it: nothing stops there)."""
+
+    total: PercentText | None = None
+    providers: dict[str, PercentText] = Field(default_factory=dict, max_length=TOTALS_KEPT)
+    projects: dict[str, PercentText] = Field(default_factory=dict, max_length=TOTALS_KEPT)
+
+
 class SpentBy(Model):
     """What the budget's agents reported spending through leases since the budget was
     created: informative totals that never refuse anything."""
@@ -67,3 +117,6 @@ class SpentBy(Model):
     total: Amount = Decimal(0)
     providers: dict[str, Amount] = Field(default_factory=dict, max_length=TOTALS_KEPT + 1)
     projects: dict[str, Amount] = Field(default_factory=dict, max_length=TOTALS_KEPT + 1)
+    percent_used: PercentUsed | None = Field(
+        default=None, description="Of spec.informativeAllocations, where any is set"
+    )

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
-from budgetops.apis.agents import Agents, SpentBy
+from budgetops.apis.agents import AGENT_ID_MAX, Agents, InformativeAllocations, SpentBy
 from budgetops.apis.common import (
     Amount,
     Condition,
@@ -227,6 +227,9 @@ class CertManager(Model):
 
 
 _WHOLE = "string({}).matches('^[0-9]+([.]0+)?$')"
+_DOLLARS_ONLY = (
+    "agentAllocations and informativeAllocations are dollars agents lease and report: set unit: USD"
+)
 _KNOWN_VARIABLES = ", ".join(f"'${{{name}}}'" for name in sorted(TEMPLATE_VARIABLES))
 
 
@@ -246,6 +249,17 @@ class TrustBudgetSpec(Model):
             "!has(self.sessions) || !has(self.sessions.maxCallCost) || "
             "(has(self.unit) && self.unit == 'USD')",
             "sessions.maxCallCost limits the calls of a USD budget's leases: set unit: USD",
+        ),
+        (
+            "(has(self.unit) && self.unit == 'USD') || ("
+            "(!has(self.agentAllocations) || size(self.agentAllocations) == 0)"
+            " && !has(self.informativeAllocations))",
+            _DOLLARS_ONLY,
+        ),
+        (
+            "!has(self.agentAllocations) || "
+            f"self.agentAllocations.all(k, size(k) <= {AGENT_ID_MAX})",
+            f"agentAllocations are by agent id (agent_..., at most {AGENT_ID_MAX} characters)",
         ),
         (
             "!has(self.accountKey) || "
@@ -273,6 +287,22 @@ class TrustBudgetSpec(Model):
         max_length=63,
         description="Named in this budget's signed verdicts (production, staging, ...)",
     )
+    agent_allocations: dict[str, PositiveAmount] = Field(
+        default_factory=dict,
+        max_length=1024,
+        description=(
+            "An agent's own allocation (USD) by agent id, instead of initialBalance: what its "
+            "leases may take in all; a change applies on the agent's next lease or reconcile, "
+            "never below what is spent or lent"
+        ),
+    )
+    informative_allocations: InformativeAllocations | None = Field(
+        default=None,
+        description=(
+            "Allocations spending by provider, by project and in all is measured against: "
+            "progress in status.spentBy.percentUsed and metrics, never a refusal"
+        ),
+    )
 
     @field_validator("account_key")
     @classmethod
@@ -283,6 +313,15 @@ class TrustBudgetSpec(Model):
             known = ", ".join(sorted(f"${{{name}}}" for name in TEMPLATE_VARIABLES))
             raise ValueError(f"unknown variable {names} in the account key; use {known}")
         return template
+
+    @model_validator(mode="after")
+    def _dollars(self) -> Self:
+        if self.unit == "points" and (self.agent_allocations or self.informative_allocations):
+            raise ValueError(_DOLLARS_ONLY)
+        for agent_id in self.agent_allocations:
+            if len(agent_id) > AGENT_ID_MAX:
+                raise ValueError(f"agentAllocations: {agent_id[:AGENT_ID_MAX]}... is no agent id")
+        return self
 
     @model_validator(mode="after")
     def _whole_points(self) -> Self:
@@ -299,6 +338,11 @@ class TrustBudgetSpec(Model):
                 if amount != amount.to_integral_value():
                     raise ValueError(f"{path} must be a whole number of points (unit is points)")
         return self
+
+    def allocation_for(self, account: str) -> Decimal:
+        """What `account` may hold in a window: its agent's own allocation, else
+        initialBalance."""
+        return self.agent_allocations.get(account, self.initial_balance)
 
     def renders(self, account: str) -> bool:
         """Whether `account` is a key the account key template can render to."""

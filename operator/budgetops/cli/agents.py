@@ -1,31 +1,45 @@
-"""`budgetops agent create|rotate|revoke|list`: agents of a USD TrustBudget and their tokens.
+"""`budgetops agent create|set|rotate|revoke|list`: agents of a USD TrustBudget, their
+tokens and allocations.
 
 On the embedded ledger, the signing key and the provider keys are files in the secrets
 folder beside it (`<ledger>.secrets/<name>/<key>`, the layout of a mounted Secret), which
 `budgetops serve` reads. With `--kubeconfig`, the budget is read and written through the
 API server (the same compare-and-swap store as the webhook) and the keys are Secrets in
 `--namespace`. Each change is one write of the budget's status (`usecases.administering`):
-a rotation or revocation closes the agent's leases in the same write.
+a rotation or revocation closes the agent's leases in the same write. An agent's own
+allocation is the budget's spec (`spec.agentAllocations`), written before the status.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+from pydantic import ValidationError
 
 from budgetops.adapters.filesecrets import FileSecrets
 from budgetops.adapters.keyfolder import embedded_keys
 from budgetops.apis.agents import Agent
-from budgetops.apis.common import SecretKeyRef, format_time, parse_duration
-from budgetops.apis.resources import BudgetKey, TrustBudget
+from budgetops.apis.common import (
+    GROUP,
+    VERSION,
+    SecretKeyRef,
+    format_time,
+    parse_amount,
+    parse_duration,
+)
+from budgetops.apis.names import shown
+from budgetops.apis.resources import RESOURCES, BudgetKey, TrustBudget, field_errors
 from budgetops.crypto import tokens
 from budgetops.engine.clock import system_clock
-from budgetops.store import BudgetStore
+from budgetops.store import BudgetStore, NotFound
 from budgetops.store.audit import AuditTrail
 from budgetops.usecases import administering
 from budgetops.usecases.leasing import SecretStore, signing_key
@@ -39,13 +53,19 @@ def secrets_dir(ledger: Path, given: str | None) -> Path:
     return Path(given) if given else ledger.with_name(ledger.name + ".secrets")
 
 
+Allocate = Callable[[str, str, Decimal | None], None]
+"""Write (or, with None, remove) `spec.agentAllocations[agent]` of a TrustBudget."""
+
+
 @dataclass
 class Where:
-    """The budget store and the Secrets the command works on."""
+    """The budget store and the Secrets the command works on, and how its budgets' specs
+    take an agent's allocation."""
 
     store: BudgetStore
     secrets: SecretStore
     namespace: str
+    allocate: Allocate
 
 
 @contextlib.contextmanager
@@ -57,13 +77,73 @@ def where(args: argparse.Namespace, ledger: Path, *, writes: bool = True) -> Ite
         secrets = KubeSecrets(api)
         signed = head_signer(secrets, args.namespace, make=False) if writes else None
         with stores.cluster_store(api, held_trail(signed)) as store:
-            yield Where(store, secrets, args.namespace)
+            yield Where(store, secrets, args.namespace, _patching(api))
         return
     keys = embedded_keys(ledger, args.verdict_keys)
     with stores.ledger(ledger, "write" if writes else "read") as sqlite:
         if writes:  # the heads it moves are signed like the server's
             sqlite.trail = AuditTrail(checkpoints=head_signer(keys, "", make=True))
-        yield Where(sqlite, FileSecrets(secrets_dir(ledger, args.secrets_dir)), "")
+        files = FileSecrets(secrets_dir(ledger, args.secrets_dir))
+        yield Where(sqlite, files, "", _applying(sqlite))
+
+
+def _patching(api: Any) -> Allocate:
+    """A merge patch of the one allocation: it cannot undo a concurrent edit of the rest of
+    the spec, and the API server checks it (RBAC: patch trustbudgets; the CRD's rules)."""
+
+    def allocate(budget: str, agent_id: str, amount: Decimal | None) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        value = None if amount is None else str(amount)
+        patch = {"spec": {"agentAllocations": {agent_id: value}}}
+        try:
+            client.CustomObjectsApi(api).patch_cluster_custom_object(
+                GROUP,
+                VERSION,
+                RESOURCES["TrustBudget"].plural,
+                budget,
+                patch,
+                _content_type="application/merge-patch+json",
+                _request_timeout=10,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise NotFound(f"no TrustBudget {budget}") from None
+            raise ValueError(
+                f"TrustBudget {budget} refused the allocation: {_refusal(error)}"
+            ) from None
+
+    return allocate
+
+
+def _refusal(error: Any) -> str:
+    """The API server's message of a refused write, bounded."""
+    try:
+        message = str(json.loads(error.body).get("message", ""))
+    except (TypeError, ValueError, AttributeError):
+        message = ""
+    return shown(message or f"{error.status} {error.reason}")[:500]
+
+
+def _applying(store: BudgetStore) -> Allocate:
+    """Read, change and apply the spec: the embedded ledger is held for writing by this
+    command, so nothing edits the spec in between; the model checks it as the CRD would."""
+
+    def allocate(budget: str, agent_id: str, amount: Decimal | None) -> None:
+        wire = store.get(BudgetKey("TrustBudget", budget)).to_wire()
+        allocations = wire["spec"].setdefault("agentAllocations", {})
+        if amount is None:
+            allocations.pop(agent_id, None)
+        else:
+            allocations[agent_id] = str(amount)
+        try:
+            store.apply(TrustBudget.model_validate(wire))
+        except ValidationError as error:
+            lines = "; ".join(field_errors(error))
+            raise ValueError(f"TrustBudget {budget} refused the allocation: {lines}") from None
+
+    return allocate
 
 
 def _secret_ref(value: str) -> SecretKeyRef:
@@ -90,8 +170,19 @@ def _expiry(now: datetime, given: str | None) -> datetime | None:
     return now + parse_duration(given) if given else None
 
 
+def _allocation(text: str) -> Decimal | None:
+    """`--allocation`: dollars, or `default` for the budget's initialBalance."""
+    if text == "default":
+        return None
+    amount = parse_amount(text)
+    if amount <= 0:
+        raise ValueError(f"--allocation {text}: give dollars above zero, or default")
+    return amount
+
+
 def cmd_create(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     ref = _secret_ref(args.provider_key_secret)
+    allocation = None if args.allocation is None else _allocation(args.allocation)
     now = system_clock().replace(microsecond=0)
     agent_id = tokens.new_agent_id()
     agent = Agent(
@@ -108,9 +199,29 @@ def cmd_create(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     with where(args, ledger) as here:
         here.secrets.read(here.namespace, ref.name, ref.key)  # a handshake needs it
         key = signing_key(here.secrets, here.namespace)
+        if allocation is not None:  # first, so that the account opens with it
+            here.allocate(args.budget, agent_id, allocation)
         administering.add_agent(here.store, args.budget, agent_id=agent_id, agent=agent, now=now)
     out.write(f"agent: {agent_id}\nbudget_id: {agent.budget_id}\n")
     out.write(f"token: {_token(agent_id, agent, key, args.issuer)}\n")
+    return 0
+
+
+def cmd_set(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
+    """Give the agent its own allocation (or the budget's again), applied at once."""
+    allocation = _allocation(args.allocation)
+    now = system_clock()
+
+    with where(args, ledger) as here:
+        budget = here.store.get(BudgetKey("TrustBudget", args.budget))
+        assert isinstance(budget, TrustBudget)
+        if args.agent not in budget.status.agents:
+            raise ValueError(f"no agent {args.agent} in TrustBudget {args.budget}")
+        here.allocate(args.budget, args.agent, allocation)
+        total, balance = administering.apply_allocation(
+            here.store, args.budget, agent_id=args.agent, now=now
+        )
+    out.write(f"agent: {args.agent}: {balance:.2f} of {total:.2f} USD left\n")
     return 0
 
 
@@ -154,6 +265,8 @@ def cmd_list(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
         ]
         state = "revoked" if agent.revoked_at else "active"
         money = f"{account.balance:.2f} of {account.allocation:.2f} USD left" if account else ""
+        if agent_id in budget.spec.agent_allocations:
+            money += f" (own allocation {budget.spec.agent_allocations[agent_id]:.2f})"
         out.write(
             f"{agent_id}  {state}  {agent.provider}  {money}  {len(open_leases)} open leases"
             f"  token issued {format_time(agent.issued_at)}\n"

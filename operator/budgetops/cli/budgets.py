@@ -24,6 +24,7 @@ from budgetops.apis.common import format_amount, format_time
 from budgetops.apis.names import shown
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import Band, UnknownsTally
+from budgetops.engine import spending
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import show
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window
@@ -104,14 +105,15 @@ def trust_rows(budget: TrustBudget, named: str | None = None) -> list[dict[str, 
     shows the full balance it would open with)."""
     unit = budget.spec.unit
     if not budget.status.accounts:
+        opening = budget.spec.allocation_for(named or "")
         return [
             {
                 "kind": "TrustBudget",
                 "namespace": "",
                 "name": budget.metadata.name,
                 "account": "(none charged yet)" if named is None else named,
-                "balance": show(budget.spec.initial_balance, unit),
-                "allocated": show(budget.spec.initial_balance, unit),
+                "balance": show(opening, unit),
+                "allocated": show(opening, unit),
                 "unit": unit,
                 "percentUsed": "0",
                 "status": "OK",
@@ -210,7 +212,7 @@ def summary(budget: Budget) -> list[str]:
                 f"reserved {show(account.reserved, unit)}, "
                 f"leased {show(account.leased_out, unit)}, resets {resets}"
             )
-        return lines
+        return lines + informative(budget)
     if isinstance(budget, RiskBudget):
         status = budget.status
         window = status.window.key if status.window else "not started"
@@ -220,6 +222,16 @@ def summary(budget: Budget) -> list[str]:
         ]
     lease = budget.status
     return [f"{key}: {lease.phase}, {lease.remaining} of {lease.granted} left"]
+
+
+def informative(budget: TrustBudget) -> list[str]:
+    """Reported spending against the spec's informative allocations (none: no lines)."""
+    return [
+        f"  {item.scope} {shown(item.name)}".rstrip()
+        + f": spent {show(item.spent, 'USD')} of {show(item.allocation, 'USD')} USD "
+        f"({item.percent}%, informative: never refused)"
+        for item in spending.progress(budget.status.spent_by, budget.spec.informative_allocations)
+    ]
 
 
 def _trust_table(rows: list[dict[str, Any]], out: TextIO) -> None:
@@ -258,6 +270,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             rows = trust_rows(budget, args.account)
             if args.output == "table":
                 _trust_table(rows, out)
+                out.writelines(f"{line.strip()}\n" for line in informative(budget))
                 return 0
             emit(rows, (), args.output, out)
             return 0

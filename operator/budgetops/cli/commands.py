@@ -231,7 +231,7 @@ def add_run_arguments(verb: argparse.ArgumentParser) -> None:
 
 
 def add_agent_parser(verbs: Verbs, *, db_help: str) -> argparse.ArgumentParser:
-    """`budgetops agent create|rotate|revoke|list`, run by `cli/agents.py`."""
+    """`budgetops agent create|set|rotate|revoke|list`, run by `cli/agents.py`."""
     agent = verbs.add_parser("agent", help="agents of a USD TrustBudget and their tokens")
     actions = agent.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="add an agent and print its identity token")
@@ -243,20 +243,30 @@ def add_agent_parser(verbs: Verbs, *, db_help: str) -> argparse.ArgumentParser:
     )
     create.add_argument("--model", help="the provider model runtimes use by default")
     create.add_argument("--project", help="project the agent's spending is totalled under")
+    create.add_argument("--allocation", help="USD the agent's own (default: initialBalance)")
+    setting = actions.add_parser("set", help="change the agent's allocation, at once")
+    setting.add_argument(
+        "--allocation", required=True, help="USD, or default for the budget's initialBalance"
+    )
     rotate = actions.add_parser("rotate", help="issue a new token; the old one and its leases end")
     revoke = actions.add_parser("revoke", help="refuse the agent's token and close its leases")
     listing = actions.add_parser("list", help="the budget's agents")
-    for action in (rotate, revoke):
+    for action in (setting, rotate, revoke):
         action.add_argument("agent", help="agent id (agent_...)")
     for action in (create, rotate):
         action.add_argument("--expires-in", help="token lifetime, e.g. 90d (default: long-lived)")
         action.add_argument(
             "--issuer", default=DEFAULT_ISSUER, help="the issuer the lease API expects"
         )
-    for name, action in (("create", create), ("rotate", rotate), ("revoke", revoke)):
+    for name, action in (
+        ("create", create),
+        ("set", setting),
+        ("rotate", rotate),
+        ("revoke", revoke),
+    ):
         action.set_defaults(run=_in("agents", f"cmd_{name}"))
     listing.set_defaults(run=_in("agents", "cmd_list"))
-    for action in (create, rotate, revoke, listing):
+    for action in (create, setting, rotate, revoke, listing):
         action.add_argument("--budget", required=True, help="the USD TrustBudget")
         action.add_argument("--db", help=db_help)
         action.add_argument("--kubeconfig", help="work on the cluster's budgets instead")

@@ -281,18 +281,23 @@ def reconcile_trust(
     outcome = Outcome()
     before = {k: (a.window_start, a.allocation) for k, a in status.accounts.items()}
     lowest, exhausted = status.lowest_balance, status.exhausted_accounts
+    measured = status.spent_by.percent_used
     bring_current_trust(status, spec, now=now)
     reset = [k for k, a in status.accounts.items() if before[k][0] != a.window_start]
     if reset or any(before[k][1] != a.allocation for k, a in status.accounts.items()):
         outcome.changed = True
+    outcome.changed |= measured != status.spent_by.percent_used
     if reset:
         nxt = status.accounts[reset[0]].resets_at
+        own = sum(1 for k in reset if k in spec.agent_allocations)
         outcome.notices.append(
             Notice(
                 budget,
                 "AccountsReset",
                 f"{len(reset)} accounts reset to {show(spec.initial_balance, spec.unit)} "
-                f"{spec.unit}" + (f"; next reset at {format_time(nxt)}" if nxt else ""),
+                f"{spec.unit}"
+                + (f" ({own} to their agent's own allocation)" if own else "")
+                + (f"; next reset at {format_time(nxt)}" if nxt else ""),
                 at=now,
             )
         )

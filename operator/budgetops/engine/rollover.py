@@ -19,7 +19,7 @@ from budgetops.apis.riskbudget import (
     WindowSummary,
 )
 from budgetops.apis.trustbudget import TrustBudgetSpec, TrustBudgetStatus
-from budgetops.engine import ledger
+from budgetops.engine import ledger, spending
 from budgetops.engine.bands import band_for, percent_used, worse
 from budgetops.engine.earned import earned_increase
 from budgetops.engine.windows import Window, interval_bounds, window_at, windows_between
@@ -37,13 +37,15 @@ def trust_account(
 
     A budget without a reset interval has one window from the account's first charge on.
     When the interval is added or removed, the account adopts it from now on without a
-    refill; a changed allocation applies at once (never below what is committed).
+    refill; a changed allocation (initialBalance, or the agent's own) applies at once, never
+    below what is committed.
     """
     account = status.accounts.get(key)
     interval = spec.reset_interval
+    allocation = spec.allocation_for(key)
     if (
         account is not None
-        and account.allocation == spec.initial_balance
+        and account.allocation == allocation
         and (account.resets_at is None) == (interval is None)
         and (account.resets_at is None or now < account.resets_at)
     ):
@@ -54,22 +56,22 @@ def trust_account(
         start, end = interval_bounds(anchor=EPOCH, interval=interval, at=now)
     if account is None:
         ledger.open_account(
-            status, key=key, allocation=spec.initial_balance, window_start=start, resets_at=end
+            status, key=key, allocation=allocation, window_start=start, resets_at=end
         )
         return
     if account.resets_at is not None and account.resets_at <= now:
         ledger.reset(
             status,
             account=key,
-            allocation=spec.initial_balance,
+            allocation=allocation,
             window_start=start,
             resets_at=end,
         )
         return
     if (account.resets_at is None) != (interval is None):
         account.window_start, account.resets_at = start, end
-    if account.allocation != spec.initial_balance:
-        ledger.resize(status, account=key, allocation=spec.initial_balance, at=now)
+    if account.allocation != allocation:
+        ledger.resize(status, account=key, allocation=allocation, at=now)
 
 
 def summarize_trust(status: TrustBudgetStatus) -> None:
@@ -179,7 +181,9 @@ def summarize_risk(status: RiskBudgetStatus, spec: RiskBudgetSpec) -> None:
 
 
 def bring_current_trust(status: TrustBudgetStatus, spec: TrustBudgetSpec, *, now: datetime) -> None:
-    """Reset every account whose interval has passed, as admission would on its next charge."""
+    """Reset every account whose interval has passed, as admission would on its next charge,
+    and measure spending against the spec's informative allocations."""
     for key in list(status.accounts):
         trust_account(status, spec, key=key, now=now)
     summarize_trust(status)
+    spending.measure(status.spent_by, spec.informative_allocations)

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from budgetops.apis.resources import Budget, Kind, RiskBudget, TrustBudget
 from budgetops.apis.trustbudget import AlertKind
+from budgetops.engine import spending
 from budgetops.engine.bands import BAND_ORDER
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -215,6 +216,19 @@ class BudgetCollector(Collector):
             "Spending reported through leases, by the agents' project (informative).",
             labels=[*labels, "project"],
         )
+        # Their optional allocations (spec.informativeAllocations): progress, never a limit.
+        informative = GaugeMetricFamily(
+            "budgetops_lease_informative_allocation",
+            "An informative allocation (USD) of a TrustBudget, by scope (total, provider, "
+            "project) and what it is of.",
+            labels=[*labels, "scope", "of"],
+        )
+        informative_used = GaugeMetricFamily(
+            "budgetops_lease_informative_percent_used",
+            "Reported spending as a percentage of its informative allocation (passes 100; "
+            "nothing is refused).",
+            labels=[*labels, "scope", "of"],
+        )
         for budget in self.store.list():
             if not isinstance(budget, TrustBudget | RiskBudget):
                 continue
@@ -251,6 +265,10 @@ class BudgetCollector(Collector):
                     by_provider.add_metric([*key, provider], float(amount))
                 for project, amount in totals.projects.items():
                     by_project.add_metric([*key, project], float(amount))
+                for item in spending.progress(totals, budget.spec.informative_allocations):
+                    scope = [*key, item.scope, item.name]
+                    informative.add_metric(scope, float(item.allocation))
+                    informative_used.add_metric(scope, float(item.percent))
         yield from (allocation, consumed, pending, band, exhausted, alerting, top)
-        yield from (active_leases, lent, by_provider, by_project)
+        yield from (active_leases, lent, by_provider, by_project, informative, informative_used)
         yield from (unknowns, uncertainty, unknown_releases)

@@ -1,15 +1,16 @@
 """Administering: what a person changes by hand, outside any request.
 
-A window's allocation adjusted, its reliability figures reported, an agent created, rotated
-or revoked. Each is one change written through the store's `update_status` and audited like
-a charge; the CLI only says what (its flags) and prints the answer. Charging, leasing and
-reconciling have use cases of their own beside this one.
+A window's allocation adjusted, its reliability figures reported, an agent created, rotated,
+revoked or resized to its allocation. Each is one change written through the store's
+`update_status` and audited like a charge; the CLI only says what (its flags) and prints
+the answer. Charging, leasing and reconciling have use cases of their own beside this one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import TypeVar
 
 from budgetops.apis.agents import Agent
@@ -18,7 +19,12 @@ from budgetops.apis.riskbudget import MAX_RISK_POINTS, Reliability
 from budgetops.engine import agents, ledger
 from budgetops.engine.audit import note
 from budgetops.engine.clock import Clock
-from budgetops.engine.rollover import roll_risk_window, summarize_risk, summarize_trust
+from budgetops.engine.rollover import (
+    roll_risk_window,
+    summarize_risk,
+    summarize_trust,
+    trust_account,
+)
 from budgetops.store import BudgetStore
 
 T = TypeVar("T")
@@ -78,6 +84,22 @@ def add_agent(
         agents.add_agent(found.status, found.spec, agent_id=agent_id, agent=agent, now=now)
 
     _agents_change(store, budget, add)
+
+
+def apply_allocation(
+    store: BudgetStore, budget: str, *, agent_id: str, now: datetime
+) -> tuple[Decimal, Decimal]:
+    """Resize the agent's account to what the spec now allocates it (the spec is written
+    first, by the caller), so a change shows at once rather than on its next lease; never
+    below what is spent or lent. Returns the account's allocation and balance."""
+
+    def resize(found: TrustBudget) -> tuple[Decimal, Decimal]:
+        agents.find_agent(found.status, agent_id)
+        trust_account(found.status, found.spec, key=agent_id, now=now)
+        account = found.status.accounts[agent_id]
+        return account.allocation, account.balance
+
+    return _agents_change(store, budget, resize)
 
 
 def rotate_agent(

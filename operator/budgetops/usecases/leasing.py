@@ -30,7 +30,7 @@ from budgetops.apis.leaseprotocol import (
 from budgetops.apis.ledger import LeaseHold
 from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.crypto import sealing, tokens
-from budgetops.engine import agents, leases, sessions
+from budgetops.engine import agents, leases, sessions, spending
 from budgetops.engine.clock import Clock
 from budgetops.engine.ledger import InvalidCharge
 from budgetops.engine.rollover import summarize_trust, trust_account
@@ -431,8 +431,9 @@ class LeaseService:
     def _tally(
         budget: TrustBudget, agent: Agent, request: ReportRequest, counted: leases.Counted
     ) -> None:
-        """Informative totals by provider and project: reported cost up to what was counted
-        (a record past the lease's grant is not money the budget paid)."""
+        """Informative totals by provider and project, and their progress against the spec's
+        informative allocations: reported cost up to what was counted (a record past the
+        lease's grant is not money the budget paid)."""
         left = counted.spent
         for record in request.reports:
             amount = min(record.cost_usd, left)
@@ -443,6 +444,7 @@ class LeaseService:
                 project=agent.project,
                 amount=amount,
             )
+        spending.measure(budget.status.spent_by, budget.spec.informative_allocations)
 
     async def refresh(self, token: str, request: RefreshRequest) -> dict[str, Any]:
         claims = await self.verify(token)
