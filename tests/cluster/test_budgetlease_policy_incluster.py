@@ -12,9 +12,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import config
+from prometheus_client import CollectorRegistry
 
+from budgetops.cli.incluster import kube_reconciler
+from budgetops.observability.events import LogEvents
 from tests.cluster.test_helm import render
+from tests.cluster.test_leases_incluster import (
+    GROUP,
+    KEY,
+    NAMESPACE,
+    PLURAL,
+    VERSION,
+    Cluster,
+    cluster,  # noqa: F401  (a fixture)
+)
 from tests.conftest import EXAMPLES
+from tests.leases import call
+from tests.waiting import eventually
 
 RECORD = EXAMPLES / "records" / "budgetlease-llm.yaml"
 OPERATOR = "system:serviceaccount:ops:budgetops"
@@ -108,3 +123,37 @@ def test_the_examples_apply_whole(policy: Any) -> None:
     assert applied.returncode == 0, applied.stderr
     assert "riskbudget.budgetops.dev/payments-api " in applied.stdout
     assert "budgetlease" not in applied.stdout
+
+
+def test_the_operator_still_records_a_real_lease(policy: Any, cluster: Cluster) -> None:  # noqa: F811
+    """The lease mirror, running as the operator's ServiceAccount (impersonated, with the
+    chart's RBAC), writes the record of a lease opened through the lease API."""
+    made = cluster.agent(
+        "create", "--provider", "openai", "--provider-key-secret", "openai/api-key"
+    )
+    agent, token = made["agent"], made["token"]
+    eventually(lambda: agent in cluster.store.get(KEY).status.agents)  # type: ignore[union-attr]
+    hello = {"ic_token": token, "requested_budget": 10, "runtime_version": "1.0.0"}
+    status, body, text = call(cluster.port, "POST", "/auth/handshake", hello)
+    assert status == 200, text
+    eventually(lambda: cluster.store.cache.version(KEY) is not None)
+    cluster.reconciler.reconcile(KEY)  # the same mirror as the cluster's admin: refused
+    listed = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+    assert listed["items"] == []
+    api = config.new_client_from_config(cluster.kubeconfig)
+    api.set_default_header("Impersonate-User", OPERATOR)
+    try:
+        operator = kube_reconciler(
+            api,
+            cluster.store,
+            LogEvents(),
+            CollectorRegistry(),
+            versions=cluster.store.informer.version,
+            namespace=NAMESPACE,
+        )
+        operator.reconcile(KEY)
+    finally:
+        api.close()
+    listed = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+    recorded = [i["metadata"]["annotations"]["budgetops.dev/lease-id"] for i in listed["items"]]
+    assert recorded == [body["lease_id"]]
