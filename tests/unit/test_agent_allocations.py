@@ -261,3 +261,19 @@ def test_a_reset_refills_an_agent_to_its_own_allocation_and_the_notice_says_so()
     assert reset.summary.startswith(
         "2 accounts reset to 100.00 USD (1 to their agent's own allocation)"
     )
+
+
+def test_an_account_held_at_what_is_committed_is_not_adjusted_again_on_every_touch() -> None:
+    status = TrustBudgetStatus()
+    trust_account(status, usd_spec(), key="agent_aaaaaa", now=NOW)
+    account = status.accounts["agent_aaaaaa"]
+    account.spent, account.balance = Decimal(30), Decimal(70)
+    lowered = usd_spec(agentAllocations={"agent_aaaaaa": "10"})
+    for _ in range(3):
+        trust_account(status, lowered, key="agent_aaaaaa", now=NOW)
+    adjusted = [r for r in status.queued_audit() if r["action"] == "adjust"]
+    assert [(r["allocation"], r["balance"]) for r in adjusted] == [("30", "0")]
+    account.spent = Decimal(20)  # a correction returned 10: the account follows the spec down
+    account.balance = Decimal(10)
+    trust_account(status, lowered, key="agent_aaaaaa", now=NOW)
+    assert (account.allocation, account.balance) == (20, 0)

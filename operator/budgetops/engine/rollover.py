@@ -70,7 +70,8 @@ def trust_account(
         return
     if (account.resets_at is None) != (interval is None):
         account.window_start, account.resets_at = start, end
-    if account.allocation != allocation:
+    committed = account.allocation - account.balance
+    if account.allocation != max(allocation, committed):  # else held at what is committed
         ledger.resize(status, account=key, allocation=allocation, at=now)
 
 
