@@ -5,12 +5,14 @@ by the reconciler, and a revoked agent refused."""
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,7 +179,7 @@ def test_an_agent_borrows_reports_and_releases_and_the_objects_record_it(
 
 
 def test_an_agent_leases_up_to_its_own_allocation_and_a_change_applies_at_once(
-    cluster: Cluster,
+    cluster: Cluster, budget_crds: Any
 ) -> None:
     """spec.agentAllocations through the API server: `agent create --allocation` and `agent
     set` patch it, a kubectl-style merge patch of the spec is taken on the next lease, the
@@ -230,6 +232,16 @@ def test_an_agent_leases_up_to_its_own_allocation_and_a_change_applies_at_once(
         "status"
     ]["spentBy"]["percentUsed"]
     assert shares == {"total": "6.0", "providers": {"openai": "150.0"}, "projects": {}}
+    shown = subprocess.run(
+        [str(budget_crds.binaries.kubectl), "budget", "status", KEY.name],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "KUBECONFIG": cluster.kubeconfig,
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"{agent}: 0.00 of 30.00 USD left" in shown.stdout
+    assert "total: spent 3.00 of 50.00 USD (6.0%, informative: never refused)" in shown.stdout
+    assert "provider openai: spent 3.00 of 2.00 USD (150.0%" in shown.stdout
 
     for refused, message in (
         ({"unit": "points"}, "set unit: USD"),
