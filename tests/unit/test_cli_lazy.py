@@ -26,12 +26,14 @@ SIGNING = ("cryptography", "budgetops.crypto.dsse", "budgetops.usecases.charging
 MODELS = ("pydantic", "budgetops.apis.common")
 READING_UNNEEDED = (
     "yaml",
+    "asyncio",
     "budgetops.usecases.attest",
     "budgetops.engine.charges",
     "budgetops.cli.settings",
     "budgetops.store.kube",
 )
-"""What a table of the embedded ledger never needs: YAML is for `-o yaml`, attesting and the
+"""What a table of the embedded ledger never needs: YAML is for `-o yaml`, asyncio for the
+servers and the async charge path, attesting and the
 charge inputs for writes, the serving settings for `serve` and `run`, and the store in a
 cluster for `--kubeconfig`."""
 

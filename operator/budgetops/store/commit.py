@@ -36,7 +36,6 @@ How a batch is read and persisted is the store's business: it hands in an `attem
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -46,7 +45,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -55,6 +54,9 @@ from budgetops.apis.resources import Budget, BudgetKey, field_errors
 from budgetops.engine.ledger import InvalidCharge
 from budgetops.store.audit import queued
 from budgetops.store.base import ChargeTimeout
+
+if TYPE_CHECKING:  # a command line that only reads never loads asyncio (docs/performance.md)
+    import asyncio
 
 T = TypeVar("T")
 
@@ -311,6 +313,8 @@ class GroupCommit:
         needs_write: Callable[[T], bool],
     ) -> T:
         """`submit` for a coroutine: the event loop goes on while the batch is written."""
+        import asyncio  # here, not at the top: see TYPE_CHECKING above
+
         loop = asyncio.get_running_loop()
         answered = loop.create_future()
         waiter = Waiter(
