@@ -20,6 +20,7 @@ from budgetops.apis.resources import ManifestError, RiskBudget, parse_manifest
 from budgetops.apis.tiers import BUILT_IN, Tier, TierTable
 from budgetops.engine.decisions import Release, admit_risk
 from budgetops.engine.ledger import InvalidCharge
+from budgetops.engine.reconcile import reconcile_risk
 from budgetops.engine.verdicts import applied
 
 from . import test_cli
@@ -194,3 +195,21 @@ def test_the_embedded_ledger_sizes_windows_by_the_table_it_is_given(
     code, out = run("status", "--service", "checkout", "--db", db)
     assert code == 2
     assert out.startswith(f"invalid: tier table {table}: tiers[0].allocation: ")
+
+
+def test_a_budget_whose_window_cannot_be_sized_says_so_in_its_ready_condition() -> None:
+    budget = risk(tier=5)
+    outcome = reconcile_risk(
+        budget.status, budget.spec, budget="rb", generation=1, now=NOW, seen=None
+    )
+    [ready] = budget.status.conditions
+    assert (ready.type, ready.status, ready.reason) == ("Ready", "False", "WindowNotSized")
+    assert ready.message == (
+        "RiskBudget checkout cannot open a window: tier 5 is not in the tier table "
+        "(tiers 0, 1, 2, 3)"
+    )
+    assert (outcome.changed, budget.status.window) == (True, None)
+    tiers.use(TierTable.model_validate({"tiers": {5: {"name": "Batch", "allocation": 500}}}))
+    reconcile_risk(budget.status, budget.spec, budget="rb", generation=1, now=NOW, seen=None)
+    assert budget.status.allocation == 500
+    assert [c.status for c in budget.status.conditions if c.type == "Ready"] == ["True"]

@@ -546,7 +546,19 @@ def reconcile_risk(
     service = spec.service_id
     previous = announced_band(status.conditions)
     fresh = status.window is None
-    closed = roll_risk_window(status, spec, now=now)
+    try:
+        closed = roll_risk_window(status, spec, now=now)
+    except ledger.InvalidCharge as error:  # the tier table lacks its tier: nothing changed
+        outcome.changed |= set_condition(
+            status.conditions,
+            type="Ready",
+            status="False",
+            reason="WindowNotSized",
+            message=str(error),
+            now=now,
+            generation=generation,
+        )
+        return outcome
     outcome.changed |= fresh or closed > 0
     if closed:
         outcome.notices += _window_notices(status, service, budget=budget, closed=closed, now=now)
