@@ -20,8 +20,22 @@ PROVIDER_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 PERMISSION_PATTERN = r"^[a-z][a-z0-9_-]{0,31}:[a-z][a-z0-9_-]{0,31}$"
 
 
+PROVIDERS_MAX = 8
+"""Providers one agent may lease with: its first and up to seven more."""
+
+
+class ProviderKey(Model):
+    """A provider an agent may lease with: its id, the model runtimes use by default, and
+    the Secret key holding its API key."""
+
+    provider: str = Field(pattern=PROVIDER_PATTERN)
+    provider_model: str = Field(default="", max_length=128)
+    provider_key: SecretKeyRef
+
+
 class Agent(Model):
-    """One agent: its budget id, its current token, and its provider."""
+    """One agent: its budget id, its current token, and its providers (the first is the
+    handshake's default; a handshake naming another gets that one's key)."""
 
     budget_id: str = Field(pattern=BUDGET_ID_PATTERN)
     token_id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9]+$")
@@ -35,6 +49,33 @@ class Agent(Model):
     permissions: list[Annotated[str, Field(pattern=PERMISSION_PATTERN)]] = Field(
         default_factory=lambda: ["llm:call"], max_length=16
     )
+    other_providers: list[ProviderKey] = Field(default_factory=list, max_length=PROVIDERS_MAX - 1)
+
+    @model_validator(mode="after")
+    def _distinct_providers(self) -> Self:
+        names = [self.provider, *(p.provider for p in self.other_providers)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"an agent's providers must differ: {', '.join(names)}")
+        return self
+
+    def providers(self) -> list[ProviderKey]:
+        """Every provider of the agent, the default first."""
+        first = ProviderKey(
+            provider=self.provider,
+            provider_model=self.provider_model,
+            provider_key=self.provider_key,
+        )
+        return [first, *self.other_providers]
+
+    def provider_named(self, name: str | None) -> ProviderKey:
+        """The provider a handshake asked for (None: the default); LookupError when the
+        agent has no provider of that id."""
+        providers = self.providers()
+        for provider in providers:
+            if name is None or provider.provider == name:
+                return provider
+        names = ", ".join(p.provider for p in providers)
+        raise LookupError(f"has no provider {name!r}; its providers: {names}")
 
 
 Agents = Annotated[

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from budgetops.apis.agents import BUDGET_ID_PATTERN
+from budgetops.apis.agents import BUDGET_ID_PATTERN, PROVIDER_PATTERN
 from budgetops.apis.numbers import PLACES, amount
 
 LEASE_ID_PATTERN = r"^lease_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -112,6 +112,9 @@ class HandshakeRequest(Message):
     requested_budget: Requested
     runtime_version: StrictStr = Field(pattern=SEMVER_PATTERN)
     runtime_id: StrictStr | None = Field(default=None, pattern=RUNTIME_ID_PATTERN)
+    provider: StrictStr | None = Field(default=None, pattern=PROVIDER_PATTERN)
+    """Which of the agent's providers to lease with (`agent create --also-provider`); its
+    first when absent."""
 
 
 class UsageRecord(Message):

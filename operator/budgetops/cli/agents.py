@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from budgetops.adapters.filesecrets import FileSecrets
 from budgetops.adapters.keyfolder import embedded_keys
-from budgetops.apis.agents import Agent
+from budgetops.apis.agents import Agent, ProviderKey
 from budgetops.apis.common import (
     GROUP,
     VERSION,
@@ -180,24 +180,46 @@ def _allocation(text: str) -> Decimal | None:
     return amount
 
 
+def _also_provider(value: str) -> ProviderKey:
+    """`--also-provider anthropic=anthropic/api-key`: a provider id and its key's Secret."""
+    provider, equals, secret = value.partition("=")
+    if not equals:
+        raise ValueError(f"--also-provider {value!r}: write it as PROVIDER=NAME/KEY")
+    try:
+        return ProviderKey(provider=provider, provider_key=_secret_ref(secret))
+    except ValidationError as error:
+        lines = "; ".join(field_errors(error))
+        raise ValueError(f"--also-provider {value!r}: {lines}") from None
+
+
 def cmd_create(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
     ref = _secret_ref(args.provider_key_secret)
+    others = [_also_provider(value) for value in args.also_provider]
     allocation = None if args.allocation is None else _allocation(args.allocation)
     now = system_clock().replace(microsecond=0)
     agent_id = tokens.new_agent_id()
-    agent = Agent(
-        budget_id=tokens.new_budget_id(),
-        token_id=tokens.new_token_id(),
-        issued_at=now,
-        expires_at=_expiry(now, args.expires_in),
-        provider=args.provider,
-        provider_model=args.model or "",
-        provider_key=ref,
-        project=args.project or "",
-    )
+    try:
+        agent = Agent(
+            budget_id=tokens.new_budget_id(),
+            token_id=tokens.new_token_id(),
+            issued_at=now,
+            expires_at=_expiry(now, args.expires_in),
+            provider=args.provider,
+            provider_model=args.model or "",
+            provider_key=ref,
+            project=args.project or "",
+            other_providers=others,
+        )
+    except ValidationError as error:
+        raise ValueError("; ".join(field_errors(error))) from None
 
     with where(args, ledger) as here:
-        here.secrets.read(here.namespace, ref.name, ref.key)  # a handshake needs it
+        for provider in agent.providers():  # a handshake needs each
+            secret = provider.provider_key
+            try:
+                here.secrets.read(here.namespace, secret.name, secret.key)
+            except LookupError as error:
+                raise ValueError(f"the key of provider {provider.provider}: {error}") from None
         key = signing_key(here.secrets, here.namespace)
         if allocation is not None:  # first, so that the account opens with it
             here.allocate(args.budget, agent_id, allocation)

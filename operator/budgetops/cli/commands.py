@@ -242,6 +242,14 @@ def add_agent_parser(verbs: Verbs, *, db_help: str) -> argparse.ArgumentParser:
         help="NAME/KEY of the Secret (a file under the secrets folder) holding the API key",
     )
     create.add_argument("--model", help="the provider model runtimes use by default")
+    create.add_argument(
+        "--also-provider",
+        action="append",
+        default=[],
+        metavar="PROVIDER=NAME/KEY",
+        help="another provider the agent may lease with, and its key's Secret (repeatable); "
+        "a handshake names it in `provider`",
+    )
     create.add_argument("--project", help="project the agent's spending is totalled under")
     create.add_argument("--allocation", help="USD the agent's own (default: initialBalance)")
     setting = actions.add_parser("set", help="change the agent's allocation, at once")

@@ -20,6 +20,8 @@ MICRO = Decimal("0.000001")
 """The finest amount the protocol carries: a cost is reported to the micro-dollar."""
 MAX_REQUEST = Decimal("1000")
 _RUNTIME_ID = re.compile(r"[A-Za-z0-9._:-]{1,253}")
+_PROVIDER = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""`apis.agents.PROVIDER_PATTERN`: the SDK imports nothing of the operator."""
 
 
 class ClientOptions(TypedDict, total=False):
@@ -31,6 +33,7 @@ class ClientOptions(TypedDict, total=False):
     flush_interval: float
     queue_path: Path | None
     runtime_id: str | None
+    provider: str | None
     runtime_version: str
     retries: int
     backoff: float
@@ -57,6 +60,9 @@ class ClientConfig:
     """JSON Lines file for records the control plane did not acknowledge; None keeps them in
     memory only, lost when the process ends."""
     runtime_id: str | None = None
+    provider: str | None = None
+    """Which of the agent's providers to lease with (`agent create --also-provider`); None:
+    the agent's first."""
     runtime_version: str = "0.1.0"
     retries: int = 3
     """Retries of a request after the first attempt, on errors that may pass."""
@@ -85,6 +91,10 @@ class ClientConfig:
             raise ValueError("intervals and timeouts must be positive, backoff not negative")
         if self.runtime_id is not None and not _RUNTIME_ID.fullmatch(self.runtime_id):
             raise ValueError("runtime_id must be 1 to 253 characters of [A-Za-z0-9._:-]")
+        if self.provider is not None and not _PROVIDER.fullmatch(self.provider):
+            raise ValueError(
+                f"provider must be a provider id such as openai, not {self.provider!r}"
+            )
 
 
 def _check_money(name: str, value: Decimal) -> None:

@@ -351,6 +351,8 @@ class BudgetClient:
         }
         if self.config.runtime_id is not None:
             body["runtime_id"] = self.config.runtime_id
+        if self.config.provider is not None:
+            body["provider"] = self.config.provider
         return body
 
     @property

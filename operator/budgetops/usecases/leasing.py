@@ -19,7 +19,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
-from budgetops.apis.agents import Agent
+from budgetops.apis.agents import Agent, ProviderKey
 from budgetops.apis.common import format_time
 from budgetops.apis.leaseprotocol import (
     HandshakeRequest,
@@ -295,15 +295,15 @@ class LeaseService:
     async def handshake(self, request: HandshakeRequest) -> dict[str, Any]:
         claims = await self.verify(request.ic_token)
         key = self.budget_of(claims.agent_id)
-        provider_key = await asyncio.to_thread(self._provider_key, key, claims.agent_id)
+        provider, provider_key = await asyncio.to_thread(
+            self._provider_key, key, claims.agent_id, request.provider
+        )
         holder = request.runtime_id or claims.agent_id
 
-        def lend(budget: TrustBudget, agent: Agent) -> tuple[Lent, Agent]:
-            return self._grant(budget, claims, request.requested_budget, holder), agent
+        def lend(budget: TrustBudget, _: Agent) -> Lent:
+            return self._grant(budget, claims, request.requested_budget, holder)
 
-        _, (lent, agent) = await self._change(
-            claims, lend, needs_write=lambda result: result[0].granted > 0
-        )
+        _, lent = await self._change(claims, lend, needs_write=lambda result: result.granted > 0)
         hold, totals, lease_id = lent.hold, lent.totals, lent.lease_id
         if hold is None:
             raise ApiError(
@@ -321,24 +321,31 @@ class LeaseService:
             "budget_granted": lent.granted,
             "budget_remaining": totals["budget_remaining"],
             "lease_id": lease_id,
-            "provider": agent.provider,
+            "provider": provider.provider,
             "expires_at": format_time(hold.expires_at),
             **lent.terms,
         }
-        if agent.provider_model:
-            answer["provider_model"] = agent.provider_model
+        if provider.provider_model:
+            answer["provider_model"] = provider.provider_model
         return answer
 
-    def _provider_key(self, key: BudgetKey, agent_id: str) -> str:
-        """Read before anything is charged, so a missing Secret lends nothing."""
+    def _provider_key(
+        self, key: BudgetKey, agent_id: str, name: str | None
+    ) -> tuple[ProviderKey, str]:
+        """The provider asked for (the agent's first when None) and its key, read before
+        anything is charged, so a missing Secret or an unknown provider lends nothing."""
         budget = self.store.get(key)
         assert isinstance(budget, TrustBudget)
         agent = budget.status.agents.get(agent_id)
         if agent is None:
             raise invalid_token(f"{agent_id} is not an agent of {key} any more")
-        ref = agent.provider_key
         try:
-            return self.secrets.read(self.settings.namespace, ref.name, ref.key)
+            provider = agent.provider_named(name)
+        except LookupError as error:
+            raise ApiError(400, "INVALID_REQUEST", f"provider: {agent_id} {error}") from None
+        ref = provider.provider_key
+        try:
+            return provider, self.secrets.read(self.settings.namespace, ref.name, ref.key)
         except LookupError as error:
             log.error("handshake of %s: the provider key cannot be read: %s", agent_id, error)
             raise ApiError(
