@@ -174,3 +174,33 @@ def test_a_due_certificate_is_reissued_by_the_same_ca(hook: Any, tmp_path: Path)
     )
     with pytest.raises(ValueError, match=r"lacks ca\.key: delete it"):
         tls.ensure(now)
+
+
+def test_the_ca_is_given_when_the_configuration_changed_since_it_was_read(
+    hook: Any, tmp_path: Path
+) -> None:
+    """Two replicas of a fresh install start together: the one whose read of the webhook
+    configuration the other's patch made stale reads it again (it used to crash on the
+    API server's 422, and its pod restarted)."""
+    control_plane = hook
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(configuration(free_port())))
+    api = config.new_client_from_config(str(control_plane.kubeconfig))
+    tls = WebhookTLS(
+        api, namespace=NAMESPACE, secret="webhook-tls",
+        names=webhookcerts.service_names("budgetops", NAMESPACE), configuration=HOOK,
+        folder=tmp_path,
+    )  # fmt: skip
+    read = tls.admission.read_validating_webhook_configuration
+    reads = []
+
+    def stale_first(name: str) -> Any:
+        found = read(name)
+        if not reads:  # another writer moves it on before this replica's patch
+            control_plane.kubectl("label", "validatingwebhookconfiguration", HOOK, "moved=yes")
+        reads.append(found)
+        return found
+
+    tls.admission.read_validating_webhook_configuration = stale_first  # type: ignore[method-assign]
+    served = tls.ensure(system_clock())
+    assert len(reads) == 2
+    assert bundle(control_plane) == base64.b64encode(served.ca).decode()

@@ -158,24 +158,30 @@ class WebhookTLS:
         return served
 
     def _inject(self, ca: bytes) -> None:
-        """Set the caBundle of each webhook of the configuration, where it differs."""
-        try:
-            configuration = self.admission.read_validating_webhook_configuration(self.configuration)
-        except ApiException as error:
-            if error.status == 404:
-                log.warning(
-                    "no ValidatingWebhookConfiguration %s to give the CA to", self.configuration
-                )
-                return
-            raise
+        """Set the caBundle of each webhook of the configuration, where it differs. The
+        patch holds only if the configuration is as read: when another replica (starting
+        at the same time) or `helm upgrade` changed it first, it is read again."""
         bundle = _b64(ca)
-        assert configuration.metadata is not None
-        patch = [
-            {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
-            for i, hook in enumerate(configuration.webhooks or [])
-            if hook.client_config.ca_bundle != bundle
-        ]
-        if patch:
+        for _ in range(TRIES):
+            try:
+                configuration = self.admission.read_validating_webhook_configuration(
+                    self.configuration
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    log.warning(
+                        "no ValidatingWebhookConfiguration %s to give the CA to", self.configuration
+                    )
+                    return
+                raise
+            assert configuration.metadata is not None
+            patch = [
+                {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
+                for i, hook in enumerate(configuration.webhooks or [])
+                if hook.client_config.ca_bundle != bundle
+            ]
+            if not patch:
+                return
             patch.insert(
                 0,
                 {
@@ -184,5 +190,12 @@ class WebhookTLS:
                     "value": str(configuration.metadata.resource_version),
                 },
             )
-            self.admission.patch_validating_webhook_configuration(self.configuration, patch)
+            try:
+                self.admission.patch_validating_webhook_configuration(self.configuration, patch)
+            except ApiException as error:
+                if error.status in (409, 422):  # the test failed: changed since it was read
+                    continue
+                raise
             log.info("gave the webhook CA to %d webhooks of %s", len(patch) - 1, self.configuration)
+            return
+        raise RuntimeError(f"webhook configuration {self.configuration} kept changing; try again")
