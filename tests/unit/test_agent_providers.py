@@ -55,6 +55,8 @@ def test_a_handshake_gets_the_provider_it_names(api: LeaseApi) -> None:
     )
     assert api.account(agent_id).leased_out == before, "nothing lent"
 
+    listed = cli("agent", "list", "--budget", "agent-llm-spend", "--db", str(api.db))[1]
+    assert f"{agent_id}  active  openai,anthropic  " in listed, listed
     url = f"http://127.0.0.1:{api.port}"
     with SyncBudgetClient(url, token, provider="anthropic") as budget:
         assert budget.provider == "anthropic"

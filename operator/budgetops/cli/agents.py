@@ -289,8 +289,9 @@ def cmd_list(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:
         money = f"{account.balance:.2f} of {account.allocation:.2f} USD left" if account else ""
         if agent_id in budget.spec.agent_allocations:
             money += f" (own allocation {budget.spec.agent_allocations[agent_id]:.2f})"
+        providers = ",".join(p.provider for p in agent.providers())
         out.write(
-            f"{agent_id}  {state}  {agent.provider}  {money}  {len(open_leases)} open leases"
+            f"{agent_id}  {state}  {providers}  {money}  {len(open_leases)} open leases"
             f"  token issued {format_time(agent.issued_at)}\n"
         )
     return 0
