@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from budgetops.apis.tiers import BUILT_IN, TierTable
 from tests.ports import free_port
 from tests.tls import loopback_server_pair
 
+from .test_chart_e2e import _budgetops
 from .test_helm import CHART, one, refusal, render
 from .test_incluster_admission import _wait_healthy, budgetops_run
 
@@ -206,13 +206,3 @@ def test_kubectl_budget_sizes_a_window_by_the_operators_table(budget_crds: Any) 
         for name in ("nightly", "nightly-two"):
             control_plane.kubectl("delete", "rb", name, "-n", "default", "--wait=false")
         control_plane.kubectl("delete", "namespace", "tier-ops", "--wait=false")
-
-
-def _budgetops(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "budgetops.cli.main", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
