@@ -78,6 +78,7 @@ HOST_PATHS = (
 LOCK = Path("/run/lock/budgetops-node.lock")
 STATE = Path("/run/budgetops-node.json")  # what a running (or killed) node cluster made
 LOCK_TIMEOUT = 900.0
+NODE_DIR_SIZE = "6g"  # tmpfs for containerd and kubelet: a bound, only what is used is held
 NODE_TIMEOUT = 60.0
 
 
@@ -483,6 +484,11 @@ class NodeCluster(cp.ControlPlane):
     def _start_node(self) -> None:
         api_port = int(self.server.rsplit(":", 1)[1])
         self._firewall(api_port)
+        # Images, containers and pod volumes in memory: unpacking is faster, and stop() frees
+        # them with one unmount instead of deleting tens of thousands of files (19 s measured).
+        self.node_dir.mkdir()
+        _run("mount", "-t", "tmpfs", "-o", f"size={NODE_DIR_SIZE},mode=0700", "tmpfs",
+             str(self.node_dir))  # fmt: skip
         self._spawn(
             "kube-scheduler",
             [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--secure-port=0"],
