@@ -7,11 +7,16 @@ through its Service. See docs/development.md, section "A real node".
 
 API (everything else is private)::
 
-    import node  # hack/ on sys.path, or loaded by file as tests/node/conftest.py does
+    import node  # with hack/ on sys.path, as tests/node/conftest.py does
     with node.NodeCluster() as cluster:        # control plane + node "n1", Ready; raises NodeError
         cluster.import_image("budgetops:test")  # podman image -> containerd, named as in pod specs
         cluster.kubectl("apply", "-f", "x.yaml")  # and everything else a ControlPlane has:
         cluster.kubeconfig, cluster.server, cluster.ca_file, cluster.token, cluster.binaries
+        cluster.address  # 10.245.0.1: the API server, and the host as pods see it
+
+Pods: no image is pulled (``imagePullPolicy: Never`` or ``IfNotPresent``), no cluster DNS, and
+no kube-proxy: only the ``kubernetes`` Service's ClusterIP works inside pods; the API server
+reaches webhooks and Service proxies at endpoint IPs (``--enable-aggregator-routing``).
 
 ``prepare()`` installs the Debian packages (containerd, runc, CNI plugins, iptables) and builds
 kubelet, kube-scheduler and the pause binary; ``missing()`` says what is not there yet, without
@@ -19,7 +24,8 @@ installing anything. One node cluster runs per machine at a time (a host-wide lo
 waits). Everything of the node lives in a network namespace of its own, joined to the host by a
 veth pair; pods can reach only each other, that namespace and the API server's port.
 
-CLI: ``prepare`` (install and build what is missing), ``up [--keep]`` (run until Ctrl-C).
+CLI: ``prepare`` (install and build what is missing), ``up [--keep] [--image TAG]`` (run until
+Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
