@@ -104,9 +104,13 @@ def _run(*command: str, netns: bool = False, timeout: float = 120) -> str:
 # --- preparing ------------------------------------------------------------------------------
 
 
+def _missing_packages() -> list[str]:
+    return [package for package, path in PACKAGES.items() if not Path(path).exists()]
+
+
 def missing() -> list[str]:
     """What ``prepare()`` would still install or build, in words; empty when ready."""
-    needs = [f"Debian package {p}" for p, path in PACKAGES.items() if not Path(path).exists()]
+    needs = [f"Debian package {package}" for package in _missing_packages()]
     if cp.node_binaries(build=False) is None:
         needs.append("kubelet, kube-scheduler and pause (built from Go modules)")
     if cp.cached_binaries() is None:
@@ -116,7 +120,7 @@ def missing() -> list[str]:
 
 def prepare(log: cp.Log = cp._stderr) -> dict[str, Path]:
     """Install the missing Debian packages with apt-get, build what is not cached; idempotent."""
-    packages = [p for p, path in PACKAGES.items() if not Path(path).exists()]
+    packages = _missing_packages()
     if packages:
         log(f"apt-get install {' '.join(packages)}")
         root = cp.cache_root()
