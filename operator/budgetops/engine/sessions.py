@@ -19,11 +19,14 @@ from budgetops.apis.trustbudget import Sessions
 HUNDRED = Decimal(100)
 
 
+Scope = Literal["lease", "account"]
+
+
 @dataclass(frozen=True)
 class UsageWarning:
     """A lease or an account at or past its budget's warning share."""
 
-    scope: Literal["lease", "account"]
+    scope: Scope
     percent_used: Decimal
     message: str
 
@@ -47,28 +50,20 @@ def warnings(
     share = sessions.warn_at_percent
     if share is None:
         return []
-    found = []
-    lease = _percent(hold.spent, hold.granted)
-    if lease >= share:
-        found.append(
-            UsageWarning(
-                "lease",
-                lease,
-                f"{lease_id} has spent {hold.spent:.2f} of the {hold.granted:.2f} USD it was "
-                f"granted ({lease}%; the budget warns at {share}%)",
-            )
-        )
-    spent = _percent(of.spent, of.allocation)
-    if spent >= share:
-        found.append(
-            UsageWarning(
-                "account",
-                spent,
-                f"{account} has spent {of.spent:.2f} of its {of.allocation:.2f} USD this window "
-                f"({spent}%; the budget warns at {share}%)",
-            )
-        )
-    return found
+    lease = f"{lease_id} has spent {hold.spent:.2f} of the {hold.granted:.2f} USD it was granted"
+    mine = f"{account} has spent {of.spent:.2f} of its {of.allocation:.2f} USD this window"
+    found = [
+        _past(share, "lease", _percent(hold.spent, hold.granted), lease),
+        _past(share, "account", _percent(of.spent, of.allocation), mine),
+    ]
+    return [warning for warning in found if warning is not None]
+
+
+def _past(share: int, scope: Scope, percent: Decimal, said: str) -> UsageWarning | None:
+    """A warning that `said`, if `percent` is at least `share`."""
+    if percent < share:
+        return None
+    return UsageWarning(scope, percent, f"{said} ({percent}%; the budget warns at {share}%)")
 
 
 def over_cap(sessions: Sessions, costs: dict[str, Decimal]) -> list[str]:
