@@ -170,7 +170,7 @@ def test_the_pods_run_as_the_chart_says(release: Any) -> None:
 
 
 def test_alice_spends_until_denied_calmly_and_the_pods_publish_the_records(
-    release: Any,
+    release: Any, tmp_path: Path
 ) -> None:
     cluster = release
     created = cluster.kubectl(
@@ -203,6 +203,21 @@ def test_alice_spends_until_denied_calmly_and_the_pods_publish_the_records(
     reserved = [r for r in records if r["action"] == "reserve"]
     assert len(reserved) == BALANCE
     assert len({r["object"] for r in reserved}) == BALANCE
+    # The trail verifies from the pods' logs, as docs/verdicts.md says: one file per pod,
+    # since each replica publishes its own writes only.
+    logs = []
+    for pod in _pods(cluster):
+        logs.append(tmp_path / f"{pod['metadata']['name']}.jsonl")
+        logs[-1].write_text(
+            cluster.kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"]).stdout
+        )
+    verified = _budgetops(
+        "verify", *(f"--audit={log}" for log in logs), "--partial",
+        "--budget", "TrustBudget/developer-certificates",
+        "--kubeconfig", str(cluster.kubeconfig), "--operator-namespace", NAMESPACE,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "audit trail verified" in verified.stdout
 
 
 def test_a_deployment_under_a_risk_budget_and_kubectl_budget_status(release: Any) -> None:

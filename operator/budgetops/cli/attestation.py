@@ -206,20 +206,26 @@ def _heads(store: BudgetStore) -> dict[str, tuple[str, AuditHead]]:
 
 
 def _verify_audit(args: argparse.Namespace, where: Place, out: TextIO) -> int:
-    if args.audit == "db":
+    sources: list[str] = args.audit
+    labels: list[str] | None = None  # where each line of several logs merged came from
+    if "db" in sources:
         if where.audit_lines is None:
             raise ValueError("--audit db reads the embedded ledger; in a cluster give a file")
+        if len(sources) > 1:
+            raise ValueError("--audit db is the embedded ledger's whole trail: give it alone")
         lines: list[str] | tuple[str, ...] = where.audit_lines()
-    elif args.audit == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        lines = Path(args.audit).read_text().splitlines()
+    elif len(sources) == 1:
+        lines = _read_log(sources[0])
+    else:  # one log per replica: each chain's records in seq order across them
+        merged = audit.merge_logs([_read_log(source) for source in sources])
+        lines = [text for _, _, text in merged]
+        labels = [f"{sources[index]} line {number}" for index, number, _ in merged]
     check = envelope_check(verify_keys(args, where))
     heads = _heads(where.store)
     if args.budget:
         heads = {name: head for name, head in heads.items() if name in args.budget}
     problems: list[str] = []
-    if args.audit != "db" and where.audit_lines is not None:
+    if sources != ["db"] and where.audit_lines is not None:
         # Embedded, a file is a witness: the ledger's own trail must hold against its heads,
         # and every record the witness kept must be in it unchanged.
         ledger_lines = where.audit_lines()
@@ -236,7 +242,13 @@ def _verify_audit(args: argparse.Namespace, where: Place, out: TextIO) -> int:
             f"{name}: {counts['records']} records through {counts['lastSeq']}, "
             f"{counts['checkpoints']} signed checkpoints{witnessed}\n"
         )
-    for problem in [*map(str, report.problems), *problems]:
+    found = [
+        f"{labels[problem.line - 1]}: {problem.budget}: {problem.message}"
+        if labels is not None and 0 < problem.line <= len(labels)
+        else str(problem)
+        for problem in report.problems
+    ]
+    for problem in [*found, *problems]:
         out.write(f"BROKEN: {problem}\n")
     if report.ok and not problems:
         out.write(
@@ -244,6 +256,10 @@ def _verify_audit(args: argparse.Namespace, where: Place, out: TextIO) -> int:
         )
         return 0
     return EXIT_FAILED
+
+
+def _read_log(source: str) -> list[str]:
+    return sys.stdin.read().splitlines() if source == "-" else Path(source).read_text().splitlines()
 
 
 def cmd_verify(args: argparse.Namespace, out: TextIO, ledger: Path) -> int:

@@ -294,7 +294,12 @@ def add_attestation_parsers(verbs: Verbs, *, db_help: str) -> None:
     """`verify`, `verdict`, `audit`, `keys`, run by `cli/attestation.py`."""
     verify = verbs.add_parser("verify", help="verify a verdict envelope or an audit trail")
     verify.add_argument("envelope", nargs="?", help="a DSSE envelope (JSON file, or - for stdin)")
-    verify.add_argument("--audit", help="an audit log to check: a JSON Lines file, -, or db")
+    verify.add_argument(
+        "--audit",
+        action="append",
+        help="an audit log to check: a JSON Lines file, -, or db; repeat it for one log per "
+        "replica (kubectl logs of each pod), read as one log",
+    )
     verify.add_argument("--budget", action="append", help="with --audit: check only this chain")
     verify.add_argument(
         "--partial",

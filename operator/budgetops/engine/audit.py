@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -326,6 +327,40 @@ def _follow(chain: _Chain, record: dict[str, Any]) -> str | None:
     if record["prev"] != chain.hash:
         return f"record {seq} does not follow the record before it (its prev hash differs)"
     return None
+
+
+def merge_logs(logs: Sequence[Sequence[str]]) -> list[tuple[int, int, str]]:
+    """Several replicas' logs as one, for `verify_chain`: every replica publishes only its
+    own writes, so each log holds every chain it wrote with gaps the others fill. Each
+    chain's records come in seq order, a published head right after the record it names;
+    each log's own order is kept, so a log out of order still shows. Lines that are neither
+    are left out. Items: (the log's index, the 1-based line in it, the line)."""
+    broken: list[tuple[int, int, str]] = []
+    chains: dict[str, list[list[tuple[tuple[int, int], tuple[int, int, str]]]]] = {}
+    for index, lines in enumerate(logs):
+        for number, text in enumerate(lines, start=1):
+            record = _parse(text)
+            if record is None:
+                continue
+            if record is False:
+                broken.append((index, number, text))
+                continue
+            streams = chains.setdefault(str(record.get("budget", "?")), [[] for _ in logs])
+            streams[index].append((_position(record), (index, number, text)))
+    merged = list(broken)
+    for _, streams in sorted(chains.items()):
+        merged += [item for _, item in heapq.merge(*streams, key=lambda entry: entry[0])]
+    return merged
+
+
+def _position(line: dict[str, Any]) -> tuple[int, int]:
+    """Where a record, or a published head (after the record it names), goes in its chain."""
+    if "prev" in line:
+        seq = line.get("seq")
+    else:
+        head = line.get("head")
+        seq = head.get("seq") if isinstance(head, dict) else None
+    return (seq if isinstance(seq, int) else 0, 0 if "prev" in line else 1)
 
 
 def verify_chain(
