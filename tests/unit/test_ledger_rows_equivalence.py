@@ -657,14 +657,6 @@ def test_a_budget_deleted_and_applied_again_can_be_charged(tmp_path: Path) -> No
     assert decision.reason == "Charged"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Ledger.remember_settled appends: a key confirmed with a `now` earlier than keys "
-    "settled before it sits behind them in the copy SQLiteStore keeps, and forget_settled, "
-    "which stops at the first key not yet due, keeps it (by up to that lag) where a store "
-    "that read the keys back, sorted, lets it go",
-)
 def test_a_key_settled_by_a_clock_behind_is_forgotten_as_an_honest_store_forgets_it(
     tmp_path: Path,
 ) -> None:

@@ -348,8 +348,15 @@ class Ledger(Model):
         return held
 
     def remember_settled(self, key: str, at: datetime) -> None:
-        """Remember the object key `key` as settled at `at`, for KEY_KEPT."""
-        self.settled[key] = at
+        """Remember the object key `key` as settled at `at`, for KEY_KEPT. A key settled by
+        a clock behind the newest one's is stamped as that one: the keys stay in the order
+        they settled, which `forget_settled` relies on, in memory as in any store that reads
+        them back sorted (it is kept that much longer, never less)."""
+        settled = self.settled
+        settled.pop(key, None)
+        if settled:
+            at = max(at, next(reversed(settled.values())))
+        settled[key] = at
 
     def forget_settled(self, now: datetime) -> None:
         """Let go of keys settled more than KEY_KEPT before `now`, in batches (see
