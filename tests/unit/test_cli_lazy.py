@@ -29,6 +29,7 @@ READING_UNNEEDED = (
     "asyncio",
     "budgetops.usecases.attest",
     "budgetops.engine.charges",
+    "budgetops.engine.decisions",
     "budgetops.cli.settings",
     "budgetops.store.kube",
 )

@@ -23,9 +23,8 @@ from budgetops.admission.webhook import Admission
 from budgetops.apis.common import format_amount, parse_amount
 from budgetops.apis.leaseprotocol import HandshakeRequest, ReportRequest
 from budgetops.apis.ledger import Ledger
-from budgetops.apis.numbers import NumberError, amount, whole
+from budgetops.apis.numbers import NumberError, amount, show, whole
 from budgetops.apis.resources import BudgetKey
-from budgetops.engine.decisions import show
 from budgetops.store.sqlite import SQLiteStore
 from tests.leases import LeaseApi, create_agent, handshake, lease_api
 

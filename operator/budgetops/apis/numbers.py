@@ -86,6 +86,15 @@ def money_text(value: Decimal) -> str:
     return f"{cents}" if cents == value else f"{value.normalize():f}"
 
 
+def show(amount: Decimal, unit: str) -> str:
+    """An amount as people read it: `1` point, `0.50` USD, and `0.0457` USD unrounded.
+
+    USD is shown to the cent; sub-cent digits, when there are any, are shown rather than
+    rounded away, so a denial never shows a balance that seems to cover the cost it refused.
+    """
+    return money_text(amount) if unit == "USD" else f"{amount:f}"
+
+
 def amount(value: object) -> Decimal:
     """A non-negative amount with at most PLACES decimals and WHOLE_DIGITS whole digits.
 

@@ -22,11 +22,11 @@ from typing import Any, TextIO
 from budgetops.apis import tiers
 from budgetops.apis.common import format_amount, format_time
 from budgetops.apis.names import shown
+from budgetops.apis.numbers import show
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import Band, UnknownsTally
 from budgetops.engine import spending
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import show
 from budgetops.engine.rollover import bring_current_trust, roll_risk_window
 from budgetops.store import BudgetStore, NotFound
 

@@ -20,10 +20,11 @@ import yaml
 
 from budgetops.apis.common import format_time, parse_amount
 from budgetops.apis.names import shown
+from budgetops.apis.numbers import show
 from budgetops.apis.resources import BudgetKey, BudgetLease
 from budgetops.apis.riskbudget import ChangeClass, Reliability
 from budgetops.engine.clock import system_clock
-from budgetops.engine.decisions import Decision, Receipt, Release, show
+from budgetops.engine.decisions import Decision, Receipt, Release
 from budgetops.engine.unknowns import UnknownCounts
 from budgetops.engine.verdicts import (
     RISK_PREDICATE,

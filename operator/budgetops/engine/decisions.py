@@ -15,7 +15,7 @@ from typing import Literal
 
 from budgetops.apis.common import Unit, format_duration, format_time
 from budgetops.apis.ledger import Witness
-from budgetops.apis.numbers import money_text
+from budgetops.apis.numbers import show
 from budgetops.apis.riskbudget import (
     MAX_RISK_POINTS,
     Band,
@@ -130,15 +130,6 @@ class BreakGlassAsk:
 
 
 ZERO = Decimal(0)
-
-
-def show(amount: Decimal, unit: Unit) -> str:
-    """An amount as people read it: `1` point, `0.50` USD, and `0.0457` USD unrounded.
-
-    USD is shown to the cent; sub-cent digits, when there are any, are shown rather than
-    rounded away, so a denial never shows a balance that seems to cover the cost it refused.
-    """
-    return money_text(amount) if unit == "USD" else f"{amount:f}"
 
 
 def _resets(at: datetime | None) -> str:

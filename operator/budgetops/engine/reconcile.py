@@ -17,13 +17,13 @@ from typing import Final
 
 from budgetops.apis.common import Condition, format_duration, format_time
 from budgetops.apis.ledger import Account, Ledger, Reservation
+from budgetops.apis.numbers import show
 from budgetops.apis.riskbudget import Band, ChangeClass, RiskBudgetSpec, RiskBudgetStatus
 from budgetops.apis.trustbudget import AlertKind, TrustBudgetSpec, TrustBudgetStatus
 from budgetops.engine import leases, ledger
 from budgetops.engine.alerts import UsageSamples, account_alerts
 from budgetops.engine.bands import BAND_ORDER, percent_used
 from budgetops.engine.conditions import is_true, set_condition
-from budgetops.engine.decisions import show
 from budgetops.engine.notices import Notice, Severity
 from budgetops.engine.rollover import (
     bring_current_trust,
