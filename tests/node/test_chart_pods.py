@@ -203,6 +203,13 @@ def test_alice_spends_until_denied_calmly_and_the_pods_publish_the_records(
     reserved = [r for r in records if r["action"] == "reserve"]
     assert len(reserved) == BALANCE
     assert len({r["object"] for r in reserved}) == BALANCE
+    # docs/quickstart.md: the plugin finds BudgetOps' namespace from its webhook's Service.
+    status = _plugin(cluster, "status", "developer-certificates")
+    assert status.returncode == 0, status.stdout + status.stderr
+    envelope = _plugin(cluster, "verdict", f"certificatesigningrequest/dev-{BALANCE}", "-o", "json")
+    assert envelope.returncode == 0, envelope.stdout + envelope.stderr
+    checked = _plugin(cluster, "verify", "-", input=envelope.stdout)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     # The trail verifies from the pods' logs, as docs/verdicts.md says: one file per pod,
     # since each replica publishes its own writes only.
     logs = []
@@ -489,11 +496,12 @@ def _live(cluster: Any, *what: str) -> dict[str, Any]:
     return found
 
 
-def _plugin(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
+def _plugin(cluster: Any, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """`kubectl budget ARGS`, the plugin found on PATH as a user installs it."""
     plugin_dir = str(Path(sys.executable).parent)
     return subprocess.run(
         [str(cluster.binaries.kubectl), "budget", *args],
+        input=input,
         capture_output=True,
         text=True,
         check=False,
