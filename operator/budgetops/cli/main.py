@@ -8,6 +8,8 @@ a non-Kubernetes caller (an SSH CA, a CI job) can use directly.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -25,6 +27,11 @@ def main(
 ) -> int:
     """Entry point of the `budgetops` console script; with `plugin`, of `kubectl budget`,
     which works on the current kubeconfig's cluster unless given `--db`."""
+    if os.getpid() == 1:
+        # A container's first process: the kernel drops a SIGTERM it has no handler for, so
+        # a pod deleted while it starts would wait its whole grace period to be killed.
+        # `run` replaces this with its graceful stop once it serves.
+        signal.signal(signal.SIGTERM, _terminated)
     args = parser("kubectl budget" if plugin else "budgetops").parse_args(argv)
     args.prog = "kubectl budget" if plugin else "budgetops"  # what hints tell people to run
     stream = out or sys.stdout
@@ -35,6 +42,10 @@ def main(
     from .dispatch import dispatch
 
     return dispatch(args, stream)
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def plugin() -> int:
