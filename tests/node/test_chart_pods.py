@@ -342,6 +342,30 @@ def test_helm_upgrade_under_admissions_keeps_answering_and_the_pdb_holds(
         assert int(peak[0]) * 1024 < 0.75 * MEMORY_LIMIT, peak
 
 
+def test_a_replica_deleted_while_it_starts_stops_at_once(release: Any) -> None:
+    """The container's first process is PID 1 of its namespace: a SIGTERM it has no
+    handler for yet is dropped, and the pod used to be killed only after its grace period."""
+    cluster = release
+    before = {pod["metadata"]["name"] for pod in _pods(cluster)}
+    cluster.kubectl("delete", "pod", "-n", NAMESPACE, sorted(before)[0], "--wait=false")
+    starting: list[str] = []
+
+    def started() -> bool:
+        starting[:] = [
+            pod["metadata"]["name"]
+            for pod in _pods(cluster)
+            if pod["metadata"]["name"] not in before
+            and any("running" in c["state"] for c in pod["status"].get("containerStatuses", []))
+        ]
+        return bool(starting)
+
+    _until(started, "the replacement's container runs", within=60)
+    deleted = time.monotonic()
+    cluster.kubectl("delete", "pod", "-n", NAMESPACE, starting[0], "--timeout=60s")
+    assert time.monotonic() - deleted < TERMINATION_GRACE / 2, time.monotonic() - deleted
+    _rolled_out(cluster)
+
+
 def test_uninstall_keeps_the_budgets(release: Any) -> None:
     cluster = release
     helm(
