@@ -272,6 +272,7 @@ def classify_trust(budgets: Iterable[TrustBudget], request: AdmissionRequest) ->
                 witness=request.witness(),
                 settle_now=(resource.group, resource.resource, request.sub_resource) in EPHEMERAL,
                 break_glass=break_glass_ask(spec, request),
+                fail_open=spec.fail_mode == "failOpen",
             )
             for account in accounts
         )
@@ -408,7 +409,13 @@ def classify_risk(budgets: Iterable[RiskBudget], request: AdmissionRequest) -> l
             witness=request.witness(),
             of=of,
         )
-        charges.append(RiskCharge(budget=BudgetKey.of(budget), release=release))
+        charges.append(
+            RiskCharge(
+                budget=BudgetKey.of(budget),
+                release=release,
+                fail_open=budget.spec.fail_mode == "failOpen",
+            )
+        )
     return charges
 
 

@@ -302,6 +302,11 @@ def _application(
             connection.guard.touched(connection, busy=False)
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[watched])
+
+    async def settle_or_say(_: web.Application) -> None:
+        await admission.charging.stop_retrying()
+
+    app.on_shutdown.append(settle_or_say)
     app.router.add_post("/validate", validate)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -224,6 +224,18 @@ Percent = Annotated[int, Field(ge=0, le=100)]
 
 Unit = Literal["points", "USD"]
 Enforcement = Literal["enforce", "warn"]
+FailMode = Annotated[
+    Literal["failClosed", "failOpen"],
+    Field(
+        description=(
+            "When this budget's ledger cannot be reached or written in time: failClosed "
+            "refuses the request, failOpen admits it uncharged by this budget and settles "
+            "the charge once the store answers (kept in the webhook's memory only)"
+        )
+    ),
+]
+"""A budget's `failMode`: what its step of a charge does when its store does not answer in
+time (`docs/admission.md`, "Fail mode per budget")."""
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -14,6 +14,7 @@ from budgetops.apis.common import (
     Amount,
     Condition,
     Enforcement,
+    FailMode,
     Model,
     Percent,
     Timestamp,
@@ -229,6 +230,7 @@ class RiskBudgetSpec(Model):
     earned_capacity: EarnedCapacity = Field(default_factory=EarnedCapacity)
     notifications: Notifications = Field(default_factory=Notifications)
     enforcement: Enforcement = "enforce"
+    fail_mode: FailMode = "failClosed"
     environment: str = Field(
         default="",
         max_length=63,

@@ -15,6 +15,7 @@ from budgetops.apis.common import (
     Condition,
     Duration,
     Enforcement,
+    FailMode,
     Model,
     Percent,
     PositiveAmount,
@@ -278,6 +279,7 @@ class TrustBudgetSpec(Model):
     unit: Unit = "points"
     alerts: Alerts = Field(default_factory=Alerts)
     enforcement: Enforcement = "enforce"
+    fail_mode: FailMode = "failClosed"
     break_glass: BreakGlass | None = None
     cert_manager: CertManager = Field(default_factory=CertManager)
     sessions: Sessions = Field(default_factory=Sessions)

@@ -31,6 +31,8 @@ class TrustCharge:
     settle_now: bool = False
     """Confirm at once: nothing a watch could see will witness it later."""
     break_glass: BreakGlassAsk | None = None
+    fail_open: bool = False
+    """The budget's `failOpen`: a store that cannot answer in time admits it uncharged."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class RiskCharge:
     release: Release
     settle_now: bool = False
     """Confirm at once (a release the CLI consumes: no object will be watched)."""
+    fail_open: bool = False
+    """The budget's `failOpen`: a store that cannot answer in time admits it uncharged."""
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ Reason = Literal[
     "BreakGlass",
     "Gone",
     "ReleaseReused",
+    "FailedOpen",
 ]
 
 RESERVING_REASONS: frozenset[Reason] = frozenset({"Charged", "Uncovered", "Warned"})

@@ -42,6 +42,20 @@ class AdmissionMetrics:
             ["code"],
             registry=registry,
         )
+        self.failed_open = Counter(
+            "budgetops_admissions_failed_open",
+            "Requests a failOpen budget admitted uncharged because its store did not answer "
+            "in time, by budget (budgets are few; never an account).",
+            ["kind", "budget"],
+            registry=registry,
+        )
+        self.failed_open_settled = Counter(
+            "budgetops_failed_open_settlements",
+            "Failed-open charges retried to an end: settled, refused by the balance, gone "
+            "with their budget, failed, or dropped unsettled (the retry queue was full).",
+            ["kind", "budget", "outcome"],
+            registry=registry,
+        )
 
 
 class CommitStats(Protocol):

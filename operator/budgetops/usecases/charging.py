@@ -14,8 +14,10 @@ a denial by the CLI is audited and signed like a denial by the webhook.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -37,7 +39,7 @@ from budgetops.engine.ledger import InvalidCharge, cancel, confirm
 from budgetops.engine.rollover import summarize_risk
 from budgetops.engine.verdicts import Subject, content_digest
 from budgetops.observability.events import EventRecorder, LogEvents
-from budgetops.store import BudgetStore, NotFound, Unreadable
+from budgetops.store import BudgetStore, ChargeTimeout, NotFound, Unreadable
 from budgetops.usecases.attest import Attestor
 
 if TYPE_CHECKING:  # the CLI charges without counting: it need not load prometheus_client
@@ -48,6 +50,16 @@ TAKE_BACK_SECONDS = 5.0
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a synchronous charge of several budgets may take, when not told."""
+
+OWED_MAX = 10_000
+"""Failed-open charges kept for settling, at most: in memory, so a restart forgets them; past
+this the oldest is dropped (logged and counted), so an outage cannot grow the webhook."""
+
+RETRY_AFTER = 1.0
+"""Seconds before the first retry of failed-open charges; doubled while the store does not
+answer, up to RETRY_MAX."""
+
+RETRY_MAX = 60.0
 
 TRUST_VERDICTS: frozenset[Reason] = frozenset({"Exhausted", "Warned", "BreakGlass"})
 """TrustBudget decisions that get a verdict: denials, and what passed an exhausted budget
@@ -261,6 +273,7 @@ class ChargingService:
         attestor: Attestor | None = None,
         metrics: AdmissionMetrics | None = None,
         events: EventRecorder | None = None,
+        retry_after: float = RETRY_AFTER,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -270,6 +283,11 @@ class ChargingService:
         self.metrics = metrics
         """Counts each budget's decision when given (the webhook's `admissions`)."""
         self.events: EventRecorder = events or LogEvents()
+        self.retry_after = retry_after
+        self.owed: deque[_Step] = deque()
+        """Failed-open charges of admitted requests, not yet settled (at most OWED_MAX)."""
+        self.retrying: asyncio.Task[None] | None = None
+        """The background retry of what is owed, while there is any."""
 
     # A request's charges, all or nothing across budgets.
 
@@ -279,23 +297,29 @@ class ChargingService:
         steps = []
         for trust in charges.trust:
 
-            def charge_trust(settle: bool, c: TrustCharge = trust) -> Callable[[Budget], Decision]:
+            def charge_trust(
+                settle: bool, at: datetime | None, c: TrustCharge = trust
+            ) -> Callable[[Budget], Decision]:
                 return self.changes.trust(
-                    c, subject=subject, dry_run=dry_run, settle=settle, now=now, ttl=self.ttl
+                    c, subject=subject, dry_run=dry_run, settle=settle, now=at, ttl=self.ttl
                 )
 
-            steps.append(_Step(trust.budget, trust.key, charge_trust, trust.settle_now, now))
+            steps.append(
+                _Step(trust.budget, trust.key, charge_trust, trust.settle_now, now, trust.fail_open)
+            )
         for risk in charges.risk:
             release_subject = _release_subject(subject, risk.release.key)
 
             def charge_risk(
-                _: bool, c: RiskCharge = risk, s: Subject = release_subject
+                _: bool, at: datetime | None, c: RiskCharge = risk, s: Subject = release_subject
             ) -> Callable[[Budget], Decision]:
                 return self.changes.risk(
-                    c, subject=s, dry_run=dry_run, settle=c.settle_now, now=now, ttl=self.ttl
+                    c, subject=s, dry_run=dry_run, settle=c.settle_now, now=at, ttl=self.ttl
                 )
 
-            steps.append(_Step(risk.budget, risk.release.key, charge_risk, False, now))
+            steps.append(
+                _Step(risk.budget, risk.release.key, charge_risk, False, now, risk.fail_open)
+            )
         return steps
 
     async def charge_async(
@@ -309,8 +333,11 @@ class ChargingService:
     ) -> Decided:
         """Charge every budget the request owes, or none: a request is admitted only if each
         admits it, and when one refuses (or fails), what the others reserved is taken back.
-        `deadline` is on `time.monotonic()`; past it, ChargeTimeout. `what` names the
-        request in the log. Raises Refused for a budget that cannot be charged.
+        `deadline` is on `time.monotonic()`; past it, ChargeTimeout, unless the budget
+        whose store did not answer is `failOpen`: then that budget admits the request
+        uncharged (`FailedOpen`) and, once the request is admitted, the charge is owed and
+        retried in the background (`settle_owed`). `what` names the request in the log.
+        Raises Refused for a budget that cannot be charged.
 
         Budgets are charged one after the other, each in its own compare-and-swap: there is
         no transaction across objects. A charge that must settle at once (a TokenRequest)
@@ -322,20 +349,7 @@ class ChargingService:
         try:
             for index, step in enumerate(steps):
                 settle = step.settle_now and index == len(steps) - 1
-                try:
-                    decision = await self._update(step.budget, step.change(settle), deadline)
-                except NotFound:  # deleted since classification: it governs nothing now
-                    decision = _gone(step.budget)
-                except Unreadable as error:
-                    log.warning("refused %s: %s", what, error)
-                    raise Refused(
-                        f"BudgetOps cannot charge this request to {step.budget}: the budget "
-                        "does not read back, and what it governs is refused until it is fixed"
-                    ) from error
-                except InvalidCharge as error:
-                    raise Refused(
-                        f"BudgetOps cannot charge this request to {step.budget}: {error}."
-                    ) from error
+                decision = await self._charge_step(step, settle, deadline, what, dry_run)
                 decisions.append((step.budget, decision))
                 if not decision.allowed:
                     break
@@ -343,17 +357,45 @@ class ChargingService:
                     taken.append(step)
             else:
                 await self._settle([s for s in taken if s.settle_now and s is not steps[-1]])
+                owed = []
                 for step, (_, decision) in zip(steps, decisions, strict=True):
                     if decision.reason == "BreakGlass":
                         await asyncio.get_running_loop().run_in_executor(
                             None, self._announce_break_glass, step.budget, decision
                         )
+                    elif decision.reason == "FailedOpen" and not dry_run:
+                        owed.append(step)
+                self._owe(owed)
                 return decisions
         except BaseException:
             await asyncio.shield(self._take_back(taken))
             raise
         await self._take_back(taken)
         return decisions
+
+    async def _charge_step(
+        self, step: _Step, settle: bool, deadline: float, what: str, dry_run: bool
+    ) -> Decision:
+        """One budget's decision on the request; a budget it cannot be charged to is Refused,
+        and one whose store does not answer in time a ChargeTimeout unless it fails open."""
+        try:
+            return await self._update(step.budget, step.change(settle, step.now), deadline)
+        except ChargeTimeout as error:
+            if not step.fail_open:
+                raise
+            return self._fail_open(step, what, error, dry_run=dry_run)
+        except NotFound:  # deleted since classification: it governs nothing now
+            return _gone(step.budget)
+        except Unreadable as error:
+            log.warning("refused %s: %s", what, error)
+            raise Refused(
+                f"BudgetOps cannot charge this request to {step.budget}: the budget "
+                "does not read back, and what it governs is refused until it is fixed"
+            ) from error
+        except InvalidCharge as error:
+            raise Refused(
+                f"BudgetOps cannot charge this request to {step.budget}: {error}."
+            ) from error
 
     def charge(
         self,
@@ -383,6 +425,128 @@ class ChargingService:
         )
         self._count(key, decision)
         return decision
+
+    def _fail_open(
+        self, step: _Step, what: str, error: ChargeTimeout, *, dry_run: bool
+    ) -> Decision:
+        """A failOpen budget whose store did not answer in time: it admits the request
+        uncharged, logged (as key=value pairs a log search can filter on) and counted."""
+        log.warning(
+            "failed open: budget=%s kind=%s key=%s request=%s dry_run=%s cause=%s",
+            step.budget,
+            step.budget.kind,
+            step.key,
+            what,
+            dry_run,
+            error,
+        )
+        decision = Decision(
+            True,
+            "FailedOpen",
+            Decimal(0),
+            warnings=(
+                f"{step.budget} could not be reached in time and is set to failOpen: this "
+                "request was admitted without being charged to it"
+                + ("" if dry_run else "; the charge is retried once the budget answers"),
+            ),
+        )
+        self._count(step.budget, decision)
+        if self.metrics is not None:
+            self.metrics.failed_open.labels(step.budget.kind, _named(step.budget)).inc()
+        return decision
+
+    def _owe(self, steps: list[_Step]) -> None:
+        """Keep an admitted request's failed-open charges, and retry them in the background
+        until the store takes them."""
+        if not steps:
+            return
+        for step in steps:
+            if len(self.owed) >= OWED_MAX:
+                dropped = self.owed.popleft()
+                log.warning(
+                    "dropped failed-open charge %s of %s unsettled: %d are owed already",
+                    dropped.key,
+                    dropped.budget,
+                    OWED_MAX,
+                )
+                self._count_settled(dropped, "dropped")
+            self.owed.append(step)
+        if self.retrying is None or self.retrying.done():
+            self.retrying = asyncio.get_running_loop().create_task(self._retry_owed())
+
+    async def _retry_owed(self) -> None:
+        delay = self.retry_after
+        while True:
+            await asyncio.sleep(delay)
+            if await self.settle_owed():
+                return
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def settle_owed(self) -> bool:
+        """Charge the failed-open charges owed, oldest first, each under its own idempotency
+        key (one the store took before it timed out is not charged twice); stop at the
+        first the store still cannot take. True when nothing is owed any more.
+
+        The objects were admitted: a charge the balance now refuses is logged and counted,
+        never undone. One settling at once (a TokenRequest) is confirmed; another reserves
+        now, for the reconciler to confirm when it sees its object, as at admission."""
+        while self.owed:
+            step = self.owed.popleft()  # taken while tried: no other retry takes it too
+            try:
+                decision = await self.store.update_status_async(
+                    step.budget,
+                    step.change(step.settle_now, None),
+                    timeout=TAKE_BACK_SECONDS,
+                    needs_write=lambda decided: decided.changes_ledger,
+                )
+            except ChargeTimeout:
+                self.owed.appendleft(step)
+                return False
+            except asyncio.CancelledError:  # stopped mid-try: still owed
+                self.owed.appendleft(step)
+                raise
+            except NotFound:
+                outcome = "gone"
+            except Exception as error:  # unreadable, or the charge itself is invalid now
+                log.warning(
+                    "cannot settle failed-open charge %s of %s: %s", step.key, step.budget, error
+                )
+                outcome = "failed"
+            else:
+                outcome = "settled" if decision.allowed else "refused"
+                if not decision.allowed:
+                    log.warning(
+                        "failed-open charge %s of %s was refused when settled, after its "
+                        "request was admitted: %s",
+                        step.key,
+                        step.budget,
+                        decision.message,
+                    )
+            self._count_settled(step, outcome)
+        return True
+
+    async def stop_retrying(self) -> None:
+        """At shutdown: one last try at what is owed (bounded), then say what is forgotten:
+        owed charges live in this process's memory only."""
+        if self.retrying is not None:
+            self.retrying.cancel()
+        if not self.owed:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.settle_owed(), TAKE_BACK_SECONDS)
+        if self.owed:
+            log.warning(
+                "stopping with %d failed-open charges unsettled (%s): they are forgotten, "
+                "and their requests stay uncharged",
+                len(self.owed),
+                ", ".join(sorted({str(step.budget) for step in self.owed})),
+            )
+
+    def _count_settled(self, step: _Step, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.failed_open_settled.labels(
+                step.budget.kind, _named(step.budget), outcome
+            ).inc()
 
     def _count(self, key: BudgetKey, decision: Decision) -> None:
         if self.metrics is not None:
@@ -536,11 +700,17 @@ class _Step:
 
     budget: BudgetKey
     key: str
-    change: Callable[[bool], Callable[[Budget], Decision]]
-    """change(settle): the status change that decides and reserves; with `settle`, confirms
-    at once too."""
+    change: Callable[[bool, datetime | None], Callable[[Budget], Decision]]
+    """change(settle, now): the status change that decides and reserves; with `settle`,
+    confirms at once too; `now` None: when it runs (a failed-open charge's retry)."""
     settle_now: bool
     now: datetime
+    fail_open: bool = False
+
+
+def _named(key: BudgetKey) -> str:
+    """A budget as a metric names it: `namespace/name`, or `name` when cluster-scoped."""
+    return f"{key.namespace}/{key.name}" if key.namespace else key.name
 
 
 def _gone(key: BudgetKey) -> Decision:
