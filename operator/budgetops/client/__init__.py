@@ -9,7 +9,7 @@ from budgetops.client.errors import (
     InvalidToken,
     ProtocolError,
 )
-from budgetops.client.records import UsageWarning
+from budgetops.client.notices import UsageWarning
 from budgetops.client.runtime import BudgetClient
 from budgetops.client.spending import Usage
 from budgetops.client.sync import SyncBudgetClient

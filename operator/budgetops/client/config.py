@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
-    from budgetops.client.records import UsageWarning
+    from budgetops.client.notices import UsageWarning
 
 Clock = Callable[[], float]
 """Unix seconds; the timestamp of each usage record."""

@@ -88,15 +88,3 @@ class Lease:
         self.last_seq += 1
         self.unsettled += 1
         return self.last_seq, due
-
-
-@dataclass(frozen=True)
-class UsageWarning:
-    """A lease or the agent's account at or past its budget's warning share
-    (`spec.sessions.warnAtPercent`): handed to `on_warning` once per lease, or once per
-    client for the account."""
-
-    scope: str
-    """"lease" or "account"."""
-    percent_used: Decimal
-    message: str

@@ -42,7 +42,8 @@ from budgetops.client.errors import (
     InvalidToken,
     ProtocolError,
 )
-from budgetops.client.records import Lease, UsageRecord, UsageWarning
+from budgetops.client.notices import UsageWarning
+from budgetops.client.records import Lease, UsageRecord
 from budgetops.client.spending import Usage
 from budgetops.client.transport import HANDSHAKE, REFRESH, RELEASE, REPORT, Transport
 from budgetops.client.wire import JsonObject, budget_id_of, money, text
