@@ -127,6 +127,20 @@ class ReleaseDeclaration(Model):
     default_change_class: ChangeClass = "standard"
 
 
+class VulnerabilityPoints(Model):
+    """What a release computes its risk points from when it brings its vulnerability report
+    (`--vulnerabilities`): points per vulnerability by severity, paid in full for those it
+    introduces and `carriedForwardPercent` of that (rounded up) for those the previous
+    release's report already listed, so fixing old ones is cheaper than shipping new ones."""
+
+    critical: int = Field(default=10, ge=0, le=MAX_RISK_POINTS)
+    high: int = Field(default=5, ge=0, le=MAX_RISK_POINTS)
+    medium: int = Field(default=2, ge=0, le=MAX_RISK_POINTS)
+    low: int = Field(default=1, ge=0, le=MAX_RISK_POINTS)
+    unknown: int = Field(default=0, ge=0, le=MAX_RISK_POINTS)
+    carried_forward_percent: Percent = 50
+
+
 class UnknownsBudget(Model):
     """Limits on what a release could not assess (unknown reachability, identity, ...)."""
 
@@ -227,6 +241,7 @@ class RiskBudgetSpec(Model):
     release: ReleaseDeclaration = Field(default_factory=ReleaseDeclaration)
     bands: BandPolicy = Field(default_factory=BandPolicy)
     unknowns: UnknownsBudget | None = None
+    vulnerability_points: VulnerabilityPoints = Field(default_factory=VulnerabilityPoints)
     earned_capacity: EarnedCapacity = Field(default_factory=EarnedCapacity)
     notifications: Notifications = Field(default_factory=Notifications)
     enforcement: Enforcement = "enforce"

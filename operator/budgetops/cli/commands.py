@@ -363,7 +363,19 @@ def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
         ("check", "may this release ship, or this account issue? decided, nothing charged"),
     ):
         release = verb(name, text, output=name == "check")
-        release.add_argument("--points", type=_points, required=name == "consume")
+        release.add_argument("--points", type=_points, help="declared (or --vulnerabilities)")
+        release.add_argument(
+            "--vulnerabilities",
+            metavar="FILE",
+            help="a Trivy or CycloneDX JSON report: the points are computed from it with the "
+            "budget's spec.vulnerabilityPoints",
+        )
+        release.add_argument(
+            "--baseline",
+            metavar="FILE",
+            help="with --vulnerabilities: the previous release's report; what it lists too "
+            "is carried forward, charged at carriedForwardPercent",
+        )
         release.add_argument("--reason", default="", help="what ships, for the entry")
         release.add_argument(
             "--release-id", type=_release_id, help="idempotency key (default: a new one)"

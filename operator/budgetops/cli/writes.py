@@ -21,7 +21,7 @@ import yaml
 from budgetops.apis.common import format_time, parse_amount
 from budgetops.apis.names import shown
 from budgetops.apis.numbers import show
-from budgetops.apis.resources import BudgetKey, BudgetLease
+from budgetops.apis.resources import BudgetKey, BudgetLease, RiskBudget
 from budgetops.apis.riskbudget import ChangeClass, Reliability
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Receipt, Release
@@ -33,6 +33,14 @@ from budgetops.engine.verdicts import (
     statement,
     trust_predicate,
 )
+from budgetops.engine.vulnerabilities import (
+    REPORT_MAX_BYTES,
+    Report,
+    VulnerabilityScore,
+    parse_report,
+    score,
+)
+from budgetops.store import BudgetStore
 from budgetops.usecases import administering
 from budgetops.usecases.attest import Attestor
 from budgetops.usecases.charging import ChargingService, issuance_subject, release_subject
@@ -47,9 +55,10 @@ from .signing import writing
 from .target import Place, place
 
 
-def _release(args: argparse.Namespace) -> Release:
-    """The release as the flags declare it; `--unknowns`/`--uncertainty` as a workload's
-    annotations would (either alone reports the other as none)."""
+def _release(args: argparse.Namespace, scored: VulnerabilityScore | None) -> Release:
+    """The release as the flags declare it, its points `--points` or those `scored` from
+    its vulnerabilities; `--unknowns`/`--uncertainty` as a workload's annotations would
+    (either alone reports the other as none)."""
     change_class: ChangeClass = args.change_class
     key = args.release_id or f"cli-{uuid.uuid4().hex[:12]}"
     unknowns = None
@@ -59,11 +68,51 @@ def _release(args: argparse.Namespace) -> Release:
         )
     return Release(
         key=key,
-        points=args.points,
+        points=args.points if scored is None else scored.points,
         change_class=change_class,
         ref=args.reason or key,
         unknowns=unknowns,
+        vulnerabilities=scored,
     )
+
+
+Reports = tuple[Report, Report | None]
+
+
+def _reports(args: argparse.Namespace, command: str) -> Reports | None:
+    """`--vulnerabilities` and its `--baseline`, read and parsed before any ledger is
+    opened (a bad file fails the command and touches nothing); None with `--points`."""
+    if args.vulnerabilities is None:
+        if args.baseline is not None:
+            raise ValueError("--baseline goes with --vulnerabilities")
+        if args.points is None:
+            raise ValueError(f"{command} takes --points or --vulnerabilities")
+        return None
+    if args.points is not None:
+        raise ValueError("give --points or --vulnerabilities, not both")
+    baseline = None if args.baseline is None else _read_report(args.baseline)
+    return _read_report(args.vulnerabilities), baseline
+
+
+def _read_report(path: str) -> Report:
+    """One report file, read no further than a report may be long."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(REPORT_MAX_BYTES + 1)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read: {error.strerror or error}") from None
+    return parse_report(data, name=Path(path).name)
+
+
+def _scored(
+    store: BudgetStore, key: BudgetKey, reports: Reports | None
+) -> VulnerabilityScore | None:
+    """The reports' points under the budget's `vulnerabilityPoints`, as it reads now."""
+    if reports is None:
+        return None
+    budget = store.get(key)
+    assert isinstance(budget, RiskBudget)
+    return score(*reports, budget.spec.vulnerability_points)
 
 
 def receipt_block(receipt: Receipt) -> str:
@@ -145,10 +194,11 @@ def cmd_charge(args: argparse.Namespace, out: TextIO, path: Path) -> int:
 
 def cmd_consume(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """Charge one release's points, confirmed at once (no object will be watched)."""
-    release = _release(args)
+    reports = _reports(args, "consume")
     ttl = _ttl(args.ttl)
     with writing(args, path) as where:
         key = _risk_key(args, where.store)
+        release = _release(args, _scored(where.store, key, reports))
         decision = charging(where, ttl).consume(
             key, release, namespace=key.namespace, ttl=ttl, dry_run=args.dry_run
         )
@@ -162,15 +212,16 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """May this release ship? Decided as admission would, charging and writing nothing."""
     if args.account is not None:
         return _check_issuance(args, out, path)
-    if args.points is None or args.cost is not None:
+    if args.cost is not None or (args.points is None and args.vulnerabilities is None):
         raise ValueError(
-            "check takes --points for a RiskBudget's release, or --account (and --cost) for "
-            "a TrustBudget's issuance"
+            "check takes --points or --vulnerabilities for a RiskBudget's release, or "
+            "--account (and --cost) for a TrustBudget's issuance"
         )
-    release = _release(args)
+    reports = _reports(args, "check")
     ttl = _ttl(args.ttl)
     with place(args, path) as where:
         key = _risk_key(args, where.store)
+        release = _release(args, _scored(where.store, key, reports))
         checked = charging(where, ttl).check(key, release, ttl=ttl)
         decision = checked.decision
         if args.output == "table":
@@ -187,9 +238,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO, path: Path) -> int:
 
 def _check_issuance(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """May this account issue? Decided as `charge` would, charging and writing nothing."""
-    if not args.budget or args.service or args.points is not None:
+    if not args.budget or args.service or args.points is not None or args.vulnerabilities:
         raise ValueError(
-            "check --account takes the TrustBudget's name, and no --service or --points"
+            "check --account takes the TrustBudget's name, and no --service, --points or "
+            "--vulnerabilities"
         )
     ttl = _ttl(args.ttl)
     cost = parse_amount(args.cost) if args.cost is not None else None

@@ -36,6 +36,7 @@ from budgetops.engine.rollover import (
     trust_account,
 )
 from budgetops.engine.unknowns import UnknownCounts, UnknownsCheck, check_unknowns, tally
+from budgetops.engine.vulnerabilities import VulnerabilityScore
 
 Reason = Literal[
     "Charged",
@@ -320,6 +321,8 @@ class Release:
     ref: str = ""
     unknowns: UnknownCounts | None = None
     witness: Witness | None = None
+    vulnerabilities: VulnerabilityScore | None = None
+    """What `points` was computed from, when it was (named in the verdict)."""
     of: str | None = ""
     """What a declared release id is charged for: the object and its pod template, empty
     for a release declared without an object (the CLI). None when the key is the object's

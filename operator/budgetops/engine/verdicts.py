@@ -249,6 +249,11 @@ def risk_predicate(
             "key": release.key,
             "points": release.points,
             "changeClass": release.change_class,
+            **(
+                {"vulnerabilities": release.vulnerabilities.to_predicate()}
+                if release.vulnerabilities is not None
+                else {}
+            ),
         },
         "ledger": {
             **_movement(budget, spec.service_id, decision, release.key),
