@@ -267,6 +267,32 @@ Releases = Annotated[
 """Declared release ids of the current window: replayed by the same object and template only."""
 
 
+GRANTS_MAX = 32
+"""Grants a budget holds at once: each is a line of status and of `kubectl budget status`, so
+a grant past this is refused until one expires."""
+GRANT_LONGEST = timedelta(days=366)
+"""How far ahead a grant may end: a lasting change belongs in the spec."""
+REASON_MAX = 1024
+"""Characters of a grant's or an adjustment's reason kept in status and the audit trail."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Extra allocation for one account until `expires_at`, given by a person with a reason.
+
+    It is in the account's allocation while it lasts; at expiry the allocation drops back,
+    never below what is already committed, and the reconciler takes the grant out."""
+
+    __pydantic_config__ = _RECORD
+
+    account: Name
+    amount: Amount
+    by: Name
+    reason: Annotated[str, StringConstraints(max_length=REASON_MAX)]
+    created_at: Timestamp
+    expires_at: Timestamp
+
+
 Accounts = Annotated[
     dict[str, Account],
     WithJsonSchema(
@@ -302,6 +328,11 @@ class Ledger(Model):
             "Sealed audit lines written by a command outside the operator (kubectl budget "
             "consume, adjust), held here until the operator publishes them in chain order."
         ),
+    )
+    grants: list[Grant] = Field(
+        default_factory=list,
+        max_length=GRANTS_MAX,
+        description="Extra allocation given by hand until a time (budgetops grant).",
     )
     _reserved_in: dict[str, str] | None = PrivateAttr(default=None)
     """Which account holds the reservation under each key: built on first use, then kept by

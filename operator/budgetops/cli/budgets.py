@@ -97,6 +97,7 @@ def risk_row(budget: RiskBudget) -> dict[str, Any]:
         "status": status.band,
         "resetsAt": format_time(status.window.end) if status.window else "",
         "unknowns": status.unknowns.model_dump(mode="json", by_alias=True),
+        "grants": _grant_rows(budget),
     }
 
 
@@ -138,6 +139,7 @@ def trust_rows(budget: TrustBudget, named: str | None = None) -> list[dict[str, 
                 else "0",
                 "status": "Exhausted" if account.balance <= 0 else "Low" if low else "OK",
                 "resetsAt": format_time(account.resets_at) if account.resets_at else "never",
+                "grants": _grant_rows(budget, name),
             }
         )
     return rows
@@ -224,6 +226,33 @@ def summary(budget: Budget) -> list[str]:
     return [f"{key}: {lease.phase}, {lease.remaining} of {lease.granted} left"]
 
 
+def granted(budget: RiskBudget | TrustBudget) -> list[str]:
+    """A line per grant that lasts: who gave how much to whom, until when, and why."""
+    unit = "RP" if isinstance(budget, RiskBudget) else budget.spec.unit
+    return [
+        f"Grant: {shown(g.account)} +{show(g.amount, unit)} {unit} until "
+        f"{format_time(g.expires_at)} by {shown(g.by)}: {shown(g.reason)}"
+        for g in budget.status.grants
+    ]
+
+
+def _grant_rows(
+    budget: RiskBudget | TrustBudget, account: str | None = None
+) -> list[dict[str, str]]:
+    """The grants (of `account` alone, if given) as `-o json|yaml` shows them."""
+    return [
+        {
+            "account": g.account,
+            "amount": str(g.amount),
+            "by": g.by,
+            "reason": g.reason,
+            "expiresAt": format_time(g.expires_at),
+        }
+        for g in budget.status.grants
+        if account is None or g.account == account
+    ]
+
+
 def informative(budget: TrustBudget) -> list[str]:
     """Reported spending against the spec's informative allocations (none: no lines)."""
     return [
@@ -265,12 +294,14 @@ def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
                     emit([risk_row(budget)], (), args.output, out)
                 else:
                     _detail(budget, out)
+                    out.writelines(f"{line}\n" for line in granted(budget))
                 return 0
             assert isinstance(budget, TrustBudget)
             rows = trust_rows(budget, args.account)
             if args.output == "table":
                 _trust_table(rows, out)
                 out.writelines(f"{line.strip()}\n" for line in informative(budget))
+                out.writelines(f"{line}\n" for line in granted(budget))
                 return 0
             emit(rows, (), args.output, out)
             return 0

@@ -14,6 +14,7 @@ import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TextIO, TypeAlias, cast
@@ -32,7 +33,7 @@ code (tests/unit/test_cli_lazy.py keeps the two equal)."""
 DEFAULT_ISSUER = "budgetops.dev"
 """`budgetops.crypto.tokens.DEFAULT_ISSUER`, named here so that the parser needs no JWT code
 (tests/unit/test_cli_lazy.py keeps the two equal)."""
-WRITES = frozenset({"consume", "check", "adjust", "report-metrics"})
+WRITES = frozenset({"consume", "check", "adjust", "grant", "report-metrics"})
 """The budget verbs run by `cli/writes.py` (with `apply` and `charge`): they load the signing
 code, which the reading verbs of `cli/budgets.py` do not."""
 EXIT_INVALID = 2
@@ -84,6 +85,42 @@ def _ttl(value: str) -> str:
         too_long = f"{value} is longer than {format_duration(MAX_TTL)}"
         raise argparse.ArgumentTypeError(too_long) from error
     return value
+
+
+def _instant(value: str) -> datetime:
+    """argparse type of --until: an RFC 3339 instant with its zone (`...Z`), 40 characters
+    at most."""
+    try:
+        parsed = datetime.fromisoformat(value[:40])
+    except ValueError:
+        parsed = None
+    if len(value) > 40 or parsed is None or parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{value[:40]!r} is not an instant with its zone, such as 2026-12-31T00:00:00Z"
+        )
+    return parsed.astimezone(UTC)
+
+
+def _lasting(value: str) -> timedelta:
+    """argparse type of --for: a duration such as 24h or 7d (32 characters at most)."""
+    from budgetops.apis.common import parse_duration
+
+    try:
+        if len(value) > 32:
+            raise ValueError(f"{value[:32]!r}... is not a duration such as 24h or 7d")
+        return parse_duration(value)
+    except (ValueError, OverflowError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _grant_flags(grant: argparse.ArgumentParser) -> None:
+    grant.add_argument("--account", help="a TrustBudget's account (a RiskBudget: its service)")
+    grant.add_argument("--amount", type=_amount, required=True, help="USD, points or RP")
+    until = grant.add_mutually_exclusive_group(required=True)
+    until.add_argument("--until", type=_instant, help="when it ends: 2026-12-31T00:00:00Z")
+    until.add_argument("--for", dest="lasting", type=_lasting, help="how long: 24h, 7d")
+    grant.add_argument("--reason", required=True)
+    grant.add_argument("--by", help="who gives it, for the audit trail (default: $USER)")
 
 
 def _listen(value: str) -> str:
@@ -408,6 +445,7 @@ def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
     adjust = verb("adjust", "change this window's allocation, with a reason", output=False)
     adjust.add_argument("--by", type=_signed_points, required=True, help="points, + or -")
     adjust.add_argument("--reason", required=True)
+    _grant_flags(verb("grant", "extra allocation until a time, with a reason", output=False))
     metrics = verb(
         "report-metrics",
         "this window's MTTR, change-failure rate and P1 incidents",

@@ -9,6 +9,7 @@ reader, which `status`, `list`, `history`, `receipts` and `leases` never need.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import uuid
 from datetime import timedelta
@@ -288,6 +289,37 @@ def cmd_adjust(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             where.store, key, by=args.by, reason=args.reason, clock=system_clock
         )
     out.write(f"{key}: allocation now {result}; it applies until the window ends\n")
+    return 0
+
+
+def cmd_grant(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Extra allocation for an account (a RiskBudget: its service) until a time."""
+    if not args.reason.strip():  # before the ledger is opened
+        raise ValueError("--reason must say why the grant is given")
+    if args.account is not None and (args.service or not args.budget):
+        raise ValueError("--account names an account of a TrustBudget: give the budget's name")
+    now = system_clock()
+    until = args.until or now + args.lasting
+    with writing(args, path) as where:
+        key = (
+            BudgetKey("TrustBudget", args.budget)
+            if args.account is not None
+            else _risk_key(args, where.store)
+        )
+        account, allocation, balance = administering.grant(
+            where.store,
+            key,
+            account=args.account,
+            amount=args.amount,
+            until=until,
+            by=args.by or getpass.getuser(),
+            reason=args.reason,
+            clock=system_clock,
+        )
+    out.write(
+        f"{key}: {shown(account)} granted {args.amount} until {format_time(until)}; "
+        f"allocation now {allocation}, balance {balance}\n"
+    )
     return 0
 
 

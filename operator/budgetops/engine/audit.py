@@ -42,6 +42,8 @@ AuditAction = Literal[
     "checkpoint",
     "break-glass",
     "break-glass-refused",
+    "grant",
+    "grant-expired",
 ]
 
 CHECKPOINT_EVERY = 100

@@ -20,7 +20,7 @@ from budgetops.apis.ledger import Account, Ledger, Reservation
 from budgetops.apis.numbers import show
 from budgetops.apis.riskbudget import Band, ChangeClass, RiskBudgetSpec, RiskBudgetStatus
 from budgetops.apis.trustbudget import AlertKind, TrustBudgetSpec, TrustBudgetStatus
-from budgetops.engine import leases, ledger
+from budgetops.engine import grants, leases, ledger
 from budgetops.engine.alerts import UsageSamples, account_alerts
 from budgetops.engine.bands import BAND_ORDER, percent_used
 from budgetops.engine.conditions import is_true, set_condition
@@ -89,7 +89,8 @@ def awaiting_witness(status: Ledger) -> list[str]:
 def next_due(status: Ledger) -> datetime | None:
     """The earliest instant at which something in this status falls due by itself: an
     account's reset (a RiskBudget's window end is its account's `resetsAt`), a
-    reservation's expiry, or a lease's expiry (or the end of a closed one's memory)."""
+    reservation's expiry, a lease's expiry (or the end of a closed one's memory), or a
+    grant's."""
     instants = [
         moment
         for account in status.accounts.values()
@@ -99,9 +100,7 @@ def next_due(status: Ledger) -> datetime | None:
         )
         if moment is not None
     ]
-    lease_due = leases.next_due(status)
-    if lease_due is not None:
-        instants.append(lease_due)
+    instants += [d for d in (leases.next_due(status), grants.next_expiry(status)) if d]
     return min(instants, default=None)
 
 
@@ -282,7 +281,9 @@ def reconcile_trust(
     before = {k: (a.window_start, a.allocation) for k, a in status.accounts.items()}
     lowest, exhausted = status.lowest_balance, status.exhausted_accounts
     measured = status.spent_by.percent_used
+    held = len(status.grants)
     bring_current_trust(status, spec, now=now)
+    outcome.changed |= held != len(status.grants)
     reset = [k for k, a in status.accounts.items() if before[k][0] != a.window_start]
     if reset or any(before[k][1] != a.allocation for k, a in status.accounts.items()):
         outcome.changed = True
@@ -546,6 +547,7 @@ def reconcile_risk(
     service = spec.service_id
     previous = announced_band(status.conditions)
     fresh = status.window is None
+    held = len(status.grants)
     try:
         closed = roll_risk_window(status, spec, now=now)
     except ledger.InvalidCharge as error:  # the tier table lacks its tier: nothing changed
@@ -559,7 +561,7 @@ def reconcile_risk(
             generation=generation,
         )
         return outcome
-    outcome.changed |= fresh or closed > 0
+    outcome.changed |= fresh or closed > 0 or held != len(status.grants)
     if closed:
         outcome.notices += _window_notices(status, service, budget=budget, closed=closed, now=now)
     numbers = _risk_numbers(status)

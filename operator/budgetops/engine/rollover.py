@@ -19,7 +19,7 @@ from budgetops.apis.riskbudget import (
     WindowSummary,
 )
 from budgetops.apis.trustbudget import TrustBudgetSpec, TrustBudgetStatus
-from budgetops.engine import ledger, spending
+from budgetops.engine import grants, ledger, spending
 from budgetops.engine.bands import band_for, percent_used, worse
 from budgetops.engine.earned import earned_increase
 from budgetops.engine.windows import Window, interval_bounds, window_at, windows_between
@@ -38,11 +38,11 @@ def trust_account(
     A budget without a reset interval has one window from the account's first charge on.
     When the interval is added or removed, the account adopts it from now on without a
     refill; a changed allocation (initialBalance, or the agent's own) applies at once, never
-    below what is committed.
+    below what is committed. Grants that last add to the allocation (`grants`).
     """
     account = status.accounts.get(key)
     interval = spec.reset_interval
-    allocation = spec.allocation_for(key)
+    allocation = spec.allocation_for(key) + grants.granted(status, key, now)
     if (
         account is not None
         and account.allocation == allocation
@@ -124,13 +124,18 @@ def roll_risk_window(status: RiskBudgetStatus, spec: RiskBudgetSpec, *, now: dat
     with its figures and records each skipped window as empty, once.
     """
     service = spec.service_id
+    for ended in grants.expire(status, now=now):  # first: the window it was given in had it
+        if service in status.accounts:
+            held = status.accounts[service].allocation
+            ledger.resize(status, account=service, allocation=held - ended.amount, at=now)
+            summarize_risk(status, spec)
     current = window_at(spec.window, now)
     if status.window is None or service not in status.accounts:
         base = _base_allocation(spec)
         ledger.open_account(
             status,
             key=service,
-            allocation=Decimal(base),
+            allocation=Decimal(base) + grants.granted(status, service, now),
             window_start=current.start,
             resets_at=current.end,
         )
@@ -153,7 +158,7 @@ def roll_risk_window(status: RiskBudgetStatus, spec: RiskBudgetSpec, *, now: dat
         ledger.reset(
             status,
             account=service,
-            allocation=Decimal(allocation),
+            allocation=allocation + grants.granted(status, service, now),
             window_start=window.start,
             resets_at=window.end,
             carry_over=spec.carry_over,
@@ -183,7 +188,9 @@ def summarize_risk(status: RiskBudgetStatus, spec: RiskBudgetSpec) -> None:
 
 def bring_current_trust(status: TrustBudgetStatus, spec: TrustBudgetSpec, *, now: datetime) -> None:
     """Reset every account whose interval has passed, as admission would on its next charge,
-    and measure spending against the spec's informative allocations."""
+    and measure spending against the spec's informative allocations; ended grants are taken
+    out, and their accounts drop back."""
+    grants.expire(status, now=now)
     for key in list(status.accounts):
         trust_account(status, spec, key=key, now=now)
     summarize_trust(status)

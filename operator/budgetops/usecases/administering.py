@@ -14,9 +14,10 @@ from decimal import Decimal
 from typing import TypeVar
 
 from budgetops.apis.agents import Agent
+from budgetops.apis.ledger import REASON_MAX, Grant
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, Reliability
-from budgetops.engine import agents, ledger
+from budgetops.engine import agents, grants, ledger
 from budgetops.engine.audit import note
 from budgetops.engine.clock import Clock
 from budgetops.engine.rollover import (
@@ -28,9 +29,6 @@ from budgetops.engine.rollover import (
 from budgetops.store import BudgetStore
 
 T = TypeVar("T")
-
-REASON_MAX = 1024
-"""Characters of an adjustment's reason kept in the audit trail."""
 
 
 def adjust_allocation(
@@ -52,6 +50,54 @@ def adjust_allocation(
         return f"{account.allocation} RP this window ({budget.status.band})"
 
     return _in_window(store, key, adjust, clock)
+
+
+def grant(
+    store: BudgetStore,
+    key: BudgetKey,
+    *,
+    account: str | None,
+    amount: Decimal,
+    until: datetime,
+    by: str,
+    reason: str,
+    clock: Clock,
+) -> tuple[str, Decimal, Decimal]:
+    """Give `account` (a RiskBudget: its service, when None) `amount` more until `until`,
+    audited with who gave it and why; returns the account, its allocation and balance."""
+    if not reason.strip():
+        raise ValueError("--reason must say why the grant is given")
+
+    def give(budget: Budget) -> tuple[str, Decimal, Decimal]:
+        now = clock()
+        if isinstance(budget, RiskBudget):
+            service = budget.spec.service_id
+            if account not in (None, service):
+                raise ValueError(f"RiskBudget {key.name} grants to its service {service} only")
+            if amount != amount.to_integral_value():
+                raise ValueError("a RiskBudget grant is whole risk points")
+            roll_risk_window(budget.status, budget.spec, now=now)
+            grants.give(budget.status, _made(service, now), now=now)
+            held = budget.status.accounts[service].allocation
+            ledger.resize(budget.status, account=service, allocation=held + amount, at=now)
+            summarize_risk(budget.status, budget.spec)
+            to = service
+        else:
+            assert isinstance(budget, TrustBudget)
+            if account is None:
+                raise ValueError(f"TrustBudget {key.name}: name the --account to grant to")
+            grants.expire(budget.status, now=now)  # their accounts drop back when touched
+            grants.give(budget.status, _made(account, now), now=now)
+            trust_account(budget.status, budget.spec, key=account, now=now)
+            summarize_trust(budget.status)
+            to = account
+        opened = budget.status.accounts[to]
+        return to, opened.allocation, opened.balance
+
+    def _made(to: str, now: datetime) -> Grant:
+        return Grant(to, amount, by, reason.strip()[:REASON_MAX], now, until)
+
+    return store.update_status(key, give)
 
 
 def report_reliability(
