@@ -329,7 +329,14 @@ def test_helm_upgrade_under_admissions_keeps_answering_and_the_pdb_holds(
     # The PodDisruptionBudget: one replica may be evicted, not the second while the first's
     # replacement is not Ready.
     first, second = sorted(after)
-    assert _evict(cluster, first).returncode == 0
+    _until(
+        lambda: (
+            _live(cluster, "pdb", APP, "-n", NAMESPACE)["status"].get("disruptionsAllowed") == 1
+        ),
+        "the PodDisruptionBudget counts both new replicas",
+    )
+    evicted = _evict(cluster, first)
+    assert evicted.returncode == 0, evicted.stderr
     refused = _evict(cluster, second)
     assert refused.returncode != 0
     assert "disruption budget" in refused.stderr, refused.stderr
