@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import get_args
 
 import pytest
 
 from budgetops.apis.ledger import GRANTS_MAX
 from budgetops.apis.resources import BudgetKey, RiskBudget, TrustBudget
+from budgetops.apis.riskbudget import ChangeClass
+from budgetops.cli.commands import CHANGE_CLASSES
 from budgetops.engine import ledger
 from budgetops.engine.alerts import UsageSamples
 from budgetops.engine.reconcile import next_due, reconcile_risk, reconcile_trust
@@ -180,3 +183,53 @@ def test_a_budget_holds_at_most_grants_max_and_an_ended_one_makes_room(
     assert isinstance(budget, TrustBudget)
     assert [g.account for g in budget.status.grants] == ["user:late"]
     assert [a for a, _ in _actions(store)].count("grant-expired") == GRANTS_MAX
+
+
+def test_the_parser_knows_every_change_class() -> None:
+    assert get_args(ChangeClass) == CHANGE_CLASSES
+
+
+def test_a_band_exception_lets_its_class_through_until_it_expires(db: str) -> None:
+    consume = ("consume", "--service", "payments-api", "--db", db)
+    assert run(*consume, "--points", "110", "--release-id", "big")[0] == 0  # Red from here
+    code, out = run(*consume, "--points", "1", "--release-id", "r1")
+    assert (code, "In Red only low-risk, security-fix, incident changes" in out) == (1, True)
+    code, out = run(
+        "grant", "--service", "payments-api", "--change-class", "standard", "--for", "1h",
+        "--reason", "hotfix train", "--by", "alice", "--db", db,
+    )  # fmt: skip
+    assert code == 0, out
+    assert "standard through any band until" in out
+    assert (
+        "Grant: payments-api standard through any band until"
+        in run("status", "--service", "payments-api", "--db", db)[1]
+    )
+    code, out = run(*consume, "--points", "1", "--release-id", "r1")
+    assert code == 0, out
+    assert "standard ships through Red by the exception alice granted until" in out
+    store = SQLiteStore(db)
+    try:
+        later = datetime.now(UTC) + timedelta(hours=2)
+        store.update_status(PAYMENTS, lambda b: reconcile_risk(
+            b.status, b.spec, budget=PAYMENTS.name, generation=1, now=later, seen=None
+        ))  # fmt: skip
+        [(given, detail), (ended, same)] = _actions(store)
+        assert (given, ended, detail == same) == ("grant", "grant-expired", True)
+        assert (detail["by"], detail["changeClass"]) == ("alice", "standard")
+    finally:
+        store.close()
+    code, out = run(*consume, "--points", "1", "--release-id", "r2")
+    assert code == 1, out
+
+
+def test_a_band_exception_is_a_risk_budget_class_without_an_amount(store: SQLiteStore) -> None:
+    with pytest.raises(ValueError, match="for a RiskBudget"):
+        administering.grant(
+            store, CERTS, account="user:bob", amount=Decimal(0), until=UNTIL, by="alice",
+            reason="x", clock=lambda: START, change_class="standard",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="names one of"):
+        administering.grant(
+            store, PAYMENTS, account=None, amount=Decimal(5), until=UNTIL, by="alice",
+            reason="x", clock=lambda: START, change_class="standard",
+        )  # fmt: skip

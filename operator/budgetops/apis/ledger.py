@@ -278,7 +278,9 @@ REASON_MAX = 1024
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """Extra allocation for one account until `expires_at`, given by a person with a reason.
+    """Extra allocation for one account until `expires_at`, given by a person with a reason;
+    or, on a RiskBudget, with `change_class` and no amount, an exception letting that class
+    through any band until then.
 
     It is in the account's allocation while it lasts; at expiry the allocation drops back,
     never below what is already committed, and the reconciler takes the grant out."""
@@ -291,6 +293,7 @@ class Grant:
     reason: Annotated[str, StringConstraints(max_length=REASON_MAX)]
     created_at: Timestamp
     expires_at: Timestamp
+    change_class: Annotated[str, StringConstraints(max_length=32)] = ""
 
 
 Accounts = Annotated[

@@ -230,8 +230,13 @@ def granted(budget: RiskBudget | TrustBudget) -> list[str]:
     """A line per grant that lasts: who gave how much to whom, until when, and why."""
     unit = "RP" if isinstance(budget, RiskBudget) else budget.spec.unit
     return [
-        f"Grant: {shown(g.account)} +{show(g.amount, unit)} {unit} until "
-        f"{format_time(g.expires_at)} by {shown(g.by)}: {shown(g.reason)}"
+        f"Grant: {shown(g.account)} "
+        + (
+            f"{g.change_class} through any band"
+            if g.change_class
+            else f"+{show(g.amount, unit)} {unit}"
+        )
+        + f" until {format_time(g.expires_at)} by {shown(g.by)}: {shown(g.reason)}"
         for g in budget.status.grants
     ]
 
@@ -247,6 +252,7 @@ def _grant_rows(
             "by": g.by,
             "reason": g.reason,
             "expiresAt": format_time(g.expires_at),
+            "changeClass": g.change_class,
         }
         for g in budget.status.grants
         if account is None or g.account == account

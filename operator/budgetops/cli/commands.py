@@ -36,6 +36,9 @@ DEFAULT_ISSUER = "budgetops.dev"
 WRITES = frozenset({"consume", "check", "adjust", "grant", "report-metrics"})
 """The budget verbs run by `cli/writes.py` (with `apply` and `charge`): they load the signing
 code, which the reading verbs of `cli/budgets.py` do not."""
+CHANGE_CLASSES = ("standard", "low-risk", "security-fix", "incident")
+"""`budgetops.apis.riskbudget.ChangeClass`, named here so that the parser needs no models
+(tests/unit/test_grants.py keeps the two equal)."""
 EXIT_INVALID = 2
 """A usage, manifest or ledger error: what argparse itself exits with."""
 
@@ -115,7 +118,13 @@ def _lasting(value: str) -> timedelta:
 
 def _grant_flags(grant: argparse.ArgumentParser) -> None:
     grant.add_argument("--account", help="a TrustBudget's account (a RiskBudget: its service)")
-    grant.add_argument("--amount", type=_amount, required=True, help="USD, points or RP")
+    what = grant.add_mutually_exclusive_group(required=True)
+    what.add_argument("--amount", type=_amount, help="USD, points or RP")
+    what.add_argument(
+        "--change-class",
+        choices=CHANGE_CLASSES,
+        help="a RiskBudget: let this class through any band instead",
+    )
     until = grant.add_mutually_exclusive_group(required=True)
     until.add_argument("--until", type=_instant, help="when it ends: 2026-12-31T00:00:00Z")
     until.add_argument("--for", dest="lasting", type=_lasting, help="how long: 24h, 7d")
@@ -420,7 +429,7 @@ def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
         release.add_argument(
             "--change-class",
             default="standard",
-            choices=["standard", "low-risk", "security-fix", "incident"],
+            choices=CHANGE_CLASSES,
         )
         release.add_argument("--dry-run", action="store_true", help="decide, charge nothing")
         release.add_argument(

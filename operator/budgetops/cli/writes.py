@@ -310,14 +310,16 @@ def cmd_grant(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             where.store,
             key,
             account=args.account,
-            amount=args.amount,
+            amount=args.amount or Decimal(0),
             until=until,
             by=args.by or getpass.getuser(),
             reason=args.reason,
             clock=system_clock,
+            change_class=args.change_class or "",
         )
+    given = f"{args.change_class} through any band" if args.change_class else args.amount
     out.write(
-        f"{key}: {shown(account)} granted {args.amount} until {format_time(until)}; "
+        f"{key}: {shown(account)} granted {given} until {format_time(until)}; "
         f"allocation now {allocation}, balance {balance}\n"
     )
     return 0

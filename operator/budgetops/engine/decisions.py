@@ -15,6 +15,7 @@ from typing import Literal
 
 from budgetops.apis.common import Unit, format_duration, format_time
 from budgetops.apis.ledger import Witness
+from budgetops.apis.names import shown
 from budgetops.apis.numbers import show
 from budgetops.apis.riskbudget import (
     MAX_RISK_POINTS,
@@ -29,7 +30,7 @@ from budgetops.apis.trustbudget import (
     TrustBudgetSpec,
     TrustBudgetStatus,
 )
-from budgetops.engine import audit, ledger
+from budgetops.engine import audit, grants, ledger
 from budgetops.engine.rollover import (
     roll_risk_window,
     summarize_risk,
@@ -364,11 +365,17 @@ def _refusal(
     service = spec.service_id
     allowed_classes = spec.bands.allows(status.band)
     if release.change_class not in allowed_classes:
-        return (
-            "BandFrozen",
-            f"Risk budget {service} is {status.band}: {_risk_state(status)}. "
-            f"In {status.band} only {', '.join(allowed_classes) or 'no'} changes may ship; "
-            f"this release is {release.change_class}.",
+        exception = grants.excepted(status, release.change_class)
+        if exception is None:
+            return (
+                "BandFrozen",
+                f"Risk budget {service} is {status.band}: {_risk_state(status)}. "
+                f"In {status.band} only {', '.join(allowed_classes) or 'no'} changes may ship; "
+                f"this release is {release.change_class}.",
+            )
+        warnings.append(
+            f"{release.change_class} ships through {status.band} by the exception "
+            f"{shown(exception.by)} granted until {format_time(exception.expires_at)}"
         )
     if check is not None:
         details = "; ".join(v.describe() for v in check.violations)

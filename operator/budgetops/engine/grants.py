@@ -38,7 +38,7 @@ def give(ledger: Ledger, grant: Grant, *, now: datetime) -> None:
         raise InvalidCharge("a grant needs who gives it and why")
     check_name(grant.by, "grantor", KEY_MAX)
     check_name(grant.reason, "reason", REASON_MAX)
-    if not ZERO < grant.amount <= MAX_AMOUNT:
+    if not (ZERO < grant.amount <= MAX_AMOUNT or (grant.change_class and not grant.amount)):
         raise InvalidCharge(f"a grant's amount must be above 0 and at most {MAX_AMOUNT}")
     if not now < grant.expires_at <= now + GRANT_LONGEST:
         raise InvalidCharge("a grant must end after now and within 366 days")
@@ -60,6 +60,12 @@ def expire(ledger: Ledger, *, now: datetime) -> list[Grant]:
     return ended
 
 
+def excepted(ledger: Ledger, change_class: str) -> Grant | None:
+    """The exception letting `change_class` through any band, if one was granted (those
+    that ended were taken out as the window was rolled, before any decision)."""
+    return next((g for g in ledger.grants if g.change_class == change_class), None)
+
+
 def next_expiry(ledger: Ledger) -> datetime | None:
     """When `expire` next has something to do."""
     return min((g.expires_at for g in ledger.grants), default=None)
@@ -68,4 +74,6 @@ def next_expiry(ledger: Ledger) -> datetime | None:
 def _note(ledger: Ledger, grant: Grant, action: AuditAction, now: datetime) -> None:
     """Audit the grant given or ended, with who gave it, why and until when."""
     detail = {"by": grant.by, "reason": grant.reason, "expiresAt": format_time(grant.expires_at)}
+    if grant.change_class:
+        detail["changeClass"] = grant.change_class
     note(ledger, at=now, action=action, account=grant.account, amount=grant.amount, detail=detail)

@@ -125,7 +125,7 @@ def roll_risk_window(status: RiskBudgetStatus, spec: RiskBudgetSpec, *, now: dat
     """
     service = spec.service_id
     for ended in grants.expire(status, now=now):  # first: the window it was given in had it
-        if service in status.accounts:
+        if service in status.accounts and ended.amount:
             held = status.accounts[service].allocation
             ledger.resize(status, account=service, allocation=held - ended.amount, at=now)
             summarize_risk(status, spec)

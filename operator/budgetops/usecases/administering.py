@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 from budgetops.apis.agents import Agent
 from budgetops.apis.ledger import REASON_MAX, Grant
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
-from budgetops.apis.riskbudget import MAX_RISK_POINTS, Reliability
+from budgetops.apis.riskbudget import MAX_RISK_POINTS, ChangeClass, Reliability
 from budgetops.engine import agents, grants, ledger
 from budgetops.engine.audit import note
 from budgetops.engine.clock import Clock
@@ -62,11 +62,15 @@ def grant(
     by: str,
     reason: str,
     clock: Clock,
+    change_class: str = "",
 ) -> tuple[str, Decimal, Decimal]:
     """Give `account` (a RiskBudget: its service, when None) `amount` more until `until`,
-    audited with who gave it and why; returns the account, its allocation and balance."""
+    audited with who gave it and why; returns the account, its allocation and balance.
+    With `change_class` (a RiskBudget, no amount), let that class through any band instead."""
     if not reason.strip():
         raise ValueError("--reason must say why the grant is given")
+    if change_class and (change_class not in get_args(ChangeClass) or amount):
+        raise ValueError(f"a band exception names one of {', '.join(get_args(ChangeClass))}")
 
     def give(budget: Budget) -> tuple[str, Decimal, Decimal]:
         now = clock()
@@ -78,12 +82,15 @@ def grant(
                 raise ValueError("a RiskBudget grant is whole risk points")
             roll_risk_window(budget.status, budget.spec, now=now)
             grants.give(budget.status, _made(service, now), now=now)
-            held = budget.status.accounts[service].allocation
-            ledger.resize(budget.status, account=service, allocation=held + amount, at=now)
-            summarize_risk(budget.status, budget.spec)
+            if amount:
+                held = budget.status.accounts[service].allocation
+                ledger.resize(budget.status, account=service, allocation=held + amount, at=now)
+                summarize_risk(budget.status, budget.spec)
             to = service
         else:
             assert isinstance(budget, TrustBudget)
+            if change_class:
+                raise ValueError("a band exception is for a RiskBudget")
             if account is None:
                 raise ValueError(f"TrustBudget {key.name}: name the --account to grant to")
             grants.expire(budget.status, now=now)  # their accounts drop back when touched
@@ -95,7 +102,7 @@ def grant(
         return to, opened.allocation, opened.balance
 
     def _made(to: str, now: datetime) -> Grant:
-        return Grant(to, amount, by, reason.strip()[:REASON_MAX], now, until)
+        return Grant(to, amount, by, reason.strip()[:REASON_MAX], now, until, change_class)
 
     return store.update_status(key, give)
 
