@@ -258,10 +258,18 @@ def test_a_deployment_under_a_risk_budget_and_kubectl_budget_status(release: Any
     status = _plugin(cluster, "status", "--service", "payments-api", "-n", "payments")
     assert status.returncode == 0, status.stdout + status.stderr
     assert "Budget: 30 / 120 RP (25.0%)" in status.stdout, status.stdout
-    receipts = _plugin(cluster, "receipts", "--service", "payments-api", "-n", "payments")
-    assert receipts.returncode == 0, receipts.stdout + receipts.stderr
-    # AT ACCOUNT ACTION AMOUNT OBJECT VERDICT: the charge, with its signed verdict, confirmed.
-    reserve, confirm = [line.split()[2:] for line in receipts.stdout.splitlines()[1:]]
+    # AT ACCOUNT ACTION AMOUNT OBJECT VERDICT: the charge, with its signed verdict, confirmed
+    # by the reconciler once it sees the Deployment (within its poll).
+    rows: list[list[str]] = []
+
+    def receipts() -> bool:
+        done = _plugin(cluster, "receipts", "--service", "payments-api", "-n", "payments")
+        assert done.returncode == 0, done.stdout + done.stderr
+        rows[:] = [line.split()[2:] for line in done.stdout.splitlines()[1:]]
+        return len(rows) == 2
+
+    _until(receipts, "the charge is confirmed", within=30)
+    reserve, confirm = rows
     assert reserve[:4] == ["reserve", "30", "Deployment", "payments/payments-api"], reserve
     assert reserve[4].startswith("sha256:"), reserve
     assert confirm == ["confirm", "30", "Deployment", "payments/payments-api"], confirm
@@ -367,6 +375,12 @@ def test_a_replica_deleted_while_it_starts_stops_at_once(release: Any) -> None:
         return bool(starting)
 
     _until(started, "the replacement's container runs", within=60)
+    # Once budgetops' own code runs (it has logged): the interpreter's start before that, a
+    # few tens of milliseconds, is before any handler can exist.
+    _until(
+        lambda: bool(cluster.kubectl("logs", "-n", NAMESPACE, starting[0], check=False).stdout),
+        "the replacement logs",
+    )
     deleted = time.monotonic()
     cluster.kubectl("delete", "pod", "-n", NAMESPACE, starting[0], "--timeout=60s")
     assert time.monotonic() - deleted < TERMINATION_GRACE / 2, time.monotonic() - deleted
