@@ -8,28 +8,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from budgetops.cli.target import EXIT_UNREACHABLE
+from tests.kubeconfigs import pointing_at
 from tests.ports import free_port
 
 
 def test_a_rejected_token_stops_the_operator_with_one_line(
     control_plane: Any, tmp_path: Path
 ) -> None:
-    kubeconfig = tmp_path / "rejected.kubeconfig"
-    cluster = {"server": control_plane.server, "certificate-authority": str(control_plane.ca_file)}
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "plane", "cluster": cluster}],
-                "users": [{"name": "stale", "user": {"token": "not-a-token-it-knows"}}],
-                "contexts": [{"name": "stale", "context": {"cluster": "plane", "user": "stale"}}],
-                "current-context": "stale",
-            }
-        )
+    kubeconfig = pointing_at(
+        tmp_path / "rejected.kubeconfig",
+        control_plane.server,
+        token="not-a-token-it-knows",
+        ca_file=control_plane.ca_file,
     )
     ran = subprocess.run(
         [

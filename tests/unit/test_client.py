@@ -422,8 +422,6 @@ def test_a_refused_token_makes_every_later_call_fail(tmp_path: Path) -> None:
 
 
 def test_the_provider_key_is_opened_only_when_asked_for() -> None:
-    pytest.importorskip("budgetops.crypto.sealing")
-
     async def test(plane: Plane, url: str) -> None:
         async with client(url) as budget:
             assert PROVIDER_KEY not in repr(vars(budget))

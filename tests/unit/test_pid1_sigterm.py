@@ -5,7 +5,6 @@ any moment, here while it waits on an API server that never answers."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.kubeconfigs import pointing_at
+
 
 def test_a_starting_run_as_pid_1_stops_on_sigterm(tmp_path: Path) -> None:
     unshare = shutil.which("unshare")
@@ -26,19 +27,7 @@ def test_a_starting_run_as_pid_1_stops_on_sigterm(tmp_path: Path) -> None:
     silent.bind(("127.0.0.1", 0))
     silent.listen()
     server = f"https://127.0.0.1:{silent.getsockname()[1]}"
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": server}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
+    kubeconfig = pointing_at(tmp_path / "kubeconfig", server)
     command = [sys.executable, "-m", "budgetops.cli.main", "run", "--kubeconfig", str(kubeconfig)]
     log = tmp_path / "stderr"
     with log.open("wb") as stderr:

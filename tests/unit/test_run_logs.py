@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from budgetops.cli.serving import JsonLines
+from tests.kubeconfigs import pointing_at
 from tests.ports import free_port
 
 
@@ -22,20 +23,8 @@ def _lines(stderr: str) -> list[dict[str, Any]]:
 
 
 def test_run_refused_by_its_cluster_says_so_in_json_lines(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
     server = f"https://127.0.0.1:{free_port()}"  # nothing listens: refused at once
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": server}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
+    kubeconfig = pointing_at(tmp_path / "kubeconfig", server)
     ran = subprocess.run(
         [
             *(sys.executable, "-m", "budgetops.cli.main", "run", "--kubeconfig", str(kubeconfig)),
