@@ -557,21 +557,11 @@ class ChargingService:
         """Cancel the reservations of a request that was not admitted after all. Each gets
         its own short deadline: the request's may be spent. One that cannot be cancelled is
         logged; in a cluster the reconciler refunds it when its object never appears."""
-        for step in steps:
-            try:
-                await self.store.update_status_async(
-                    step.budget,
-                    self.changes.undo(step.key, step.now),
-                    timeout=TAKE_BACK_SECONDS,
-                    needs_write=bool,
-                )
-            except Exception as error:
-                log.warning(
-                    "could not take back %s's reservation %s of a refused request: %s",
-                    step.budget,
-                    step.key,
-                    error,
-                )
+        await self._each(
+            steps,
+            lambda step: self.changes.undo(step.key, step.now),
+            "could not take back %s's reservation %s of a refused request: %s",
+        )
 
     async def _settle(self, steps: list[_Step]) -> None:
         """Confirm what must settle at once, once every budget admitted the request.
@@ -579,22 +569,28 @@ class ChargingService:
         The request is admitted by then, so a settle that fails is logged, not raised: its
         reservation has no witness, and the reconciler confirms it when it expires.
         """
+        await self._each(
+            steps,
+            lambda step: self.changes.confirm(step.key, step.now),
+            "could not settle %s's charge %s at once; it is confirmed when its reservation "
+            "expires: %s",
+        )
+
+    async def _each(
+        self,
+        steps: list[_Step],
+        change: Callable[[_Step], Callable[[Budget], object]],
+        failed: str,
+    ) -> None:
+        """Write `change(step)` to each step's budget in turn, each within its own short
+        deadline; a failure is logged (`failed` takes the budget, the key and the error)."""
         for step in steps:
             try:
                 await self.store.update_status_async(
-                    step.budget,
-                    self.changes.confirm(step.key, step.now),
-                    timeout=TAKE_BACK_SECONDS,
-                    needs_write=bool,
+                    step.budget, change(step), timeout=TAKE_BACK_SECONDS, needs_write=bool
                 )
             except Exception as error:
-                log.warning(
-                    "could not settle %s's charge %s at once; it is confirmed when its "
-                    "reservation expires: %s",
-                    step.budget,
-                    step.key,
-                    error,
-                )
+                log.warning(failed, step.budget, step.key, error)
 
     def _announce_break_glass(self, key: BudgetKey, decision: Decision) -> None:
         """Every break-glass use is an Event too: people watch Events, not status lists."""
