@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from budgetops.adapters.tierfile import MAX_BYTES, TierFile, load
+from budgetops.adapters.tierfile import MAX_BYTES, TierFile, load, parse
 from budgetops.apis import tiers
 from budgetops.apis.resources import ManifestError, RiskBudget, parse_manifest
 from budgetops.apis.tiers import BUILT_IN, Tier, TierTable
@@ -213,3 +213,19 @@ def test_a_budget_whose_window_cannot_be_sized_says_so_in_its_ready_condition() 
     reconcile_risk(budget.status, budget.spec, budget="rb", generation=1, now=NOW, seen=None)
     assert budget.status.allocation == 500
     assert [c.status for c in budget.status.conditions if c.type == "Ready"] == ["True"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (
+            b"a: &a [x, x, x, x, x, x, x, x, x]\nb: [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n",
+            "aliases",
+        ),
+        (b"[" * 5000, "nested more than 64 levels"),
+    ],
+    ids=["aliases that would expand", "nesting past the stack"],
+)
+def test_a_table_that_would_blow_up_the_reader_is_refused_calmly(raw: bytes, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse(raw, where="tiers.yaml")

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from budgetops.adapters.yamltext import NoAliasLoader
 from budgetops.apis import tiers
 from budgetops.apis.resources import field_errors
 from budgetops.apis.tiers import TierTable
@@ -45,8 +46,8 @@ def parse(raw: bytes, *, where: str) -> TierTable:
     if len(raw) > MAX_BYTES:
         raise ValueError(f"tier table {where}: longer than {MAX_BYTES} bytes")
     try:
-        document = yaml.safe_load(raw)
-    except yaml.YAMLError as error:
+        document = yaml.load(raw, Loader=NoAliasLoader)
+    except (yaml.YAMLError, RecursionError) as error:
         raise ValueError(f"tier table {where}: not YAML: {error}") from None
     try:
         return TierTable.model_validate(document)

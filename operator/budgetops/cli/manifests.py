@@ -10,32 +10,13 @@ from typing import Any, TextIO
 
 import yaml
 
+from budgetops.adapters.yamltext import BoundedLoader
 from budgetops.apis.crds import crd_documents
 from budgetops.apis.resources import Budget, BudgetKey, ManifestError, parse_manifests
 
 from .commands import EXIT_INVALID
 
 SUFFIXES = (".yaml", ".yml", ".json")
-MAX_DEPTH = 64
-"""Nesting a manifest may have; a budget needs a dozen levels at most. PyYAML composes
-nodes recursively, so a document nested thousands deep would exhaust Python's stack."""
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses documents nested deeper than MAX_DEPTH."""
-
-    depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                message = f"nested more than {MAX_DEPTH} levels deep"
-                raise yaml.composer.ComposerError(None, None, message, mark)
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
 
 
 def manifest_files(path: Path) -> list[Path]:
@@ -56,7 +37,7 @@ def documents(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
             why = error.strerror if isinstance(error, OSError) else f"not UTF-8 text ({error})"
             raise ManifestError(str(file), [f"cannot be read: {why}"]) from error
         try:
-            loaded = list(yaml.load_all(text, Loader=_Loader))
+            loaded = list(yaml.load_all(text, Loader=BoundedLoader))
         except yaml.YAMLError as error:
             raise ManifestError(str(file), [f"not valid YAML: {_one_line(error)}"]) from error
         for index, document in enumerate(loaded):
