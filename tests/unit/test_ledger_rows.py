@@ -169,3 +169,17 @@ def test_a_new_entry_that_would_not_read_back_is_caught() -> None:
     )
     with pytest.raises(InvalidCharge, match="TrustBudget/certs"):
         rows.check(KEY, budget)
+
+
+def test_a_batch_that_changed_nothing_leaves_the_next_write_to_its_own_rows() -> None:
+    """A reconcile pass reads every account and, with nothing to do, writes nothing; the
+    charge after it must not re-encode every account (it did, at 100,000 accounts: 20 ms
+    per charge instead of 1)."""
+    budget, rows = opened(with_accounts(50))
+    budget.status.accounts.values()  # a pass that looked at everything and changed nothing
+    assert rows.unchanged(budget)
+    accounts = rows.maps["accounts"]
+    assert (accounts.everything, accounts.touched) == (False, set())  # nothing left to look at
+    charging("uid-next", account="user:u9", now=NOW)(budget)
+    assert accounts.touched == {"user:u9"}
+    assert put(rows, budget) == {"accounts": {"user:u9"}}

@@ -234,7 +234,10 @@ class Rows:
         """Whether `budget` still equals what is stored: a batch that wrote nothing (a
         replay, a dry run) may then keep it instead of reading it again."""
         found = self.changes(budget)
-        return not found.put and not found.drop and found.head == self.head
+        same = not found.put and not found.drop and found.head == self.head
+        if same:  # it is as stored: what the batch touched need not be looked at again
+            self.track(budget.status)
+        return same
 
 
 def _check(key: BudgetKey, read: Callable[[str], object], text: str) -> None:
