@@ -18,6 +18,10 @@ clients run in this process, so their CPU is measured apart from the server's.
    acknowledged record is checked against the lease's `reported_through` afterwards.
 5. Revoking 10 agents x 1000 active leases (one budget each, one write per agent) vs one
    unchanged status write per budget of the same size.
+6. A handshake and a release, in process (LeaseService on the store `serve` opens, no
+   HTTP), in the example budget and in the same budget beside 10,000 other accounts: CPU
+   per call and the ratio. A call reads and writes the agent's own account, so the ratio
+   should stay near 1 (issue 22: it was 32x while a call re-read the whole budget).
 
 Run: python benchmarks/leases.py [--seconds 5]
 """
@@ -47,6 +51,7 @@ from budgetops.admission.server import serve
 from budgetops.admission.webhook import Admission
 from budgetops.apis.agents import Agent
 from budgetops.apis.common import SecretKeyRef
+from budgetops.apis.leaseprotocol import HandshakeRequest, ReleaseRequest
 from budgetops.apis.resources import Budget, BudgetKey, TrustBudget
 from budgetops.cli.main import main as cli_main
 from budgetops.client import BudgetClient
@@ -54,6 +59,7 @@ from budgetops.crypto import tokens
 from budgetops.engine import agents, leases
 from budgetops.engine.clock import system_clock
 from budgetops.engine.ledger import audit
+from budgetops.engine.rollover import trust_account
 from budgetops.leaseapi.app import PREFIX, lease_app
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, SQLiteStore
 from budgetops.usecases.leasing import LeaseService
@@ -403,6 +409,46 @@ def revocation(folder: Path) -> list[tuple[str, float]]:
     ]
 
 
+# 6: a lease call beside many accounts -----------------------------------------------
+
+
+def _crowded(db: Path, others: int) -> None:
+    """Open `others` accounts in the budget (5,000 per write), as charges would."""
+    store = SQLiteStore(db)
+    key, now = BudgetKey("TrustBudget", BUDGET), system_clock()
+    for start in range(0, others, 5000):
+
+        def open_accounts(b: Budget, start: int = start) -> None:
+            assert isinstance(b, TrustBudget)
+            for n in range(start, min(others, start + 5000)):
+                trust_account(b.status, b.spec, key=f"user:u{n}", now=now)
+
+        store.update_status(key, open_accounts)
+    store.close()
+
+
+def crowded_calls(folder: Path, others: int, calls: int = 200) -> float:
+    """CPU seconds per lease call (a handshake or a release) beside `others` accounts."""
+    db, (token,) = ledger(folder, 1)
+    _crowded(db, others)
+    store = SQLiteStore(db, group_commit=True, checkpoint_every=SERVING_CHECKPOINT_SECONDS)
+    service = LeaseService(store, FileSecrets(Path(f"{db}.secrets")), clock=system_clock)
+
+    async def calls_of(pairs: int) -> None:
+        for _ in range(pairs):
+            lent = await service.handshake(
+                HandshakeRequest.model_validate(handshake_body(token, 10))
+            )
+            await service.release(token, ReleaseRequest.model_validate(lent))
+
+    asyncio.run(calls_of(10))  # warm: the budget parsed once, the signing key read
+    cpu = time.process_time()
+    asyncio.run(calls_of(calls // 2))
+    taken = (time.process_time() - cpu) / calls
+    store.close()
+    return taken
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -415,6 +461,7 @@ def main() -> None:
         shake_rows = handshakes(folder / "handshake", seconds)
         ingest_rows = ingest(folder, seconds)
         revoke_rows = revocation(folder)
+        crowd_rows = [(n, crowded_calls(folder / f"crowd-{n}", n)) for n in (0, 10_000)]
 
     print("1. local check (target < 5 us)")
     base = sdk_rows[0][1]
@@ -435,6 +482,11 @@ def main() -> None:
     base = revoke_rows[0][1]
     for name, took in revoke_rows:
         print(f"   {name:<44}{took:>8.3f} s{took / base:>8.2f}x")
+    print("6. a lease call beside other accounts, CPU per call (target: the same)")
+    base = crowd_rows[0][1]
+    for others, cpu in crowd_rows:
+        name = f"beside {others:,} other accounts"
+        print(f"   {name:<44}{cpu * 1e3:>7.2f} ms CPU{cpu / base:>8.2f}x")
 
 
 if __name__ == "__main__":

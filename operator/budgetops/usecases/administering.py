@@ -23,7 +23,6 @@ from budgetops.engine.clock import Clock
 from budgetops.engine.rollover import (
     roll_risk_window,
     summarize_risk,
-    summarize_trust,
     trust_account,
 )
 from budgetops.store import BudgetStore
@@ -96,7 +95,6 @@ def grant(
             grants.expire(budget.status, now=now)  # their accounts drop back when touched
             grants.give(budget.status, _made(account, now), now=now)
             trust_account(budget.status, budget.spec, key=account, now=now)
-            summarize_trust(budget.status)
             to = account
         opened = budget.status.accounts[to]
         return to, opened.allocation, opened.balance
@@ -205,13 +203,12 @@ def _in_window(
 
 
 def _agents_change(store: BudgetStore, budget: str, change: Callable[[TrustBudget], T]) -> T:
-    """`change` on the TrustBudget; its summaries follow (closed leases return points)."""
+    """`change` on the TrustBudget (an agent's own account and its leases alone: the
+    printer-column summaries follow in the reconciler's next pass, as after a charge)."""
 
     def apply(found: Budget) -> T:
         assert isinstance(found, TrustBudget)  # the key names one
-        result = change(found)
-        summarize_trust(found.status)
-        return result
+        return change(found)
 
     try:
         return store.update_status(BudgetKey("TrustBudget", budget), apply)

@@ -33,7 +33,7 @@ from budgetops.crypto import sealing, tokens
 from budgetops.engine import agents, leases, sessions, spending
 from budgetops.engine.clock import Clock
 from budgetops.engine.ledger import InvalidCharge
-from budgetops.engine.rollover import summarize_trust, trust_account
+from budgetops.engine.rollover import trust_account
 from budgetops.store import BudgetStore, ChargeTimeout, NotFound
 
 log = logging.getLogger("budgetops.leaseapi")
@@ -279,7 +279,6 @@ class LeaseService:
             agent=agent_id,
             token=claims.token_id,
         )
-        summarize_trust(budget.status)
         account = budget.status.accounts[agent_id]
         totals = {
             "budget_remaining": account.balance,
@@ -334,7 +333,7 @@ class LeaseService:
     ) -> tuple[ProviderKey, str]:
         """The provider asked for (the agent's first when None) and its key, read before
         anything is charged, so a missing Secret or an unknown provider lends nothing."""
-        budget = self.store.get(key)
+        budget = self.store.get(key, account=agent_id)
         assert isinstance(budget, TrustBudget)
         agent = budget.status.agents.get(agent_id)
         if agent is None:
@@ -394,7 +393,6 @@ class LeaseService:
                 raise ApiError(409, "LEASE_CLOSED", str(error)) from None
             if counted.accepted:
                 self._tally(budget, agent, request, counted)
-                summarize_trust(budget.status)
             limits = budget.spec.sessions
             warned = sessions.warnings(
                 limits,
@@ -492,7 +490,6 @@ class LeaseService:
                 now=self.clock(),
                 state="released",
             )
-            summarize_trust(budget.status)
             return was_open, returned, hold, budget.status.accounts[claims.agent_id].balance
 
         _, (_, returned, hold, balance) = await self._change(
@@ -510,7 +507,7 @@ class LeaseService:
         claims = await self.verify(token)
         key = self.budget_of(claims.agent_id)
         try:
-            budget = self.store.get(key)
+            budget = self.store.get(key, account=claims.agent_id)
         except NotFound:
             raise invalid_token(f"{claims.agent_id}'s budget no longer exists") from None
         assert isinstance(budget, TrustBudget)
