@@ -87,7 +87,7 @@ BAD = [
     (b'{"Results": {}}', "Results is not a list"),
     (b'{"Results": [1]}', "a Results entry is not an object"),
     (b'{"Results": [{"Vulnerabilities": 3}]}', "Vulnerabilities is not a list"),
-    (b'{"Results": [{"Vulnerabilities": ["x"]}]}', "a Vulnerabilities entry is not an object"),
+    (b'{"Results": [{"Vulnerabilities": ["x"]}]}', "a vulnerability entry is not an object"),
     (trivy(("CVE-1", "SEVERE")), "unknown severity 'SEVERE'"),
     (trivy(("CVE-1", "low")), "unknown severity 'low'"),
     (trivy(("", "LOW")), "a vulnerability id must be"),

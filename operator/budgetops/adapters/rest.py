@@ -23,6 +23,10 @@ REFRESH_EVERY = 10.0
 """Seconds between credential refreshes (see `refresh_credentials_at_most_every`)."""
 
 
+class TooLarge(ValueError):
+    """An answer longer than the caller's limit (the connection is not reused)."""
+
+
 def request_json(
     api: client.ApiClient,
     method: str,
@@ -33,9 +37,11 @@ def request_json(
     accept: Sequence[int] = (200,),
     media: str = "application/json",
     timeout: float = REQUEST_TIMEOUT,
+    limit: int | None = None,
 ) -> tuple[int, bytes]:
     """Send `body` as JSON; the status and raw answer, or ApiException if not in `accept`.
-    `media` is the Accept header (a JSON form, e.g. metadata only)."""
+    `media` is the Accept header (a JSON form, e.g. metadata only); an answer longer than
+    `limit` bytes is not read past it and raises TooLarge."""
     headers = {"Accept": media}
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -47,7 +53,15 @@ def request_json(
         auth_settings=["BearerToken"],
     )
     response = api.call_api(method, url, headers, body, _request_timeout=timeout)
-    data: bytes = response.read()  # type: ignore[no-untyped-call]
+    if limit is None:
+        data: bytes = response.read()  # type: ignore[no-untyped-call]
+    else:
+        raw = response.response
+        data = raw.read(limit + 1)
+        if len(data) > limit:
+            raw.close()  # the rest is never read: the connection cannot serve another request
+            raise TooLarge(f"the answer to {path} is longer than {limit} bytes")
+        raw.release_conn()
     if response.status not in accept:
         raise ApiException(
             status=response.status, reason=response.reason, body=data.decode(errors="replace")

@@ -13,7 +13,7 @@ IMAGES_KEPT = 32
 """Images named in a verdict at most (a pod runs a handful)."""
 
 
-def _images(template: Any) -> tuple[str, ...]:
+def images_of(template: Any) -> tuple[str, ...]:
     spec = template.get("spec") if isinstance(template, dict) else None
     if not isinstance(spec, dict):
         return ()
@@ -47,5 +47,5 @@ def subject_of(request: AdmissionRequest, release_key: str = "") -> Subject:
         release_id=release_key.removeprefix("release:")
         if release_key.startswith("release:")
         else "",
-        images=_images(node) if path else (),
+        images=images_of(node) if path else (),
     )

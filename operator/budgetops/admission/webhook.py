@@ -37,6 +37,7 @@ from budgetops.admission.review import (
     request_uid,
     response,
 )
+from budgetops.admission.scans import VulnerabilityReports, price
 from budgetops.apis.jsonbody import JsonError, read_json
 from budgetops.apis.resources import field_errors
 from budgetops.engine.clock import Clock
@@ -95,8 +96,11 @@ class Admission:
         metrics: AdmissionMetrics | None = None,
         events: EventRecorder | None = None,
         attestor: Attestor | None = None,
+        reports: VulnerabilityReports | None = None,
     ) -> None:
         self.store = store
+        self.reports = reports
+        """Where the VulnerabilityReports are read from (None: a server with no cluster)."""
         self.attestor = attestor or Attestor()
         self.clock = clock
         self.identity = identity
@@ -167,7 +171,11 @@ class Admission:
         """The AdmissionReview answer for one request; raises ChargeTimeout past `timeout`."""
         deadline = time.monotonic() + max(timeout - ANSWER_MARGIN, 0.1)
         try:
-            charges = classify(self.store.list(with_status=False), request, self.identity)
+            budgets = self.store.list(with_status=False)
+            charges = classify(budgets, request, self.identity)
+            notes: list[str] = []
+            if charges.risk:  # points from VulnerabilityReports, for budgets that take them
+                charges, notes = await price(self.reports, budgets, charges, request, deadline)
             owed = bool(charges.trust or charges.risk)  # most requests owe nothing
             decisions = (
                 await self.charging.charge_async(
@@ -184,7 +192,7 @@ class Admission:
             self.metrics.admissions.labels("", "denied", "Refused").inc()
             return response(request.uid, allowed=False, message=str(refusal), code=400)
         denied = [f"{budget}: {d.message}" for budget, d in decisions if not d.allowed]
-        warnings = [w for _, d in decisions for w in d.warnings]
+        warnings = [*notes, *(w for _, d in decisions for w in d.warnings)]
         if denied:
-            return response(request.uid, allowed=False, message=" ".join(denied))
+            return response(request.uid, allowed=False, message=" ".join(denied), warnings=notes)
         return response(request.uid, allowed=True, warnings=warnings)

@@ -32,6 +32,7 @@ ChangeClass = Literal["standard", "low-risk", "security-fix", "incident"]
 Band = Literal["Green", "Yellow", "Red", "Exhausted"]
 Cadence = Literal["monthly", "weekly", "sprint"]
 UnknownsAction = Literal["warn", "block"]
+RiskPointsFrom = Literal["Declared", "TrivyOperator"]
 
 ANNOTATION_RISK_POINTS = "budgetops.dev/risk-points"
 ANNOTATION_CHANGE_CLASS = "budgetops.dev/change-class"
@@ -125,13 +126,22 @@ class ReleaseDeclaration(Model):
     release_id_annotation: str = Field(default=ANNOTATION_RELEASE_ID, max_length=253)
     default_risk_points: int = Field(default=10, ge=0, le=MAX_RISK_POINTS)
     default_change_class: ChangeClass = "standard"
+    risk_points_from: RiskPointsFrom = Field(
+        default="Declared",
+        description="Declared: the risk-points annotation, else defaultRiskPoints. "
+        "TrivyOperator: a release that changes its images costs what their Trivy Operator "
+        "VulnerabilityReports list, by vulnerabilityPoints, the images it ran before being "
+        "the baseline; the declared points when a new image has no report",
+    )
 
 
 class VulnerabilityPoints(Model):
     """What a release computes its risk points from when it brings its vulnerability report
-    (`--vulnerabilities`): points per vulnerability by severity, paid in full for those it
-    introduces and `carriedForwardPercent` of that (rounded up) for those the previous
-    release's report already listed, so fixing old ones is cheaper than shipping new ones."""
+    (`--vulnerabilities`) or admission reads its images' VulnerabilityReports
+    (`release.riskPointsFrom: TrivyOperator`): points per vulnerability by severity, paid in
+    full for those it introduces and `carriedForwardPercent` of that (rounded up) for those
+    the previous release's report already listed, so fixing old ones is cheaper than
+    shipping new ones."""
 
     critical: int = Field(default=10, ge=0, le=MAX_RISK_POINTS)
     high: int = Field(default=5, ge=0, le=MAX_RISK_POINTS)

@@ -22,6 +22,7 @@ from budgetops.adapters.leaseobjects import KubeLeaseObjects
 from budgetops.adapters.objects import KubeObjects
 from budgetops.adapters.secrets import KubeSecrets
 from budgetops.adapters.verdictmaps import VerdictMaps
+from budgetops.adapters.vulnerabilityreports import KubeVulnerabilityReports
 from budgetops.adapters.webhooktls import WebhookTLS
 from budgetops.apis.resources import BudgetKey
 from budgetops.crypto.webhookcerts import service_names
@@ -95,6 +96,7 @@ def run_in_cluster(settings: ClusterSettings) -> int:
                 events=events,
                 secrets=secrets,
                 attestor=attestor,
+                reports=KubeVulnerabilityReports(api),
             )
         notifier = Notifier(secrets=secrets, registry=registry, clock=system_clock)
         notifier.start()
@@ -129,6 +131,7 @@ def run_in_cluster(settings: ClusterSettings) -> int:
             until=reconcile,
             secrets=secrets,
             attestor=attestor,
+            reports=KubeVulnerabilityReports(api),
         )
     finally:
         stack.close()

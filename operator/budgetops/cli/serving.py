@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from budgetops.adapters.keyring import KeyFiles, key_name, verdict_keyring
 from budgetops.admission.classify import Identity
+from budgetops.admission.scans import VulnerabilityReports
 from budgetops.admission.server import raise_descriptor_limit, serve
 from budgetops.admission.webhook import Admission
 from budgetops.engine.clock import system_clock
@@ -106,10 +107,11 @@ def serve_until_stopped(
     until: Callable[[threading.Event], None] | None = None,
     secrets: SecretSource | None = None,
     attestor: Attestor | None = None,
+    reports: VulnerabilityReports | None = None,
 ) -> int:
     """Run the webhook over `store` until SIGTERM or Ctrl-C, running `until(stop)` meanwhile
     if given (it must return once `stop` is set). What it serves is said on `out`, or
-    logged if None."""
+    logged if None; `reports` are the cluster's VulnerabilityReports, if it has any."""
     tls = settings.tls
     admission = Admission(
         store,
@@ -119,6 +121,7 @@ def serve_until_stopped(
         metrics=AdmissionMetrics(registry or CollectorRegistry()),
         events=events,
         attestor=attestor,
+        reports=reports,
     )
     mounted = {}
     if secrets is not None:

@@ -37,7 +37,7 @@ from budgetops.engine.rollover import (
     trust_account,
 )
 from budgetops.engine.unknowns import UnknownCounts, UnknownsCheck, check_unknowns, tally
-from budgetops.engine.vulnerabilities import VulnerabilityScore
+from budgetops.engine.vulnerabilities import Evidence
 
 Reason = Literal[
     "Charged",
@@ -322,7 +322,7 @@ class Release:
     ref: str = ""
     unknowns: UnknownCounts | None = None
     witness: Witness | None = None
-    vulnerabilities: VulnerabilityScore | None = None
+    vulnerabilities: Evidence | None = None
     """What `points` was computed from, when it was (named in the verdict)."""
     of: str | None = ""
     """What a declared release id is charged for: the object and its pod template, empty

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from budgetops.apis.jsonbody import JsonError, read_json
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, VulnerabilityPoints
@@ -58,7 +58,7 @@ class Report:
     """One parsed report: what it charges for, what VEX excluded, and its digest."""
 
     name: str
-    format: Literal["trivy", "cyclonedx"]
+    format: Literal["trivy", "cyclonedx", "trivy-operator"]
     digest: str
     findings: dict[str, Severity]
     """Charged vulnerabilities by id, at their highest severity."""
@@ -117,7 +117,7 @@ def _severity(value: Any, known: dict[str, Severity], name: str) -> Severity:
     return known[value]
 
 
-def _keep(findings: dict[str, Severity], ident: str, severity: Severity) -> None:
+def keep_highest(findings: dict[str, Severity], ident: str, severity: Severity) -> None:
     """Record `ident` at the higher of its severities so far."""
     old = findings.get(ident)
     if old is None or SEVERITIES.index(severity) < SEVERITIES.index(old):
@@ -135,14 +135,31 @@ def _trivy(document: dict[str, Any], name: str) -> dict[str, Severity]:
     for result in _items(document.get("Results"), "Results", name):
         if not isinstance(result, dict):
             raise ReportError(f"{name}: a Results entry is not an object")
-        for entry in _items(result.get("Vulnerabilities"), "Vulnerabilities", name):
-            entries += 1
-            _counted(entries, name)
-            if not isinstance(entry, dict):
-                raise ReportError(f"{name}: a Vulnerabilities entry is not an object")
-            ident = _id(entry.get("VulnerabilityID"), name)
-            _keep(findings, ident, _severity(entry.get("Severity"), _TRIVY, name))
+        listed = _items(result.get("Vulnerabilities"), "Vulnerabilities", name)
+        entries = trivy_entries(listed, findings, entries, name=name)
     return findings
+
+
+def trivy_entries(
+    listed: list[Any],
+    findings: dict[str, Severity],
+    entries: int = 0,
+    *,
+    name: str,
+    keys: tuple[str, str] = ("VulnerabilityID", "Severity"),
+) -> int:
+    """Keep Trivy's vulnerability entries in `findings`, `entries` already counted before
+    them; the count after them. `keys` name the id and the severity: Trivy's JSON writes
+    `VulnerabilityID`, Trivy Operator's reports `vulnerabilityID` and `severity`."""
+    ident_key, severity_key = keys
+    for entry in listed:
+        entries += 1
+        _counted(entries, name)
+        if not isinstance(entry, dict):
+            raise ReportError(f"{name}: a vulnerability entry is not an object")
+        ident = _id(entry.get(ident_key), name)
+        keep_highest(findings, ident, _severity(entry.get(severity_key), _TRIVY, name))
+    return entries
 
 
 def _cyclonedx(document: dict[str, Any], name: str) -> tuple[dict[str, Severity], frozenset[str]]:
@@ -152,7 +169,7 @@ def _cyclonedx(document: dict[str, Any], name: str) -> tuple[dict[str, Severity]
     excluded: set[str] = set()
     for entry in vulnerabilities:
         if not isinstance(entry, dict):
-            raise ReportError(f"{name}: a vulnerabilities entry is not an object")
+            raise ReportError(f"{name}: a vulnerability entry is not an object")
         ident = _id(entry.get("id"), name)
         analysis = entry.get("analysis") or {}
         if not isinstance(analysis, dict):
@@ -172,8 +189,14 @@ def _cyclonedx(document: dict[str, Any], name: str) -> tuple[dict[str, Severity]
         if state in NOT_AFFECTING:
             excluded.add(ident)
         else:
-            _keep(findings, ident, severity)
+            keep_highest(findings, ident, severity)
     return findings, frozenset(excluded - findings.keys())
+
+
+class Evidence(Protocol):
+    """What a release's points were computed from, as its signed verdict names it."""
+
+    def to_predicate(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
