@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -73,14 +74,16 @@ class MemStore(Attempted):
         with self._lock:
             held = self._rows.get(key)
             if held is None:
-                generation = 1
+                # a new object: its uid, as SQLiteStore gives one, or the one a test pairing
+                # this store with another gives it (a verdict's digest covers it)
+                generation, uid = 1, document["metadata"].get("uid") or str(uuid.uuid4())
             else:
                 before = json.loads(held[0])
-                generation = before["metadata"]["generation"]
+                generation, uid = before["metadata"]["generation"], before["metadata"]["uid"]
                 if before["spec"] != document["spec"]:
                     generation += 1
                 status = json.loads(held[1])
-            document["metadata"]["generation"] = generation
+            document["metadata"].update(generation=generation, uid=uid)
             self._rows[key] = (json.dumps(document), json.dumps(status))
         return self.get(key)
 

@@ -1,5 +1,9 @@
 """The audit trail: every ledger movement and decision, hash-chained per budget. Pure.
 
+A chain belongs to one budget object, named by the budget and its uid (`ChainKey`): a budget
+deleted and created again is a new object with a new uid, so its chain starts again at
+record 1 from GENESIS, and the old one stays as it was, read and checked on its own.
+
 A change queues plain records on the ledger (`note`); the store seals them into the budget's
 chain (`seal`) inside the write that stores the change, so the chain head in the status and
 the records agree, and publishes them once that write succeeded. A record's hash covers its
@@ -11,7 +15,7 @@ that verifies. The signed head is published after its records (a `head` line), s
 of the trail kept where the ledger's writer cannot reach (a witness) shows any later
 rewrite of the ledger, even by one who holds the key.
 
-`verify_chain` reads records back (a log of any number of budgets, interleaved) and reports
+`verify_chain` reads records back (a log of any number of chains, interleaved) and reports
 every break with its line: an edited record, one missing, one out of order, a checkpoint,
 verdict or head whose signature does not verify, a chain that stops short of its budget's
 head or holds fewer checkpoints than the head names.
@@ -23,8 +27,9 @@ import base64
 import hashlib
 import heapq
 import json
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -42,6 +47,7 @@ AuditAction = Literal[
     "checkpoint",
     "break-glass",
     "break-glass-refused",
+    "break-glass-approved",
     "grant",
     "grant-expired",
 ]
@@ -222,13 +228,43 @@ def seal(
     return sealed
 
 
+ChainKey = tuple[str, str]
+"""A chain: its budget (`Kind/namespace/name`) and the uid of the object it belongs to ("" in
+an embedded ledger for a budget applied before budgets had one there)."""
+
+
+def chain_of(line: Mapping[str, Any]) -> ChainKey:
+    """The chain a record or a published head belongs to."""
+    uid = line.get("uid", "")
+    return str(line.get("budget", "?")), uid if isinstance(uid, str) else ""
+
+
+def chain_names(keys: Iterable[ChainKey]) -> dict[ChainKey, str]:
+    """How people read each chain: as its budget, unless the budget has more than one
+    (deleted and created again), then with the start of its uid, all of it if that is not
+    enough to tell the chains apart."""
+    found = sorted(set(keys))
+    count = Counter(budget for budget, _ in found)
+    names: dict[ChainKey, str] = {}
+    for budget, uid in found:
+        name = budget
+        if count[budget] > 1:
+            name = f"{budget} (uid {uid[:8]})" if uid else f"{budget} (no uid)"
+            if name in names.values():
+                name = f"{budget} (uid {uid})"
+        names[budget, uid] = name
+    return names
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One break in a chain, where it shows: a 1-based line of the log read."""
+    """One break in a chain, where it shows: a 1-based line of the log read. `budget` names
+    the chain as `chain_names` does; `uid` is the chain's uid."""
 
     line: int
     budget: str
     message: str
+    uid: str = ""
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.budget}: {self.message}"
@@ -250,9 +286,9 @@ class _Chain:
 
 @dataclass
 class ChainReport:
-    """What a log held, per budget, and every problem found, in the order of the log."""
+    """What a log held, per chain, and every problem found, in the order of the log."""
 
-    chains: dict[str, _Chain] = field(default_factory=dict)
+    chains: dict[ChainKey, _Chain] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     other_lines: int = 0
 
@@ -260,18 +296,30 @@ class ChainReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def found(self, number: int, chain: ChainKey, message: str) -> None:
+        self.problems.append(Problem(number, chain[0], message, chain[1]))
+
     def summary(self) -> dict[str, dict[str, int]]:
-        """Per budget: records read, the last seq, the signed checkpoints among them and the
-        seq of the latest signed head the log published (0: none)."""
+        """Per chain (named as `chain_names` does): records read, the last seq, the signed
+        checkpoints among them and the seq of the latest signed head the log published (0:
+        none)."""
+        names = chain_names(self.chains)
         return {
-            name: {
+            names[key]: {
                 "records": c.records,
                 "lastSeq": c.seq,
                 "checkpoints": c.checkpoints,
                 "signedHead": c.witnessed.seq if c.witnessed is not None else 0,
             }
-            for name, c in sorted(self.chains.items())
+            for key, c in sorted(self.chains.items())
         }
+
+    def _name_problems(self) -> None:
+        """Name each problem's chain as the summary does (known once the whole log is read)."""
+        names = chain_names([*self.chains, *((p.budget, p.uid) for p in self.problems)])
+        self.problems = [
+            replace(p, budget=names.get((p.budget, p.uid), p.budget)) for p in self.problems
+        ]
 
 
 def _parse(text: str) -> dict[str, Any] | Literal[False] | None:
@@ -298,6 +346,8 @@ def _well_formed(record: dict[str, Any]) -> str | None:
     for name in ("budget", "hash", "prev", "action", "at"):
         if not isinstance(record.get(name), str):
             return f"its {name} is not a string"
+    if not isinstance(record.get("uid", ""), str):
+        return "its uid is not a string"
     return None
 
 
@@ -338,7 +388,7 @@ def merge_logs(logs: Sequence[Sequence[str]]) -> list[tuple[int, int, str]]:
     each log's own order is kept, so a log out of order still shows. Lines that are neither
     are left out. Items: (the log's index, the 1-based line in it, the line)."""
     broken: list[tuple[int, int, str]] = []
-    chains: dict[str, list[list[tuple[tuple[int, int], tuple[int, int, str]]]]] = {}
+    chains: dict[ChainKey, list[list[tuple[tuple[int, int], tuple[int, int, str]]]]] = {}
     for index, lines in enumerate(logs):
         for number, text in enumerate(lines, start=1):
             record = _parse(text)
@@ -347,7 +397,7 @@ def merge_logs(logs: Sequence[Sequence[str]]) -> list[tuple[int, int, str]]:
             if record is False:
                 broken.append((index, number, text))
                 continue
-            streams = chains.setdefault(str(record.get("budget", "?")), [[] for _ in logs])
+            streams = chains.setdefault(chain_of(record), [[] for _ in logs])
             streams[index].append((_position(record), (index, number, text)))
     merged = list(broken)
     for _, streams in sorted(chains.items()):
@@ -373,14 +423,15 @@ def verify_chain(
     budgets: Collection[str] | None = None,
     partial: bool = False,
 ) -> ChainReport:
-    """Check every chain in a log; `heads` (budget → its uid and its status's head) catches
-    records missing at the end, checkpoints missing anywhere and (with `check`) a head not
-    signed, `check` verifies checkpoint, verdict and head signatures, `budgets` limits the
-    check to those chains. Records past the last signed head the log published are
-    reported: with a key, every write publishes one. `partial` takes a log that may begin
-    in the middle of a chain (one pod's stdout since it started): each chain's first record
-    is then not checked against the one before it, which the log does not hold, nor are the
-    checkpoints before it counted."""
+    """Check every chain in a log; `heads` (budget → its uid and its status's head) catches, in
+    the chain of that uid, records missing at the end, checkpoints missing anywhere and (with
+    `check`) a head not signed (a chain of another uid, of the budget before it was deleted,
+    is checked on its own), `check` verifies checkpoint, verdict and head signatures,
+    `budgets` limits the check to those budgets' chains. Records past the last signed head
+    the log published are reported: with a key, every write publishes one. `partial` takes
+    a log that may begin in the middle of a chain (one pod's stdout since it started): each
+    chain's first record is then not checked against the one before it, which the log does
+    not hold, nor are the checkpoints before it counted."""
     report = ChainReport()
     for number, text in enumerate(lines, start=1):
         record = _parse(text)
@@ -390,33 +441,32 @@ def verify_chain(
         if record is False:
             report.problems.append(Problem(number, "?", "a record that is not valid JSON"))
             continue
-        budget = str(record.get("budget", "?"))
-        if budgets is not None and budget not in budgets:
+        key = chain_of(record)
+        if budgets is not None and key[0] not in budgets:
             report.other_lines += 1
             continue
         if "prev" not in record:
-            _witness(report, number, budget, record, check)
+            _witness(report, number, key, record, check)
             continue
-        _read_record(report, number, budget, record, check=check, partial=partial)
-    for budget, chain in sorted(report.chains.items()):
+        _read_record(report, number, key, record, check=check, partial=partial)
+    for key, chain in sorted(report.chains.items()):
         if chain.witnessed is not None and chain.seq > chain.witnessed.seq:
-            report.problems.append(
-                Problem(
-                    chain.line,
-                    budget,
-                    f"records {chain.witnessed.seq + 1}-{chain.seq} follow the last signed "
-                    "head the log published: appended after it, or its head line was lost",
-                )
+            report.found(
+                chain.line,
+                key,
+                f"records {chain.witnessed.seq + 1}-{chain.seq} follow the last signed "
+                "head the log published: appended after it, or its head line was lost",
             )
     for budget, (uid, head) in sorted((heads or {}).items()):
-        _against_head(report, budget, uid, head, check=check, partial=partial)
+        _against_head(report, (budget, uid), head, check=check, partial=partial)
+    report._name_problems()
     return report
 
 
 def _read_record(
     report: ChainReport,
     number: int,
-    budget: str,
+    key: ChainKey,
     record: dict[str, Any],
     *,
     check: Check | None,
@@ -425,23 +475,21 @@ def _read_record(
     """One record: well formed, unchanged, next in its chain, its signatures holding."""
     malformed = _well_formed(record)
     if malformed is not None:
-        report.problems.append(Problem(number, budget, f"not an audit record: {malformed}"))
+        report.found(number, key, f"not an audit record: {malformed}")
         return
     seq = record["seq"]
-    if budget not in report.chains and partial:
-        report.chains[budget] = _Chain(seq=seq - 1, hash=record["prev"], first=seq)
-    chain = report.chains.setdefault(budget, _Chain())
+    if key not in report.chains and partial:
+        report.chains[key] = _Chain(seq=seq - 1, hash=record["prev"], first=seq)
+    chain = report.chains.setdefault(key, _Chain())
     if digest(record) != record["hash"]:
-        report.problems.append(
-            Problem(number, budget, f"record {seq} was changed: its hash does not match")
-        )
+        report.found(number, key, f"record {seq} was changed: its hash does not match")
     out_of_line = _follow(chain, record)
     if out_of_line is not None:
-        report.problems.append(Problem(number, budget, out_of_line))
+        report.found(number, key, out_of_line)
     if check is not None:
         unsigned = _signatures(record, check)
         if unsigned is not None:
-            report.problems.append(Problem(number, budget, f"record {seq}: {unsigned}"))
+            report.found(number, key, f"record {seq}: {unsigned}")
     chain.seq, chain.hash, chain.line = seq, record["hash"], number
     chain.records += 1
     if record["action"] == "checkpoint":
@@ -450,99 +498,85 @@ def _read_record(
 
 
 def _witness(
-    report: ChainReport, number: int, budget: str, line: dict[str, Any], check: Check | None
+    report: ChainReport, number: int, key: ChainKey, line: dict[str, Any], check: Check | None
 ) -> None:
     """A published signed head: it must verify and name the record just read."""
     try:
         head = AuditHead.model_validate(line["head"])
     except ValueError:
-        report.problems.append(Problem(number, budget, "a head line that does not read"))
+        report.found(number, key, "a head line that does not read")
         return
-    chain = report.chains.setdefault(budget, _Chain())
-    uid = str(line.get("uid", ""))
+    chain = report.chains.setdefault(key, _Chain())
     if check is not None:
-        unsigned = _head_signature(budget, uid, head, check)
+        unsigned = _head_signature(key, head, check)
         if unsigned is not None:
-            report.problems.append(Problem(number, budget, f"the published head {unsigned}"))
+            report.found(number, key, f"the published head {unsigned}")
             return
     if (chain.seq, chain.hash) != (head.seq, head.hash):
-        report.problems.append(
-            Problem(
-                number,
-                budget,
-                f"the published head names record {head.seq}, and the chain read so far "
-                f"ends at record {chain.seq}{' (another hash)' if chain.seq == head.seq else ''}",
-            )
+        report.found(
+            number,
+            key,
+            f"the published head names record {head.seq}, and the chain read so far "
+            f"ends at record {chain.seq}{' (another hash)' if chain.seq == head.seq else ''}",
         )
     chain.witnessed = head
 
 
-def _head_signature(budget: str, uid: str, head: AuditHead, check: Check) -> str | None:
+def _head_signature(key: ChainKey, head: AuditHead, check: Check) -> str | None:
     """Why a head's signature does not hold (or it has none), or None."""
-    envelope = head_envelope(budget, uid, head)
+    envelope = head_envelope(*key, head)
     if envelope is None:
         return f"(record {head.seq}) is not signed"
-    problem = check(envelope, head_payload(budget, uid, head))
+    problem = check(envelope, head_payload(*key, head))
     return None if problem is None else f"(record {head.seq}) signature does not hold: {problem}"
 
 
 def _against_head(
     report: ChainReport,
-    budget: str,
-    uid: str,
+    key: ChainKey,
     head: AuditHead,
     *,
     check: Check | None,
     partial: bool,
 ) -> None:
-    chain = report.chains.get(budget, _Chain())
-    problems = report.problems
+    """The chain of the budget's current uid against the head in its status."""
+    chain = report.chains.get(key, _Chain())
     if check is not None and head.seq > 0:
-        unsigned = _head_signature(budget, uid, head, check)
+        unsigned = _head_signature(key, head, check)
         if unsigned is not None:
-            problems.append(Problem(chain.line, budget, f"the budget's head {unsigned}"))
+            report.found(chain.line, key, f"the budget's head {unsigned}")
     if chain.seq < head.seq:
         what = "no record" if chain.seq == 0 else f"record {chain.seq}"
-        problems.append(
-            Problem(
-                chain.line,
-                budget,
-                f"the log ends at {what}, and the budget's head is record {head.seq}: "
-                f"records {chain.seq + 1}-{head.seq} are missing",
-            )
+        report.found(
+            chain.line,
+            key,
+            f"the log ends at {what}, and the budget's head is record {head.seq}: "
+            f"records {chain.seq + 1}-{head.seq} are missing",
         )
         return
     if chain.seq > head.seq:
-        problems.append(
-            Problem(
-                chain.line,
-                budget,
-                f"the log goes on to record {chain.seq}, past the budget's head (record "
-                f"{head.seq}): its status was restored from before them, or they were forged",
-            )
+        report.found(
+            chain.line,
+            key,
+            f"the log goes on to record {chain.seq}, past the budget's head (record "
+            f"{head.seq}): its status was restored from before them, or they were forged",
         )
         return
     if chain.hash != head.hash:
-        problems.append(
-            Problem(chain.line, budget, f"record {chain.seq} differs from the budget's head")
-        )
+        report.found(chain.line, key, f"record {chain.seq} differs from the budget's head")
     if not partial and chain.checkpoints < head.checkpoints:
-        problems.append(
-            Problem(
-                chain.line,
-                budget,
-                f"the chain holds {chain.checkpoints} checkpoints, and the budget's head "
-                f"names {head.checkpoints}: checkpoints were removed",
-            )
+        report.found(
+            chain.line,
+            key,
+            f"the chain holds {chain.checkpoints} checkpoints, and the budget's head "
+            f"names {head.checkpoints}: checkpoints were removed",
         )
     if head.checkpoint_seq >= chain.first and chain.last_checkpoint != head.checkpoint_seq:
-        problems.append(
-            Problem(
-                chain.line,
-                budget,
-                f"the budget's head names a checkpoint at record {head.checkpoint_seq}, and "
-                f"the chain's last is at record {chain.last_checkpoint}",
-            )
+        report.found(
+            chain.line,
+            key,
+            f"the budget's head names a checkpoint at record {head.checkpoint_seq}, and "
+            f"the chain's last is at record {chain.last_checkpoint}",
         )
 
 
@@ -551,27 +585,30 @@ def compare(
 ) -> list[Problem]:
     """Where a ledger's records differ from a copy kept apart from it (the audit file or
     stream, a witness), by the witness's lines: every record the witness holds must be in
-    the ledger with the same hash. The ledger may have gone on since (records written where
-    the witness was not told): those its own head vouches for."""
-    kept: dict[tuple[str, object], object] = {}
+    the ledger, in the same chain, with the same hash. The ledger may have gone on since
+    (records written where the witness was not told): those its own head vouches for."""
+    kept: dict[tuple[ChainKey, object], object] = {}
     for text in ledger:
         record = _parse(text)
         if record and "prev" in record:  # by what it holds, not the hash it states
-            kept[str(record.get("budget")), record.get("seq")] = digest(record)
+            kept[chain_of(record), record.get("seq")] = digest(record)
     problems = []
     for number, text in enumerate(witness, start=1):
         record = _parse(text)
         if not record or "prev" not in record:
             continue
-        budget, seq = str(record.get("budget")), record.get("seq")
-        if budgets is not None and budget not in budgets:
+        key, seq = chain_of(record), record.get("seq")
+        if budgets is not None and key[0] not in budgets:
             continue
-        if (budget, seq) not in kept:
+        if (key, seq) not in kept:
             problems.append(
-                Problem(number, budget, f"record {seq} of this copy is not in the ledger")
+                Problem(number, key[0], f"record {seq} of this copy is not in the ledger", key[1])
             )
-        elif kept[budget, seq] != record.get("hash"):
+        elif kept[key, seq] != record.get("hash"):
             problems.append(
-                Problem(number, budget, f"the ledger's record {seq} differs from this copy's")
+                Problem(
+                    number, key[0], f"the ledger's record {seq} differs from this copy's", key[1]
+                )
             )
-    return problems
+    names = chain_names([*(key for key, _ in kept), *((p.budget, p.uid) for p in problems)])
+    return [replace(p, budget=names[p.budget, p.uid]) for p in problems]

@@ -23,6 +23,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_errors
-from budgetops.engine.audit import Sealed
+from budgetops.engine.audit import Sealed, chain_of
 from budgetops.store.attempt import Attempted
 from budgetops.store.audit import AuditTrail, verdicts_in
 from budgetops.store.base import ChargeTimeout, NotFound, Unreadable, one_account
@@ -73,9 +74,10 @@ _AUDIT_SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS audit (
     budget TEXT    NOT NULL,
+    uid    TEXT    NOT NULL,
     seq    INTEGER NOT NULL,
     record TEXT    NOT NULL,
-    PRIMARY KEY (budget, seq)
+    PRIMARY KEY (budget, uid, seq)
 )
 """,
     """
@@ -88,7 +90,16 @@ CREATE TABLE IF NOT EXISTS verdicts (
 )
 """,
 )
-"""The audit chain of every budget, in full, and the latest signed verdicts (VERDICTS_KEPT)."""
+"""The audit chain of every budget, in full, and the latest signed verdicts (VERDICTS_KEPT).
+A chain is a budget object's (engine.audit.ChainKey): a budget deleted and applied again
+gets a new uid, and its chain starts again at seq 1 beside the old one."""
+
+_RECORD_UID = (
+    "CASE WHEN json_valid(record) AND json_type(record, '$.uid') = 'text' "
+    "THEN json_extract(record, '$.uid') ELSE '' END"
+)
+"""A record's uid as engine.audit.chain_of reads it, for an audit table made before the
+table had a uid column."""
 
 VERDICTS_KEPT = 10_000
 """Envelopes the embedded ledger keeps to fetch by digest; the audit table keeps them all."""
@@ -147,13 +158,33 @@ def _params(key: BudgetKey) -> tuple[str, str, str]:
     return (key.kind, key.namespace, key.name)
 
 
+def _audit_columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute("PRAGMA table_info(audit)")}
+
+
+def _key_chains_by_uid(db: sqlite3.Connection) -> None:
+    """An audit table made before chains were told apart by uid, keyed by (budget, seq),
+    is rebuilt keyed by (budget, uid, seq) with every record, in the caller's transaction:
+    a budget deleted and applied again could not be written before."""
+    columns = _audit_columns(db)
+    if not columns or "uid" in columns:
+        return
+    db.execute("ALTER TABLE audit RENAME TO audit_by_seq")
+    db.execute(_AUDIT_SCHEMA[0])
+    db.execute(
+        f"INSERT INTO audit (budget, uid, seq, record) "
+        f"SELECT budget, {_RECORD_UID}, seq, record FROM audit_by_seq"
+    )
+    db.execute("DROP TABLE audit_by_seq")
+
+
 def _keep(db: sqlite3.Connection, sealed: Sequence[Sealed]) -> None:
     """Store sealed audit records and their verdicts in the transaction of their write."""
     if not sealed:
         return
     db.executemany(
-        "INSERT INTO audit VALUES (?, ?, ?)",
-        [(s.record["budget"], s.record["seq"], s.line) for s in sealed],
+        "INSERT INTO audit (budget, uid, seq, record) VALUES (?, ?, ?, ?)",
+        [(*chain_of(s.record), s.record["seq"], s.line) for s in sealed],
     )
     found = verdicts_in(sealed)
     if found:
@@ -239,6 +270,7 @@ class SQLiteStore(Attempted):
                 self._check_schema(db)
                 db.execute(_SCHEMA)
                 db.execute(_ROWS_SCHEMA)
+                _key_chains_by_uid(db)
                 for table in _AUDIT_SCHEMA:
                     db.execute(table)
         if checkpoint_every is not None:
@@ -380,16 +412,21 @@ class SQLiteStore(Attempted):
         return budget.status.model_dump_json(by_alias=True, exclude_none=True)
 
     def apply(self, budget: Budget) -> Budget:
+        """Store the budget's spec and metadata, keeping its status if it exists. A new one
+        gets a uid, as the API server gives one, which names its audit chain; one applied
+        again keeps the uid it has (none, if stored before the ledger gave uids)."""
         key = BudgetKey.of(budget)
         document = budget.to_wire()
         document.pop("status", None)
+        metadata = document["metadata"]
         with self._transaction() as db:
             row = db.execute(
                 f"SELECT object, generation FROM budgets WHERE {_KEY}", _params(key)
             ).fetchone()
             if row is None:
                 generation = 1
-                document["metadata"]["generation"] = generation
+                metadata["generation"] = generation
+                metadata["uid"] = str(uuid.uuid4())
                 db.execute(
                     "INSERT INTO budgets VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -402,9 +439,13 @@ class SQLiteStore(Attempted):
                 )
             else:
                 generation = row[1]
-                if json.loads(row[0])["spec"] != document["spec"]:
+                stored = json.loads(row[0])
+                if stored["spec"] != document["spec"]:
                     generation += 1
-                document["metadata"]["generation"] = generation
+                metadata["generation"] = generation
+                metadata.pop("uid", None)
+                if stored["metadata"].get("uid"):
+                    metadata["uid"] = stored["metadata"]["uid"]
                 db.execute(
                     f"UPDATE budgets SET object = ?, generation = ?, version = ? WHERE {_KEY}",
                     (json.dumps(document), generation, _new_version(), *_params(key)),
@@ -496,9 +537,12 @@ class SQLiteStore(Attempted):
 
     def audit_lines(self) -> tuple[str, ...]:
         """The audit trail of every budget as JSON Lines, each chain in order (none from a
-        ledger made before the trail existed)."""
+        ledger made before the trail existed; chains told apart by the uid in their records
+        in one made before the audit table had a uid column, read but not written here)."""
         try:
-            rows = self._connection().execute("SELECT record FROM audit ORDER BY budget, seq")
+            db = self._connection()
+            uid = "uid" if "uid" in _audit_columns(db) else _RECORD_UID
+            rows = db.execute(f"SELECT record FROM audit ORDER BY budget, {uid}, seq")
             return tuple(record for (record,) in rows)
         except sqlite3.OperationalError as error:
             if "no such table" in str(error):
