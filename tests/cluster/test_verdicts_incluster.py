@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,10 +79,16 @@ def risk_budget(allocation: int) -> dict[str, Any]:
 
 @contextmanager
 def admission_replica(
-    control_plane: Any, folder: Path, *, hook: str, namespace: str
+    control_plane: Any,
+    folder: Path,
+    *,
+    hook: str,
+    namespace: str,
+    rules: Sequence[dict[str, Any]] = (DEPLOYMENT_WRITES,),
 ) -> Iterator[Path]:
     """One `budgetops run` replica (admission only, its keys in OPERATOR_NAMESPACE) behind a
-    webhook for Deployments in `namespace`; yields its stdout, the audit trail."""
+    webhook for `rules` (Deployments) in `namespace` (cluster-scoped objects all match);
+    yields its stdout, the audit trail."""
     ca, serving = loopback_server_pair(folder)
     port = free_port()
     trail = folder / "stdout.jsonl"
@@ -99,7 +105,7 @@ def admission_replica(
                 hook,
                 port=port,
                 ca=ca.cert.read_bytes(),
-                rules=[DEPLOYMENT_WRITES],
+                rules=list(rules),
                 namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
             )
             control_plane.kubectl("apply", "-f", "-", input=json.dumps(configuration))
