@@ -22,6 +22,7 @@ from cryptography import x509
 from tests.conftest import ROOT
 
 CHART = ROOT / "charts" / "budgetops"
+TRIVY_CRD = ROOT / "tests" / "cluster" / "fixtures" / "trivy-operator-vulnerabilityreports.yaml"
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
@@ -591,6 +592,11 @@ def _live_hook(control_plane: Any) -> dict[str, Any]:
 
 def _grants_what_it_says(control_plane: Any) -> None:
     operator = "system:serviceaccount:budgetops:budgetops"
+    # kubectl resolves a resource through discovery: Trivy Operator's must be served.
+    control_plane.kubectl("apply", "--server-side", "-f", str(TRIVY_CRD))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/vulnerabilityreports.aquasecurity.github.io"
+    )
     for verb, resource, subresource, expected in (
         ("update", "trustbudgets.budgetops.dev", "status", "yes"),
         ("update", "trustbudgets.budgetops.dev", "", "no"),
@@ -608,6 +614,9 @@ def _grants_what_it_says(control_plane: Any) -> None:
         ("create", "budgetleases.budgetops.dev", "", "yes"),
         ("patch", "budgetleases.budgetops.dev", "status", "yes"),
         ("update", "budgetleases.budgetops.dev", "", "no"),
+        ("list", "vulnerabilityreports.aquasecurity.github.io", "", "yes"),  # riskPointsFrom
+        ("watch", "vulnerabilityreports.aquasecurity.github.io", "", "yes"),
+        ("update", "vulnerabilityreports.aquasecurity.github.io", "", "no"),
     ):
         answer = control_plane.kubectl(
             "auth",
