@@ -298,8 +298,8 @@ def relink(
             records.append(record)
         connection.execute("DELETE FROM audit WHERE budget = ?", (RISK,))
         connection.executemany(
-            "INSERT INTO audit VALUES (?, ?, ?, ?)",
-            [(RISK, uid, r["seq"], json.dumps(r)) for r in records],
+            "INSERT INTO audit VALUES (?, ?, ?)",
+            [(RISK, r["seq"], json.dumps(r)) for r in records],
         )
         stored = json.loads(status)
         checkpoints = [r["seq"] for r in records if r["action"] == "checkpoint"]

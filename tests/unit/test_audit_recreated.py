@@ -226,10 +226,13 @@ def old_ledger(path: Path) -> BudgetKey:
     return key
 
 
-def columns(path: Path) -> list[tuple[str, int]]:
-    """The audit table's columns and their places in its primary key."""
+def layout(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The audit table's columns (generated ones too) and its unique keys."""
     with contextlib.closing(sqlite3.connect(path)) as db:
-        return [(row[1], row[5]) for row in db.execute("PRAGMA table_info(audit)")]
+        columns = [row[1] for row in db.execute("PRAGMA table_xinfo(audit)")]
+        indexes = [row[1] for row in db.execute("PRAGMA index_list(audit)") if row[2]]
+        keys = [[row[2] for row in db.execute(f"PRAGMA index_info('{i}')")] for i in indexes]
+    return columns, keys
 
 
 def heads(store: SQLiteStore) -> dict[str, tuple[str, audit.AuditHead]]:
@@ -248,11 +251,11 @@ def test_an_old_ledger_is_read_as_it_is_and_rekeyed_by_uid_on_open(tmp_path: Pat
     assert len(before) == 5
     with contextlib.closing(SQLiteStore(path, mode="ro")) as reader:
         assert list(reader.audit_lines()) == before  # read, and left as it is
-    assert columns(path) == [("budget", 1), ("seq", 2), ("record", 0)]
+    assert layout(path) == (["budget", "seq", "record"], [["budget", "seq"]])
 
     store = SQLiteStore(path)
     try:
-        assert columns(path) == [("budget", 1), ("uid", 2), ("seq", 3), ("record", 0)]
+        assert layout(path) == (["budget", "seq", "record", "uid"], [["budget", "uid", "seq"]])
         assert list(store.audit_lines()) == before  # every record, in order
         assert store.get(key).metadata.uid is None  # its chain goes on under ""
         store.update_status(key, charging("uid-5", now=T0))
@@ -281,3 +284,17 @@ def test_an_unreadable_record_of_an_old_ledger_is_kept_for_verify_to_report(
     assert len(lines) == 5
     report = audit.verify_chain(lines)
     assert str(report.problems[0]) == "line 3: ?: a record that is not valid JSON"
+
+
+def test_a_budgetops_from_before_still_writes_the_audit_table(tmp_path: Path) -> None:
+    """It inserts (budget, seq, record), as before: the uid is read from the record, so a
+    rollback, or an older CLI on the same ledger, writes on, and chains stay apart."""
+    path = tmp_path / "ledger.sqlite3"
+    SQLiteStore(path).close()
+    insert = "INSERT INTO audit VALUES (?, ?, ?)"  # the statement of every BudgetOps before
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        for uid in (OLD, NEW):
+            db.execute(insert, (BUDGET, 1, json.dumps({"budget": BUDGET, "uid": uid, "seq": 1})))
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute(insert, (BUDGET, 1, json.dumps({"budget": BUDGET, "uid": NEW, "seq": 1})))
+        assert db.execute("SELECT uid FROM audit ORDER BY rowid").fetchall() == [(OLD,), (NEW,)]

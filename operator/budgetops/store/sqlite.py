@@ -34,7 +34,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind, field_errors
-from budgetops.engine.audit import Sealed, chain_of
+from budgetops.engine.audit import Sealed
 from budgetops.store.attempt import Attempted
 from budgetops.store.audit import AuditTrail, verdicts_in
 from budgetops.store.base import ChargeTimeout, NotFound, Unreadable, one_account
@@ -70,16 +70,22 @@ CREATE TABLE IF NOT EXISTS status_rows (
 """One row per entry of a status's big maps (store.rows): an account, a settled key, a
 release id, an alerting account. The budget's own `status` column holds the rest."""
 
+_RECORD_UID = (
+    "CASE WHEN json_valid(record) AND json_type(record, '$.uid') = 'text' "
+    "THEN json_extract(record, '$.uid') ELSE '' END"
+)
+"""A record's uid as engine.audit.chain_of reads it: "" when it has none, or does not read."""
+
 _AUDIT_SCHEMA = (
-    """
+    f"""
 CREATE TABLE IF NOT EXISTS audit (
     budget TEXT    NOT NULL,
-    uid    TEXT    NOT NULL,
     seq    INTEGER NOT NULL,
     record TEXT    NOT NULL,
-    PRIMARY KEY (budget, uid, seq)
+    uid    TEXT    NOT NULL GENERATED ALWAYS AS ({_RECORD_UID}) VIRTUAL
 )
 """,
+    "CREATE UNIQUE INDEX IF NOT EXISTS audit_chains ON audit (budget, uid, seq)",
     """
 CREATE TABLE IF NOT EXISTS verdicts (
     digest   TEXT NOT NULL PRIMARY KEY,
@@ -91,15 +97,10 @@ CREATE TABLE IF NOT EXISTS verdicts (
 """,
 )
 """The audit chain of every budget, in full, and the latest signed verdicts (VERDICTS_KEPT).
-A chain is a budget object's (engine.audit.ChainKey): a budget deleted and applied again
-gets a new uid, and its chain starts again at seq 1 beside the old one."""
-
-_RECORD_UID = (
-    "CASE WHEN json_valid(record) AND json_type(record, '$.uid') = 'text' "
-    "THEN json_extract(record, '$.uid') ELSE '' END"
-)
-"""A record's uid as engine.audit.chain_of reads it, for an audit table made before the
-table had a uid column."""
+A chain is a budget object's (engine.audit.ChainKey), unique by (budget, uid, seq): a budget
+deleted and applied again gets a new uid, and its chain starts again at seq 1 beside the
+old one. The uid is read from the record, so a BudgetOps from before, which inserts
+(budget, seq, record), still writes this table (rolled back, or another install's CLI)."""
 
 VERDICTS_KEPT = 10_000
 """Envelopes the embedded ledger keeps to fetch by digest; the audit table keeps them all."""
@@ -159,21 +160,22 @@ def _params(key: BudgetKey) -> tuple[str, str, str]:
 
 
 def _audit_columns(db: sqlite3.Connection) -> set[str]:
-    return {row[1] for row in db.execute("PRAGMA table_info(audit)")}
+    """The audit table's columns, generated ones included (none: no table)."""
+    return {row[1] for row in db.execute("PRAGMA table_xinfo(audit)")}
 
 
 def _key_chains_by_uid(db: sqlite3.Connection) -> None:
-    """An audit table made before chains were told apart by uid, keyed by (budget, seq),
-    is rebuilt keyed by (budget, uid, seq) with every record, in the caller's transaction:
-    a budget deleted and applied again could not be written before."""
+    """An audit table made before chains were told apart by uid, keyed by (budget, seq), is
+    made again as _AUDIT_SCHEMA has it, every record kept in the order written, in the
+    caller's transaction: a budget deleted and applied again could not be written before."""
     columns = _audit_columns(db)
     if not columns or "uid" in columns:
         return
     db.execute("ALTER TABLE audit RENAME TO audit_by_seq")
     db.execute(_AUDIT_SCHEMA[0])
     db.execute(
-        f"INSERT INTO audit (budget, uid, seq, record) "
-        f"SELECT budget, {_RECORD_UID}, seq, record FROM audit_by_seq"
+        "INSERT INTO audit (budget, seq, record) "
+        "SELECT budget, seq, record FROM audit_by_seq ORDER BY rowid"
     )
     db.execute("DROP TABLE audit_by_seq")
 
@@ -183,8 +185,8 @@ def _keep(db: sqlite3.Connection, sealed: Sequence[Sealed]) -> None:
     if not sealed:
         return
     db.executemany(
-        "INSERT INTO audit (budget, uid, seq, record) VALUES (?, ?, ?, ?)",
-        [(*chain_of(s.record), s.record["seq"], s.line) for s in sealed],
+        "INSERT INTO audit (budget, seq, record) VALUES (?, ?, ?)",
+        [(s.record["budget"], s.record["seq"], s.line) for s in sealed],
     )
     found = verdicts_in(sealed)
     if found:
@@ -537,8 +539,8 @@ class SQLiteStore(Attempted):
 
     def audit_lines(self) -> tuple[str, ...]:
         """The audit trail of every budget as JSON Lines, each chain in order (none from a
-        ledger made before the trail existed; chains told apart by the uid in their records
-        in one made before the audit table had a uid column, read but not written here)."""
+        ledger made before the trail existed; a table made before chains were told apart
+        by uid, which only a writer makes again, is read as it is)."""
         try:
             db = self._connection()
             uid = "uid" if "uid" in _audit_columns(db) else _RECORD_UID
