@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 
 from budgetops.apis.resources import BudgetKey
-from budgetops.reconciling.schedule import LOOK_FOR_STOP, DueQueue, Scheduler
+from budgetops.reconciling.schedule import LOOK_FOR_STOP, PASS_SHARE, DueQueue, Scheduler
 from budgetops.store.base import Unreadable
 from tests.waiting import eventually
 
@@ -265,6 +265,29 @@ def test_wakes_come_no_sooner_than_the_spacing_after_the_last_run() -> None:
     assert recorder.calls[A] == 2
     (_, first_ended), (second_started, _) = recorder.spans
     assert second_started - first_ended >= 0.3
+
+
+def test_a_budget_whose_pass_is_long_is_woken_no_more_than_its_share_of_the_time() -> None:
+    """A pass over 100,000 accounts takes seconds: woken by every charge after the spacing
+    alone, a hot budget would be reconciled most of the time."""
+    clock = ManualClock()
+
+    def slow_first(key: BudgetKey, call: int) -> timedelta:
+        if call == 1:
+            clock.advance(3.0)  # its pass took 3 s
+        return timedelta(hours=1)
+
+    recorder = Recorder(slow_first, clock)
+    scheduler = Scheduler(recorder, lambda: [A], spacing=timedelta(milliseconds=300), clock=clock)
+    with running(scheduler, clock):
+        eventually(lambda: len(recorder.spans) == 1)
+        clock.settle((recorder.busy,))
+        for _ in range(50):
+            scheduler.wake(A)
+        clock.drive(lambda: len(recorder.spans) == 2, step=0.25, within=60, busy=(recorder.busy,))
+    (first_started, _), (second_started, _) = recorder.spans
+    took = 3.0
+    assert second_started - first_started >= took + took * (1 / PASS_SHARE - 1)
 
 
 def test_a_budget_that_does_not_read_waits_for_a_change_not_a_retry(
