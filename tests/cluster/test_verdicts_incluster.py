@@ -43,13 +43,14 @@ def budgetops(control_plane: Any, *args: str, stdin: str = "") -> subprocess.Com
     )
 
 
-def deployment(points: int) -> dict[str, Any]:
+def deployment(points: int, *, namespace: str = NAMESPACE, tag: str = "") -> dict[str, Any]:
+    """Deployment `api` declaring `points`, its image `shop/api:TAG` (the points if no tag)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
             "name": "api",
-            "namespace": NAMESPACE,
+            "namespace": namespace,
             "labels": {"app": "api"},
             "annotations": {"budgetops.dev/risk-points": str(points)},
         },
@@ -58,7 +59,7 @@ def deployment(points: int) -> dict[str, Any]:
             "selector": {"matchLabels": {"app": "api"}},
             "template": {
                 "metadata": {"labels": {"app": "api"}},
-                "spec": {"containers": [{"name": "api", "image": f"shop/api:{points}"}]},
+                "spec": {"containers": [{"name": "api", "image": f"shop/api:{tag or points}"}]},
             },
         },
     }

@@ -29,7 +29,7 @@ from budgetops.apis.resources import Budget, BudgetKey, RiskBudget
 from budgetops.engine.vulnerabilityreports import (
     ClusterReport,
     ClusterScan,
-    Missing,
+    Input,
     ReportsUnavailable,
     scan_release,
 )
@@ -103,7 +103,7 @@ def _scan(
             f"not be read ({reports}). Nothing was charged; please try again (a failOpen "
             "budget charges the declared points instead)."
         )
-    unread = tuple(Missing("report", image, f"unreadable: {reports}") for image in images.new)
+    unread = tuple(Input("report", image, missing=f"unreadable: {reports}") for image in images.new)
     return ClusterScan((), unread, None, declared)
 
 
