@@ -40,6 +40,7 @@ def test_every_crd_is_established_with_short_names_and_category(crds: Any) -> No
         "TrustBudget": ["tb"],
         "RiskBudget": ["rb"],
         "BudgetLease": ["bl"],
+        "BudgetApproval": ["ba"],
     }
     assert all(n["categories"] == ["budgets"] for n in names.values())
 

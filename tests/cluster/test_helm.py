@@ -86,10 +86,10 @@ def test_chart_renders_every_kind_by_default(binaries: Any) -> None:
     rendered = render(binaries)
     kinds = sorted(doc["kind"] for doc in rendered)
     assert kinds == [
-        "ClusterRole",
+        *["ClusterRole"] * 2,  # the operator's, and the one to bind break-glass approvers to
         "ClusterRoleBinding",
         "ConfigMap",  # the RiskBudget tier table
-        *["CustomResourceDefinition"] * 3,
+        *["CustomResourceDefinition"] * 4,
         "Deployment",
         "NetworkPolicy",
         "PodDisruptionBudget",
@@ -97,9 +97,10 @@ def test_chart_renders_every_kind_by_default(binaries: Any) -> None:
         "RoleBinding",
         "Service",
         "ServiceAccount",
-        # BudgetLeases are the operator's to write; a RiskBudget's tier is in the table.
-        *["ValidatingAdmissionPolicy"] * 2,
-        *["ValidatingAdmissionPolicyBinding"] * 2,
+        # BudgetLeases are the operator's to write; a RiskBudget's tier is in the table; a
+        # BudgetApproval is in its creator's own name.
+        *["ValidatingAdmissionPolicy"] * 3,
+        *["ValidatingAdmissionPolicyBinding"] * 3,
         "ValidatingWebhookConfiguration",
     ]
     hook = hook_of(rendered)
@@ -133,6 +134,7 @@ def test_crds_are_templates_kept_on_uninstall(binaries: Any) -> None:
         "trustbudgets.budgetops.dev",
         "riskbudgets.budgetops.dev",
         "budgetleases.budgetops.dev",
+        "budgetapprovals.budgetops.dev",
     }
     [installed_first] = (CHART / "crds").glob("*.yaml")
     assert yaml.safe_load(installed_first.read_text()) == peering_crd

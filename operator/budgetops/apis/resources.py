@@ -1,4 +1,4 @@
-"""The three custom resources as whole objects, and how each is named to the API server."""
+"""The custom resources as whole objects, and how each is named to the API server."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Any, Literal, Protocol
 from pydantic import ConfigDict, Field, ValidationError
 
 from budgetops.apis import tiers
+from budgetops.apis.budgetapproval import BudgetApprovalSpec, BudgetApprovalStatus
 from budgetops.apis.budgetlease import BudgetLeaseSpec, BudgetLeaseStatus
 from budgetops.apis.common import API_VERSION, NAME_PATTERN, Model
 from budgetops.apis.riskbudget import RiskBudgetSpec, RiskBudgetStatus
 from budgetops.apis.trustbudget import TrustBudgetSpec, TrustBudgetStatus
 
-Kind = Literal["TrustBudget", "RiskBudget", "BudgetLease"]
+Kind = Literal["TrustBudget", "RiskBudget", "BudgetLease", "BudgetApproval"]
 
 
 class ObjectMeta(Model):
@@ -71,7 +72,17 @@ class BudgetLease(Model):
     status: BudgetLeaseStatus = Field(default_factory=BudgetLeaseStatus)
 
 
-Budget = TrustBudget | RiskBudget | BudgetLease
+class BudgetApproval(Model):
+    """One person's approval of a TrustBudget's break-glass request."""
+
+    api_version: Literal["budgetops.dev/v1alpha1"] = "budgetops.dev/v1alpha1"
+    kind: Literal["BudgetApproval"] = "BudgetApproval"
+    metadata: ObjectMeta
+    spec: BudgetApprovalSpec
+    status: BudgetApprovalStatus = Field(default_factory=BudgetApprovalStatus)
+
+
+Budget = TrustBudget | RiskBudget | BudgetLease | BudgetApproval
 
 
 @dataclass(frozen=True, order=True)
@@ -111,7 +122,7 @@ class ResourceInfo:
     """Everything the API server needs to know about a kind besides its schema."""
 
     kind: Kind
-    model: type[TrustBudget] | type[RiskBudget] | type[BudgetLease]
+    model: type[TrustBudget] | type[RiskBudget] | type[BudgetLease] | type[BudgetApproval]
     plural: str
     short_name: str
     scope: Literal["Cluster", "Namespaced"]
@@ -173,6 +184,22 @@ RESOURCES: dict[Kind, ResourceInfo] = {
             PrinterColumn("Remaining", "string", ".status.remaining", "Amount left"),
             PrinterColumn("Phase", "string", ".status.phase", "Lease phase"),
             PrinterColumn("Expires", "date", ".status.expiresAt", "Expiry", 1),
+            _AGE,
+        ),
+    ),
+    "BudgetApproval": ResourceInfo(
+        kind="BudgetApproval",
+        model=BudgetApproval,
+        plural="budgetapprovals",
+        short_name="ba",
+        scope="Cluster",
+        description="One person's approval of a TrustBudget's break-glass request.",
+        columns=(
+            PrinterColumn("Budget", "string", ".spec.budget", "TrustBudget"),
+            PrinterColumn("Request", "string", ".spec.request", "Break-glass request id"),
+            PrinterColumn("Approver", "string", ".spec.approver", "Who approves"),
+            PrinterColumn("Recorded", "boolean", ".status.recorded", "Counted by the operator"),
+            PrinterColumn("Message", "string", ".status.message", "Why not, if not", 1),
             _AGE,
         ),
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from decimal import Decimal
+from fnmatch import fnmatchcase
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
@@ -47,6 +48,7 @@ def account_key_pattern(template: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 _SERVICE_ACCOUNT = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/([a-z0-9]([-.a-z0-9]*[a-z0-9])?|\*)$"
 
 ServiceAccount = Annotated[str, WithJsonSchema({"type": "string", "pattern": _SERVICE_ACCOUNT})]
@@ -76,6 +78,30 @@ class SubjectSet(Model):
 
     def is_empty(self) -> bool:
         return not (self.users or self.groups or self.service_accounts or self.patterns)
+
+    def names(self, username: str, groups: list[str]) -> bool:
+        """Whether the set names this person: by username, one of `groups`, their service
+        account (`ns/name`, `ns/*`) or a username glob."""
+        if username in self.users or any(g in self.groups for g in groups):
+            return True
+        namespace, _, name = username.removeprefix(SERVICE_ACCOUNT_PREFIX).partition(":")
+        if username.startswith(SERVICE_ACCOUNT_PREFIX) and namespace and name:
+            accounts = set(self.service_accounts)
+            if f"{namespace}/{name}" in accounts or f"{namespace}/*" in accounts:
+                return True
+        return any(fnmatchcase(username, pattern) for pattern in self.patterns)
+
+    def describe(self) -> str:
+        """Who the set names, as a message lists them: `bob, carol or group sre`."""
+        named = [
+            *self.users,
+            *(f"group {g}" for g in self.groups),
+            *(f"service account {s}" for s in self.service_accounts),
+            *(f"a username matching {p}" for p in self.patterns),
+        ]
+        if len(named) < 2:
+            return "".join(named) or "nobody"
+        return f"{', '.join(named[:-1])} or {named[-1]}"
 
 
 _NAMES_SOMEONE = " || ".join(
@@ -194,11 +220,40 @@ class RateLimit(Model):
     per: Duration
 
 
+APPROVAL_WINDOW_LONGEST = timedelta(hours=24)
+_WINDOW_SECONDS = " + ".join(
+    f"(self.approvalWindow.find('[0-9]+{unit}') == '' ? 0 : "
+    f"int(self.approvalWindow.find('[0-9]+{unit}').replace('{unit}', '')) * {size})"
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1))
+)
+_WINDOW_BOUNDS = "approvalWindow must be from 1m to 24h, written in h, m and s (such as 1h or 90m)"
+
+
 class Quorum(Model):
-    """Approvals by distinct people named in `approvers` before break-glass is honoured."""
+    """Approvals by distinct people named in `approvers`, none of them the requester, each
+    recorded within `approvalWindow` of the request, before break-glass is honoured once."""
+
+    model_config = cel(
+        (
+            "!has(self.approvalWindow) || (!self.approvalWindow.contains('d') && "
+            f"{_WINDOW_SECONDS} >= 60 && {_WINDOW_SECONDS} <= 86400)",
+            _WINDOW_BOUNDS,
+        )
+    )
 
     required: int = Field(ge=1, le=10)
     approvers: SubjectSet
+    approval_window: Duration = Field(
+        default=timedelta(hours=1),
+        description="How long a break-glass request waits for its approvals (1m to 24h)",
+    )
+
+    @field_validator("approval_window")
+    @classmethod
+    def _bounded(cls, window: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= window <= APPROVAL_WINDOW_LONGEST:
+            raise ValueError(_WINDOW_BOUNDS)
+        return window
 
 
 class BreakGlass(Model):
@@ -363,6 +418,8 @@ class TrustBudgetSpec(Model):
 
 
 BREAK_GLASS_USES_KEPT = 100
+BREAK_GLASS_REQUESTS_MAX = 100
+"""Open break-glass requests a budget holds; past it a new one is refused until one closes."""
 
 
 class BreakGlassUse(Model):
@@ -373,6 +430,42 @@ class BreakGlassUse(Model):
     user: str
     reason: str = Field(max_length=1024)
     object: str = Field(default="", max_length=512)
+    approvers: list[str] = Field(default_factory=list, max_length=10)
+    announced: bool = Field(
+        default=True,
+        description=(
+            "Told to the notification channels: false until the reconciler has (a use kept "
+            "before this field existed counts as told)"
+        ),
+    )
+
+
+class Approval(Model):
+    """One approver's approval of a break-glass request, as recorded."""
+
+    approver: str = Field(min_length=1, max_length=253)
+    at: Timestamp
+
+
+class BreakGlassRequest(Model):
+    """A break-glass ask waiting for its quorum: it passes once, before `deadline`, when
+    `approvals` holds the number the quorum requires."""
+
+    id: str = Field(min_length=1, max_length=16)
+    account: str = Field(max_length=253)
+    user: str = Field(max_length=253)
+    reason: str = Field(max_length=1024)
+    object: str = Field(default="", max_length=512)
+    requested_at: Timestamp
+    deadline: Timestamp
+    approvals: list[Approval] = Field(default_factory=list, max_length=10)
+    used_at: Timestamp | None = None
+    announced: int = Field(
+        default=0,
+        ge=0,
+        le=2,
+        description="What the notification channels were told: 1 the request, 2 its quorum",
+    )
 
 
 class TrustBudgetStatus(Ledger):
@@ -381,6 +474,11 @@ class TrustBudgetStatus(Ledger):
     observed_generation: int | None = None
     break_glass_uses: list[BreakGlassUse] = Field(
         default_factory=list, max_length=BREAK_GLASS_USES_KEPT
+    )
+    break_glass_requests: list[BreakGlassRequest] = Field(
+        default_factory=list,
+        max_length=BREAK_GLASS_REQUESTS_MAX,
+        description="Break-glass requests waiting for their quorum's approvals, or used",
     )
     conditions: list[Condition] = Field(default_factory=list)
     alerting: dict[str, list[AlertKind]] = Field(
@@ -397,7 +495,9 @@ __all__ = [
     "TEMPLATE_VARIABLE",
     "TEMPLATE_VARIABLES",
     "Alerts",
+    "Approval",
     "BreakGlass",
+    "BreakGlassRequest",
     "BreakGlassUse",
     "CertManager",
     "CostOverride",

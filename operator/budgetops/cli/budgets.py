@@ -23,7 +23,7 @@ from budgetops.apis import tiers
 from budgetops.apis.common import format_amount, format_time
 from budgetops.apis.names import shown
 from budgetops.apis.numbers import show
-from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetApproval, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import Band, UnknownsTally
 from budgetops.engine import spending
 from budgetops.engine.clock import system_clock
@@ -222,8 +222,35 @@ def summary(budget: Budget) -> list[str]:
             f"{key} ({shown(budget.spec.service_id)}, window {window}): "
             f"{status.consumed} / {status.allocation} RP ({status.percent_used}%), {status.band}"
         ]
+    if isinstance(budget, BudgetApproval):
+        asked, said = budget.spec, budget.status
+        state = "not recorded yet" if said.recorded is None else shown(said.message)
+        by = shown(asked.approver)
+        return [f"{key}: {asked.request} of TrustBudget {asked.budget} by {by}, {state}"]
     lease = budget.status
     return [f"{key}: {lease.phase}, {lease.remaining} of {lease.granted} left"]
+
+
+def break_glass(budget: TrustBudget) -> list[str]:
+    """A line per break-glass request the budget holds: who asked, for what, its approvals
+    and until when, and how to approve it."""
+    quorum = budget.spec.break_glass.quorum if budget.spec.break_glass else None
+    required = quorum.required if quorum is not None else 0
+    lines = []
+    for r in budget.status.break_glass_requests:
+        approvals = ", ".join(shown(a.approver) for a in r.approvals) or "none yet"
+        state = (
+            f"used at {format_time(r.used_at)}"
+            if r.used_at is not None
+            else f"open until {format_time(r.deadline)}, approve: kubectl budget approve "
+            f"{budget.metadata.name} {r.id}"
+        )
+        lines.append(
+            f"Break-glass request {r.id}: {shown(r.account)} by {shown(r.user)} "
+            f"({shown(r.reason)}), {len(r.approvals)} of {required} approvals ({approvals}), "
+            f"{state}"
+        )
+    return lines
 
 
 def granted(budget: RiskBudget | TrustBudget) -> list[str]:
@@ -308,6 +335,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO, path: Path) -> int:
                 _trust_table(rows, out)
                 out.writelines(f"{line.strip()}\n" for line in informative(budget))
                 out.writelines(f"{line}\n" for line in granted(budget))
+                out.writelines(f"{line}\n" for line in break_glass(budget))
                 return 0
             emit(rows, (), args.output, out)
             return 0

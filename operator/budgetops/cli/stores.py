@@ -58,14 +58,17 @@ def serving_ledger(path: Path) -> Iterator[SQLiteStore]:
 
 
 @contextlib.contextmanager
-def cluster_store(api: Any, trail: AuditTrail) -> Iterator[KubeStore]:
+def cluster_store(api: Any, trail: AuditTrail, *, approvals: bool = True) -> Iterator[KubeStore]:
     """The budgets of the cluster `api` reaches, read from a watch-fed cache (started here,
     stopped when done) and written by compare-and-swap, each write's audit records sealed
     into `trail`: the store the webhook and the reconciler use, and every command in a
-    cluster."""
+    cluster. Without `approvals` it keeps no BudgetApprovals (which only the reconciler
+    records), so a command needs no RBAC on them."""
+    from budgetops.apis.resources import RESOURCES
     from budgetops.store.kube import KubeStore
 
-    store = KubeStore(api, trail=trail).start()
+    kinds = [kind for kind in RESOURCES if approvals or kind != "BudgetApproval"]
+    store = KubeStore(api, trail=trail, kinds=kinds).start()
     try:
         yield store
     finally:

@@ -146,7 +146,7 @@ def place(
         ring = None if signer is None else signer(secrets, args.operator_namespace, make=False)
         trail = held_trail(None if ring is None else Checkpoints.by(ring))
         maps = VerdictMaps(api, args.operator_namespace)
-        with stores.cluster_store(api, trail) as store:
+        with stores.cluster_store(api, trail, approvals=False) as store:
             yield Place(
                 store,
                 secrets,

@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from kubernetes import client, watch
@@ -81,7 +81,8 @@ class BudgetCache:
     """Every budget, kept current by one informer per kind: list once, then watch, resuming
     each watch from the last resourceVersion seen (bookmarks included). A re-list happens
     only at start and when the API server says that version is gone (410); it wakes the
-    listeners of every budget it found changed, added or removed."""
+    listeners of every budget it found changed, added or removed. `kinds`: those it keeps
+    (a command reads no BudgetApprovals, so it needs no RBAC on them)."""
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class BudgetCache:
         *,
         watch_seconds: int = WATCH_SECONDS,
         read_slack: float = READ_SLACK,
+        kinds: Collection[Kind] = tuple(RESOURCES),
     ) -> None:
         self.api = api
         self.watch_seconds = watch_seconds
@@ -97,8 +99,8 @@ class BudgetCache:
         self._raw: dict[BudgetKey, dict[str, Any]] = {}
         self._parsed: Parsed[str] = Parsed()  # by resourceVersion
         self._specs: Parsed[tuple[str, int]] = Parsed()  # by uid and generation
-        self._synced = {kind: threading.Event() for kind in RESOURCES}
-        self._heard = dict.fromkeys(RESOURCES, -math.inf)
+        self._synced = {kind: threading.Event() for kind in kinds}
+        self._heard = dict.fromkeys(kinds, -math.inf)
         self._stop = threading.Event()
         self._watches: dict[Kind, watch.Watch] = {}
         self._threads: list[threading.Thread] = []
@@ -108,7 +110,7 @@ class BudgetCache:
         """LISTs made so far: one per kind at start, then one per 410."""
 
     def start(self, *, timeout: float = 30.0) -> None:
-        for kind in RESOURCES:
+        for kind in self._synced:
             thread = threading.Thread(
                 target=self._run, args=(kind,), name=f"watch-{kind}", daemon=True
             )

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from kubernetes import client
@@ -49,12 +49,13 @@ class KubeStore(Attempted):
         *,
         group_commit: bool = True,
         trail: AuditTrail | None = None,
+        kinds: Collection[Kind] = tuple(RESOURCES),
     ) -> None:
         self.api = client.CustomObjectsApi(api_client)
         self.trail = trail or AuditTrail()
         self._reported: dict[BudgetKey, str] = {}
         self._reported_lock = threading.Lock()
-        self.cache = BudgetCache(self.api)
+        self.cache = BudgetCache(self.api, kinds=kinds)
         self.commits = GroupCommit(self._attempt, enabled=group_commit)
         self.stats = self.commits.stats
 
