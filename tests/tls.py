@@ -35,12 +35,14 @@ def _write(
 
 
 def _builder(
-    subject: str, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+    subject: str | x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
 ) -> x509.CertificateBuilder:
+    if isinstance(subject, str):
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .subject_name(subject)
         .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -67,3 +69,20 @@ def loopback_server_pair(folder: Path) -> tuple[Pair, Pair]:
         .sign(ca_key, hashes.SHA256())
     )
     return _write(folder, "ca", ca_cert, ca_key), _write(folder, "server", cert, key)
+
+
+def client_pair(folder: Path, ca: Pair, user: str, groups: tuple[str, ...] = ()) -> Pair:
+    """A client certificate for `user` (its groups as organizations) signed by `ca`: how a
+    test acts as a person the API server authenticates, RBAC included."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
+    subject = x509.Name([*names, x509.NameAttribute(NameOID.COMMON_NAME, user)])
+    cert = (
+        _builder(subject, ca_cert.subject, key)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return _write(folder, user, cert, key)

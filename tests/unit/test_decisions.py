@@ -372,13 +372,6 @@ def test_break_glass_dry_run_records_nothing() -> None:
     assert budget.status.break_glass_uses == []
 
 
-def test_a_quorum_that_cannot_be_collected_refuses_break_glass() -> None:
-    quorum = {"required": 2, "approvers": {"users": ["bob", "carol"]}}
-    decision = glass(exhausted(BREAK_GLASS | {"quorum": quorum}), "bg", ask())
-    assert not decision.allowed
-    assert "requires 2 approvals, and BudgetOps cannot collect approvals yet" in decision.message
-
-
 def test_a_warn_budget_never_denies_even_when_break_glass_is_refused() -> None:
     budget = trust_budget(initialBalance=1, breakGlass=BREAK_GLASS, enforcement="warn")
     charge(budget, "first")

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from fnmatch import fnmatchcase
 from typing import Any, get_args
 
 from budgetops.admission.review import AdmissionRequest, UserInfo
@@ -86,16 +85,7 @@ class Identity:
 
 def in_set(subjects: SubjectSet, user: UserInfo) -> bool:
     """Whether `user` is named by users, groups, service accounts (`ns/name`, `ns/*`) or globs."""
-    if user.username in subjects.users or any(g in subjects.groups for g in user.groups):
-        return True
-    service_account = user.service_account()
-    if service_account is not None:
-        namespace, name = service_account
-        if f"{namespace}/{name}" in subjects.service_accounts:
-            return True
-        if f"{namespace}/*" in subjects.service_accounts:
-            return True
-    return any(fnmatchcase(user.username, pattern) for pattern in subjects.patterns)
+    return subjects.names(user.username, user.groups)
 
 
 def never_charged(request: AdmissionRequest, identity: Identity) -> bool:
@@ -199,8 +189,10 @@ def certificate_ttl(request: AdmissionRequest) -> timedelta | None:
     return _go_duration(duration) if isinstance(duration, str) else None
 
 
-def break_glass_ask(spec: TrustBudgetSpec, request: AdmissionRequest) -> BreakGlassAsk | None:
-    """The request's break-glass ask, if it carries the annotation."""
+def break_glass_ask(
+    spec: TrustBudgetSpec, request: AdmissionRequest, budget: str = ""
+) -> BreakGlassAsk | None:
+    """The request's break-glass ask of TrustBudget `budget`, if it carries the annotation."""
     reason = request.annotations().get(ANNOTATION_BREAK_GLASS)
     if reason is None:
         return None
@@ -226,6 +218,7 @@ def break_glass_ask(spec: TrustBudgetSpec, request: AdmissionRequest) -> BreakGl
         ttl=certificate_ttl(request),
         certificate=resource in CERTIFICATES,
         on_behalf=on_behalf,
+        budget=budget,
     )
 
 
@@ -271,7 +264,7 @@ def classify_trust(budgets: Iterable[TrustBudget], request: AdmissionRequest) ->
                 ref=request.describe(),
                 witness=request.witness(),
                 settle_now=(resource.group, resource.resource, request.sub_resource) in EPHEMERAL,
-                break_glass=break_glass_ask(spec, request),
+                break_glass=break_glass_ask(spec, request, budget.metadata.name),
                 fail_open=spec.fail_mode == "failOpen",
             )
             for account in accounts

@@ -33,7 +33,7 @@ code (tests/unit/test_cli_lazy.py keeps the two equal)."""
 DEFAULT_ISSUER = "budgetops.dev"
 """`budgetops.crypto.tokens.DEFAULT_ISSUER`, named here so that the parser needs no JWT code
 (tests/unit/test_cli_lazy.py keeps the two equal)."""
-WRITES = frozenset({"consume", "check", "adjust", "grant", "report-metrics"})
+WRITES = frozenset({"consume", "check", "adjust", "grant", "report-metrics", "approve"})
 """The budget verbs run by `cli/writes.py` (with `apply` and `charge`): they load the signing
 code, which the reading verbs of `cli/budgets.py` do not."""
 CHANGE_CLASSES = ("standard", "low-risk", "security-fix", "incident")
@@ -189,6 +189,13 @@ def _unknowns(value: str) -> dict[str, int]:
 def _count(value: str) -> int:
     try:
         return whole(value, low=0, high=1_000_000)
+    except NumberError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _wait(value: str) -> int:
+    try:
+        return whole(value, low=0, high=300, of="seconds")
     except NumberError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -455,6 +462,25 @@ def add_budget_parsers(verbs: Verbs, *, db_help: str) -> None:
     adjust.add_argument("--by", type=_signed_points, required=True, help="points, + or -")
     adjust.add_argument("--reason", required=True)
     _grant_flags(verb("grant", "extra allocation until a time, with a reason", output=False))
+    approve = verb(
+        "approve",
+        "approve a TrustBudget's break-glass request, in your own name",
+        budget=False,
+        output=False,
+    )
+    approve.add_argument("budget", help="the TrustBudget's name")
+    approve.add_argument("request", help="the request's id (bg-...), as its denial names it")
+    approve.add_argument(
+        "--by",
+        help="embedded ledger: who approves (default: $USER), taken as given; in a cluster "
+        "you approve as the API server knows you",
+    )
+    approve.add_argument(
+        "--wait",
+        type=_wait,
+        default=10,
+        help="in a cluster: seconds to wait for the operator to record it (0: do not wait)",
+    )
     metrics = verb(
         "report-metrics",
         "this window's MTTR, change-failure rate and P1 incidents",

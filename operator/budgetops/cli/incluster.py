@@ -17,6 +17,7 @@ from typing import TextIO
 from kubernetes import client
 from prometheus_client import CollectorRegistry
 
+from budgetops.adapters.approvals import Cached, KubeApprovals
 from budgetops.adapters.events import KubeEvents
 from budgetops.adapters.leaseobjects import KubeLeaseObjects
 from budgetops.adapters.objects import KubeObjects
@@ -110,6 +111,7 @@ def run_in_cluster(settings: ClusterSettings) -> int:
             announcer=notifier,
             namespace=settings.namespace,
             poll=settings.reconcile_poll,
+            cache=store.cache,
         )
         scheduler = keep_budgets(reconciler, store.informer)
 
@@ -182,10 +184,12 @@ def kube_reconciler(
     announcer: Announcer | None = None,
     namespace: str = "budgetops-system",
     poll: timedelta = Timing.poll,
+    cache: Cached | None = None,
 ) -> Reconciler:
     """The reconciler `run` keeps budgets with (and the reconcile benchmark measures):
     witnesses looked up in the API server, idle looks answered from `versions`, the
-    resourceVersion the store's informer holds for a budget."""
+    resourceVersion the store's informer holds for a budget, and with the store's `cache`
+    the BudgetApprovals waiting in it recorded."""
     return Reconciler(
         store=store,
         objects=KubeObjects(api),
@@ -197,4 +201,5 @@ def kube_reconciler(
         timing=Timing(poll=poll),
         versions=versions,
         leases=LeaseMirror(KubeLeaseObjects(api), namespace=namespace, clock=clock),
+        approvals=KubeApprovals(api, cache, clock) if cache is not None else None,
     )

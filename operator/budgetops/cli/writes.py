@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -19,10 +20,10 @@ from typing import Any, TextIO
 
 import yaml
 
-from budgetops.apis.common import format_time, parse_amount
+from budgetops.apis.common import GROUP, VERSION, format_time, parse_amount
 from budgetops.apis.names import shown
 from budgetops.apis.numbers import show
-from budgetops.apis.resources import BudgetKey, BudgetLease, RiskBudget
+from budgetops.apis.resources import BudgetApproval, BudgetKey, BudgetLease, RiskBudget
 from budgetops.apis.riskbudget import ChangeClass, Reliability
 from budgetops.engine.clock import system_clock
 from budgetops.engine.decisions import Decision, Receipt, Release
@@ -53,7 +54,7 @@ from .commands import EXIT_INVALID
 from .manifests import describe, load_or_report
 from .settings import TTLTooLong, ttl_duration
 from .signing import writing
-from .target import Place, place
+from .target import Place, cluster_api, place
 
 
 def _release(args: argparse.Namespace, scored: VulnerabilityScore | None) -> Release:
@@ -160,6 +161,13 @@ def cmd_apply(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             "lease; applied by hand it would lend nothing. A lease is obtained through the "
             "lease API (POST /api/v1/auth/handshake with an agent's token); see "
             "docs/lease-api.md\n"
+        )
+        return EXIT_INVALID
+    approvals = [describe(b) for b in budgets if isinstance(b, BudgetApproval)]
+    if approvals:  # nothing would record them: the embedded ledger approves by command
+        out.write(
+            f"invalid: {', '.join(approvals)}: on the embedded ledger a break-glass request is "
+            "approved with `budgetops approve BUDGET ID --by NAME`, not a BudgetApproval\n"
         )
         return EXIT_INVALID
     with stores.ledger(path, "create") as store:
@@ -323,6 +331,87 @@ def cmd_grant(args: argparse.Namespace, out: TextIO, path: Path) -> int:
         f"allocation now {allocation}, balance {balance}\n"
     )
     return 0
+
+
+def cmd_approve(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+    """Approve a break-glass request: in a cluster, a BudgetApproval in the caller's own
+    name, which the operator records; on the embedded ledger, recorded at once as `--by`."""
+    if args.kubeconfig is not None:
+        return _approve_in_cluster(args, out)
+    with writing(args, path) as where:
+        answer = administering.approve_break_glass(
+            where.store,
+            args.budget,
+            request=args.request,
+            approver=args.by or getpass.getuser(),
+            clock=system_clock,
+        )
+    out.write(f"{answer.message}\n")
+    return 0 if answer.recorded else EXIT_DENIED
+
+
+def _approve_in_cluster(args: argparse.Namespace, out: TextIO) -> int:
+    """Create the caller's BudgetApproval and wait (`--wait` seconds at most) for the
+    operator's answer on it."""
+    from kubernetes.client.exceptions import ApiException
+
+    from budgetops.adapters import approvals
+
+    api = cluster_api(args)
+    try:
+        user, groups = approvals.whoami(api)
+        if args.by not in (None, user):
+            raise ValueError(f"--by is for the embedded ledger: here you approve as {user}")
+        made = approvals.submit(
+            api,
+            budget=args.budget,
+            request=args.request,
+            approver=user,
+            groups=_quorum_groups(api, args.budget, groups),
+        )
+        name = made["metadata"]["name"]
+        said = made.get("status") or {}
+        waited = time.monotonic() + args.wait
+        while "recorded" not in said and time.monotonic() < waited:
+            time.sleep(0.5)
+            said = approvals.read(api, name).get("status") or {}
+    except ApiException as error:
+        raise ValueError(f"the API server refused the approval: {_refusal(error)}") from None
+    if "recorded" not in said:
+        out.write(
+            f"BudgetApproval {name} made as {user}; the operator records it "
+            f"(kubectl get budgetapproval {name})\n"
+        )
+        return 0
+    out.write(f"{said.get('message', '')} (BudgetApproval {name})\n")
+    return 0 if said["recorded"] else EXIT_DENIED
+
+
+def _quorum_groups(api: Any, budget: str, groups: list[str]) -> list[str]:
+    """Of the caller's groups, those the budget's quorum names (which is all an approval
+    need carry); none when the budget cannot be read, and the username must then do."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        found: Any = client.CustomObjectsApi(api).get_cluster_custom_object(
+            GROUP, VERSION, "trustbudgets", budget, _request_timeout=10
+        )
+    except ApiException:
+        return []
+    try:
+        named = found["spec"]["breakGlass"]["quorum"]["approvers"]["groups"]
+    except (KeyError, TypeError):
+        return []
+    return [g for g in groups if g in named]
+
+
+def _refusal(error: Any) -> str:
+    """What the API server said, from its Status body when it sent one."""
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{error.status} {error.reason}"
 
 
 def cmd_report_metrics(args: argparse.Namespace, out: TextIO, path: Path) -> int:

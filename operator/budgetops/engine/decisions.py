@@ -30,7 +30,7 @@ from budgetops.apis.trustbudget import (
     TrustBudgetSpec,
     TrustBudgetStatus,
 )
-from budgetops.engine import audit, grants, ledger
+from budgetops.engine import audit, breakglass, grants, ledger
 from budgetops.engine.rollover import (
     roll_risk_window,
     summarize_risk,
@@ -130,6 +130,8 @@ class BreakGlassAsk:
     certificate: bool
     on_behalf: bool = False
     """Asked through cert-manager in someone's name: never proof of who asked."""
+    budget: str = ""
+    """The TrustBudget's name, which a quorum's request and its approve command name."""
 
 
 ZERO = Decimal(0)
@@ -246,11 +248,6 @@ def _break_glass_refusal(
         return f"{ask.user} is not among this budget's break-glass subjects"
     if rules.require_reason and not ask.reason.strip():
         return "a reason is required in the budgetops.dev/break-glass annotation"
-    if rules.quorum is not None:
-        return (
-            f"this budget requires {rules.quorum.required} approvals, and BudgetOps cannot "
-            "collect approvals yet"
-        )
     limit = int(rules.max_certificate_ttl.total_seconds())
     if ask.certificate and ask.ttl is None:
         return f"state the certificate lifetime (at most {limit}s) in the request"
@@ -282,13 +279,33 @@ def pass_break_glass(
     A use charges nothing (there is nothing left to charge); it is kept in
     `status.breakGlassUses` (which the rate limit counts) and, like a refused attempt, is a
     record of its own kind in the audit chain (`break-glass`, `break-glass-refused`), with
-    who asked, why, and why it was refused.
+    who asked, why, and why it was refused. With a quorum, once every other check passed,
+    the requester's open request must hold its approvals (`breakglass.await_quorum`): it
+    then passes once, its approvers named in the use; without one, a request is opened and
+    stored with the denial that names it.
     """
     refusal = _break_glass_refusal(status, spec, account=account, ask=ask, now=now)
-    asked: dict[str, str | int] = {"user": ask.user, "reason": ask.reason.strip()[:1024]}
+    reason = ask.reason.strip()[:1024]
+    asked: dict[str, str | int | list[str]] = {"user": ask.user, "reason": reason}
     if ask.ttl is not None:
         asked["ttlSeconds"] = int(ask.ttl.total_seconds())
-    if refusal is not None:
+    quorum = spec.break_glass.quorum if spec.break_glass is not None else None
+    request, waiting = None, None
+    if refusal is None and quorum is not None:
+        request, waiting = breakglass.await_quorum(
+            status,
+            quorum,
+            budget=ask.budget,
+            account=account,
+            user=ask.user,
+            reason=reason,
+            ref=ref,
+            now=now,
+            dry_run=dry_run,
+        )
+    if request is not None:
+        asked["request"] = request.id
+    if refusal is not None or waiting is not None:
         if not dry_run:
             audit.note(
                 status,
@@ -296,16 +313,31 @@ def pass_break_glass(
                 action="break-glass-refused",
                 account=account,
                 ref=ref,
-                detail={**asked, "refused": refusal},
+                detail={**asked, "refused": refusal or waiting or ""},
             )
-        return Decision(
-            False, "Exhausted", ZERO, message=f"{message} Break-glass refused: {refusal}."
+        said = (
+            f"Break-glass refused: {refusal}."
+            if refusal is not None
+            else f"Break-glass needs approval: {waiting}."
         )
+        return Decision(False, "Exhausted", ZERO, message=f"{message} {said}")
+    approvers = [a.approver for a in request.approvals] if request is not None else []
     note = f"Break-glass used by {ask.user} for {account}: {ask.reason.strip()}"
+    if approvers:
+        note += f" (request {asked['request']}, approved by {', '.join(approvers)})"
+        asked["approvers"] = approvers
     if dry_run:
         return Decision(True, "DryRun", ZERO, warnings=(f"{note} (dry run, not recorded)",))
+    if request is not None:
+        request.used_at = now
     use = BreakGlassUse(
-        at=now, account=account, user=ask.user, reason=ask.reason.strip()[:1024], object=ref
+        at=now,
+        account=account,
+        user=ask.user,
+        reason=reason,
+        object=ref,
+        approvers=approvers,
+        announced=False,
     )
     status.break_glass_uses = [*status.break_glass_uses, use][-BREAK_GLASS_USES_KEPT:]
     audit.note(status, at=now, action="break-glass", account=account, ref=ref, detail=asked)

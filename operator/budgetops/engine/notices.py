@@ -25,6 +25,9 @@ NoticeReason = Literal[
     "ReservationRefunded",
     "ReservationUnverified",
     "LeasesExpired",
+    "BreakGlassRequested",
+    "BreakGlassApproved",
+    "BreakGlassUsed",
 ]
 
 

@@ -20,7 +20,7 @@ from budgetops.apis.ledger import Account, Ledger, Reservation
 from budgetops.apis.numbers import show
 from budgetops.apis.riskbudget import Band, ChangeClass, RiskBudgetSpec, RiskBudgetStatus
 from budgetops.apis.trustbudget import AlertKind, TrustBudgetSpec, TrustBudgetStatus
-from budgetops.engine import grants, leases, ledger
+from budgetops.engine import breakglass, grants, leases, ledger
 from budgetops.engine.alerts import UsageSamples, account_alerts
 from budgetops.engine.bands import BAND_ORDER, percent_used
 from budgetops.engine.conditions import is_true, set_condition
@@ -276,7 +276,8 @@ def reconcile_trust(
     seen: Seen | None,
     samples: UsageSamples,
 ) -> Outcome:
-    """Reset due accounts, settle reservations, raise and clear account alerts."""
+    """Reset due accounts, settle reservations, raise and clear account alerts, drop
+    break-glass requests past their deadline and announce what break-glass did."""
     outcome = Outcome()
     before = {k: (a.window_start, a.allocation) for k, a in status.accounts.items()}
     lowest, exhausted = status.lowest_balance, status.exhausted_accounts
@@ -311,6 +312,10 @@ def reconcile_trust(
         outcome=outcome,
     )
     _expire_leases(status, spec, budget=budget, now=now, outcome=outcome)
+    outcome.changed |= breakglass.drop_expired(status, now)
+    told = breakglass.announce(status, spec, budget=budget, now=now)
+    outcome.notices += told
+    outcome.changed |= bool(told)
     summarize_trust(status)
     _alert_accounts(
         status, spec, budget=budget, now=now, samples=samples, reset=set(reset), outcome=outcome

@@ -52,7 +52,8 @@ class Watched(Protocol):
 
 
 def keep_budgets(reconciler: Reconciler, watched: Watched, *, workers: int = 16) -> Scheduler:
-    """A scheduler over every TrustBudget and RiskBudget in `watched`, woken by its changes."""
+    """A scheduler over every TrustBudget and RiskBudget in `watched`, woken by its changes
+    and by those of the BudgetApprovals of a TrustBudget."""
 
     def kept() -> list[BudgetKey]:
         return [key for key in watched.budget_keys() if key.kind in RECONCILED_KINDS]
@@ -68,6 +69,10 @@ def keep_budgets(reconciler: Reconciler, watched: Watched, *, workers: int = 16)
     def changed(key: BudgetKey) -> None:
         if key.kind in RECONCILED_KINDS:
             scheduler.wake(key)
+        elif key.kind == "BudgetApproval" and reconciler.approvals is not None:
+            budget = reconciler.approvals.budget_of(key)  # a new approval: record it now
+            if budget:
+                scheduler.wake(BudgetKey("TrustBudget", budget))
 
     watched.listeners.append(changed)
     return scheduler

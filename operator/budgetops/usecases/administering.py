@@ -1,9 +1,11 @@
 """Administering: what a person changes by hand, outside any request.
 
 A window's allocation adjusted, its reliability figures reported, an agent created, rotated,
-revoked or resized to its allocation. Each is one change written through the store's
-`update_status` and audited like a charge; the CLI only says what (its flags) and prints
-the answer. Charging, leasing and reconciling have use cases of their own beside this one.
+revoked or resized to its allocation, a break-glass request approved (the embedded
+ledger's form; in a cluster an approval is a BudgetApproval object the reconciler records).
+Each is one change written through the store's `update_status` and audited like a charge;
+the CLI only says what (its flags) and prints the answer. Charging, leasing and
+reconciling have use cases of their own beside this one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from budgetops.apis.agents import Agent
 from budgetops.apis.ledger import REASON_MAX, Grant
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.apis.riskbudget import MAX_RISK_POINTS, ChangeClass, Reliability
-from budgetops.engine import agents, grants, ledger
+from budgetops.engine import agents, breakglass, grants, ledger
 from budgetops.engine.audit import note
 from budgetops.engine.clock import Clock
 from budgetops.engine.rollover import (
@@ -214,3 +216,29 @@ def _agents_change(store: BudgetStore, budget: str, change: Callable[[TrustBudge
         return store.update_status(BudgetKey("TrustBudget", budget), apply)
     except agents.UnknownAgent as error:
         raise ValueError(f"no agent {error.args[0]} in TrustBudget {budget}") from None
+
+
+def approve_break_glass(
+    store: BudgetStore, budget: str, *, request: str, approver: str, clock: Clock
+) -> breakglass.Approved:
+    """Record `approver`'s approval of a break-glass request of TrustBudget `budget` (the
+    embedded ledger's form: who approves is as given, not authenticated), audited when it
+    counts; the answer says whether it did and why not."""
+
+    def record(found: Budget) -> breakglass.Approved:
+        assert isinstance(found, TrustBudget)  # the key names one
+        now = clock()
+        breakglass.drop_expired(found.status, now)
+        return breakglass.approve(
+            found.status,
+            found.spec,
+            budget=budget,
+            request_id=request,
+            approver=approver,
+            groups=[],
+            now=now,
+        )
+
+    return store.update_status(
+        BudgetKey("TrustBudget", budget), record, needs_write=lambda answer: answer.recorded
+    )

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from budgetops.apis.notifications import Notifications
-from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
+from budgetops.apis.resources import Budget, BudgetApproval, BudgetKey, RiskBudget, TrustBudget
+from budgetops.engine import breakglass
 from budgetops.engine.alerts import UsageSamples
 from budgetops.engine.clock import Clock
 from budgetops.engine.notices import Notice
@@ -45,6 +46,17 @@ class LeaseMirror(Protocol):
     def sync(self, budget: TrustBudget) -> None: ...
 
     def due(self, budget: TrustBudget) -> timedelta | None: ...
+
+
+class ApprovalDesk(Protocol):
+    """BudgetApproval objects (`adapters/approvals.py`): those of a TrustBudget the operator
+    has not answered yet, and where its answer goes (the object's status)."""
+
+    def waiting(self, budget: str) -> list[BudgetApproval]: ...
+
+    def budget_of(self, key: BudgetKey) -> str | None: ...
+
+    def answer(self, approval: BudgetApproval, *, recorded: bool, message: str) -> None: ...
 
 
 class Announcer(Protocol):
@@ -94,6 +106,8 @@ class Reconciler:
     looks at ten thousand unchanged budgets would otherwise parse each every `idle`."""
     leases: LeaseMirror | None = None
     """Where BudgetLease objects are kept in step with the ledger's leases (in a cluster)."""
+    approvals: ApprovalDesk | None = None
+    """Where BudgetApproval objects wait to be recorded into their request (in a cluster)."""
     left: dict[BudgetKey, tuple[str, datetime | None]] = field(default_factory=dict)
     """Per budget: the resourceVersion this reconciler left it at, and when something in it
     next falls due by itself (None: nothing does)."""
@@ -101,9 +115,12 @@ class Reconciler:
     def reconcile(self, key: BudgetKey) -> timedelta | None:
         """Reconcile `key` once; returns how long until it wants to run again (None: gone)."""
         now = self.clock()
+        waiting = []
+        if self.approvals is not None and key.kind == "TrustBudget":
+            waiting = self.approvals.waiting(key.name)
         version = self.versions(key) if self.versions else None
         left = self.left.get(key)
-        if version is not None and left is not None and left[0] == version:
+        if not waiting and version is not None and left is not None and left[0] == version:
             due = left[1]
             if due is None or now < due:
                 return self._wait(due, now)
@@ -112,6 +129,7 @@ class Reconciler:
         except NotFound:
             self.samples.pop(key, None)
             self.left.pop(key, None)
+            self._answer(waiting, [breakglass.Approved(False, f"there is no {key}")] * len(waiting))
             return None
         if not isinstance(budget, TrustBudget | RiskBudget):
             return None
@@ -121,9 +139,22 @@ class Reconciler:
             seen = self.objects.look(paths) if paths else {}
         name = budget_name(key)
 
-        def change(fresh: Budget) -> tuple[Outcome, Budget]:
+        def change(fresh: Budget) -> tuple[Outcome, Budget, list[breakglass.Approved]]:
             generation = fresh.metadata.generation
+            answers = []
             if isinstance(fresh, TrustBudget):
+                answers = [
+                    breakglass.approve(
+                        fresh.status,
+                        fresh.spec,
+                        budget=key.name,
+                        request_id=approval.spec.request,
+                        approver=approval.spec.approver,
+                        groups=approval.spec.groups,
+                        now=now,
+                    )
+                    for approval in waiting
+                ]
                 outcome = reconcile_trust(
                     fresh.status,
                     fresh.spec,
@@ -138,21 +169,23 @@ class Reconciler:
                 outcome = reconcile_risk(
                     fresh.status, fresh.spec, budget=name, generation=generation, now=now, seen=seen
                 )
-            return outcome, fresh
+            return outcome, fresh, answers
 
-        def needs_write(decided: tuple[Outcome, Budget]) -> bool:
-            """A change, or audit records a command left for the operator to publish."""
-            outcome, fresh = decided
+        def needs_write(decided: tuple[Outcome, Budget, list[breakglass.Approved]]) -> bool:
+            """A change, or audit records a command left for the operator to publish (an
+            approval recorded queued one, so it is written too)."""
+            outcome, fresh, _ = decided
             return outcome.changed or bool(getattr(fresh.status, "audit_held", None))
 
         try:
-            outcome, kept = self.store.update_status(
+            outcome, kept, answers = self.store.update_status(
                 key, change, timeout=self.write_timeout, needs_write=needs_write
             )
         except NotFound:
             self.left.pop(key, None)
             return None
         assert isinstance(kept, TrustBudget | RiskBudget)
+        self._answer(waiting, answers)  # once the approvals they answer are stored
         self._tell(kept, outcome)  # the budget the outcome was decided on, spec included
         if self.leases is not None and isinstance(kept, TrustBudget):
             self.leases.sync(kept)
@@ -160,6 +193,17 @@ class Reconciler:
         if kept.metadata.resource_version is not None:
             self.left[key] = (kept.metadata.resource_version, due)
         return self._wait(due, now)
+
+    def _answer(self, waiting: list[BudgetApproval], answers: list[breakglass.Approved]) -> None:
+        """Say on each BudgetApproval whether it was counted; one that cannot be told is
+        logged, and answered again on the next pass (recording it twice counts it once)."""
+        desk = self.approvals
+        for approval, answer in zip(waiting, answers, strict=True):
+            assert desk is not None  # only a desk has approvals waiting
+            try:
+                desk.answer(approval, recorded=answer.recorded, message=answer.message)
+            except Exception as error:
+                log.warning("could not answer BudgetApproval %s: %s", approval.metadata.name, error)
 
     def _due(self, budget: TrustBudget | RiskBudget, now: datetime) -> datetime | None:
         """When `budget`, as reconciled at `now`, next needs a reconcile though nobody
@@ -173,6 +217,7 @@ class Reconciler:
         if isinstance(budget, TrustBudget):
             samples = self.samples.get(BudgetKey.of(budget), UsageSamples())
             dues.append(next_sample_due(budget.status, budget.spec, samples))
+            dues.append(breakglass.next_deadline(budget.status))
             if any("RapidDepletion" in raised for raised in budget.status.alerting.values()):
                 dues.append(now + self.timing.idle)
             held_back = self.leases.due(budget) if self.leases is not None else None
