@@ -4,6 +4,8 @@ on their status, and one made in the caller's own name by `kubectl budget approv
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from kubernetes import client
@@ -29,6 +31,8 @@ def approval_name(request: str, approver: str) -> str:
 class Cached(Protocol):
     """The store's cache of every object (`store/informer.BudgetCache`)."""
 
+    listeners: list[Callable[[BudgetKey], None]]
+
     def get(self, key: BudgetKey) -> Budget | None: ...
 
     def budget_keys(self) -> list[BudgetKey]: ...
@@ -36,12 +40,21 @@ class Cached(Protocol):
 
 class KubeApprovals:
     """The operator's side: approvals waiting in the store's cache, answered by a merge
-    patch of their status (the reconciler, on one replica, is their only status writer)."""
+    patch of their status (the reconciler, on one replica, is their only status writer).
+
+    Which approvals wait, by budget, is kept as the cache hears of them: a reconcile of one
+    of ten thousand budgets looks at its own approvals, not at every object held."""
 
     def __init__(self, api_client: client.ApiClient, cache: Cached, clock: Clock) -> None:
         self.api = client.CustomObjectsApi(api_client)
         self.cache = cache
         self.clock = clock
+        self._lock = threading.Lock()
+        self._waiting: dict[str, set[BudgetKey]] = {}
+        self._budget: dict[BudgetKey, str] = {}
+        cache.listeners.append(self._heard)
+        for key in cache.budget_keys():  # those listed before this desk listened
+            self._heard(key)
 
     def _read(self, key: BudgetKey) -> BudgetApproval | None:
         try:
@@ -50,18 +63,31 @@ class KubeApprovals:
             return None
         return found if isinstance(found, BudgetApproval) else None
 
+    def _heard(self, key: BudgetKey) -> None:
+        """Keep `key` among its budget's waiting approvals while it is unanswered."""
+        if key.kind != "BudgetApproval":
+            return
+        found = self._read(key)
+        with self._lock:
+            held = self._budget.pop(key, None)
+            if held is not None:
+                self._waiting[held].discard(key)
+                if not self._waiting[held]:
+                    del self._waiting[held]
+            if found is not None and found.status.recorded is None:
+                self._budget[key] = found.spec.budget
+                self._waiting.setdefault(found.spec.budget, set()).add(key)
+
     def budget_of(self, key: BudgetKey) -> str | None:
         """The TrustBudget a BudgetApproval is for (None: gone, or not one)."""
         found = self._read(key)
         return None if found is None else found.spec.budget
 
     def waiting(self, budget: str) -> list[BudgetApproval]:
-        found = []
-        for key in self.cache.budget_keys():
-            approval = self._read(key) if key.kind == "BudgetApproval" else None
-            if approval is not None and approval.spec.budget == budget:
-                found += [approval] if approval.status.recorded is None else []
-        return found[:WAITING_MAX]
+        with self._lock:
+            keys = sorted(self._waiting.get(budget, ()))[:WAITING_MAX]
+        found = [self._read(key) for key in keys]
+        return [a for a in found if a is not None and a.status.recorded is None]
 
     def answer(self, approval: BudgetApproval, *, recorded: bool, message: str) -> None:
         status = {"recorded": recorded, "message": message[:1024], "at": format_time(self.clock())}
