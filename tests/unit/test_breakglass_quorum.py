@@ -5,15 +5,18 @@ next ask passes exactly once, audited with its approvers and announced to the ch
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from budgetops.adapters.approvals import KubeApprovals
 from budgetops.apis.resources import BudgetApproval, BudgetKey, TrustBudget
 from budgetops.apis.trustbudget import Quorum, SubjectSet
 from budgetops.engine import breakglass
@@ -367,3 +370,55 @@ def test_the_embedded_ledger_refuses_a_budget_approval_manifest(tmp_path: Path) 
     code, out = run("apply", "-f", str(manifest), "--db", str(tmp_path / "ledger.sqlite3"))
     assert code == 2
     assert "approved with `budgetops approve BUDGET ID --by NAME`, not a BudgetApproval" in out
+
+
+class Cache:
+    """The store's cache as the cluster's approval desk sees it: objects and listeners."""
+
+    def __init__(self) -> None:
+        self.held: dict[BudgetKey, BudgetApproval] = {}
+        self.listeners: list[Callable[[BudgetKey], None]] = []
+
+    def get(self, key: BudgetKey) -> BudgetApproval | None:
+        return self.held.get(key)
+
+    def budget_keys(self) -> list[BudgetKey]:
+        return sorted(self.held)
+
+    def put(self, name: str, budget: str, recorded: bool | None = None) -> BudgetKey:
+        key = BudgetKey("BudgetApproval", name)
+        self.held[key] = BudgetApproval.model_validate(
+            {
+                "metadata": {"name": name},
+                "spec": {"budget": budget, "request": "bg-0123456789", "approver": name},
+                "status": {} if recorded is None else {"recorded": recorded},
+            }
+        )
+        self._tell(key)
+        return key
+
+    def drop(self, key: BudgetKey) -> None:
+        del self.held[key]
+        self._tell(key)
+
+    def _tell(self, key: BudgetKey) -> None:
+        for listener in self.listeners:
+            listener(key)
+
+
+def test_the_cluster_desk_keeps_each_budgets_unanswered_approvals() -> None:
+    cache = Cache()
+    first = cache.put("ann", "certs")  # listed before the desk listened
+    desk = KubeApprovals(ApiClient(), cache, lambda: NOW)
+    other = cache.put("bob", "other")
+    cache.put("cid", "certs", recorded=False)
+
+    def waiting(budget: str) -> list[str]:
+        return [a.metadata.name for a in desk.waiting(budget)]
+
+    assert (waiting("certs"), waiting("other"), waiting("none")) == (["ann"], ["bob"], [])
+    assert desk.budget_of(first) == "certs"
+    cache.put("ann", "certs", recorded=True)
+    cache.drop(other)
+    assert (waiting("certs"), waiting("other")) == ([], [])
+    assert desk.budget_of(other) is None
