@@ -297,6 +297,7 @@ class ChainReport:
         return not self.problems
 
     def found(self, number: int, chain: ChainKey, message: str) -> None:
+        """A problem of `chain` at line `number` (named once the whole log is read)."""
         self.problems.append(Problem(number, chain[0], message, chain[1]))
 
     def summary(self) -> dict[str, dict[str, int]]:
