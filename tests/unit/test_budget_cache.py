@@ -6,7 +6,7 @@ from typing import Any
 
 from kubernetes import client
 
-from budgetops.apis.resources import BudgetKey
+from budgetops.apis.resources import RESOURCES, BudgetKey
 from budgetops.store.informer import BudgetCache
 from tests.charges import charging
 
@@ -79,8 +79,8 @@ def test_readiness_needs_word_from_the_api_server_within_a_watch_and_its_slack()
         read_slack=15,
     )
     assert not cache.fresh_watch(), "never heard from: not ready"
-    for kind in ("TrustBudget", "RiskBudget", "BudgetLease"):
-        cache._hear(kind)  # type: ignore[arg-type]
+    for kind in RESOURCES:
+        cache._hear(kind)
     assert cache.fresh_watch()
     cache._heard["RiskBudget"] -= 76  # its watch has been silent past 60 s + 15 s
     assert not cache.fresh_watch()
