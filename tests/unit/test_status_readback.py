@@ -21,7 +21,7 @@ from budgetops.apis.ledger import KEY_MAX, Entry
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, TrustBudget
 from budgetops.engine.decisions import Decision
 from budgetops.engine.ledger import InvalidCharge, audit
-from budgetops.store.commit import GroupCommit, Held, Waiter, check_readback
+from budgetops.store.commit import GroupCommit, Held, Waiter, check_readback, stored_size
 from budgetops.store.sqlite import SQLiteStore
 from tests.charges import charging
 from tests.memstore import MemStore
@@ -174,3 +174,61 @@ def test_a_batch_that_reads_back_is_checked_once() -> None:
         store.commits.commit(KEY, waiters)
     assert checks == [False]
     assert all(w.result.reason == "Charged" for w in waiters)
+
+
+def many_accounts(count: int, prefix: str = "user:new") -> Callable[[Budget], Decision]:
+    """One change that opens `count` accounts (a charge each): a budget's biggest growth."""
+
+    def open_them(budget: Budget) -> Decision:
+        for n in range(count):
+            decision = charging(f"{prefix}-{n}", account=f"{prefix}-{n}", now=NOW)(budget)
+        return decision
+
+    return open_them
+
+
+def test_kube_writes_the_batch_without_the_change_that_would_not_fit_in_one_object() -> None:
+    """etcd refuses an object past its request limit: the whole batch failed, and every
+    batch after it, while the one change that made it too big is what should fail."""
+    store = WireStore(trust_budget(initialBalance=10), conflicts=0)
+    store.commits.commit(KEY, [waiter(charging("first", now=NOW))])
+    size = stored_size(store.stored)
+    store.commits.limit = size + 2_000  # room for a charge or two, not for 50 accounts
+    waiters = [
+        waiter(charging("before", now=NOW)),
+        waiter(many_accounts(50)),
+        waiter(charging("after", now=NOW)),
+    ]
+    store.commits.commit(KEY, waiters)
+    first, full, last = waiters
+    assert first.result.reason == last.result.reason == "Charged"
+    assert isinstance(full.error, InvalidCharge)
+    assert f"{KEY} is full: this change would make it" in str(full.error)
+    assert "bytes (51 accounts and the keys of 0 requests" in str(full.error)
+    assert f"one object holds {size + 2_000:,}; nothing was charged" in str(full.error)
+    assert "nothing was charged" in str(full.error)
+    stored = store.stored
+    assert isinstance(stored, TrustBudget)
+    assert set(stored.status.accounts) == {"user:alice"}
+    assert stored.status.accounts["user:alice"].reserved == 3
+    assert stored_size(stored) <= size + 2_000
+
+
+def test_a_budget_already_past_the_limit_may_shrink_but_not_grow() -> None:
+    """A limit lowered below a stored budget (an upgrade, a smaller etcd) must not freeze
+    it: what makes it smaller still passes."""
+    store = WireStore(trust_budget(initialBalance=10), conflicts=0)
+    store.commits.commit(KEY, [waiter(many_accounts(20, prefix="user:old"))])
+    store.commits.limit = stored_size(store.stored) - 1_000
+
+    def forget_old_entries(budget: Budget) -> bool:  # as the engine does past ENTRIES_KEPT
+        assert isinstance(budget, TrustBudget)
+        del budget.status.entries[:10]
+        return True
+
+    shrink, grow = waiter(forget_old_entries), waiter(charging("more", now=NOW))
+    store.commits.commit(KEY, [shrink])
+    store.commits.commit(KEY, [grow])
+    assert shrink.result is True
+    assert isinstance(grow.error, InvalidCharge)
+    assert "is full" in str(grow.error)

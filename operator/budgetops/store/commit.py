@@ -23,6 +23,8 @@ already, is left out: `Held`). If it fails, the batch is run again
 checking after each change; the first change after which the status no longer reads back is
 answered InvalidCharge, and the others are decided again without it. One request that
 would make a budget unreadable (a bug, or an input the engine let through) fails alone.
+A store that can hold only so much in one budget (`limit`: the API server's object) has
+the size checked the same way (`check_size`): the change that would not fit fails alone.
 
 Every wait is bounded by its caller's deadline, and no write that includes a waiter starts
 after its cutoff, shortly before that deadline: a write that finished after its caller had
@@ -49,7 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from budgetops.apis.ledger import Ledger
+from budgetops.apis.ledger import KEY_KEPT, Ledger
 from budgetops.apis.resources import Budget, BudgetKey, field_errors
 from budgetops.engine.ledger import InvalidCharge
 from budgetops.store.audit import queued
@@ -184,6 +186,35 @@ def check_readback(key: BudgetKey, budget: Budget, *, held: Held | None = None) 
         ) from error
 
 
+def stored_size(budget: Budget) -> int:
+    """Bytes of `budget` as compact JSON: about what the API server stores for it."""
+    return len(budget.model_dump_json(by_alias=True, exclude_none=True))
+
+
+def check_size(key: BudgetKey, budget: Budget, *, limit: int, before: int) -> int:
+    """The size of `budget` (`stored_size`); raise InvalidCharge if it is over `limit` and
+    larger than `before`, its size before the change. Such a write would be refused for
+    the whole batch, again and again, while the one change that made it too big is what
+    should fail; a change that makes a budget already over the limit smaller still passes."""
+    size = stored_size(budget)
+    if size <= limit or size <= before:
+        return size
+    status = getattr(budget, "status", None)
+    held = ""
+    if isinstance(status, Ledger):
+        kept = int(KEY_KEPT.total_seconds() // 60)
+        held = (
+            f" ({len(status.accounts):,} accounts and the keys of {len(status.settled):,} "
+            f"requests settled in the last {kept} minutes)"
+        )
+    raise InvalidCharge(
+        f"{key} is full: this change would make it {size:,} bytes{held}, and one object "
+        f"holds {limit:,}; nothing was charged. Accounts it holds are charged as before, and "
+        "the keys of settled requests make room as they age out; to hold more accounts, "
+        "split the budget (one per team or namespace)"
+    )
+
+
 class _Spoiled(Exception):
     """An attempt whose status would not read back: `waiter`'s change spoiled it, or (None)
     some change of the batch did. The attempt raises it so that nothing is written."""
@@ -255,8 +286,9 @@ class GroupCommit:
     held included (see `Held`): a command line can afford it, and it also refuses to
     write over a status that was broken before. `readback`: how a store that writes only
     what a batch changed checks it (store.rows); by default the status less what its
-    snapshot held (`Held`). `clock` and `sleep` (the pause after a conflict) are the
-    monotonic clock's by default; tests hand in their own to script deadlines.
+    snapshot held (`Held`). `limit`: the most bytes one budget may take (`check_size`),
+    None where a store has no such bound. `clock` and `sleep` (the pause after a conflict)
+    are the monotonic clock's by default; tests hand in their own to script deadlines.
     """
 
     def __init__(
@@ -266,6 +298,7 @@ class GroupCommit:
         enabled: bool = True,
         whole: bool = False,
         readback: Callable[[BudgetKey, Budget], object] | None = None,
+        limit: int | None = None,
         writers: int = WRITERS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -274,6 +307,10 @@ class GroupCommit:
         self.enabled = enabled
         self.whole = whole
         self.readback = readback
+        self.limit = limit
+        self._sizes: dict[BudgetKey, int] = {}
+        """Each budget's size when a batch of it was last checked (`check_size`'s `before`
+        for the next one: measured afresh only for a budget not seen yet)."""
         self.writers = writers
         self.clock = clock
         self.sleep = sleep
@@ -426,12 +463,25 @@ class GroupCommit:
         return decided
 
     def _checker(self, key: BudgetKey, budget: Budget) -> Callable[[], object]:
-        """What checks that `budget`, once its changes ran, reads back (taken before they run)."""
+        """What checks that `budget`, once its changes ran, reads back and fits (taken
+        before they run)."""
+        reads: Callable[[], object]
         if self.whole:
-            return functools.partial(check_readback, key, budget)
-        if self.readback is not None:
-            return functools.partial(self.readback, key, budget)
-        return functools.partial(check_readback, key, budget, held=Held.of(budget))
+            reads = functools.partial(check_readback, key, budget)
+        elif self.readback is not None:
+            reads = functools.partial(self.readback, key, budget)
+        else:
+            reads = functools.partial(check_readback, key, budget, held=Held.of(budget))
+        if self.limit is None:
+            return reads
+        limit, sizes = self.limit, self._sizes
+        before = sizes[key] if key in sizes else stored_size(budget)
+
+        def reads_and_fits() -> None:
+            reads()
+            sizes[key] = check_size(key, budget, limit=limit, before=before)
+
+        return reads_and_fits
 
     def commit(self, key: BudgetKey, batch: list[Waiter]) -> None:
         """Apply and persist one batch, and answer each waiter from the attempt that was
