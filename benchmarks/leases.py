@@ -22,8 +22,11 @@ clients run in this process, so their CPU is measured apart from the server's.
    HTTP), in the example budget and in the same budget beside 10,000 other accounts: CPU
    per call and the ratio. A call reads and writes the agent's own account, so the ratio
    should stay near 1 (issue 22: it was 32x while a call re-read the whole budget).
+7. With --cluster N: N x 1000 active leases (one agent per TrustBudget, as in 5) held in
+   the real API server of hack/control_plane.py, then 10 of the agents revoked as in 5
+   (issue 22: 100,000 active leases, revoking 10,000 in under 5 s).
 
-Run: python benchmarks/leases.py [--seconds 5]
+Run: python benchmarks/leases.py [--seconds 5] [--cluster 100]
 """
 
 from __future__ import annotations
@@ -61,8 +64,11 @@ from budgetops.engine.clock import system_clock
 from budgetops.engine.ledger import audit
 from budgetops.engine.rollover import trust_account
 from budgetops.leaseapi.app import PREFIX, lease_app
+from budgetops.store import BudgetStore
+from budgetops.store.commit import stored_size
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, SQLiteStore
 from budgetops.usecases.leasing import LeaseService
+from cluster import load_harness
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "examples" / "trustbudget-llm-spend.yaml"
@@ -341,8 +347,9 @@ def ingest(folder: Path, seconds: float) -> list[tuple[str, float, float]]:
 # 5: revocation -------------------------------------------------------------------------
 
 
-def revocation(folder: Path) -> list[tuple[str, float]]:
-    store = SQLiteStore(folder / "revoke.sqlite3", group_commit=True)
+def lent_out(store: BudgetStore, count: int, first: int = 0) -> list[tuple[BudgetKey, str]]:
+    """`count` TrustBudgets (USD), one agent each with LEASES_KEPT active leases, made
+    through the engine in one write per budget: (budget, agent) of each."""
     spec = TrustBudget.model_validate(
         {
             "metadata": {"name": "x"},
@@ -357,7 +364,7 @@ def revocation(folder: Path) -> list[tuple[str, float]]:
     ).to_wire()
     now = system_clock()
     keys: list[tuple[BudgetKey, str]] = []
-    for n in range(10):
+    for n in range(first, first + count):
         budget = TrustBudget.model_validate(spec | {"metadata": {"name": f"revoke-{n}"}})
         key = BudgetKey.of(store.apply(budget))
         agent_id = tokens.new_agent_id()
@@ -377,12 +384,18 @@ def revocation(folder: Path) -> list[tuple[str, float]]:
                     agent=agent_id,
                 )  # fmt: skip
 
-        store.update_status(key, lend)
+        store.update_status(key, lend, timeout=60)
         keys.append((key, agent_id))
-    size = len(store._encode_status(store.get(keys[0][0])))
+    return keys
+
+
+def revoke(store: BudgetStore, keys: list[tuple[BudgetKey, str]]) -> list[tuple[str, float]]:
+    """Revoke each agent (one write each, in a row), beside the same number of unchanged
+    status writes of the same budgets (the baseline); the ledger is checked after."""
+    size = stored_size(store.get(keys[0][0]))
     start = time.perf_counter()
     for key, _ in keys:
-        store.update_status(key, lambda b: None)
+        store.update_status(key, lambda b: None, timeout=60)
     unchanged = time.perf_counter() - start
     start = time.perf_counter()
     closed = 0
@@ -392,9 +405,9 @@ def revocation(folder: Path) -> list[tuple[str, float]]:
             assert isinstance(b, TrustBudget)
             return agents.revoke(b.status, agent_id=agent_id, now=system_clock())
 
-        closed += store.update_status(key, revoke)
+        closed += store.update_status(key, revoke, timeout=60)
     revoked = time.perf_counter() - start
-    assert closed == 10 * leases.LEASES_KEPT, closed
+    assert closed == len(keys) * leases.LEASES_KEPT, closed
     for key, agent_id in keys:
         final = store.get(key)
         assert isinstance(final, TrustBudget)
@@ -402,11 +415,46 @@ def revocation(folder: Path) -> list[tuple[str, float]]:
         account = final.status.accounts[agent_id]
         assert account.leased_out == 0
         assert all(h.state == "revoked" for h in account.leases.values())
-    store.close()
+    count = len(keys)
     return [
-        (f"10 unchanged status writes of {size / 1024:.0f} KiB (baseline)", unchanged),
-        ("revoke 10 agents x 1000 active leases", revoked),
+        (f"{count} unchanged status writes of {size / 1024:.0f} KiB (baseline)", unchanged),
+        (f"revoke {count} agents x {leases.LEASES_KEPT} active leases", revoked),
     ]
+
+
+def revocation(folder: Path) -> list[tuple[str, float]]:
+    store = SQLiteStore(folder / "revoke.sqlite3", group_commit=True)
+    try:
+        return revoke(store, lent_out(store, 10))
+    finally:
+        store.close()
+
+
+# 7: in a cluster -----------------------------------------------------------------------
+
+
+def in_cluster(budgets: int) -> tuple[float, list[tuple[str, float]]]:
+    """`budgets` x LEASES_KEPT active leases in the real API server (seconds to lend
+    them), then 10 of the agents revoked (`revoke`)."""
+    from kubernetes import config
+
+    from budgetops.store.kube import KubeStore
+
+    harness = load_harness()
+    binaries = harness.cached_binaries()
+    if binaries is None:
+        raise SystemExit("build the control plane first: python hack/control_plane.py build")
+    with harness.ControlPlane(binaries) as plane:
+        plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        store = KubeStore(config.new_client_from_config(str(plane.kubeconfig))).start()
+        try:
+            start = time.perf_counter()
+            keys = lent_out(store, budgets)
+            lending = time.perf_counter() - start
+            return lending, revoke(store, keys[:10])
+        finally:
+            store.stop()
 
 
 # 6: a lease call beside many accounts -----------------------------------------------
@@ -452,7 +500,15 @@ def crowded_calls(folder: Path, others: int, calls: int = 200) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--cluster", type=int, help="only part 7, with this many budgets")
     args = parser.parse_args()
+    if args.cluster:
+        lending, rows = in_cluster(args.cluster)
+        held = args.cluster * leases.LEASES_KEPT
+        print(f"7. in a cluster: {held:,} active leases lent in {lending:.1f} s (target: held)")
+        for name, took in rows:
+            print(f"   {name:<44}{took:>8.3f} s{took / rows[0][1]:>8.2f}x")
+        return
     seconds = args.seconds
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
