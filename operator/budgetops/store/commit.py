@@ -389,11 +389,13 @@ class GroupCommit:
         """Hand `lane` to an idle writer, or start one if all are busy and there is room."""
         with self._pool:
             self._ready.append((key, lane))
-            if self._idle == 0 and self._threads < self.writers:
+            start = self._idle == 0 and self._threads < self.writers
+            if start:
                 self._threads += 1
-                threading.Thread(target=self._write, daemon=True, name="commit").start()
             else:
                 self._pool.notify()
+        if start:  # not under the lock: starting a thread waits for it to run
+            threading.Thread(target=self._write, daemon=True, name="commit").start()
 
     def _write(self) -> None:
         """One writer: drain ready budgets one batch at a time; exit after idling a while."""
@@ -401,9 +403,11 @@ class GroupCommit:
             with self._pool:
                 while not self._ready:
                     self._idle += 1
-                    self._pool.wait(IDLE_WRITER_SECONDS)
+                    woken = self._pool.wait(IDLE_WRITER_SECONDS)
                     self._idle -= 1
-                    if not self._ready:
+                    # Woken for a budget another writer took first, it waits again: a
+                    # thread ended each time was a new thread and a new connection later.
+                    if not woken and not self._ready:
                         self._threads -= 1
                         return
                 key, lane = self._ready.popleft()
