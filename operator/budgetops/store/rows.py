@@ -10,14 +10,20 @@ rest of the status (recent entries, the audit head, conditions: bounded) as the 
 in memory are Tracked dicts, which note each key a change set, deleted or (for mutable
 values, such as an account) read; `Rows.changes` turns those notes into the rows to write,
 each checked to read back with its own model before anything is written.
+
+What a budget holds that the engine adds and drops but never changes (its recent entries,
+an account's reservations) is encoded once per object and checked once, when it is new
+(`Parts`): a hot account holds every reservation not yet confirmed, and encoding and checking
+them all again on every write was most of what a charge cost (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -32,6 +38,11 @@ KEYED = {"accounts": True, "settled": False, "releases": False, "alerting": Fals
 """The status maps stored a row per entry, and whether a change may mutate an entry in place
 (an account: so reading one marks it; a timestamp, a release mark or a list of alerts is
 only ever replaced)."""
+
+RECORDS = {"accounts": "reservations"}
+"""Maps whose entries hold, under this field, records the engine adds and removes but never
+changes in place (an account's reservations, by key): see `Parts`. The field's name is a
+single word, so it is its own wire name."""
 
 
 class Tracked(dict[str, V]):
@@ -106,6 +117,94 @@ def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     return TypeAdapter(info.rebuild_annotation())
 
 
+_RECORD_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
+
+
+def _dump(value: Any, **options: Any) -> str:
+    """One record (an entry, an account, a reservation) as a status holds it."""
+    model = type(value)
+    adapter = _RECORD_ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _RECORD_ADAPTERS[model] = TypeAdapter(model)
+    return adapter.dump_json(value, by_alias=True, exclude_none=True, **options).decode()
+
+
+_FIELDS_AFTER: dict[tuple[Any, str], set[str]] = {}
+
+
+def _fields_after(model: Any, name: str) -> set[str]:
+    """The fields `model` (a pydantic model or dataclass) declares after `name`."""
+    found = _FIELDS_AFTER.get((model, name))
+    if found is None:
+        names = (
+            list(model.model_fields)
+            if issubclass(model, BaseModel)
+            else [f.name for f in dataclasses.fields(model)]
+        )
+        found = _FIELDS_AFTER[model, name] = set(names[names.index(name) + 1 :])
+    return found
+
+
+def _joined(value: Any, name: str, encode: Callable[..., str]) -> Callable[[Iterable[str]], str]:
+    """What writes `value` as `encode` (with `exclude` or `include`) writes it whole, but
+    with its field `name` (a single word: its own wire name) joined from the JSON of each
+    of its records, in its place: the same bytes, so a row reads, and compares, as it
+    always did. `value` is encoded, but that field, once."""
+    after = _fields_after(type(value), name)
+    before = encode(exclude={name, *after})[1:-1]
+    rest = encode(include=after)[1:-1] if after else ""
+    opening, closing = ("[", "]") if isinstance(getattr(value, name), list) else ("{", "}")
+
+    def join(records: Iterable[str]) -> str:
+        parts = (before, f'"{name}":{opening}{",".join(records)}{closing}', rest)
+        return f"{{{','.join(part for part in parts if part)}}}"
+
+    return join
+
+
+@dataclass
+class Parts:
+    """The records one row holds that the engine adds and drops but never changes in place
+    (RECORDS; the recent entries), each encoded once. A record's tag is (key, id) in a map,
+    its id in a list; `pins` keeps each record, so its id stays unique while it is here.
+    `written`: the tags of those in a row written, which a check leaves out (no row is
+    written unchecked). A hot account holds hundreds of reservations: what is done per
+    record, in Python, is done only for the new ones."""
+
+    pins: dict[Hashable, object] = field(default_factory=dict)
+    texts: dict[Hashable, str] = field(default_factory=dict)
+    """By tag, its JSON (after its key, in a map)."""
+    written: set[Hashable] = field(default_factory=set)
+    last: tuple[list[Hashable], list[str]] = ([], [])
+    """The tags and JSON of the last records encoded: a batch encodes the same twice."""
+
+    def encode(self, records: dict[str, Any] | list[Any]) -> tuple[list[Hashable], list[str]]:
+        """The tags and JSON of `records` (a map, or a list), in order; those gone are
+        forgotten."""
+        values = list(records.values()) if isinstance(records, dict) else records
+        tags: list[Hashable] = (
+            list(zip(records, map(id, values), strict=True))
+            if isinstance(records, dict)
+            else list(map(id, values))
+        )
+        if tags == self.last[0]:
+            return self.last
+        pins = dict(zip(tags, values, strict=True))
+        known = self.texts  # still pinned by self.pins: no new tag is an old one's
+        for tag in pins.keys() - known.keys():
+            text = _dump(pins[tag])
+            known[tag] = f"{json.dumps(tag[0])}:{text}" if isinstance(tag, tuple) else text
+        texts = list(map(known.__getitem__, tags))
+        self.pins, self.texts = pins, dict(zip(tags, texts, strict=True))
+        self.written.intersection_update(pins)
+        self.last = (tags, texts)
+        return self.last
+
+    def fresh(self, tags: Iterable[Hashable]) -> list[str]:
+        """The JSON of the records tagged `tags` (of the last encoded) less those written."""
+        return [self.texts[tag] for tag in set(tags).difference(self.written)]
+
+
 def keyed(status: BaseModel) -> Iterator[str]:
     """The maps of `status` kept a row per entry."""
     return (name for name in KEYED if name in type(status).model_fields)
@@ -142,6 +241,8 @@ class Rows:
     held: dict[int, object] = field(default_factory=dict)
     """The recent entries as read or written, by identity (kept, so an id stays unique): the
     engine adds and drops entries but never changes one, so only new ones need a check."""
+    parts: dict[tuple[str, str], Parts] = field(default_factory=dict)
+    """By (map, key) of a RECORDS map, and ("entries", "") for the recent entries."""
 
     def track(self, status: BaseModel) -> None:
         """Make the maps of `status` Tracked (as read, or as just written)."""
@@ -158,24 +259,52 @@ class Rows:
         """The rows a write of `budget` stores (`check` says whether they read back)."""
         status = budget.status
         names = list(keyed(status))
-        head = status.model_dump_json(by_alias=True, exclude_none=True, exclude=set(names))
-        return Changes(head, *self._entries(status, names))
+        put, drop, _ = self._entries(status, names)
+        return Changes(self._head(status, names), put, drop)
 
     def check(self, key: BudgetKey, budget: Budget) -> None:
         """Raise InvalidCharge, naming the budget, unless what a write of `budget` would
-        store reads back, each row with its own model: group commit's `readback`."""
+        store reads back, each map's rows with their own model (at once): group commit's
+        `readback`. What a row holds that was written before (`Parts`) is left out."""
         status = budget.status
         names = list(keyed(status))
         self._check_head(key, status, names)
-        for name, _, text in self._entries(status, names)[0]:
-            _check(key, _adapter(type(status), name).validate_json, text)
+        checks: dict[str, list[str]] = {}
+        for name, text in self._entries(status, names)[2]:
+            checks.setdefault(name, []).append(text[1:-1])
+        for name, texts in checks.items():
+            _check(key, _adapter(type(status), name).validate_json, f"{{{','.join(texts)}}}")
+
+    def _head(self, status: BaseModel, names: list[str]) -> str:
+        """The budget's row: its status but the maps, the recent entries joined as encoded."""
+        if not isinstance(status, Ledger):
+            return status.model_dump_json(by_alias=True, exclude_none=True, exclude=set(names))
+        _, entries = self._parts(("entries", "")).encode(status.entries)
+
+        def encode(*, include: set[str] | None = None, exclude: set[str] | None = None) -> str:
+            return status.model_dump_json(
+                by_alias=True,
+                exclude_none=True,
+                include=None if include is None else include - set(names),
+                exclude=None if exclude is None else exclude | set(names),
+            )
+
+        return _joined(status, "entries", encode)(entries)
+
+    def _parts(self, at: tuple[str, str]) -> Parts:
+        found = self.parts.get(at)
+        if found is None:
+            found = self.parts[at] = Parts()
+        return found
 
     def _entries(
         self, status: BaseModel, names: list[str]
-    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
-        """The map entries to put (as rows) and to drop since the maps were tracked."""
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+        """The map entries to put (as rows) and to drop since the maps were tracked, and
+        (map, text) of what of each row put needs a check."""
         put: list[tuple[str, str, str]] = []
         drop: list[tuple[str, str]] = []
+        checks: list[tuple[str, str]] = []
         for name in names:
             now: dict[str, Any] = getattr(status, name)
             before = self.maps.get(name)
@@ -193,13 +322,27 @@ class Rows:
                     if before is not None and now is before:
                         drop.append((name, entry))
                     continue
-                text = adapter.dump_json(
-                    {entry: dict.__getitem__(now, entry)}, by_alias=True, exclude_none=True
-                ).decode()
+                text, check = self._row(adapter, name, entry, dict.__getitem__(now, entry))
                 if KEYED[name] and self.written.get((name, entry)) == text and not self.moved:
                     continue
                 put.append((name, entry, text))
-        return put, drop
+                checks.append((name, check))
+        return put, drop, checks
+
+    def _row(self, adapter: TypeAdapter[Any], name: str, entry: str, value: Any) -> tuple[str, str]:
+        """The row of one map entry, and what of it needs a check: all of it, but the
+        records (RECORDS) it holds that were written already."""
+        field_ = RECORDS.get(name)
+        records = getattr(value, field_, None) if field_ else None
+        if field_ is None or not isinstance(records, dict) or not records:
+            self.parts.pop((name, entry), None)  # none kept for an account without any
+            text = adapter.dump_json({entry: value}, by_alias=True, exclude_none=True).decode()
+            return text, text
+        parts = self._parts((name, entry))
+        tags, texts = parts.encode(records)
+        account = _joined(value, field_, partial(_dump, value))
+        key = json.dumps(entry)
+        return f"{{{key}:{account(texts)}}}", f"{{{key}:{account(parts.fresh(tags))}}}"
 
     def _check_head(self, key: BudgetKey, status: BaseModel, names: list[str]) -> None:
         """The budget's row reads back: all of it but the entries it held before, which read
@@ -211,9 +354,10 @@ class Rows:
             return
         text = status.model_dump_json(by_alias=True, exclude_none=True, exclude={*names, "entries"})
         _check(key, model.model_validate_json, text)
-        fresh = [entry for entry in status.entries if id(entry) not in self.held]
-        adapter = _adapter(model, "entries")
-        _check(key, adapter.validate_json, adapter.dump_json(fresh, by_alias=True).decode())
+        parts = self._parts(("entries", ""))
+        tags, _ = parts.encode(status.entries)
+        fresh = [parts.texts[tag] for tag in set(tags).difference(self.held)]
+        _check(key, _adapter(model, "entries").validate_json, f"[{','.join(fresh)}]")
         if len(status.entries) > ENTRIES_KEPT:
             raise InvalidCharge(
                 f"{key}: more than {ENTRIES_KEPT} recent entries; nothing was written"
@@ -226,6 +370,11 @@ class Rows:
                 self.written[(name, entry)] = text
         for name, entry in found.drop:
             self.written.pop((name, entry), None)
+            self.parts.pop((name, entry), None)
+        for name, entry, _ in found.put:
+            parts = self.parts.get((name, entry))
+            if parts is not None:
+                parts.written = set(parts.pins)
         self.head = found.head
         self.moved = False
         self.track(status)
