@@ -3,15 +3,20 @@ and credentials but around its typed models.
 
 The typed client validates and sanitizes every body and deserializes every answer into
 model objects; for a status PUT or an Event POST that cost more CPU than the rest of the
-request (profiled in docs/performance.md). Bodies here are already plain JSON data.
+request (profiled in docs/performance.md). Bodies here are plain JSON data, or JSON already
+encoded (bytes): a hot budget's status is encoded once, by its model, not built as a dict
+and encoded again. A watch is read line by line (`stream`), so that its reader decides
+which lines to parse.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -25,6 +30,41 @@ REFRESH_EVERY = 10.0
 
 class TooLarge(ValueError):
     """An answer longer than the caller's limit (the connection is not reused)."""
+
+
+def _send(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    body: Any,
+    query: Sequence[tuple[str, str]],
+    media: str,
+    timeout: float | tuple[float, float],
+) -> urllib3.BaseHTTPResponse:
+    """The response to one request, its body not read yet. `body`: JSON data, or bytes of
+    JSON sent as they are. `timeout`: in all, or (to connect, to wait for each read)."""
+    headers = {"Accept": media}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+    method, url, headers, _, _ = api.param_serialize(
+        method,
+        path,
+        query_params=list(query),
+        header_params=headers,
+        auth_settings=["BearerToken"],
+    )
+    limits = (
+        urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        if isinstance(timeout, tuple)
+        else urllib3.Timeout(total=timeout)
+    )
+    pool: urllib3.PoolManager = api.rest_client.pool_manager
+    return pool.request(
+        method, url, body=body, headers=headers, timeout=limits, preload_content=False
+    )
 
 
 def request_json(
@@ -42,31 +82,41 @@ def request_json(
     """Send `body` as JSON; the status and raw answer, or ApiException if not in `accept`.
     `media` is the Accept header (a JSON form, e.g. metadata only); an answer longer than
     `limit` bytes is not read past it and raises TooLarge."""
-    headers = {"Accept": media}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    method, url, headers, _, _ = api.param_serialize(
-        method,
-        path,
-        query_params=list(query),
-        header_params=headers,
-        auth_settings=["BearerToken"],
-    )
-    response = api.call_api(method, url, headers, body, _request_timeout=timeout)
+    response = _send(api, method, path, body=body, query=query, media=media, timeout=timeout)
     if limit is None:
-        data: bytes = response.read()  # type: ignore[no-untyped-call]
+        data = response.read()
     else:
-        raw = response.response
-        data = raw.read(limit + 1)
+        data = response.read(limit + 1)
         if len(data) > limit:
-            raw.close()  # the rest is never read: the connection cannot serve another request
+            response.close()  # never read to its end: the connection cannot serve another
             raise TooLarge(f"the answer to {path} is longer than {limit} bytes")
-        raw.release_conn()
+    response.release_conn()
     if response.status not in accept:
         raise ApiException(
             status=response.status, reason=response.reason, body=data.decode(errors="replace")
         )
     return response.status, data
+
+
+def stream(
+    api: client.ApiClient,
+    path: str,
+    *,
+    query: Sequence[tuple[str, str]] = (),
+    timeout: tuple[float, float] = (REQUEST_TIMEOUT, REQUEST_TIMEOUT),
+) -> urllib3.BaseHTTPResponse:
+    """A GET whose answer is read as it comes (a watch): the response, once its status is
+    2xx (else ApiException). Its reader closes it."""
+    response = _send(
+        api, "GET", path, body=None, query=query, media="application/json", timeout=timeout
+    )
+    if not 200 <= response.status <= 299:
+        data = response.read()
+        response.release_conn()
+        raise ApiException(
+            status=response.status, reason=response.reason, body=data.decode(errors="replace")
+        )
+    return response
 
 
 def refresh_credentials_at_most_every(

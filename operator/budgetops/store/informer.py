@@ -3,7 +3,9 @@
 Python has no client-go informer, so BudgetOps keeps its own: one list per kind, then a
 watch resumed from the last resourceVersion seen (bookmarks included), a re-list only on
 410, readiness from how lately the API server was heard, and parsed budgets cached per
-resourceVersion (and per spec, for classification).
+resourceVersion (and per spec, for classification). A watch event is parsed once, and not at
+all when it is the echo of the store's own write: the API server sends the object it
+answered that write with, byte for byte, and the cache already holds it (`put(answer=)`).
 
 `KubeStore` owns the one `BudgetCache` and writes through it. Everyone else reads it as an
 `Informer`: which budgets are held, at which version, and word of each change.
@@ -11,18 +13,23 @@ resourceVersion (and per spec, for classification).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-from kubernetes import client, watch
+import urllib3
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError
 
-from budgetops.adapters.rest import REQUEST_TIMEOUT
+from budgetops.adapters.rest import REQUEST_TIMEOUT, stream
 from budgetops.apis.common import GROUP, VERSION
 from budgetops.apis.resources import RESOURCES, Budget, BudgetKey, Kind
 from budgetops.store.parsed import Parsed
@@ -102,12 +109,18 @@ class BudgetCache:
         self._synced = {kind: threading.Event() for kind in kinds}
         self._heard = dict.fromkeys(kinds, -math.inf)
         self._stop = threading.Event()
-        self._watches: dict[Kind, watch.Watch] = {}
+        self._watches: dict[Kind, urllib3.BaseHTTPResponse] = {}
+        self._echoes: dict[str, tuple[BudgetKey, str]] = {}
+        """The watch line each of our last writes will come back as, with its key and
+        version; one per budget at most (`_echo_of`)."""
+        self._echo_of: dict[BudgetKey, str] = {}
         self._threads: list[threading.Thread] = []
         self.listeners: list[Callable[[BudgetKey], None]] = []
         """Called (on a watch thread) with the key of every budget that changed."""
         self.lists = 0
         """LISTs made so far: one per kind at start, then one per 410."""
+        self.echoes = 0
+        """Watch events recognized as the echo of our own write, and not parsed."""
 
     def start(self, *, timeout: float = 30.0) -> None:
         for kind in self._synced:
@@ -127,8 +140,11 @@ class BudgetCache:
         self._stop.set()
         with self._lock:
             watches = list(self._watches.values())
-        for running in watches:
-            running.stop()  # type: ignore[no-untyped-call]
+        for running in watches:  # shut its socket: a read blocked in it returns at once
+            sock = getattr(getattr(running, "connection", None), "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -188,41 +204,69 @@ class BudgetCache:
     def _follow(self, kind: Kind, plural: str, version: str) -> str:
         """Apply watch events from `version` until the server ends the watch on time; the
         last version seen (a bookmark's too), to resume from. Raises _Expired on 410."""
-        stream = watch.Watch()  # type: ignore[no-untyped-call]
-        with self._lock:
-            self._watches[kind] = stream
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("timeoutSeconds", str(self.watch_seconds)),
+            ("allowWatchBookmarks", "true"),
+        ]
         try:
-            events = stream.stream(  # type: ignore[no-untyped-call]
-                self.api.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                plural,
-                resource_version=version,
-                timeout_seconds=self.watch_seconds,
-                allow_watch_bookmarks=True,
-                _request_timeout=(REQUEST_TIMEOUT, self.watch_seconds + self.read_slack),
+            response = stream(
+                self.api.api_client,
+                f"/apis/{GROUP}/{VERSION}/{plural}",
+                query=query,
+                timeout=(REQUEST_TIMEOUT, self.watch_seconds + self.read_slack),
             )
-            for event in events:
-                if self._stop.is_set():
-                    return version
-                self._hear(kind)
-                document = event["raw_object"]
-                version = document.get("metadata", {}).get("resourceVersion") or version
-                if event["type"] == "BOOKMARK":
-                    continue
-                document.setdefault("kind", kind)
-                if event["type"] == "DELETED":
-                    self.forget(_key_of(document))
-                else:
-                    self.put(document)
         except ApiException as error:
             if error.status == 410:
                 raise _Expired from error
             raise
+        with self._lock:
+            self._watches[kind] = response
+        try:
+            if self._stop.is_set():  # stopped before `stop` could see this watch
+                return version
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                if self._stop.is_set():
+                    return version
+                if line:
+                    self._hear(kind)
+                    version = self._event(kind, line) or version
         finally:
             with self._lock:
                 self._watches.pop(kind, None)
+            response.close()
+            response.release_conn()
         self._hear(kind)  # the watch ended on time: the API server is there
+        return version
+
+    def _event(self, kind: Kind, line: str) -> str | None:
+        """Apply one watch event (a line of JSON); the resourceVersion it carries, if any.
+        Raises _Expired on a 410 ERROR event, ApiException on any other."""
+        with self._lock:
+            echo = self._echoes.pop(line, None)
+            if echo is not None:
+                del self._echo_of[echo[0]]
+        if echo is not None:  # the cache holds this very version, or a newer one
+            self.echoes += 1
+            return echo[1]
+        event = json_object(json.loads(line))
+        document = json_object(event["object"])
+        if event["type"] == "ERROR":
+            code = document.get("code")
+            if code == 410:
+                raise _Expired
+            raise ApiException(
+                status=code, reason=f"{document.get('reason')}: {document.get('message')}"
+            )
+        version: str | None = document.get("metadata", {}).get("resourceVersion")
+        if event["type"] == "BOOKMARK":
+            return version
+        document.setdefault("kind", kind)
+        if event["type"] == "DELETED":
+            self.forget(_key_of(document))
+        else:
+            self.put(document)
         return version
 
     def _replace(self, kind: Kind, items: list[dict[str, Any]]) -> list[BudgetKey]:
@@ -248,6 +292,7 @@ class BudgetCache:
     def _drop(self, key: BudgetKey) -> None:
         """Forget `key` (the lock held)."""
         self._raw.pop(key, None)
+        self._echoes.pop(self._echo_of.pop(key, ""), None)
         self._parsed.forget(key)
         self._specs.forget(key)
 
@@ -255,8 +300,11 @@ class BudgetCache:
         for listener in self.listeners:
             listener(key)
 
-    def put(self, document: dict[str, Any]) -> None:
-        """Keep `document` unless the cache already holds a newer version of it."""
+    def put(self, document: dict[str, Any], *, answer: bytes | None = None) -> None:
+        """Keep `document` unless the cache already holds a newer version of it. `answer`:
+        the bytes it was parsed from, the API server's answer to our write, which its watch
+        sends again as an event: that event is then recognized without parsing it (unless
+        the watch read it first; then it is parsed as any other)."""
         key = _key_of(document)
         version = document["metadata"].get("resourceVersion", "")
         with self._lock:
@@ -265,6 +313,11 @@ class BudgetCache:
             if before is not None and not _newer(version, before):
                 return
             self._raw[key] = document
+            self._echoes.pop(self._echo_of.pop(key, ""), None)  # passed, or never coming
+            if answer is not None and version != before:  # else the watch was first
+                line = f'{{"type":"MODIFIED","object":{answer.decode().rstrip()}}}'
+                self._echoes[line] = (key, version)
+                self._echo_of[key] = line
         if version != before:  # the watch's echo of our own write is no news
             self._tell(key)
 

@@ -243,12 +243,13 @@ class KubeStore(Attempted):
         plural = RESOURCES[key.kind].plural
         where = f"/namespaces/{key.namespace}" if key.namespace else ""
         path = f"/apis/{GROUP}/{VERSION}{where}/{plural}/{key.name}/status"
+        body = budget.model_dump_json(by_alias=True, exclude_none=True)  # as `to_wire` has it
         status, data = request_json(
-            self.api.api_client, "PUT", path, body=budget.to_wire(), accept=(200, 409)
+            self.api.api_client, "PUT", path, body=body.encode(), accept=(200, 409)
         )
         if status == 409:
             return False
         written = json_object(json.loads(data))
         budget.metadata.resource_version = written["metadata"]["resourceVersion"]
-        self.cache.put(written)
+        self.cache.put(written, answer=data)  # its watch event is not parsed again
         return True
