@@ -33,7 +33,12 @@ CSR = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
 
 def issue(
-    budget: TrustBudget, name: str, *, at: datetime = START, account: str = "user:alice"
+    budget: TrustBudget,
+    name: str,
+    *,
+    at: datetime = START,
+    account: str = "user:alice",
+    created: bool = False,
 ) -> None:
     decision = admit_trust(
         budget.status,
@@ -44,7 +49,7 @@ def issue(
         ref=f"CertificateSigningRequest/{name}",
         now=at,
         ttl=TTL,
-        witness=Witness(path=f"{CSR}/{name}", uid=f"uid-{name}"),
+        witness=Witness(path=f"{CSR}/{name}", uid=f"uid-{name}", created=created),
     )
     assert decision.allowed
 
@@ -86,6 +91,22 @@ def test_a_seen_object_confirms_its_reservation_and_nothing_else_moves() -> None
     assert (outcome.confirmed, outcome.refunded) == (1, 0)
     assert (account.spent, account.reserved, account.balance) == (1, 1, 98)
     assert audit(budget.status) == []
+
+
+def test_the_key_of_a_created_object_once_seen_is_not_remembered() -> None:
+    """What a budget charged many times a second kept most: two minutes of keys of objects
+    already stored, whose creation no request can carry again."""
+    budget = trust_budget()
+    issue(budget, "made", created=True)
+    issue(budget, "changed")  # an update (or a request with no witness) keeps its key
+    issue(budget, "gone", created=True)
+    seen = {f"{CSR}/made": Sighting("uid-made"), f"{CSR}/changed": Sighting("uid-changed")}
+    run_trust(budget, START + timedelta(seconds=2), seen)
+    assert list(budget.status.settled) == ["uid-changed"]
+    run_trust(budget, START + TTL, {f"{CSR}/gone": None})  # refunded unseen: kept
+    assert list(budget.status.settled) == ["uid-changed", "uid-gone"]
+    account = budget.status.accounts["user:alice"]
+    assert (account.spent, account.reserved, account.balance) == (2, 0, 98)
 
 
 def test_an_object_that_never_appeared_is_refunded_at_expiry_and_says_why() -> None:

@@ -101,6 +101,7 @@ class AdmissionRequest(_Wire):
             path=f"{root}{where}/{gvr.resource}/{name}",
             uid=uid,
             generation=generation if isinstance(generation, int) and generation > 0 else 0,
+            created=self.operation == "CREATE",
         )
 
     def describe(self) -> str:

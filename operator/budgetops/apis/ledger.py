@@ -93,6 +93,11 @@ class Witness:
     `path` is the object's API path (what `kubectl get --raw` takes); the object found
     there must carry `uid`, and for an update at least `generation` (which the API server
     raises before validating admission), else the change it was charged for never landed.
+
+    `created`: the request created the object. The API server gives every create a uid of
+    its own before validating admission and admits it only before storing it, so once the
+    object is seen no request can carry its key again: the key is not remembered after
+    (KEY_KEPT), which is most of what a budget charged many times a second keeps.
     """
 
     __pydantic_config__ = _RECORD
@@ -100,6 +105,7 @@ class Witness:
     path: Ref
     uid: Name
     generation: int = 0
+    created: bool = False
 
 
 @dataclass(slots=True)

@@ -205,11 +205,16 @@ def reserve(
 
 
 def _settle_reservation(
-    ledger: Ledger, *, key: str, now: datetime, action: Literal["confirm", "refund", "cancel"]
+    ledger: Ledger,
+    *,
+    key: str,
+    now: datetime,
+    action: Literal["confirm", "refund", "cancel"],
+    remember: bool = True,
 ) -> Decimal | None:
     """Close the reservation under `key` into spent (confirm) or back to balance (refund,
-    cancel); only a cancelled key is not remembered as settled, and only a confirmed
-    release id stays remembered.
+    cancel); a cancelled key, and one that need not be (`remember` False), is not
+    remembered as settled, and only a confirmed release id stays remembered.
 
     Returns the amount, or None when nothing is reserved under `key` (a held amount can be
     zero: an emergency release admitted on an empty budget).
@@ -231,16 +236,18 @@ def _settle_reservation(
         # refunded or taken back never shipped, so asking again is a new charge.
         if action != "confirm":
             del ledger.releases[key]
-    elif action != "cancel":
+    elif action != "cancel" and remember:
         ledger.remember_settled(key, now)
     entry: MovementAction = "confirm" if action == "confirm" else "refund"
     record(ledger, at=now, account=name, action=entry, amount=held.amount, key=key, ref=held.object)
     return held.amount
 
 
-def confirm(ledger: Ledger, *, key: str, now: datetime) -> bool:
-    """The object exists: its reservation becomes spent. False if nothing was reserved."""
-    return _settle_reservation(ledger, key=key, now=now, action="confirm") is not None
+def confirm(ledger: Ledger, *, key: str, now: datetime, remember: bool = True) -> bool:
+    """The object exists: its reservation becomes spent. False if nothing was reserved.
+    `remember` False: no request can carry `key` again (see `Witness.created`)."""
+    settled = _settle_reservation(ledger, key=key, now=now, action="confirm", remember=remember)
+    return settled is not None
 
 
 def refund(ledger: Ledger, *, key: str, now: datetime) -> Decimal:

@@ -179,7 +179,10 @@ def settle_reservations(
                 summary = f"{name}: {amount} refunded: {what} {why}"
                 outcome.notices.append(Notice(budget, "ReservationRefunded", summary, at=now))
                 continue
-            ledger.confirm(status, key=key, now=now)
+            seen_created = (
+                verdict == "confirm" and held.witness is not None and held.witness.created
+            )
+            ledger.confirm(status, key=key, now=now, remember=not seen_created)
             if verdict == "confirm":
                 outcome.confirmed += 1
             else:
