@@ -255,6 +255,8 @@ class _Lane:
     queue: list[Waiter] = field(default_factory=list)
     running: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    crowded: bool = False
+    """Its last batch had more than one waiter: see `_drain`."""
 
 
 @dataclass
@@ -415,9 +417,17 @@ class GroupCommit:
 
     def _drain(self, key: BudgetKey, lane: _Lane) -> None:
         """Commit everything queued for one budget as one batch; requeue the budget behind
-        the others if more arrived meanwhile, so that one busy budget cannot hold a writer."""
+        the others if more arrived meanwhile, so that one busy budget cannot hold a writer.
+
+        After a batch of many, the writer first lets other threads run (the callers it
+        just answered queue their next changes), so the next batch takes them all: taken
+        at once, batches of a hot budget at 8 clients held 4 changes, not 7, and each
+        batch costs a transaction. A lone caller never waits for this."""
+        if lane.crowded:
+            time.sleep(0)
         with lane.lock:
             batch, lane.queue = lane.queue, []
+        lane.crowded = len(batch) > 1
         try:
             self.commit(key, batch)
         except BaseException as error:  # never leave a waiter hanging
