@@ -8,12 +8,13 @@ import json
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from pydantic import TypeAdapter
 
 from budgetops.apis.ledger import Account, Reservation
-from budgetops.engine.ledger import InvalidCharge
+from budgetops.engine.ledger import InvalidCharge, confirm
 from budgetops.store import rows as rows_module
 from budgetops.store.rows import KEYED, Rows
 from tests.charges import charging
@@ -87,3 +88,29 @@ def test_rows_joined_from_what_was_encoded_before_are_the_bytes_of_a_whole_dump(
     assert found.head == status.model_dump_json(
         by_alias=True, exclude_none=True, exclude=set(KEYED)
     )
+
+
+def test_a_settling_batch_encodes_each_settled_key_once_for_its_check_and_its_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    budget, rows = opened(with_accounts(3))
+    for n in range(20):
+        charging(f"k-{n}", account="user:u1", now=NOW)(budget)
+    rows.wrote(rows.changes(budget), budget.status)
+    for n in range(20):
+        confirm(budget.status, key=f"k-{n}", now=NOW)
+    rows.check(KEY, budget)
+    settled = rows_module._adapter(type(budget.status), "settled")
+    dumps: list[object] = []
+    real = settled.dump_json
+
+    def counting(value: object, **options: Any) -> bytes:
+        dumps.append(value)
+        return real(value, **options)
+
+    monkeypatch.setattr(settled, "dump_json", counting)
+    found = rows.changes(budget)
+    assert dumps == []
+    assert {entry for name, entry, _ in found.put if name == "settled"} == {
+        f"k-{n}" for n in range(20)
+    }

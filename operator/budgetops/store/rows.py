@@ -243,10 +243,15 @@ class Rows:
     engine adds and drops entries but never changes one, so only new ones need a check."""
     parts: dict[tuple[str, str], Parts] = field(default_factory=dict)
     """By (map, key) of a RECORDS map, and ("entries", "") for the recent entries."""
+    replaced: dict[tuple[str, str], tuple[object, str]] = field(default_factory=dict)
+    """The rows of entries set since the maps were tracked, in maps whose entries are only
+    ever replaced (KEYED), with the value each was encoded from: a batch's check and its
+    write encode the same rows (a settling batch: hundreds of keys)."""
 
     def track(self, status: BaseModel) -> None:
         """Make the maps of `status` Tracked (as read, or as just written)."""
         self.held = {id(entry): entry for entry in getattr(status, "entries", ())}
+        self.replaced = {}
         for name in keyed(status):
             current = getattr(status, name)
             if not isinstance(current, Tracked):
@@ -332,6 +337,12 @@ class Rows:
     def _row(self, adapter: TypeAdapter[Any], name: str, entry: str, value: Any) -> tuple[str, str]:
         """The row of one map entry, and what of it needs a check: all of it, but the
         records (RECORDS) it holds that were written already."""
+        if not KEYED[name]:  # replaced, never changed: the same object, the same row
+            known = self.replaced.get((name, entry))
+            if known is None or known[0] is not value:
+                row = adapter.dump_json({entry: value}, by_alias=True, exclude_none=True)
+                known = self.replaced[name, entry] = (value, row.decode())
+            return known[1], known[1]
         field_ = RECORDS.get(name)
         records = getattr(value, field_, None) if field_ else None
         if field_ is None or not isinstance(records, dict) or not records:
