@@ -36,10 +36,11 @@ same file measures whatever layout the store keeps the ledger in.
 
 Run: python benchmarks/ledger.py [--accounts 10,1000,10000,100000] [--clients 8]
      [--seconds 3] [--volume 1000000] [--parts distinct,hot,volume,reconciler] [--quick]
-     [--profile N]
+     [--profile N] [--profile-hot]
 `--quick` (N = 10 and 1,000, 1 s hot runs, 20,000 charges of volume) is a smoke test.
 `--profile N` profiles the timed segment at N accounts in every thread (group commit
-writes from its own threads) and prints where the time went.
+writes from its own threads) and prints where the time went; `--profile-hot` the hot
+account's row at --clients (profiled, so its own numbers are slower).
 """
 
 from __future__ import annotations
@@ -504,10 +505,15 @@ def ceiling(clients: int, seconds: float) -> Run:
         )
 
 
-def report_hot(clients: int, seconds: float) -> None:
-    """Each row's rate and CPU per call as ratios to the ceiling's."""
+def report_hot(clients: int, seconds: float, profile: bool = False) -> None:
+    """Each row's rate and CPU per call as ratios to the ceiling's; with `profile`, where
+    the time of the hot account at `clients` clients went, in every thread."""
     print(f"\n2. Hot account: one user at full speed, {seconds:g} s per row")
     top = ceiling(clients, seconds)
+    with ThreadProfiles() if profile else nullcontext() as profiles:
+        many = hot(clients, seconds)
+    if profiles is not None:
+        profiles.print(40)
     rows = [
         (f"update_status writing nothing, {clients} clients (ceiling)", top, ""),
         (
@@ -515,7 +521,7 @@ def report_hot(clients: int, seconds: float) -> None:
             drive(lambda _: None, clients=clients, seconds=seconds),
             "",
         ),
-        (f"hot account, {clients} clients", hot(clients, seconds), f">= {TARGET_HOT_RATIO}x"),
+        (f"hot account, {clients} clients", many, f">= {TARGET_HOT_RATIO}x"),
         ("hot account, 1 client", hot(1, seconds), f"p99 < {TARGET_P99_MS:g} ms"),
     ]
     print(
@@ -660,6 +666,9 @@ def main() -> None:
     parser.add_argument("--parts", default="distinct,hot,volume")
     parser.add_argument("--quick", action="store_true", help="a smoke test: small everything")
     parser.add_argument("--profile", type=int, help="profile the segment at this N")
+    parser.add_argument(
+        "--profile-hot", action="store_true", help="profile the hot account at --clients"
+    )
     args = parser.parse_args()
     if args.quick:
         args.accounts, args.seconds, args.volume = "10,1000", 1.0, 20_000
@@ -670,7 +679,7 @@ def main() -> None:
         sizes = [int(n) for n in args.accounts.split(",")]
         report_distinct(sizes, args.clients, args.profile)
     if "hot" in parts:
-        report_hot(args.clients, args.seconds)
+        report_hot(args.clients, args.seconds, args.profile_hot)
     if "volume" in parts:
         volume(args.volume, args.clients)
     if "reconciler" in parts:
