@@ -14,6 +14,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from budgetops.apis.ledger import Account, Reservation
+from budgetops.apis.resources import TrustBudget
 from budgetops.engine.ledger import InvalidCharge, confirm
 from budgetops.store import rows as rows_module
 from budgetops.store.rows import KEYED, Rows
@@ -37,14 +38,21 @@ def checked(rows: Rows, budget: object, patch: pytest.MonkeyPatch) -> list[str]:
     return texts
 
 
+def reserved(keys: list[str]) -> tuple[TrustBudget, Rows]:
+    """A budget of three accounts whose user:u1 holds a reservation under each of `keys`,
+    checked and written."""
+    budget, rows = opened(with_accounts(3))
+    for key in keys:
+        charging(key, account="user:u1", now=NOW)(budget)
+    rows.check(KEY, budget)
+    rows.wrote(rows.changes(budget), budget.status)
+    return budget, rows
+
+
 def test_a_charge_checks_its_own_reservation_not_those_written_before(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    budget, rows = opened(with_accounts(3))
-    for n in range(5):
-        charging(f"held-{n}", account="user:u1", now=NOW)(budget)
-    rows.check(KEY, budget)
-    rows.wrote(rows.changes(budget), budget.status)
+    budget, rows = reserved([f"held-{n}" for n in range(5)])
     charging("fresh", account="user:u1", now=NOW)(budget)
     [accounts] = [
         text for text in checked(rows, budget, monkeypatch) if text.startswith('{"user:u1"')
@@ -93,10 +101,7 @@ def test_rows_joined_from_what_was_encoded_before_are_the_bytes_of_a_whole_dump(
 def test_a_settling_batch_encodes_each_settled_key_once_for_its_check_and_its_write(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    budget, rows = opened(with_accounts(3))
-    for n in range(20):
-        charging(f"k-{n}", account="user:u1", now=NOW)(budget)
-    rows.wrote(rows.changes(budget), budget.status)
+    budget, rows = reserved([f"k-{n}" for n in range(20)])
     for n in range(20):
         confirm(budget.status, key=f"k-{n}", now=NOW)
     rows.check(KEY, budget)
