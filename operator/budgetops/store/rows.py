@@ -27,6 +27,7 @@ from functools import cache, partial
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import to_json
 
 from budgetops.apis.ledger import ENTRIES_KEPT, Ledger
 from budgetops.apis.resources import Budget, BudgetKey, field_errors
@@ -129,6 +130,11 @@ def _dump(value: Any, **options: Any) -> str:
     return adapter.dump_json(value, by_alias=True, exclude_none=True, **options).decode()
 
 
+def _key(key: str) -> str:
+    """A map's key as pydantic writes it (UTF-8, not \\u escapes as `json.dumps`)."""
+    return to_json(key).decode()
+
+
 _FIELDS_AFTER: dict[tuple[Any, str], set[str]] = {}
 
 
@@ -193,7 +199,7 @@ class Parts:
         known = self.texts  # still pinned by self.pins: no new tag is an old one's
         for tag in pins.keys() - known.keys():
             text = _dump(pins[tag])
-            known[tag] = f"{json.dumps(tag[0])}:{text}" if isinstance(tag, tuple) else text
+            known[tag] = f"{_key(tag[0])}:{text}" if isinstance(tag, tuple) else text
         texts = list(map(known.__getitem__, tags))
         self.pins, self.texts = pins, dict(zip(tags, texts, strict=True))
         self.written.intersection_update(pins)
@@ -352,7 +358,7 @@ class Rows:
         parts = self._parts((name, entry))
         tags, texts = parts.encode(records)
         account = _joined(value, field_, partial(_dump, value))
-        key = json.dumps(entry)
+        key = _key(entry)
         return f"{{{key}:{account(texts)}}}", f"{{{key}:{account(parts.fresh(tags))}}}"
 
     def _check_head(self, key: BudgetKey, status: BaseModel, names: list[str]) -> None:
