@@ -108,9 +108,11 @@ class Witness:
     created: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """Points held for an admitted object until it is seen (confirm) or expires (refund).
+    Frozen: a reservation is added and taken out, never changed, and the embedded ledger
+    keeps each one's encoding by identity (store.rows.Parts).
 
     Without a witness (the embedded ledger, the CLI) there is nothing to look for: the
     reservation is confirmed when it expires.
@@ -202,7 +204,8 @@ class Account:
     leases: dict[str, LeaseHold] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
+# Frozen, as a reservation is (the docstring is the CRD's description).
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One movement in the ledger, newest last."""
 

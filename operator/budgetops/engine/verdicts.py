@@ -10,6 +10,7 @@ same write as the charge it speaks of.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -332,7 +333,9 @@ def attest(
     decision."""
     last = ledger.entries[-1] if ledger.entries else None
     if decision.allowed and last is not None and last.key == key and last.action == "reserve":
-        last.verdict = digest
+        # A new entry, not the old one changed: a store may hold each entry's encoding by
+        # identity (store.rows.Parts: entries are added and dropped, never changed).
+        ledger.entries[-1] = dataclasses.replace(last, verdict=digest)
     else:
         ledger.entries.append(
             Entry(
