@@ -320,3 +320,39 @@ def test_a_usage_reading_that_came_too_soon_is_taken_later_without_a_change(
     budget.now[0] = NOW + timedelta(minutes=62)
     budget.issue(55)  # 55 of 100 since the reading at 09:15
     assert "RapidDepletion" in budget.alerting()["user:alice"]
+
+
+class Snatched(dict[str, Any]):
+    """A status map being changed by another thread: reading it is a race."""
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("dictionary changed size during iteration")
+
+    def values(self) -> Any:
+        raise RuntimeError("dictionary changed size during iteration")
+
+    def items(self) -> Any:
+        raise RuntimeError("dictionary changed size during iteration")
+
+
+class NextBatchFirst(SQLiteStore):
+    """The embedded store, whose next batch takes the budget just written as its snapshot:
+    by the time `update_status` returns, a charge may be changing that very object."""
+
+    def update_status(self, key: BudgetKey, change: Any, **options: Any) -> Any:
+        result = super().update_status(key, change, **options)
+        if isinstance(result, tuple) and isinstance(result[1], TrustBudget):
+            result[1].status.accounts = Snatched(result[1].status.accounts)
+        return result
+
+
+def test_the_reconciler_reads_no_status_once_its_write_returned(tmp_path: Path) -> None:
+    """In `budgetops serve` the webhook charges the object the reconciler's write left (the
+    store keeps it as the next snapshot): reading its accounts after the write raced with
+    that charge."""
+    store = NextBatchFirst(tmp_path / "ledger.sqlite3")
+    budget = trust_budget(initialBalance=10)
+    key = BudgetKey.of(store.apply(budget))
+    store.update_status(key, charging("held", now=NOW))  # reserved: due at its expiry
+    reconciler = versioned(store, [NOW], {"version": "1"})
+    assert reconciler.reconcile(key) == timedelta(minutes=1)  # idle: before the expiry

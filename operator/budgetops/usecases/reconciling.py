@@ -139,7 +139,9 @@ class Reconciler:
             seen = self.objects.look(paths) if paths else {}
         name = budget_name(key)
 
-        def change(fresh: Budget) -> tuple[Outcome, Budget, list[breakglass.Approved]]:
+        def change(
+            fresh: Budget,
+        ) -> tuple[Outcome, Budget, list[breakglass.Approved], datetime | None]:
             generation = fresh.metadata.generation
             answers = []
             if isinstance(fresh, TrustBudget):
@@ -169,16 +171,22 @@ class Reconciler:
                 outcome = reconcile_risk(
                     fresh.status, fresh.spec, budget=name, generation=generation, now=now, seen=seen
                 )
-            return outcome, fresh, answers
+            # When it is next due is read here, from the state this change decided on: once
+            # `update_status` returns, a store may already be charging that same object in
+            # its next batch (the embedded ledger keeps it as the next snapshot).
+            assert isinstance(fresh, TrustBudget | RiskBudget)
+            return outcome, fresh, answers, self._due(fresh, now)
 
-        def needs_write(decided: tuple[Outcome, Budget, list[breakglass.Approved]]) -> bool:
+        def needs_write(
+            decided: tuple[Outcome, Budget, list[breakglass.Approved], datetime | None],
+        ) -> bool:
             """A change, or audit records a command left for the operator to publish (an
             approval recorded queued one, so it is written too)."""
-            outcome, fresh, _ = decided
+            outcome, fresh, _, _ = decided
             return outcome.changed or bool(getattr(fresh.status, "audit_held", None))
 
         try:
-            outcome, kept, answers = self.store.update_status(
+            outcome, kept, answers, due = self.store.update_status(
                 key, change, timeout=self.write_timeout, needs_write=needs_write
             )
         except NotFound:
@@ -189,7 +197,6 @@ class Reconciler:
         self._tell(kept, outcome)  # the budget the outcome was decided on, spec included
         if self.leases is not None and isinstance(kept, TrustBudget):
             self.leases.sync(kept)
-        due = self._due(kept, now)
         if kept.metadata.resource_version is not None:
             self.left[key] = (kept.metadata.resource_version, due)
         return self._wait(due, now)
