@@ -48,7 +48,7 @@ from budgetops.engine.ledger import audit, confirm
 from budgetops.store import ChargeTimeout
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, SQLiteStore
 from budgetops.usecases.charging import Changes
-from cluster import load_harness
+from cluster import control_plane
 from ledger import ThreadProfiles
 
 CLIENTS = 64
@@ -224,14 +224,8 @@ def in_cluster(
 
     from budgetops.store.kube import KubeStore
 
-    harness = load_harness()
-    binaries = harness.cached_binaries()
-    if binaries is None:
-        raise SystemExit("build the control plane first: python hack/control_plane.py build")
     rows = []
-    with harness.ControlPlane(binaries) as plane:
-        plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    with control_plane() as plane:
         for name, group in (("one write per charge (baseline)", False), ("group commit", True)):
             api = config.new_client_from_config(str(plane.kubeconfig))
             api.configuration.connection_pool_maxsize = CLIENTS

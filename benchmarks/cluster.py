@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,3 +21,16 @@ def load_harness() -> Any:
     sys.modules["control_plane"] = module
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def control_plane() -> Iterator[Any]:
+    """A started control plane with BudgetOps' CRDs applied and established."""
+    harness = load_harness()
+    binaries = harness.cached_binaries()
+    if binaries is None:
+        raise SystemExit("build the control plane first: python hack/control_plane.py build")
+    with harness.ControlPlane(binaries) as plane:
+        plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        yield plane

@@ -68,7 +68,7 @@ from budgetops.store import BudgetStore
 from budgetops.store.commit import stored_size
 from budgetops.store.sqlite import SERVING_CHECKPOINT_SECONDS, SQLiteStore
 from budgetops.usecases.leasing import LeaseService
-from cluster import load_harness
+from cluster import control_plane
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "examples" / "trustbudget-llm-spend.yaml"
@@ -440,13 +440,7 @@ def in_cluster(budgets: int) -> tuple[float, list[tuple[str, float]]]:
 
     from budgetops.store.kube import KubeStore
 
-    harness = load_harness()
-    binaries = harness.cached_binaries()
-    if binaries is None:
-        raise SystemExit("build the control plane first: python hack/control_plane.py build")
-    with harness.ControlPlane(binaries) as plane:
-        plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    with control_plane() as plane:
         store = KubeStore(config.new_client_from_config(str(plane.kubeconfig))).start()
         try:
             start = time.perf_counter()

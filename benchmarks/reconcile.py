@@ -36,7 +36,7 @@ from budgetops.apis.resources import Budget, BudgetKey, RiskBudget, TrustBudget
 from budgetops.engine.charges import TrustCharge
 from budgetops.engine.conditions import set_condition
 from budgetops.usecases.charging import Changes
-from cluster import load_harness
+from cluster import control_plane
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUNDARY = datetime(2026, 12, 1, tzinfo=UTC)
@@ -262,13 +262,7 @@ def main() -> None:
     from budgetops.cli.target import api_client
     from budgetops.store.kube import KubeStore
 
-    harness = load_harness()
-    binaries = harness.cached_binaries()
-    if binaries is None:
-        raise SystemExit("build the control plane first: python hack/control_plane.py build")
-    with harness.ControlPlane(binaries) as plane:
-        plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    with control_plane() as plane:
         plane.kubectl("create", "namespace", NAMESPACE)
         api = api_client(str(plane.kubeconfig))
         store = KubeStore(api).start()
