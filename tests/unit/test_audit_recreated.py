@@ -18,7 +18,7 @@ import pytest
 from budgetops.apis.ledger import Ledger
 from budgetops.apis.resources import BudgetKey
 from budgetops.cli.attestation import envelope_check
-from budgetops.cli.commands import VERDICT_KEYS_ENV
+from budgetops.cli.defaults import VERDICT_KEYS_ENV
 from budgetops.cli.main import main
 from budgetops.engine import audit, ledger
 from budgetops.store import BudgetStore

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from budgetops.adapters.keyring import VERDICT_KEYS_ENV
-from budgetops.cli import commands
+from budgetops.cli import commands, defaults
 from budgetops.crypto.tokens import DEFAULT_ISSUER
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -133,4 +133,4 @@ def test_every_verb_names_a_handler_that_exists() -> None:
 
 def test_constants_named_for_the_parser_match_their_owners() -> None:
     assert commands.DEFAULT_ISSUER == DEFAULT_ISSUER
-    assert commands.VERDICT_KEYS_ENV == VERDICT_KEYS_ENV
+    assert defaults.VERDICT_KEYS_ENV == VERDICT_KEYS_ENV

@@ -22,14 +22,10 @@ from typing import TextIO, TypeAlias, cast
 from budgetops import __version__
 from budgetops.apis.numbers import NumberError, counts, whole
 
+from .defaults import DEFAULT_NAMESPACE, VERDICT_KEYS_ENV
+
 DEFAULT_DB = Path.home() / ".local" / "state" / "budgetops" / "ledger.sqlite3"
 DEFAULT_TTL = "5m"
-DEFAULT_NAMESPACE = "budgetops-system"
-"""Where BudgetOps runs when neither a flag nor $POD_NAMESPACE says: `run` finds its Secrets
-there, and a command in a cluster the keyring and verdict ConfigMaps."""
-VERDICT_KEYS_ENV = "BUDGETOPS_VERDICT_KEYS"
-"""`budgetops.adapters.keyring.VERDICT_KEYS_ENV`, named here so that the parser needs no store
-code (tests/unit/test_cli_lazy.py keeps the two equal)."""
 DEFAULT_ISSUER = "budgetops.dev"
 """`budgetops.crypto.tokens.DEFAULT_ISSUER`, named here so that the parser needs no JWT code
 (tests/unit/test_cli_lazy.py keeps the two equal)."""

@@ -16,7 +16,7 @@ from typing import TypedDict
 
 from budgetops.apis.common import format_duration, parse_duration
 
-from .commands import DEFAULT_NAMESPACE, VERDICT_KEYS_ENV
+from .defaults import DEFAULT_NAMESPACE, VERDICT_KEYS_ENV
 
 MAX_TTL = timedelta(days=7)
 """Longest --ttl: a reservation is meant to be confirmed or refunded within minutes."""

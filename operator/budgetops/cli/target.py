@@ -25,7 +25,7 @@ from budgetops.store import BudgetStore
 from budgetops.store.audit import AuditTrail, Checkpoints, StreamSink
 
 from . import stores
-from .commands import DEFAULT_NAMESPACE
+from .defaults import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:  # a writer's keyring comes through `Signer`, from cli/signing.py
     from kubernetes.client import ApiClient
