@@ -398,8 +398,11 @@ def test_another_agents_lease_unknown_leases_and_order(
     lease_id = handshake(api, token)[1]["lease_id"]
     status, body, _ = api.call(
         "POST", "/budget/report", report(lease_id, (1, 1)), token=other_token
+    )  # another agent's lease: not found for this one, and nothing says it exists
+    assert (status, body["error"]["code"]) == (404, "LEASE_NOT_FOUND")
+    assert body["error"]["message"] == (
+        f"{other_id} holds no lease {lease_id} (never granted to it, or closed long ago)"
     )
-    assert (status, body["error"]["code"]) == (403, "LEASE_FORBIDDEN")
     unknown = "lease_00000000-0000-0000-0000-000000000000"
     status, body, _ = api.call("POST", "/budget/report", report(unknown, (1, 1)), token=token)
     assert (status, body["error"]["code"]) == (404, "LEASE_NOT_FOUND")

@@ -167,6 +167,17 @@ def lease_view(lease_id: str, agent_id: str, agent: Agent, hold: LeaseHold) -> d
     }
 
 
+def _not_yours(lease_id: str, agent_id: str) -> ApiError:
+    """A lease the agent does not hold: never granted to it, or closed long ago. Whether
+    another agent holds it is not looked up: that read every TrustBudget on each such call,
+    and told an agent which lease ids exist elsewhere."""
+    return ApiError(
+        404,
+        "LEASE_NOT_FOUND",
+        f"{agent_id} holds no lease {lease_id} (never granted to it, or closed long ago)",
+    )
+
+
 class LeaseService:
     """The lease API's operations; the HTTP layer (`leaseapi.app`) only parses and routes."""
 
@@ -255,7 +266,7 @@ class LeaseService:
         except InvalidCharge as error:
             raise ApiError(400, "INVALID_REQUEST", str(error)) from None
         except leases.UnknownLease as error:
-            raise self._not_yours(str(error.args[0])) from None
+            raise _not_yours(str(error.args[0]), claims.agent_id) from None
         except leases.TooManyLeases as error:
             raise ApiError(409, "TOO_MANY_LEASES", str(error)) from None
         return key, result
@@ -353,16 +364,6 @@ class LeaseService:
                 f"the provider key of {agent_id} cannot be read; ask an administrator to "
                 f"check Secret {ref.name} (key {ref.key})",
             ) from None
-
-    def _not_yours(self, lease_id: str) -> ApiError:
-        for budget in self.store.list("TrustBudget"):
-            assert isinstance(budget, TrustBudget)
-            for account in budget.status.accounts.values():
-                if lease_id in account.leases:
-                    return ApiError(403, "LEASE_FORBIDDEN", f"{lease_id} belongs to another agent")
-        return ApiError(
-            404, "LEASE_NOT_FOUND", f"no lease {lease_id} (never granted, or closed long ago)"
-        )
 
     async def report(self, token: str, request: ReportRequest) -> dict[str, Any]:
         claims = await self.verify(token)
@@ -515,5 +516,5 @@ class LeaseService:
         try:
             hold = leases.find_lease(budget.status, account=claims.agent_id, lease_id=lease_id)
         except leases.UnknownLease:
-            raise self._not_yours(lease_id) from None
+            raise _not_yours(lease_id, claims.agent_id) from None
         return lease_view(lease_id, claims.agent_id, agent, hold)
