@@ -197,6 +197,9 @@ class Reconciler:
         self._tell(kept, outcome)  # the budget the outcome was decided on, spec included
         if self.leases is not None and isinstance(kept, TrustBudget):
             self.leases.sync(kept)
+            held_back = self.leases.due(kept)  # a sync it just put off: try it again then
+            if held_back is not None:
+                due = min(d for d in (due, now + held_back) if d is not None)
         if kept.metadata.resource_version is not None:
             self.left[key] = (kept.metadata.resource_version, due)
         return self._wait(due, now)
@@ -227,9 +230,6 @@ class Reconciler:
             dues.append(breakglass.next_deadline(budget.status))
             if any("RapidDepletion" in raised for raised in budget.status.alerting.values()):
                 dues.append(now + self.timing.idle)
-            held_back = self.leases.due(budget) if self.leases is not None else None
-            if held_back is not None:
-                dues.append(now + held_back)
         return min((due for due in dues if due is not None), default=None)
 
     def _wait(self, due: datetime | None, now: datetime) -> timedelta:
