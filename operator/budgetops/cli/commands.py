@@ -70,6 +70,17 @@ def db_path(value: str | None) -> Path:
     return Path(value or os.environ.get("BUDGETOPS_DB") or DEFAULT_DB)
 
 
+def _delay(value: str) -> str:
+    """argparse type of --shutdown-delay (kept as given; see `shutdown_delay`)."""
+    from .settings import shutdown_delay
+
+    try:
+        shutdown_delay(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return value
+
+
 def _ttl(value: str) -> str:
     """argparse type of --ttl: a duration up to MAX_TTL (kept as given; see `ttl_duration`)."""
     from budgetops.apis.common import format_duration
@@ -584,5 +595,11 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         )
         verb.add_argument(
             "--lease-ttl", default="1h", type=_ttl, help="how long a lease lasts (at most 7d)"
+        )
+        verb.add_argument(
+            "--shutdown-delay",
+            type=_delay,
+            help="after SIGTERM, keep answering this long (at most 60s) before no longer "
+            "taking requests: the API server sends to a deleted pod for a moment",
         )
     return top

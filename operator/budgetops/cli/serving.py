@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,5 +150,12 @@ def serve_until_stopped(
             until(stop)
         else:
             stop.wait()
+        delay = settings.shutdown_delay.total_seconds()
+        if delay:
+            # A deleted pod leaves the Service's endpoints a moment after SIGTERM; what the
+            # API server sends meanwhile is answered, not cut off (a webhook call that gets
+            # EOF fails the user's request).
+            log.info("stopping: still answering for %gs", delay)
+            time.sleep(delay)
     server.close()
     return 0

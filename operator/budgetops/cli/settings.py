@@ -20,8 +20,20 @@ from .defaults import DEFAULT_NAMESPACE, VERDICT_KEYS_ENV
 
 MAX_TTL = timedelta(days=7)
 """Longest --ttl: a reservation is meant to be confirmed or refunded within minutes."""
+MAX_SHUTDOWN_DELAY = timedelta(seconds=60)
+"""Longest --shutdown-delay: it must end well within the pod's termination grace period."""
 NAMESPACE_ENV = "POD_NAMESPACE"
 SERVICE_ACCOUNT_ENV = "BUDGETOPS_SERVICE_ACCOUNT"
+
+
+def shutdown_delay(value: str | None) -> timedelta:
+    """A --shutdown-delay: none, or a duration up to MAX_SHUTDOWN_DELAY (ValueError if not)."""
+    if value is None:
+        return timedelta(0)
+    parsed = parse_duration(value)
+    if parsed > MAX_SHUTDOWN_DELAY:
+        raise ValueError(f"{value} is longer than {format_duration(MAX_SHUTDOWN_DELAY)}")
+    return parsed
 
 
 class TTLTooLong(ValueError):
@@ -53,6 +65,9 @@ class ServeSettings:
     namespace: str = ""
     """Where the lease API's signing key and provider key Secrets live ("" embedded)."""
     audit_file: str | None = None
+    shutdown_delay: timedelta = timedelta(0)
+    """How long requests are still answered after SIGTERM, before the server stops taking
+    them: until the API server has stopped sending here (`--shutdown-delay`)."""
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert_file) != bool(self.tls_key_file) and not self.makes_tls:
@@ -88,6 +103,7 @@ class _Serving(TypedDict):
     tls_cert_file: str | None
     tls_key_file: str | None
     audit_file: str | None
+    shutdown_delay: timedelta
 
 
 def _serving(args: argparse.Namespace, environ: Mapping[str, str]) -> _Serving:
@@ -102,6 +118,7 @@ def _serving(args: argparse.Namespace, environ: Mapping[str, str]) -> _Serving:
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
         audit_file=args.audit_file,
+        shutdown_delay=shutdown_delay(args.shutdown_delay),
     )
 
 
