@@ -310,9 +310,6 @@ class GroupCommit:
         self.whole = whole
         self.readback = readback
         self.limit = limit
-        self._sizes: dict[BudgetKey, int] = {}
-        """Each budget's size when a batch of it was last checked (`check_size`'s `before`
-        for the next one: measured afresh only for a budget not seen yet)."""
         self.writers = writers
         self.clock = clock
         self.sleep = sleep
@@ -451,7 +448,7 @@ class GroupCommit:
         after which it stopped reading back when `careful`, else none."""
         decided = []
         now = self.clock()
-        check = self._checker(key, budget)
+        check = self._checker(key, budget, careful=careful)
         for waiter in pending:
             if _past_cutoff(key, waiter, now):
                 continue
@@ -476,9 +473,11 @@ class GroupCommit:
                 raise _Spoiled(None, error) from error
         return decided
 
-    def _checker(self, key: BudgetKey, budget: Budget) -> Callable[[], object]:
+    def _checker(self, key: BudgetKey, budget: Budget, *, careful: bool) -> Callable[[], object]:
         """What checks that `budget`, once its changes ran, reads back and fits (taken
-        before they run)."""
+        before they run). Its size is only known to have grown in a careful run, which
+        measures it before the first change: a batch found too big is run again carefully,
+        and there the change that grew it past the limit fails alone."""
         reads: Callable[[], object]
         if self.whole:
             reads = functools.partial(check_readback, key, budget)
@@ -486,14 +485,17 @@ class GroupCommit:
             reads = functools.partial(self.readback, key, budget)
         else:
             reads = functools.partial(check_readback, key, budget, held=Held.of(budget))
-        if self.limit is None:
+        limit = self.limit
+        if limit is None:
             return reads
-        limit, sizes = self.limit, self._sizes
-        before = sizes[key] if key in sizes else stored_size(budget)
+        before = [stored_size(budget) if careful else None]
 
         def reads_and_fits() -> None:
             reads()
-            sizes[key] = check_size(key, budget, limit=limit, before=before)
+            if before[0] is None:  # one check of a whole batch: any excess is looked into
+                check_size(key, budget, limit=limit, before=limit)
+            else:
+                before[0] = check_size(key, budget, limit=limit, before=before[0])
 
         return reads_and_fits
 
