@@ -11,20 +11,28 @@ from budgetops.engine.verdicts import Subject, content_digest
 
 IMAGES_KEPT = 32
 """Images named in a verdict at most (a pod runs a handful)."""
+IMAGE_MAX = 512
+"""Characters of an image reference a verdict keeps."""
 
 
-def images_of(template: Any) -> tuple[str, ...]:
+def images_of(
+    template: Any, *, kept: int | None = IMAGES_KEPT, cut: int | None = IMAGE_MAX
+) -> tuple[str, ...]:
+    """The distinct images of a pod template, init containers first: at most `kept`, each
+    cut to `cut` characters (None: all of them, as written)."""
     spec = template.get("spec") if isinstance(template, dict) else None
     if not isinstance(spec, dict):
         return ()
-    found = []
+    found: list[str] = []
     for field in ("initContainers", "containers"):
         containers = spec.get(field)
         for container in containers if isinstance(containers, list) else []:
             image = container.get("image") if isinstance(container, dict) else None
-            if isinstance(image, str) and image and image not in found:
-                found.append(image[:512])
-    return tuple(found[:IMAGES_KEPT])
+            if isinstance(image, str) and image:
+                image = image[:cut]
+                if image not in found:
+                    found.append(image)
+    return tuple(found[:kept])
 
 
 def subject_of(request: AdmissionRequest, release_key: str = "") -> Subject:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol
 
-from budgetops.admission.attest import images_of
+from budgetops.admission.attest import IMAGE_MAX, IMAGES_KEPT, images_of
 from budgetops.admission.classify import WORKLOADS, Classified, Refused, RiskCharge
 from budgetops.admission.review import AdmissionRequest
 from budgetops.apis.resources import Budget, BudgetKey, RiskBudget
@@ -57,10 +57,19 @@ class Shipped:
 
 
 def _images(document: dict[str, Any] | None, path: tuple[str, ...]) -> tuple[str, ...]:
+    """Every image of the pod template, exactly as written: a verdict's subject may keep the
+    first IMAGES_KEPT, cut to IMAGE_MAX, but a price taken from fewer images, or from a
+    reference cut short (another reference), could be had by padding the template."""
     node: Any = document
     for part in path:
         node = node.get(part) if isinstance(node, dict) else None
-    return images_of(node)
+    found = images_of(node, kept=None, cut=None)
+    if len(found) > IMAGES_KEPT or any(len(image) > IMAGE_MAX for image in found):
+        raise Refused(
+            f"a pod template priced from VulnerabilityReports may run at most {IMAGES_KEPT} "
+            f"images, each named in at most {IMAGE_MAX} characters. Nothing was charged."
+        )
+    return found
 
 
 def shipped(request: AdmissionRequest) -> Shipped | None:
@@ -141,8 +150,10 @@ async def price(
     charged for this request takes its points from them and the images changed. A
     server with no cluster to read them from (`source` None) reads them as unavailable."""
     paying = wanting(budgets, charges)
+    if not paying:
+        return charges, []
     images = shipped(request)
-    if not paying or images is None:
+    if images is None:
         return charges, []
     reports: list[ClusterReport] | ReportsUnavailable
     timeout = min(REPORTS_TIMEOUT, deadline - time.monotonic() - ANSWER_ROOM)
