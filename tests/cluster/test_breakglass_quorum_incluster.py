@@ -234,13 +234,16 @@ def test_a_quorum_of_two_approvers_lets_break_glass_pass_once(quorum: Quorum) ->
     code, out = quorum.approve("dave", request)
     assert code == 1, out
     assert "dave is not among the approvers of TrustBudget glass-certs (alice, bob or carol)" in out
-    still = quorum.ask("quorum-ask-2")
+    still = quorum.ask("quorum-ask-1")  # the same CSR again
     assert f"request {request} has 1 of the 2 approvals it needs (bob)" in still.stderr
     code, out = quorum.approve("carol", request)
     assert code == 0, out
     assert f"carol's approval of {request} recorded (2 of 2): it may pass once" in out
 
-    passed = quorum.ask("quorum-ask-3")
+    other = quorum.ask("quorum-other")  # approved for quorum-ask-1, not for anything else
+    assert other.returncode != 0
+    assert _request_of(other.stderr) != request
+    passed = quorum.ask("quorum-ask-1")
     assert passed.returncode == 0, passed.stderr
     assert f"(request {request}, approved by bob, carol)" in passed.stderr  # kubectl's warning
     again = quorum.ask("quorum-ask-4")

@@ -92,8 +92,8 @@ def test_an_ask_opens_a_request_and_the_denial_says_who_approves_how_and_by_when
     [record] = budget.status.queued_audit()[-1:]
     assert record["action"] == "break-glass-refused"
     assert record["detail"]["request"] == request.id, "the denial's write stores the request"
-    again = glass(budget, "bg-2", ask())
-    assert len(budget.status.break_glass_requests) == 1, "one open request per requester"
+    again = glass(budget, "bg-1", ask())  # the same object asked again
+    assert len(budget.status.break_glass_requests) == 1, "one open request per object asked"
     assert again.message.endswith(
         f"Break-glass needs approval: request {request.id} has 0 of the 2 approvals it needs "
         f"(none yet); 2 more from alice, bob, carol or group sre by {DEADLINE}: kubectl budget "
@@ -108,11 +108,14 @@ def test_two_distinct_approvers_let_it_pass_exactly_once_with_them_in_the_audit(
     assert first == breakglass.Approved(
         True, f"bob's approval of {request} recorded (1 of 2): 1 more needed by {DEADLINE}"
     )
-    assert "has 1 of the 2 approvals it needs (bob); 1 more" in glass(budget, "x", ask()).message
+    assert "has 1 of the 2 approvals it needs (bob); 1 more" in glass(budget, "bg-0", ask()).message
     second = approve(budget, request, "carol")
     assert second.reached
     assert second.message.endswith(f"(2 of 2): it may pass once, until {DEADLINE}")
-    passed = glass(budget, "bg-3", ask())
+    other = glass(budget, "bg-other", ask())  # approved for bg-0, not for anything else
+    assert not other.allowed
+    assert "Break-glass needs approval: this budget requires 2 approvals" in other.message
+    passed = glass(budget, "bg-0", ask())
     assert (passed.allowed, passed.reason, passed.cost) == (True, "BreakGlass", 0)
     assert passed.warnings == (
         "Break-glass used by alice for user:alice: INC-42 prod down "
@@ -198,9 +201,9 @@ def test_a_dry_run_opens_nothing_and_uses_nothing() -> None:
     request = opened(budget)
     approve(budget, request, "bob")
     approve(budget, request, "carol")
-    assert glass(budget, "bg-dry", ask(), dry_run=True).reason == "DryRun"
+    assert glass(budget, "bg-0", ask(), dry_run=True).reason == "DryRun"
     assert budget.status.break_glass_requests[0].used_at is None, "still there to use"
-    assert glass(budget, "bg-real", ask()).reason == "BreakGlass"
+    assert glass(budget, "bg-0", ask()).reason == "BreakGlass"
 
 
 @pytest.mark.parametrize(
@@ -260,13 +263,13 @@ def test_the_reconciler_announces_each_step_once_and_drops_closed_requests() -> 
     assert _reconcile(budget, at) == [], "told once"
     approve(budget, request, "bob")
     approve(budget, request, "carol")
-    glass(budget, "bg-used", ask())
+    glass(budget, "bg-0", ask())
     assert _reconcile(budget, at) == [
         ("BreakGlassApproved", "warning",
          f"user:alice: alice's request {request} approved by bob, carol; it may pass once until "
          f"{DEADLINE}"),
         ("BreakGlassUsed", "critical",
-         "user:alice: break-glass used by alice for CertificateSigningRequest/bg-used "
+         "user:alice: break-glass used by alice for CertificateSigningRequest/bg-0 "
          "(approved by bob, carol): INC-42 prod down"),
     ]  # fmt: skip
     assert _reconcile(budget, at) == []

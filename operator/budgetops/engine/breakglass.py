@@ -71,7 +71,8 @@ def await_quorum(
     now: datetime,
     dry_run: bool,
 ) -> tuple[BreakGlassRequest | None, str | None]:
-    """The open request of this requester on this account and, unless its approvals are
+    """The open request of this requester on this account for this object (approvers
+    approve what they were shown: nothing else passes on it) and, unless its approvals are
     enough (it may pass), what they still wait for. Without one, a request is opened (not
     in a dry run), to be stored with the denial that names it."""
     drop_expired(status, now)
@@ -79,7 +80,7 @@ def await_quorum(
         (
             r
             for r in status.break_glass_requests
-            if r.account == account and r.user == user and r.used_at is None
+            if r.account == account and r.user == user and r.object == ref and r.used_at is None
         ),
         None,
     )
